@@ -1,0 +1,472 @@
+//! The TOML configuration: every key has a default, so `ticketd` runs with no
+//! file at all. Unknown keys are errors (a typo must not silently fall back to
+//! a default), reported with line and column.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file named.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped key.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file named.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file named (or `<defaults>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory (database, outbox files, MAC key); `--data-dir` wins.
+    pub data_dir: Option<PathBuf>,
+    /// The support desk's identity and own addresses.
+    pub desk: DeskConfig,
+    /// Ticket numbers and the subject tag.
+    pub tickets: TicketsConfig,
+    /// Limits and switches of the intake pipeline.
+    pub intake: IntakeConfig,
+    /// Automatic mails (confirmations).
+    pub autoreply: AutoReplyConfig,
+    /// Where to find classification rules other than the embedded ones.
+    pub rules: DirConfig,
+    /// Where to find templates other than the embedded ones.
+    pub templates: DirConfig,
+    /// How queued mail leaves.
+    pub outbound: OutboundConfig,
+    /// Maildirs watched by `ticketd run`.
+    pub maildir: Vec<MaildirConfig>,
+    /// Logging.
+    pub log: LogConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Directory of the config file; relative paths in it are resolved
+    /// against this.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+/// The desk's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskConfig {
+    /// Display name used as sender of automatic mails.
+    pub name: String,
+    /// Our own addresses: the first is the sender of automatic mails; mail
+    /// from any of them is a loop and never answered.
+    pub addresses: Vec<String>,
+    /// Right-hand side of our Message-IDs; default: domain of the first address.
+    pub message_id_domain: Option<String>,
+    /// Language of customer mails: `de` or `en`.
+    pub language: String,
+    /// Time zone for timestamps shown to customers.
+    pub timezone: String,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        DeskConfig {
+            name: "Support".into(),
+            addresses: vec!["support@example.com".into()],
+            message_id_domain: None,
+            language: "de".into(),
+            timezone: "Europe/Berlin".into(),
+        }
+    }
+}
+
+impl DeskConfig {
+    /// The sender address of automatic mails.
+    pub fn from_address(&self) -> &str {
+        self.addresses
+            .first()
+            .map(String::as_str)
+            .unwrap_or("support@example.com")
+    }
+    /// The domain used in our Message-IDs.
+    pub fn id_domain(&self) -> String {
+        self.message_id_domain
+            .clone()
+            .unwrap_or_else(|| crate::domain::domain_of(self.from_address()))
+    }
+}
+
+/// Ticket numbering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsConfig {
+    /// Text before the digits of every ticket number (letters, digits, `-`).
+    pub number_prefix: String,
+    /// The first ticket gets this number + 1.
+    pub number_start: i64,
+    /// The word of the subject tag: `[Ticket#10001]`.
+    pub tag: String,
+    /// Severity of mail no rule matched (1–4).
+    pub default_severity: u8,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig {
+            number_prefix: String::new(),
+            number_start: 10000,
+            tag: "Ticket".into(),
+            default_severity: 3,
+        }
+    }
+}
+
+/// Limits of intake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// Attachments of one message beyond this many bytes in total are dropped
+    /// (with a note on the ticket); the raw message is kept whole.
+    pub max_attachment_bytes: u64,
+    /// Attachments of one message beyond this count are dropped with a note.
+    pub max_attachments: usize,
+    /// Article bodies beyond this many bytes are cut (the raw message keeps all).
+    pub max_body_bytes: usize,
+    /// Domains shared by unrelated people: a follow-up by subject tag from the
+    /// same free-mail domain as the requester is not trusted.
+    pub freemail_domains: Vec<String>,
+    /// Messages per transaction when one process ingests many files.
+    pub batch_size: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            max_attachment_bytes: 25 * 1024 * 1024,
+            max_attachments: 1000,
+            max_body_bytes: 512 * 1024,
+            freemail_domains: [
+                "gmail.com",
+                "googlemail.com",
+                "outlook.com",
+                "hotmail.com",
+                "live.com",
+                "yahoo.com",
+                "icloud.com",
+                "me.com",
+                "aol.com",
+                "gmx.de",
+                "gmx.net",
+                "gmx.at",
+                "web.de",
+                "t-online.de",
+                "freenet.de",
+                "posteo.de",
+                "mailbox.org",
+                "proton.me",
+                "protonmail.com",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            batch_size: 256,
+        }
+    }
+}
+
+/// Automatic mails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoReplyConfig {
+    /// Send a confirmation for every new ticket.
+    pub confirm: bool,
+    /// At most this many automatic mails per recipient address and hour.
+    pub max_per_recipient_per_hour: u32,
+}
+
+impl Default for AutoReplyConfig {
+    fn default() -> Self {
+        AutoReplyConfig {
+            confirm: true,
+            max_per_recipient_per_hour: 10,
+        }
+    }
+}
+
+/// A directory that overrides embedded files.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirConfig {
+    /// The directory; relative to the config file.
+    pub dir: Option<PathBuf>,
+}
+
+/// How mail leaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// `file` (default: `.eml` files in the data directory) or `smtp`.
+    pub transport: Transport,
+    /// Directory of the file transport; default `<data_dir>/sent`.
+    pub file_dir: Option<PathBuf>,
+    /// SMTP settings, used when `transport = "smtp"`.
+    pub smtp: SmtpConfig,
+    /// Seconds between outbox polls when nothing woke the worker.
+    pub poll_seconds: f64,
+    /// Give up on a message after this many hours of temporary failures.
+    pub retry_hours: f64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            transport: Transport::File,
+            file_dir: None,
+            smtp: SmtpConfig::default(),
+            poll_seconds: 0.5,
+            retry_hours: 72.0,
+        }
+    }
+}
+
+/// The outbound transport.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Write `.eml` files.
+    File,
+    /// Deliver over SMTP.
+    Smtp,
+}
+
+/// SMTP relay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Relay host.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// `none` (loopback only), `starttls` or `tls`.
+    pub tls: SmtpTls,
+    /// AUTH user, if any.
+    pub user: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a systemd credential).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: SmtpTls::None,
+            user: None,
+            password_env: None,
+            password_file: None,
+        }
+    }
+}
+
+/// TLS mode of the SMTP relay.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text; only for loopback relays.
+    None,
+    /// STARTTLS upgrade (port 587).
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+/// A Maildir to watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaildirConfig {
+    /// The Maildir (containing `new/`, `cur/`, `tmp/`).
+    pub path: PathBuf,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` for JSON lines; otherwise human-readable.
+    pub format: Option<String>,
+}
+
+/// The database.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite:` URL; default `<data_dir>/ticketd.db`.
+    pub url: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse_str(&text, path)?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().to_string(),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Checks values that TOML types cannot express.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !(1..=4).contains(&self.tickets.default_severity) {
+            return Err(bad(format!(
+                "tickets.default_severity must be 1–4, not {}",
+                self.tickets.default_severity
+            )));
+        }
+        if !self
+            .tickets
+            .number_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(bad(
+                "tickets.number_prefix may hold only ASCII letters, digits and '-'".into(),
+            ));
+        }
+        if self.tickets.tag.is_empty()
+            || !self.tickets.tag.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(bad(
+                "tickets.tag must be a non-empty word of ASCII letters and digits".into(),
+            ));
+        }
+        if self.tickets.number_start < 0 {
+            return Err(bad("tickets.number_start must not be negative".into()));
+        }
+        if self.desk.addresses.is_empty() {
+            return Err(bad("desk.addresses needs at least one address".into()));
+        }
+        for a in &self.desk.addresses {
+            if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(format!("desk.addresses: {a:?} is not a mail address")));
+            }
+        }
+        if !matches!(self.desk.language.as_str(), "de" | "en") {
+            return Err(bad(format!(
+                "desk.language must be \"de\" or \"en\", not {:?}",
+                self.desk.language
+            )));
+        }
+        if jiff::tz::TimeZone::get(&self.desk.timezone).is_err() {
+            return Err(bad(format!(
+                "desk.timezone: unknown time zone {:?}",
+                self.desk.timezone
+            )));
+        }
+        if self.intake.batch_size == 0 {
+            return Err(bad("intake.batch_size must be at least 1".into()));
+        }
+        if !(self.outbound.poll_seconds > 0.0) {
+            return Err(bad("outbound.poll_seconds must be positive".into()));
+        }
+        if self.outbound.transport == Transport::Smtp && self.outbound.smtp.host.is_empty() {
+            return Err(bad("outbound.smtp.host is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config file against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse_str("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.tickets.default_severity, 3);
+        assert_eq!(c.autoreply.max_per_recipient_per_hour, 10);
+        assert_eq!(c.intake.max_attachment_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.desk.language, "de");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line() {
+        let err = Config::parse_str("[tickets]\nprefixx = \"T\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:2:"), "{err}");
+        assert!(err.contains("prefixx"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for text in [
+            "[tickets]\ndefault_severity = 7",
+            "[desk]\nlanguage = \"fr\"",
+            "[desk]\ntimezone = \"Mars/Olympus\"",
+            "[tickets]\ntag = \"Ti cket\"",
+        ] {
+            assert!(
+                Config::parse_str(text, Path::new("c.toml")).is_err(),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
+//! rules on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
+//! is finished, nothing new is taken).
+
+use crate::config::Config;
+use crate::outbound::worker::{Sender, Worker};
+use crate::service::{DataDir, Incoming, Intake};
+use crate::sources::maildir::Maildir;
+use crate::store::Store;
+use notify::Watcher;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Runs the daemon until a stop signal; returns the process exit code.
+pub async fn run(
+    cfg: Config,
+    data: DataDir,
+    store: Store,
+    intake: Arc<Intake>,
+) -> anyhow::Result<()> {
+    // Fail at start, not on the first mail, when rules or templates are broken.
+    let n = intake
+        .rules()
+        .map_err(|e| anyhow::anyhow!("rules: {e}"))?
+        .len();
+    intake
+        .templates()
+        .map_err(|e| anyhow::anyhow!("templates: {e}"))?;
+    tracing::info!(rules = n, "rules loaded");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    let sender =
+        Sender::from_config(&cfg, &data.sent()).map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
+    let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(worker.run(stop_rx.clone()));
+
+    let mut dirs: Vec<std::path::PathBuf> =
+        cfg.maildir.iter().map(|m| cfg.resolve(&m.path)).collect();
+    if dirs.is_empty() {
+        dirs.push(data.maildir());
+    }
+    for d in dirs {
+        let md = Maildir::open(&d).map_err(|e| anyhow::anyhow!("maildir {}: {e}", d.display()))?;
+        tracing::info!(maildir = %d.display(), "watching");
+        tasks.spawn(watch_maildir(
+            intake.clone(),
+            store.clone(),
+            md,
+            wake.clone(),
+            cfg.intake.batch_size,
+            stop_rx.clone(),
+        ));
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                match intake.reload_rules() {
+                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: rules not reloaded, keeping the old set"),
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop within 10 s");
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
+/// periodic rescan as a safety net) and acknowledges each after its commit.
+async fn watch_maildir(
+    intake: Arc<Intake>,
+    store: Store,
+    md: Maildir,
+    wake_outbox: Arc<Notify>,
+    batch: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = ev_tx.send(());
+    })
+    .and_then(|mut w| {
+        w.watch(&md.new_dir(), notify::RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(maildir = %md.root().display(), error = %e, "no inotify; polling every second");
+            None
+        }
+    };
+    let rescan = if _watcher.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mut idle_backoff = Duration::ZERO;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let files = match md.pending(batch) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(maildir = %md.root().display(), error = %e, "cannot list new/");
+                Vec::new()
+            }
+        };
+        if !files.is_empty() {
+            let mut items = Vec::with_capacity(files.len());
+            let mut paths = Vec::with_capacity(files.len());
+            for f in files {
+                match crate::sources::read_file(&f) {
+                    Ok(raw) => {
+                        items.push(Incoming {
+                            raw,
+                            source: format!(
+                                "maildir:{}",
+                                f.file_name()
+                                    .map(|n| n.to_string_lossy())
+                                    .unwrap_or_default()
+                            ),
+                        });
+                        paths.push(f);
+                    }
+                    // Gone meanwhile (another reader) or unreadable: next round.
+                    Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read"),
+                }
+            }
+            let results = intake
+                .ingest_batch(&store, &items, jiff::Timestamp::now())
+                .await;
+            let mut stored = 0;
+            for (p, r) in paths.iter().zip(results) {
+                if r.is_ok() {
+                    stored += 1;
+                    if let Err(e) = md.acknowledge(p) {
+                        tracing::error!(file = %p.display(), error = %e, "stored but cannot move to cur/");
+                    }
+                }
+            }
+            if stored > 0 {
+                wake_outbox.notify_one();
+                idle_backoff = Duration::ZERO;
+                continue;
+            }
+            // Nothing could be stored: the database is in trouble. Back off.
+            idle_backoff =
+                (idle_backoff * 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(idle_backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = ev_rx.recv() => {
+                // Coalesce a burst of events into one scan.
+                while ev_rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(rescan) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

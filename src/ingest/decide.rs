@@ -1,0 +1,518 @@
+//! Stage 6: the decision — what happens to a message, given what the store
+//! found for it. Pure: the same message and lookups always give the same
+//! decision.
+
+use super::guard::Verdict;
+use super::parse::ParsedMail;
+use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber};
+
+/// A ticket as the decision sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketInfo {
+    /// Database id.
+    pub id: i64,
+    /// Public number.
+    pub number: TicketNumber,
+    /// The requester's address (lower case).
+    pub requester: String,
+    /// Every participant address (lower case): requester, Cc'd people, …
+    pub participants: Vec<String>,
+    /// Current status.
+    pub status: Status,
+}
+
+/// What the store looked up for a message before the decision.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    /// The ticket one of the message's In-Reply-To/References ids belongs to
+    /// (an id we stored or sent, or one of our signed ids).
+    pub by_reference: Option<TicketInfo>,
+    /// The number in the subject tag, if any.
+    pub tag_number: Option<TicketNumber>,
+    /// The ticket with that number, if it exists.
+    pub by_tag: Option<TicketInfo>,
+    /// For a bounce: the ticket whose mail bounced (by the enclosed
+    /// message's ids or subject tag).
+    pub bounced_ticket: Option<TicketInfo>,
+    /// Automatic mails sent to the would-be confirmation recipient in the
+    /// last hour.
+    pub auto_mails_last_hour: u32,
+}
+
+/// Settings the decision depends on.
+#[derive(Debug, Clone)]
+pub struct DecideConfig {
+    /// Our own addresses, lower case.
+    pub own_addresses: Vec<String>,
+    /// Domains shared by strangers (no domain trust), lower case.
+    pub freemail_domains: Vec<String>,
+    /// Send confirmations at all.
+    pub confirm: bool,
+    /// Automatic mails per recipient and hour.
+    pub max_auto_per_hour: u32,
+    /// Severity for mail no rule matched.
+    pub default_severity: Severity,
+}
+
+/// Where the message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Open a new ticket.
+    New(NewTicket),
+    /// Add an article to this ticket.
+    Existing {
+        /// The ticket.
+        ticket: TicketInfo,
+        /// Re-open it (a customer wrote to a resolved or closed ticket).
+        reopen: bool,
+    },
+    /// Neither: the message is only stored.
+    Nothing,
+}
+
+/// A ticket to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket {
+    /// Subject without the tag of another ticket.
+    pub subject: String,
+    /// Who asked.
+    pub requester: Mailbox,
+    /// Severity from the rules or the default.
+    pub severity: Severity,
+    /// The rule that decided the severity (`None`: the default).
+    pub rule: Option<String>,
+    /// An existing ticket this one refers to (a subject tag from a stranger).
+    pub linked: Option<TicketNumber>,
+    /// Addresses to record as participants (lower case).
+    pub participants: Vec<String>,
+}
+
+/// What kind of article the message becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A person's mail.
+    Mail,
+    /// An automatic reply (vacation notice, robot).
+    AutoReply,
+    /// A delivery failure report.
+    Bounce,
+    /// Our own mail come back.
+    Loop,
+}
+
+impl Kind {
+    /// The kind as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mail => "mail",
+            Kind::AutoReply => "auto-reply",
+            Kind::Bounce => "bounce",
+            Kind::Loop => "loop",
+        }
+    }
+}
+
+/// The decision for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What `ingest` reports.
+    pub action: Action,
+    /// What the message is.
+    pub kind: Kind,
+    /// Where it goes.
+    pub target: Target,
+    /// Send a confirmation to this mailbox.
+    pub confirm_to: Option<Mailbox>,
+    /// Addresses to add as participants of an existing ticket.
+    pub new_participants: Vec<String>,
+    /// Notes for the ticket (or the message record): why something was not
+    /// done, links, skipped confirmations.
+    pub notes: Vec<String>,
+    /// One line on why this decision was taken.
+    pub reason: String,
+}
+
+/// Decides what happens to a parsed message. `classify` is called only when a
+/// ticket is created, so replies never pay for the rules.
+pub fn decide(
+    mail: &ParsedMail,
+    verdict: &Verdict,
+    look: &Lookups,
+    cfg: &DecideConfig,
+    classify: &mut dyn FnMut(&ParsedMail) -> (Option<Severity>, Option<String>),
+) -> Decision {
+    let sender = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
+    let mut notes = Vec::new();
+
+    // Machines: never a new ticket, never an answer.
+    if verdict.is_machine() {
+        let kind = match verdict {
+            Verdict::Bounce(_) => Kind::Bounce,
+            Verdict::Loop(_) => Kind::Loop,
+            _ => Kind::AutoReply,
+        };
+        let ticket = match kind {
+            Kind::Bounce => look
+                .bounced_ticket
+                .clone()
+                .or_else(|| look.by_reference.clone()),
+            // A loop of our own mail is only recorded, never appended.
+            Kind::Loop => None,
+            _ => look.by_reference.clone().or_else(|| {
+                look.by_tag
+                    .clone()
+                    .filter(|t| trusted(t, &sender, &cfg.freemail_domains))
+            }),
+        };
+        return match ticket {
+            Some(t) => Decision {
+                action: Action::Appended,
+                kind,
+                reason: format!(
+                    "{} ({}) kept on ticket {}, not answered",
+                    kind.as_str(),
+                    verdict.reason(),
+                    t.number
+                ),
+                target: Target::Existing {
+                    ticket: t,
+                    reopen: false,
+                },
+                confirm_to: None,
+                new_participants: Vec::new(),
+                notes,
+            },
+            None => Decision {
+                action: Action::Suppressed,
+                kind,
+                target: Target::Nothing,
+                confirm_to: None,
+                new_participants: Vec::new(),
+                notes,
+                reason: format!(
+                    "{} ({}): no ticket of its own, not answered",
+                    kind.as_str(),
+                    verdict.reason()
+                ),
+            },
+        };
+    }
+
+    // A person. Follow-up by reference: they had one of the ticket's ids.
+    let follow_up = if let Some(t) = &look.by_reference {
+        Some((t.clone(), "In-Reply-To/References"))
+    } else if let Some(t) = &look.by_tag {
+        if trusted(t, &sender, &cfg.freemail_domains) {
+            Some((t.clone(), "subject tag"))
+        } else {
+            notes.push(format!(
+                "Subject names ticket {} but {} is not a participant of it and not from its requester's domain: opened as a new ticket linked to {}.",
+                t.number,
+                if sender.is_empty() { "the sender" } else { &sender },
+                t.number
+            ));
+            None
+        }
+    } else {
+        None
+    };
+
+    if let Some((ticket, how)) = follow_up {
+        let reopen = matches!(ticket.status, Status::Resolved | Status::Closed);
+        let new_participants: Vec<String> = people(mail, cfg)
+            .into_iter()
+            .filter(|a| !ticket.participants.contains(a))
+            .collect();
+        return Decision {
+            action: Action::Appended,
+            kind: Kind::Mail,
+            reason: format!("follow-up to ticket {} by {how}", ticket.number),
+            target: Target::Existing { ticket, reopen },
+            confirm_to: None,
+            new_participants,
+            notes,
+        };
+    }
+
+    let Some(from) = mail.from.clone() else {
+        // Unreachable for a Person verdict (no sender is a machine), but
+        // decided explicitly rather than assumed.
+        return Decision {
+            action: Action::Suppressed,
+            kind: Kind::AutoReply,
+            target: Target::Nothing,
+            confirm_to: None,
+            new_participants: Vec::new(),
+            notes,
+            reason: "no sender address".into(),
+        };
+    };
+
+    let (severity, rule) = classify(mail);
+    let severity = severity.unwrap_or(cfg.default_severity);
+    let linked = look.by_tag.as_ref().map(|t| t.number.clone());
+    if linked.is_none() {
+        if let Some(n) = &look.tag_number {
+            notes.push(format!(
+                "Subject names ticket {n}, which does not exist here."
+            ));
+        }
+    }
+
+    let confirm_to = if cfg.confirm {
+        confirmation_recipient(mail, cfg, look, &mut notes)
+    } else {
+        None
+    };
+    Decision {
+        action: Action::Created,
+        kind: Kind::Mail,
+        reason: match &rule {
+            Some(r) => format!("new ticket, severity {} by rule {r}", severity.level()),
+            None => format!("new ticket, default severity {}", severity.level()),
+        },
+        target: Target::New(NewTicket {
+            subject: mail.subject.clone(),
+            requester: from,
+            severity,
+            rule,
+            linked,
+            participants: people(mail, cfg),
+        }),
+        confirm_to,
+        new_participants: Vec::new(),
+        notes,
+    }
+}
+
+/// May this sender write into the ticket by subject tag alone?
+fn trusted(t: &TicketInfo, sender: &str, freemail: &[String]) -> bool {
+    if sender.is_empty() {
+        return false;
+    }
+    if t.participants.iter().any(|p| p == sender) || t.requester == sender {
+        return true;
+    }
+    let d = domain_of(sender);
+    !d.is_empty() && d == domain_of(&t.requester) && !freemail.iter().any(|f| *f == d)
+}
+
+/// The people on a message (From, Reply-To, To, Cc) but not us, lower case.
+fn people(mail: &ParsedMail, cfg: &DecideConfig) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let all = mail
+        .from
+        .iter()
+        .chain(mail.reply_to.iter())
+        .chain(mail.to.iter())
+        .chain(mail.cc.iter());
+    for m in all {
+        let k = m.key();
+        if k.contains('@')
+            && !cfg.own_addresses.contains(&k)
+            && !super::guard::is_system_address(&k)
+            && !out.contains(&k)
+        {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// Reply-To or From, unless it is ours, a robot, or over the hourly limit.
+fn confirmation_recipient(
+    mail: &ParsedMail,
+    cfg: &DecideConfig,
+    look: &Lookups,
+    notes: &mut Vec<String>,
+) -> Option<Mailbox> {
+    let to = mail.reply_address()?.clone();
+    let key = to.key();
+    if !key.contains('@') || key.starts_with('@') || key.ends_with('@') {
+        notes.push(format!(
+            "No confirmation: {key:?} is not a deliverable address."
+        ));
+        return None;
+    }
+    if cfg.own_addresses.contains(&key) {
+        notes.push(format!(
+            "No confirmation: the reply address {key} is our own."
+        ));
+        return None;
+    }
+    if super::guard::is_system_address(&key) {
+        notes.push(format!(
+            "No confirmation: the reply address {key} is a system address."
+        ));
+        return None;
+    }
+    if look.auto_mails_last_hour >= cfg.max_auto_per_hour {
+        notes.push(format!(
+            "No confirmation: {key} already got {} automatic mails in the last hour (limit {}).",
+            look.auto_mails_last_hour, cfg.max_auto_per_hour
+        ));
+        return None;
+    }
+    Some(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::guard;
+    use crate::ingest::parse::parse;
+
+    fn cfg() -> DecideConfig {
+        DecideConfig {
+            own_addresses: vec!["support@example.com".into()],
+            freemail_domains: vec!["gmail.com".into()],
+            confirm: true,
+            max_auto_per_hour: 10,
+            default_severity: Severity::Malfunction,
+        }
+    }
+
+    fn ticket(requester: &str) -> TicketInfo {
+        TicketInfo {
+            id: 1,
+            number: TicketNumber("10001".into()),
+            requester: requester.into(),
+            participants: vec![requester.into(), "cc@partner.de".into()],
+            status: Status::Open,
+        }
+    }
+
+    fn run(headers: &str, look: &Lookups) -> Decision {
+        let raw = format!("{headers}\r\nTo: support@example.com\r\n\r\nText\r\n");
+        let m = parse(raw.as_bytes()).unwrap();
+        let v = guard::check(&m, &cfg().own_addresses);
+        decide(&m, &v, look, &cfg(), &mut |_| (None, None))
+    }
+
+    #[test]
+    fn new_mail_creates_and_confirms() {
+        let d = run(
+            "From: Anna <anna@kunde.de>\r\nSubject: Hilfe",
+            &Lookups::default(),
+        );
+        assert_eq!(d.action, Action::Created);
+        assert_eq!(d.confirm_to.unwrap().address, "anna@kunde.de");
+        match d.target {
+            Target::New(t) => assert_eq!(t.severity, Severity::Malfunction),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reply_to_wins_for_confirmation() {
+        let d = run(
+            "From: anna@kunde.de\r\nReply-To: helpdesk@kunde.de\r\nSubject: x",
+            &Lookups::default(),
+        );
+        assert_eq!(d.confirm_to.unwrap().address, "helpdesk@kunde.de");
+    }
+
+    #[test]
+    fn tag_from_participant_or_domain_appends() {
+        let look = Lookups {
+            tag_number: Some(TicketNumber("10001".into())),
+            by_tag: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        for from in ["anna@kunde.de", "bob@kunde.de", "cc@partner.de"] {
+            let d = run(
+                &format!("From: {from}\r\nSubject: Re: [Ticket#10001] x"),
+                &look,
+            );
+            assert_eq!(d.action, Action::Appended, "{from}");
+            assert!(d.confirm_to.is_none());
+        }
+    }
+
+    #[test]
+    fn tag_from_stranger_opens_linked_ticket() {
+        let look = Lookups {
+            tag_number: Some(TicketNumber("10001".into())),
+            by_tag: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        let d = run(
+            "From: mallory@evil.example\r\nSubject: Re: [Ticket#10001] x",
+            &look,
+        );
+        assert_eq!(d.action, Action::Created);
+        match &d.target {
+            Target::New(t) => assert_eq!(t.linked, Some(TicketNumber("10001".into()))),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.notes[0].contains("not a participant"));
+    }
+
+    #[test]
+    fn freemail_domain_is_not_trusted() {
+        let look = Lookups {
+            tag_number: Some(TicketNumber("10001".into())),
+            by_tag: Some(ticket("anna@gmail.com")),
+            ..Default::default()
+        };
+        let d = run(
+            "From: eve@gmail.com\r\nSubject: Re: [Ticket#10001] x",
+            &look,
+        );
+        assert_eq!(d.action, Action::Created);
+    }
+
+    #[test]
+    fn reference_match_appends_from_anyone() {
+        let look = Lookups {
+            by_reference: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        let d = run("From: colleague@other.de\r\nSubject: Re: x", &look);
+        assert_eq!(d.action, Action::Appended);
+        assert_eq!(d.new_participants, vec!["colleague@other.de".to_string()]);
+    }
+
+    #[test]
+    fn auto_reply_is_kept_on_ticket_or_suppressed() {
+        let look = Lookups {
+            by_reference: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        let d = run(
+            "From: anna@kunde.de\r\nAuto-Submitted: auto-replied\r\nSubject: Abwesend",
+            &look,
+        );
+        assert_eq!((d.action, d.kind), (Action::Appended, Kind::AutoReply));
+        assert!(d.confirm_to.is_none());
+        let d = run(
+            "From: anna@kunde.de\r\nAuto-Submitted: auto-replied\r\nSubject: Abwesend",
+            &Lookups::default(),
+        );
+        assert_eq!(d.action, Action::Suppressed);
+    }
+
+    #[test]
+    fn rate_limit_skips_only_the_confirmation() {
+        let look = Lookups {
+            auto_mails_last_hour: 10,
+            ..Default::default()
+        };
+        let d = run("From: anna@kunde.de\r\nSubject: x", &look);
+        assert_eq!(d.action, Action::Created);
+        assert!(d.confirm_to.is_none());
+        assert!(d.notes[0].contains("limit 10"));
+    }
+
+    #[test]
+    fn closed_ticket_reopens() {
+        let mut t = ticket("anna@kunde.de");
+        t.status = Status::Closed;
+        let look = Lookups {
+            by_reference: Some(t),
+            ..Default::default()
+        };
+        let d = run("From: anna@kunde.de\r\nSubject: Re: x", &look);
+        assert!(matches!(d.target, Target::Existing { reopen: true, .. }));
+    }
+}

@@ -1,0 +1,208 @@
+//! Stage 4 helpers: the subject tag and our signed Message-IDs.
+//!
+//! A follow-up is found by the ids in In-Reply-To/References (looked up in
+//! the store, or verified by their MAC when they are ours) or by the ticket
+//! tag in the subject, wherever a mail client put it behind its prefixes.
+
+use crate::domain::{MessageId, TicketNumber};
+use crate::keys::MacKey;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Finds and writes the subject tag `[Ticket#10001]`.
+#[derive(Debug, Clone)]
+pub struct SubjectTag {
+    word: String,
+    prefix: String,
+}
+
+impl SubjectTag {
+    /// A tag with the configured word (`Ticket`) and number prefix.
+    pub fn new(word: &str, number_prefix: &str) -> Self {
+        SubjectTag {
+            word: word.to_string(),
+            prefix: number_prefix.to_string(),
+        }
+    }
+
+    /// The tag for a ticket, as put in subjects.
+    pub fn render(&self, number: &TicketNumber) -> String {
+        format!("[{}#{}]", self.word, number)
+    }
+
+    /// Every ticket number tagged in a subject, in order. Tolerates the
+    /// spaces and case changes mail clients introduce (`[ticket # 10001]`).
+    pub fn find_all(&self, subject: &str) -> Vec<TicketNumber> {
+        let mut out = Vec::new();
+        let bytes = subject.as_bytes();
+        let mut i = 0;
+        while let Some(pos) = subject[i..].find('[') {
+            let start = i + pos + 1;
+            i = start;
+            if let Some(n) = self.parse_at(&subject[start..]) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+            if i >= bytes.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The first ticket number tagged in a subject.
+    pub fn find(&self, subject: &str) -> Option<TicketNumber> {
+        self.find_all(subject).into_iter().next()
+    }
+
+    /// Parses `Word # number ]` at the start of `s` (after the `[`).
+    fn parse_at(&self, s: &str) -> Option<TicketNumber> {
+        let s = s.trim_start();
+        let head = s.get(..self.word.len())?;
+        if !head.eq_ignore_ascii_case(&self.word) {
+            return None;
+        }
+        let s = s[self.word.len()..].trim_start();
+        let s = s.strip_prefix('#')?.trim_start();
+        let rest = if self.prefix.is_empty() {
+            s
+        } else {
+            let p = s.get(..self.prefix.len())?;
+            if !p.eq_ignore_ascii_case(&self.prefix) {
+                return None;
+            }
+            &s[self.prefix.len()..]
+        };
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if digits.is_empty() || digits.len() > 18 {
+            return None;
+        }
+        let after = rest[digits.len()..].trim_start();
+        if !after.starts_with(']') {
+            return None;
+        }
+        Some(TicketNumber(format!("{}{}", self.prefix, digits)))
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Writes and verifies our outgoing Message-IDs:
+/// `td.<number>.<nonce>.<mac>@<domain>`, the MAC over number and nonce.
+#[derive(Debug, Clone)]
+pub struct IdSigner {
+    key: MacKey,
+    domain: String,
+}
+
+impl IdSigner {
+    /// A signer with the data directory's key and our id domain.
+    pub fn new(key: MacKey, domain: &str) -> Self {
+        IdSigner {
+            key,
+            domain: domain.to_string(),
+        }
+    }
+
+    fn mac(&self, number: &str, nonce: &str) -> String {
+        // new_from_slice accepts keys of any length for HMAC.
+        let mut m = match HmacSha256::new_from_slice(&self.key.0) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        m.update(number.as_bytes());
+        m.update(b".");
+        m.update(nonce.as_bytes());
+        hex::encode(&m.finalize().into_bytes()[..10])
+    }
+
+    /// A new Message-ID for a mail on `number`; `nonce` makes it unique.
+    pub fn message_id(&self, number: &TicketNumber, nonce: &str) -> MessageId {
+        let mac = self.mac(number.as_str(), nonce);
+        MessageId(format!("td.{}.{}.{}@{}", number, nonce, mac, self.domain))
+    }
+
+    /// The ticket number inside one of our Message-IDs, when its MAC is valid.
+    pub fn verify(&self, id: &MessageId) -> Option<TicketNumber> {
+        let (local, _domain) = id.as_str().rsplit_once('@')?;
+        let rest = local.strip_prefix("td.")?;
+        let mut it = rest.rsplitn(3, '.');
+        let mac = it.next()?;
+        let nonce = it.next()?;
+        let number = it.next()?;
+        let expect = self.mac(number, nonce);
+        if !expect.is_empty() && constant_time_eq(expect.as_bytes(), mac.as_bytes()) {
+            Some(TicketNumber(number.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tag() -> SubjectTag {
+        SubjectTag::new("Ticket", "")
+    }
+
+    #[test]
+    fn tag_behind_any_prefix_chain() {
+        for s in [
+            "[Ticket#10001] Drucker",
+            "Re: [Ticket#10001] Drucker",
+            "AW: WG: [Ticket#10001] Drucker",
+            "RE:RE: Fwd: [Ticket#10001] Drucker",
+            "SV: VS: Antw: [Ticket#10001] Drucker",
+            "Antwort: [ticket # 10001 ] Drucker",
+            "Drucker [Ticket#10001]",
+        ] {
+            assert_eq!(tag().find(s), Some(TicketNumber("10001".into())), "{s}");
+        }
+        assert_eq!(tag().find("[Ticket#] x"), None);
+        assert_eq!(tag().find("[Tick#10001] x"), None);
+        assert_eq!(tag().find("Ticket#10001 x"), None);
+    }
+
+    #[test]
+    fn prefixed_numbers() {
+        let t = SubjectTag::new("TD", "SD-");
+        assert_eq!(
+            t.find("Re: [TD#SD-42] x"),
+            Some(TicketNumber("SD-42".into()))
+        );
+        assert_eq!(t.find("Re: [TD#42] x"), None);
+    }
+
+    #[test]
+    fn signed_ids_verify_and_forgeries_fail() {
+        let s = IdSigner::new(MacKey(vec![7; 32]), "desk.example");
+        let id = s.message_id(&TicketNumber("10042".into()), "a1b2c3");
+        assert_eq!(s.verify(&id), Some(TicketNumber("10042".into())));
+        let forged = MessageId(id.as_str().replace("10042", "10043"));
+        assert_eq!(s.verify(&forged), None);
+        let other = IdSigner::new(MacKey(vec![8; 32]), "desk.example");
+        assert_eq!(other.verify(&id), None);
+    }
+
+    proptest! {
+        #[test]
+        fn find_never_panics(s in ".{0,200}") {
+            let _ = tag().find_all(&s);
+        }
+
+        #[test]
+        fn rendered_tag_is_found_behind_prefixes(n in 1u64..10_000_000_000u64, pre in "(Re: |AW: |WG: |Fwd: |SV: |VS: |Antw: ){0,5}", rest in "[^\\[\\]]{0,40}") {
+            let num = TicketNumber(n.to_string());
+            let s = format!("{pre}{} {rest}", tag().render(&num));
+            prop_assert_eq!(tag().find(&s), Some(num));
+        }
+    }
+}

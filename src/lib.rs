@@ -1,0 +1,29 @@
+//! ticketd — the support-desk daemon.
+//!
+//! Every message (an MTA pipe, a Maildir, later IMAP and Discord) goes the same
+//! way: raw bytes → [`ingest`] (pure: parse, guard, thread, classify, decide) →
+//! [`store`] (one transaction: raw message, ticket or article, attachments,
+//! audit event, outbox rows) → acknowledge the source. Everything outbound is a
+//! row in the outbox that [`outbound`] delivers.
+//!
+//! Modules:
+//! - [`domain`]: plain types shared by everything (ticket numbers, severities, …).
+//! - [`config`]: the TOML configuration with its defaults and validation.
+//! - [`ingest`]: the pure pipeline; no I/O, `now` is an argument.
+//! - [`keys`]: the MAC key that signs our outgoing Message-IDs.
+//! - [`store`]: the database (SQLite now; the seam for PostgreSQL).
+//! - [`outbound`]: templates, building outgoing mail, the outbox worker.
+//! - [`sources`]: stdin and Maildir intake.
+//! - [`service`]: what the commands do, wiring the layers together.
+//! - [`daemon`]: `ticketd run`: Maildir watcher and outbox worker until a signal.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod ingest;
+pub mod keys;
+pub mod outbound;
+pub mod service;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,469 @@
+//! The `ticketd` command line: parse arguments, run one command.
+#![forbid(unsafe_code)]
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use ticketd::config::Config;
+use ticketd::domain::Action;
+use ticketd::keys::MacKey;
+use ticketd::service::{open_store, DataDir, Incoming, Intake};
+
+/// EX_TEMPFAIL: the MTA keeps the message and tries again.
+const EX_TEMPFAIL: u8 = 75;
+/// EX_NOINPUT: a named input file cannot be read.
+const EX_NOINPUT: u8 = 66;
+/// EX_CONFIG: the configuration is unusable.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ticketd",
+    version,
+    about = "Support-desk daemon: mail in, tickets and confirmations out"
+)]
+struct Cli {
+    /// Configuration file (TOML); without one every default applies.
+    #[arg(long, global = true, env = "TICKETD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: database, outbox files, Message-ID key.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Store one message from stdin, or each FILE; prints one JSON line per
+    /// message. Exit 0 when all are stored, 75 when one could not be.
+    Ingest {
+        /// Message files; stdin when none.
+        files: Vec<PathBuf>,
+    },
+    /// Tickets.
+    Tickets {
+        #[command(subcommand)]
+        cmd: TicketsCmd,
+    },
+    /// Outgoing mail.
+    Outbox {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
+    /// Messages that could not be parsed.
+    Quarantine {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
+    /// Show the severity the rules give a message.
+    Classify {
+        /// Print every matching rule and the text that matched.
+        #[arg(long)]
+        explain: bool,
+        /// The message file.
+        file: PathBuf,
+    },
+    /// Run the daemon: Maildir intake and outbox delivery until SIGTERM.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration, rules and templates.
+    CheckConfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum TicketsCmd {
+    /// All tickets, newest first.
+    List {
+        /// JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One ticket with its articles.
+    Show {
+        /// The ticket number.
+        number: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ListCmd {
+    /// List the entries.
+    List {
+        /// JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_ingest = matches!(cli.command, Command::Ingest { .. });
+    // A panic must never look like success or like a permanent failure to
+    // an MTA: report it on one line and ask for a retry.
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "ticketd: internal error: {msg}{at}");
+        std::process::exit(if is_ingest { EX_TEMPFAIL as i32 } else { 70 });
+    }));
+    let cfg = match load_config(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ticketd: {e:#}");
+            return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { EX_CONFIG });
+        }
+    };
+    init_logging(&cfg, &cli.command);
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or_else(|| cfg.data_dir.as_ref().map(|d| cfg.resolve(d)))
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let rt = if matches!(cli.command, Command::Run) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ticketd: cannot start runtime: {e}");
+            return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { 70 });
+        }
+    };
+    match rt.block_on(dispatch(cli.command, cfg, &data_dir)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ticketd: {e:#}");
+            ExitCode::from(if is_ingest { EX_TEMPFAIL } else { 1 })
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(cfg: &Config, cmd: &Command) {
+    let default = match cmd {
+        Command::Run => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TICKETD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format.as_deref() == Some("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open(
+    cfg: &Config,
+    data_dir: &Path,
+    conns: u32,
+) -> anyhow::Result<(DataDir, ticketd::store::Store)> {
+    let data = DataDir::open(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let store = open_store(cfg, &data, conns)
+        .await
+        .context("cannot open the database")?;
+    Ok((data, store))
+}
+
+fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {
+    let key = MacKey::load_or_create(&data.root).context("Message-ID key")?;
+    Ok(Intake::new(cfg, key))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn dispatch(cmd: Command, cfg: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Ingest { files } => ingest(&cfg, data_dir, files).await,
+        Command::Tickets { cmd } => {
+            let (_, store) = open(&cfg, data_dir, 1).await?;
+            match cmd {
+                TicketsCmd::List { json } => {
+                    let list = store.list_tickets().await?;
+                    if json {
+                        print_json(&list)?;
+                    } else {
+                        println!(
+                            "{:<12} {:<8} {:>3} {:<24} {:>4}  {}",
+                            "NUMBER", "STATUS", "SEV", "REQUESTER", "ART", "SUBJECT"
+                        );
+                        for t in list {
+                            println!(
+                                "{:<12} {:<8} {:>3} {:<24} {:>4}  {}",
+                                t.number,
+                                t.status,
+                                t.severity,
+                                t.requester,
+                                t.article_count,
+                                t.subject
+                            );
+                        }
+                    }
+                }
+                TicketsCmd::Show { number, json } => {
+                    let Some(t) = store.show_ticket(&number).await? else {
+                        return Err(anyhow!("no ticket {number}"));
+                    };
+                    if json {
+                        print_json(&t)?;
+                    } else {
+                        print_ticket(&t);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox {
+            cmd: ListCmd::List { json },
+        } => {
+            let (_, store) = open(&cfg, data_dir, 1).await?;
+            let list = store.list_outbox().await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!(
+                    "{:>6} {:<10} {:<8} {:<28} {}",
+                    "ID", "TICKET", "STATUS", "TO", "SUBJECT"
+                );
+                for o in list {
+                    println!(
+                        "{:>6} {:<10} {:<8} {:<28} {}",
+                        o.id,
+                        o.ticket.unwrap_or_default(),
+                        o.status,
+                        o.to.join(","),
+                        o.subject
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine {
+            cmd: ListCmd::List { json },
+        } => {
+            let (_, store) = open(&cfg, data_dir, 1).await?;
+            let list = store.list_quarantine().await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for q in list {
+                    println!(
+                        "{:>6} {} {:>9} B  {}  {}",
+                        q.id,
+                        q.received_at,
+                        q.size,
+                        q.source,
+                        q.reason.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classify { explain, file } => {
+            let raw = ticketd::sources::read_file(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mail = ticketd::ingest::parse::parse(&raw)
+                .map_err(|e| anyhow!("{}: cannot be parsed: {e}", file.display()))?;
+            let data = DataDir {
+                root: data_dir.to_path_buf(),
+            };
+            let key = MacKey(vec![0; 32]);
+            let _ = data;
+            let intake = Intake::new(&cfg, key);
+            let rules = intake.rules()?;
+            if explain {
+                print!("{}", rules.explain(&mail, intake.default_severity()));
+            } else {
+                let c = rules.classify(&mail);
+                let sev = c.severity.unwrap_or(intake.default_severity());
+                println!(
+                    "severity {} ({}) — {}",
+                    sev.level(),
+                    sev.label_en(),
+                    c.rule
+                        .map(|r| format!("rule {r}"))
+                        .unwrap_or_else(|| "default".into())
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let (data, store) = open(&cfg, data_dir, 4).await?;
+            let intake = Arc::new(intake(&cfg, &data)?);
+            ticketd::daemon::run(cfg, data, store, intake).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let (data, _store) = open(&cfg, data_dir, 1).await?;
+            println!("database {} is up to date", data.database().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
+            let rules = intake.rules().map_err(|e| anyhow!("rules: {e}"))?;
+            intake.templates().map_err(|e| anyhow!("templates: {e}"))?;
+            ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
+                .map_err(|e| anyhow!("outbound: {e}"))?;
+            println!(
+                "configuration ok: {} rules, desk {} <{}>, language {}, time zone {}",
+                rules.len(),
+                cfg.desk.name,
+                cfg.desk.from_address(),
+                cfg.desk.language,
+                cfg.desk.timezone
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `ingest`: every message is stored, or the exit code says so (75).
+async fn ingest(cfg: &Config, data_dir: &Path, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (data, store) = open(cfg, data_dir, 1).await?;
+    let intake = intake(cfg, &data)?;
+    let mut failed_store = false;
+    let mut failed_read = false;
+    let mut out = std::io::stdout().lock();
+    let mut emit = |items: &[Incoming],
+                    results: Vec<Result<ticketd::service::Outcome, ticketd::store::StoreError>>|
+     -> anyhow::Result<()> {
+        for (item, r) in items.iter().zip(results) {
+            match r {
+                Ok(o) => {
+                    serde_json::to_writer(&mut out, &o)?;
+                    writeln!(out)?;
+                }
+                Err(e) => {
+                    failed_store = true;
+                    eprintln!("ticketd: {}: not stored: {e}", item.source);
+                }
+            }
+        }
+        Ok(())
+    };
+    if files.is_empty() {
+        let raw = ticketd::sources::read_stdin().context("cannot read stdin")?;
+        let items = [Incoming {
+            raw,
+            source: "stdin".into(),
+        }];
+        let results = intake
+            .ingest_batch(&store, &items, jiff::Timestamp::now())
+            .await;
+        emit(&items, results)?;
+    } else {
+        for chunk in files.chunks(cfg.intake.batch_size) {
+            let mut items = Vec::with_capacity(chunk.len());
+            for f in chunk {
+                match ticketd::sources::read_file(f) {
+                    Ok(raw) => items.push(Incoming {
+                        raw,
+                        source: format!("file:{}", f.display()),
+                    }),
+                    Err(e) => {
+                        failed_read = true;
+                        eprintln!("ticketd: {}: cannot read: {e}", f.display());
+                    }
+                }
+            }
+            let results = intake
+                .ingest_batch(&store, &items, jiff::Timestamp::now())
+                .await;
+            emit(&items, results)?;
+        }
+    }
+    drop(emit);
+    out.flush()?;
+    store.close().await;
+    let _ = Action::Created;
+    Ok(if failed_store {
+        ExitCode::from(EX_TEMPFAIL)
+    } else if failed_read {
+        ExitCode::from(EX_NOINPUT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_ticket(t: &ticketd::store::TicketView) {
+    let s = &t.summary;
+    println!(
+        "Ticket {}  [{}]  severity {}",
+        s.number, s.status, s.severity
+    );
+    println!("Subject:   {}", s.subject);
+    println!("Requester: {}", s.requester);
+    println!("Created:   {}   updated {}", s.created_at, s.updated_at);
+    if let Some(r) = &t.severity_rule {
+        println!("Rule:      {r}");
+    }
+    if let Some(l) = &s.linked_ticket {
+        println!("Linked:    refers to ticket {l} (subject tag from a sender who is not a participant there)");
+    }
+    println!("Participants: {}", t.participants.join(", "));
+    for b in &t.bounces {
+        println!(
+            "Bounce:    {} {} {}",
+            b.recipient,
+            b.status.as_deref().unwrap_or(""),
+            b.diagnostic.as_deref().unwrap_or("")
+        );
+    }
+    for a in &t.articles {
+        println!();
+        println!(
+            "--- {} {} {} {}",
+            a.created_at,
+            a.direction,
+            a.kind,
+            a.from.as_deref().unwrap_or("")
+        );
+        if let Some(s) = &a.subject {
+            println!("Subject: {s}");
+        }
+        for at in &a.attachments {
+            println!(
+                "Attachment: {} ({} bytes, {})",
+                at.filename, at.size, at.content_type
+            );
+        }
+        println!("{}", a.body.trim_end());
+    }
+}

@@ -1,0 +1,244 @@
+//! Builds outgoing mails (RFC 5322 bytes) with lettre. Pure: the time, the
+//! Message-ID and the templates are inputs.
+
+use super::templates::{TemplateError, Templates};
+use crate::domain::{header_safe, Mailbox, MessageId, Severity, TicketNumber};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use std::time::SystemTime;
+
+/// Why a mail could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An address lettre cannot write.
+    #[error("invalid address {0:?}: {1}")]
+    Address(String, String),
+    /// A template failed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// lettre refused the message.
+    #[error("cannot build mail: {0}")]
+    Build(String),
+}
+
+/// A built mail, ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Envelope and header recipients.
+    pub to: Vec<String>,
+    /// Envelope sender.
+    pub sender: String,
+    /// The subject as written.
+    pub subject: String,
+    /// Our Message-ID.
+    pub message_id: MessageId,
+    /// The whole message as it will be sent.
+    pub raw: Vec<u8>,
+    /// The text body (for the ticket's outgoing article).
+    pub body: String,
+}
+
+/// What a confirmation says.
+#[derive(Debug, Clone)]
+pub struct Confirmation<'a> {
+    /// The ticket.
+    pub number: &'a TicketNumber,
+    /// Its subject tag, e.g. `[Ticket#10001]`.
+    pub tag: &'a str,
+    /// The customer's subject.
+    pub subject: &'a str,
+    /// The customer's text, for the excerpt.
+    pub body: &'a str,
+    /// Severity given.
+    pub severity: Severity,
+    /// Eingangszeitstempel, already formatted in the desk's time zone.
+    pub received_at: &'a str,
+    /// `de` or `en`.
+    pub language: &'a str,
+    /// Display name of the desk.
+    pub desk_name: &'a str,
+    /// Our sender address.
+    pub from: &'a str,
+    /// The recipient.
+    pub to: &'a Mailbox,
+    /// The customer's Message-ID (for In-Reply-To/References).
+    pub in_reply_to: Option<&'a MessageId>,
+    /// The customer's References, to carry the thread on.
+    pub references: &'a [MessageId],
+    /// Our new Message-ID.
+    pub message_id: &'a MessageId,
+    /// Date header.
+    pub date: SystemTime,
+}
+
+/// The first lines of a text, quoted, at most `max` characters.
+pub fn excerpt(body: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for line in body.lines().map(str::trim_end) {
+        if line.starts_with('>') {
+            continue;
+        }
+        if out.is_empty() && line.is_empty() {
+            continue;
+        }
+        let take: String = line.chars().take(max.saturating_sub(used)).collect();
+        used += take.chars().count() + 1;
+        out.push_str("> ");
+        out.push_str(&take);
+        out.push('\n');
+        if used >= max {
+            out.push_str("> […]\n");
+            break;
+        }
+    }
+    while out.ends_with("> \n") {
+        out.truncate(out.len() - 3);
+    }
+    out.trim_end().to_string()
+}
+
+fn mailbox(name: Option<&str>, address: &str) -> Result<lettre::message::Mailbox, BuildError> {
+    let addr: lettre::Address = address
+        .parse()
+        .map_err(|e: lettre::address::AddressError| {
+            BuildError::Address(address.to_string(), e.to_string())
+        })?;
+    Ok(lettre::message::Mailbox::new(
+        name.map(header_safe).filter(|n| !n.is_empty()),
+        addr,
+    ))
+}
+
+/// Builds the confirmation for a new ticket.
+pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, BuildError> {
+    let sev_label = if c.language == "en" {
+        c.severity.label_en()
+    } else {
+        c.severity.label_de()
+    };
+    let ctx = serde_json::json!({
+        "tag": c.tag,
+        "ticket": c.number.as_str(),
+        "subject": header_safe(c.subject),
+        "body": c.body,
+        "excerpt": excerpt(c.body, 600),
+        "received_at": c.received_at,
+        "severity": c.severity.level(),
+        "severity_label": sev_label,
+        "requester_name": c.to.name.as_deref().map(header_safe),
+        "requester": c.to.address,
+        "desk_name": c.desk_name,
+    });
+    let mut subject =
+        header_safe(&t.render(&format!("confirmation.{}.subject", c.language), &ctx)?);
+    if !subject.contains(c.tag) {
+        subject = format!("{} {subject}", c.tag);
+    }
+    let body = t.render(&format!("confirmation.{}.txt", c.language), &ctx)?;
+    let mut refs: Vec<String> = c
+        .references
+        .iter()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(MessageId::bracketed)
+        .collect();
+    if let Some(irt) = c.in_reply_to {
+        if !refs.contains(&irt.bracketed()) {
+            refs.push(irt.bracketed());
+        }
+    }
+    let mut b = lettre::Message::builder()
+        .from(mailbox(Some(c.desk_name), c.from)?)
+        .to(mailbox(c.to.name.as_deref(), &c.to.address)?)
+        .subject(subject.clone())
+        .message_id(Some(c.message_id.bracketed()))
+        .date(c.date)
+        .header(ContentType::TEXT_PLAIN)
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-replied".into(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+            "All".into(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Ticketd-Ticket"),
+            c.number.to_string(),
+        ));
+    if let Some(irt) = c.in_reply_to {
+        b = b.in_reply_to(irt.bracketed());
+    }
+    if !refs.is_empty() {
+        b = b.references(refs.join(" "));
+    }
+    let msg = b
+        .body(body.clone())
+        .map_err(|e| BuildError::Build(e.to_string()))?;
+    Ok(Outgoing {
+        to: vec![c.to.address.clone()],
+        sender: c.from.to_string(),
+        subject,
+        message_id: c.message_id.clone(),
+        raw: msg.formatted(),
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_headers_and_no_injection() {
+        let t = Templates::load(None).unwrap();
+        let to = Mailbox {
+            name: Some("Evil\r\nBcc: victim@x.de".into()),
+            address: "anna@kunde.de".into(),
+        };
+        let n = TicketNumber("10001".into());
+        let mid = MessageId("td.10001.abc.def@example.com".into());
+        let irt = MessageId("orig@kunde.de".into());
+        let o = confirmation(
+            &t,
+            &Confirmation {
+                number: &n,
+                tag: "[Ticket#10001]",
+                subject: "Hilfe\r\nBcc: victim@x.de",
+                body: "Server steht.\nBitte helfen.",
+                severity: Severity::Critical,
+                received_at: "22.11.2026 22:15:01 CET",
+                language: "de",
+                desk_name: "Support",
+                from: "support@example.com",
+                to: &to,
+                in_reply_to: Some(&irt),
+                references: &[],
+                message_id: &mid,
+                date: SystemTime::UNIX_EPOCH,
+            },
+        )
+        .unwrap();
+        let raw = String::from_utf8(o.raw.clone()).unwrap();
+        assert!(raw.contains("Auto-Submitted: auto-replied\r\n"), "{raw}");
+        assert!(raw.contains("In-Reply-To: <orig@kunde.de>\r\n"));
+        assert!(raw.contains("References: <orig@kunde.de>\r\n"));
+        assert!(raw.contains("Message-ID: <td.10001.abc.def@example.com>\r\n"));
+        assert!(!raw.lines().any(|l| l.starts_with("Bcc:")), "{raw}");
+        assert!(o.subject.starts_with("[Ticket#10001]"));
+        let parsed = crate::ingest::parse::parse(&o.raw).unwrap();
+        assert!(parsed.body.contains("Eingangszeitstempel"));
+        assert!(parsed.body.contains("22.11.2026 22:15:01"));
+    }
+
+    #[test]
+    fn excerpt_skips_quotes_and_bounds_length() {
+        let e = excerpt("\n\nHallo\n> alt\nWelt\n", 100);
+        assert_eq!(e, "> Hallo\n> Welt");
+        let long = "x".repeat(1000);
+        assert!(excerpt(&long, 50).chars().count() < 70);
+    }
+}

@@ -1,0 +1,234 @@
+//! The outbox worker: claims due rows, hands them to lettre (file or SMTP
+//! transport), and marks them sent only after the transport accepted them.
+//!
+//! The one window left: a crash after the server accepted a mail and before
+//! the row is marked sent. The row's lease then expires and the mail is sent
+//! again — at most one duplicate per mail in flight, never a lost one.
+
+use crate::config::{Config, SmtpTls, Transport};
+use crate::store::{ts, DueMail, Store, StoreError};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// How a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying (4xx, connection trouble, a full disk).
+    #[error("temporary: {0}")]
+    Temporary(String),
+    /// Never going to work (5xx, an address lettre refuses).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A configured transport.
+pub enum Sender {
+    /// `.eml` files in a directory.
+    File(AsyncFileTransport<Tokio1Executor>),
+    /// An SMTP relay (pooled connections).
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sender::File(_) => f.write_str("Sender::File"),
+            Sender::Smtp(_) => f.write_str("Sender::Smtp"),
+        }
+    }
+}
+
+impl Sender {
+    /// Builds the transport the configuration names.
+    pub fn from_config(cfg: &Config, default_dir: &Path) -> Result<Sender, String> {
+        match cfg.outbound.transport {
+            Transport::File => {
+                let dir = cfg
+                    .outbound
+                    .file_dir
+                    .as_ref()
+                    .map(|d| cfg.resolve(d))
+                    .unwrap_or_else(|| default_dir.to_path_buf());
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Ok(Sender::File(AsyncFileTransport::new(dir)))
+            }
+            Transport::Smtp => {
+                let s = &cfg.outbound.smtp;
+                let builder = match s.tls {
+                    SmtpTls::None => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+                    }
+                    SmtpTls::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                            .map_err(|e| format!("smtp {}: {e}", s.host))?
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
+                        .map_err(|e| format!("smtp {}: {e}", s.host))?,
+                };
+                let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(60)));
+                if let Some(user) = &s.user {
+                    let password = if let Some(var) = &s.password_env {
+                        std::env::var(var)
+                            .map_err(|_| format!("environment variable {var} is not set"))?
+                    } else if let Some(file) = &s.password_file {
+                        std::fs::read_to_string(cfg.resolve(file))
+                            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string()
+                    } else {
+                        return Err("outbound.smtp.user needs password_env or password_file".into());
+                    };
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
+                }
+                Ok(Sender::Smtp(builder.build()))
+            }
+        }
+    }
+
+    /// Delivers one mail.
+    pub async fn send(&self, m: &DueMail) -> Result<(), SendError> {
+        let from = m
+            .sender
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("sender {:?}: {e}", m.sender)))?;
+        let to = m
+            .recipients
+            .iter()
+            .map(|r| {
+                r.parse()
+                    .map_err(|e| SendError::Permanent(format!("recipient {r:?}: {e}")))
+            })
+            .collect::<Result<Vec<lettre::Address>, _>>()?;
+        let env = Envelope::new(Some(from), to)
+            .map_err(|e| SendError::Permanent(format!("envelope: {e}")))?;
+        match self {
+            Sender::File(t) => t
+                .send_raw(&env, &m.raw)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::Temporary(e.to_string())),
+            Sender::Smtp(t) => t.send_raw(&env, &m.raw).await.map(|_| ()).map_err(|e| {
+                if e.is_permanent() {
+                    SendError::Permanent(e.to_string())
+                } else {
+                    SendError::Temporary(e.to_string())
+                }
+            }),
+        }
+    }
+}
+
+/// The worker loop's state.
+#[derive(Debug)]
+pub struct Worker {
+    store: Store,
+    sender: Sender,
+    retry_for: jiff::SignedDuration,
+    poll: Duration,
+    wake: Arc<Notify>,
+}
+
+/// Delay before attempt `n + 1`: 30 s doubling, at most one hour.
+pub fn backoff(attempts: i64) -> jiff::SignedDuration {
+    let secs = 30i64.saturating_mul(1i64 << attempts.clamp(0, 7)).min(3600);
+    jiff::SignedDuration::from_secs(secs)
+}
+
+impl Worker {
+    /// A worker over `store` delivering through `sender`.
+    pub fn new(store: Store, sender: Sender, cfg: &Config, wake: Arc<Notify>) -> Worker {
+        Worker {
+            store,
+            sender,
+            retry_for: jiff::SignedDuration::from_secs_f64(cfg.outbound.retry_hours * 3600.0),
+            poll: Duration::from_secs_f64(cfg.outbound.poll_seconds),
+            wake,
+        }
+    }
+
+    /// Delivers what is due now; returns how many mails were handled.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let now = jiff::Timestamp::now();
+        let lease = now + jiff::SignedDuration::from_mins(5);
+        let due = self.store.claim_due(&ts(now), &ts(lease), 50).await?;
+        let n = due.len();
+        for m in due {
+            let result = self.sender.send(&m).await;
+            let now = jiff::Timestamp::now();
+            match result {
+                Ok(()) => {
+                    tracing::info!(outbox = m.id, to = ?m.recipients, "mail sent");
+                    self.store.mark_sent(m.id, &ts(now)).await?;
+                }
+                Err(SendError::Permanent(e)) => {
+                    tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
+                    self.store.mark_failed(&m, &e, &ts(now)).await?;
+                }
+                Err(SendError::Temporary(e)) => {
+                    let first: jiff::Timestamp = m.created_at.parse().unwrap_or(now);
+                    if now.duration_since(first) > self.retry_for {
+                        tracing::warn!(outbox = m.id, error = %e, "mail failed: retries exhausted");
+                        let why = format!("{e} (gave up after {} attempts)", m.attempts + 1);
+                        self.store.mark_failed(&m, &why, &ts(now)).await?;
+                    } else {
+                        let next = now + backoff(m.attempts);
+                        tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
+                        self.store.mark_retry(m.id, &e, &ts(next)).await?;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs until `shutdown` turns true: delivers, then sleeps until woken
+    /// by a new row or the poll interval.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.run_once().await {
+                Ok(n) if n > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(error = %e, "outbox: database error");
+                }
+            }
+            let pause = if failures > 0 {
+                self.poll * failures.min(20)
+            } else {
+                self.poll
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0).as_secs(), 30);
+        assert_eq!(backoff(1).as_secs(), 60);
+        assert_eq!(backoff(10).as_secs(), 3600);
+        assert_eq!(backoff(-3).as_secs(), 30);
+    }
+}

@@ -1,0 +1,447 @@
+//! What the commands do: open the data directory, build the intake from the
+//! configuration, and run messages through parse → store → decide → apply.
+//!
+//! The CPU work of a message (parsing) happens outside the write
+//! transaction; lookups, the pure decision and the writes happen inside one
+//! savepoint of a batch transaction, so a batch of files costs one commit
+//! while each message still succeeds or fails on its own.
+
+use crate::config::Config;
+use crate::domain::{Action, Mailbox, Severity, TicketNumber};
+use crate::ingest::classify::{RuleError, RuleSet};
+use crate::ingest::decide::{decide, DecideConfig};
+use crate::ingest::guard;
+use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
+use crate::ingest::thread::{IdSigner, SubjectTag};
+use crate::ingest::{lookup_keys, parse::ParseFailure};
+use crate::keys::MacKey;
+use crate::outbound::mail::{confirmation, Confirmation};
+use crate::outbound::templates::{TemplateError, Templates};
+use crate::store::{self, ApplyLimits, Claim, NewMessage, Store, StoreError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::SystemTime;
+use tracing::Instrument;
+
+/// The files and directories inside the data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// The directory itself.
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the directory if needed.
+    pub fn open(root: &Path) -> std::io::Result<DataDir> {
+        std::fs::create_dir_all(root)?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+        })
+    }
+    /// The SQLite database file.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("ticketd.db")
+    }
+    /// Where the file transport writes `.eml` files.
+    pub fn sent(&self) -> PathBuf {
+        self.root.join("sent")
+    }
+    /// The Maildir `run` watches when none is configured.
+    pub fn maildir(&self) -> PathBuf {
+        self.root.join("Maildir")
+    }
+}
+
+/// One message handed to the intake.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The raw bytes, exactly as received.
+    pub raw: Vec<u8>,
+    /// Where it came from, for the record.
+    pub source: String,
+}
+
+/// What happened to one message: the JSON line `ingest` prints.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Outcome {
+    /// created, appended, duplicate, suppressed or quarantined.
+    pub action: Action,
+    /// The ticket the message is on.
+    pub ticket: Option<TicketNumber>,
+    /// That ticket's severity.
+    pub severity: Option<Severity>,
+    /// The message's Message-ID.
+    pub message_id: Option<String>,
+    /// SHA-256 of the raw bytes.
+    pub sha256: String,
+    /// mail, auto-reply, bounce or loop (none for quarantined/duplicate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where the rules come from.
+#[derive(Debug, Clone)]
+pub enum RuleSource {
+    /// The defaults compiled into the binary.
+    Embedded,
+    /// Every `*.toml` file in this directory, in name order.
+    Dir(PathBuf),
+}
+
+impl RuleSource {
+    /// Reads and compiles the rules.
+    pub fn load(&self) -> Result<RuleSet, RuleError> {
+        match self {
+            RuleSource::Embedded => RuleSet::embedded(),
+            RuleSource::Dir(dir) => {
+                let io = |e: std::io::Error| RuleError {
+                    file: dir.display().to_string(),
+                    line: 0,
+                    reason: e.to_string(),
+                };
+                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .map_err(io)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                files.sort();
+                let mut texts = Vec::new();
+                for f in files {
+                    let text = std::fs::read_to_string(&f).map_err(|e| RuleError {
+                        file: f.display().to_string(),
+                        line: 0,
+                        reason: e.to_string(),
+                    })?;
+                    texts.push((f.display().to_string(), text));
+                }
+                if texts.is_empty() {
+                    return Err(RuleError {
+                        file: dir.display().to_string(),
+                        line: 0,
+                        reason: "no *.toml rule files in this directory".into(),
+                    });
+                }
+                RuleSet::compile(&texts)
+            }
+        }
+    }
+}
+
+/// The intake: configuration, rules and templates, ready to take messages.
+/// Rules and templates are loaded on first use, so a reply (which needs
+/// neither) costs nothing for them.
+#[derive(Debug)]
+pub struct Intake {
+    decide_cfg: DecideConfig,
+    tag: SubjectTag,
+    signer: IdSigner,
+    limits: ApplyLimits,
+    tz: jiff::tz::TimeZone,
+    language: String,
+    desk_name: String,
+    from: String,
+    rule_source: RuleSource,
+    template_dir: Option<PathBuf>,
+    rules: RwLock<Option<Arc<RuleSet>>>,
+    templates: OnceLock<Result<Templates, String>>,
+}
+
+impl Intake {
+    /// Builds the intake from a configuration and the data directory's key.
+    pub fn new(cfg: &Config, key: MacKey) -> Intake {
+        let own: Vec<String> = cfg
+            .desk
+            .addresses
+            .iter()
+            .map(|a| a.trim().to_ascii_lowercase())
+            .collect();
+        let tz = jiff::tz::TimeZone::get(&cfg.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        Intake {
+            decide_cfg: DecideConfig {
+                own_addresses: own,
+                freemail_domains: cfg
+                    .intake
+                    .freemail_domains
+                    .iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect(),
+                confirm: cfg.autoreply.confirm,
+                max_auto_per_hour: cfg.autoreply.max_per_recipient_per_hour,
+                default_severity: Severity::try_from(cfg.tickets.default_severity)
+                    .unwrap_or(Severity::Malfunction),
+            },
+            tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
+            signer: IdSigner::new(key, &cfg.desk.id_domain()),
+            limits: ApplyLimits {
+                max_attachment_bytes: cfg.intake.max_attachment_bytes,
+                max_attachments: cfg.intake.max_attachments,
+                max_body_bytes: cfg.intake.max_body_bytes,
+                number_prefix: cfg.tickets.number_prefix.clone(),
+                number_start: cfg.tickets.number_start,
+            },
+            tz,
+            language: cfg.desk.language.clone(),
+            desk_name: cfg.desk.name.clone(),
+            from: cfg.desk.from_address().to_string(),
+            rule_source: match &cfg.rules.dir {
+                Some(d) => RuleSource::Dir(cfg.resolve(d)),
+                None => RuleSource::Embedded,
+            },
+            template_dir: cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
+            rules: RwLock::new(None),
+            templates: OnceLock::new(),
+        }
+    }
+
+    /// The compiled rules, compiling them on first use.
+    pub fn rules(&self) -> Result<Arc<RuleSet>, RuleError> {
+        if let Some(r) = self.rules.read().ok().and_then(|g| g.clone()) {
+            return Ok(r);
+        }
+        let r = Arc::new(self.rule_source.load()?);
+        if let Ok(mut g) = self.rules.write() {
+            *g = Some(r.clone());
+        }
+        Ok(r)
+    }
+
+    /// Re-reads the rules; on error the old set stays and the error is returned.
+    pub fn reload_rules(&self) -> Result<usize, RuleError> {
+        let r = Arc::new(self.rule_source.load()?);
+        let n = r.len();
+        if let Ok(mut g) = self.rules.write() {
+            *g = Some(r);
+        }
+        Ok(n)
+    }
+
+    /// The templates, loaded on first use.
+    pub fn templates(&self) -> Result<&Templates, String> {
+        self.templates
+            .get_or_init(|| {
+                Templates::load(self.template_dir.as_deref())
+                    .map_err(|e: TemplateError| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The default severity.
+    pub fn default_severity(&self) -> Severity {
+        self.decide_cfg.default_severity
+    }
+
+    /// Stores and decides a batch of messages in one transaction. Each
+    /// message gets its own result: an error means that message is not
+    /// stored (and must be retried by whoever handed it over).
+    pub async fn ingest_batch(
+        &self,
+        store: &Store,
+        items: &[Incoming],
+        now: jiff::Timestamp,
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let parsed: Vec<Result<ParsedMail, ParseFailure>> =
+            items.iter().map(|i| parse(&i.raw)).collect();
+        match self.store_batch(store, items, &parsed, now).await {
+            Ok(results) => results,
+            Err(e) => {
+                let msg = e.to_string();
+                items
+                    .iter()
+                    .map(|_| Err(StoreError::Corrupt(format!("batch not committed: {msg}"))))
+                    .collect()
+            }
+        }
+    }
+
+    async fn store_batch(
+        &self,
+        store: &Store,
+        items: &[Incoming],
+        parsed: &[Result<ParsedMail, ParseFailure>],
+        now: jiff::Timestamp,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let mut tx = store.begin().await?;
+        let mut results = Vec::with_capacity(items.len());
+        for (item, p) in items.iter().zip(parsed) {
+            let mut sp = sqlx::Acquire::begin(&mut tx).await?;
+            match self.store_one(&mut sp, item, p, now).await {
+                Ok(o) => {
+                    sp.commit().await?;
+                    results.push(Ok(o));
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    tracing::error!(source = %item.source, error = %e, "message not stored");
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn store_one(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        item: &Incoming,
+        parsed: &Result<ParsedMail, ParseFailure>,
+        now: jiff::Timestamp,
+    ) -> Result<Outcome, StoreError> {
+        let now_s = store::ts(now);
+        let (sha, mid) = match parsed {
+            Ok(p) => (p.sha256.clone(), p.message_id.clone()),
+            Err(_) => (sha256_hex(&item.raw), None),
+        };
+        let span = tracing::info_span!("message", message_id = mid.as_ref().map(|m| m.as_str()).unwrap_or(""), sha256 = %&sha[..12]);
+        self.store_one_in(conn, item, parsed, now, now_s, sha, mid)
+            .instrument(span)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_one_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        item: &Incoming,
+        parsed: &Result<ParsedMail, ParseFailure>,
+        now: jiff::Timestamp,
+        now_s: String,
+        sha: String,
+        mid: Option<crate::domain::MessageId>,
+    ) -> Result<Outcome, StoreError> {
+        let claim = store::claim(
+            conn,
+            &NewMessage {
+                raw: &item.raw,
+                source: &item.source,
+                message_id: mid.as_ref(),
+                sha256: &sha,
+            },
+            &now_s,
+        )
+        .await?;
+        let row = match claim {
+            Claim::Duplicate { ticket, severity } => {
+                tracing::info!(ticket = ticket.as_ref().map(|t| t.as_str()), "duplicate");
+                return Ok(Outcome {
+                    action: Action::Duplicate,
+                    ticket,
+                    severity,
+                    message_id: mid.map(|m| m.0),
+                    sha256: sha,
+                    kind: None,
+                    reason: "this message was stored before".into(),
+                });
+            }
+            Claim::New(row) => row,
+        };
+        let mail = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                store::quarantine(conn, row, &e.0, &now_s).await?;
+                tracing::warn!(reason = %e.0, "quarantined");
+                return Ok(Outcome {
+                    action: Action::Quarantined,
+                    ticket: None,
+                    severity: None,
+                    message_id: None,
+                    sha256: sha,
+                    kind: None,
+                    reason: e.0.clone(),
+                });
+            }
+        };
+        let verdict = guard::check(mail, &self.decide_cfg.own_addresses);
+        let keys = lookup_keys(mail, &self.tag, &self.signer);
+        let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
+        let reply = if verdict.is_machine() {
+            None
+        } else {
+            mail.reply_address().map(|m| m.address.as_str())
+        };
+        let look = store::lookups(conn, &keys, reply, &hour_ago).await?;
+        let mut extra_notes = Vec::new();
+        let mut classify = |m: &ParsedMail| match self.rules() {
+            Ok(r) => {
+                let c = r.classify(m);
+                (c.severity, c.rule)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rules cannot be loaded; default severity used");
+                extra_notes.push(format!(
+                    "Rules could not be loaded ({e}); default severity used."
+                ));
+                (None, None)
+            }
+        };
+        let mut decision = decide(mail, &verdict, &look, &self.decide_cfg, &mut classify);
+        decision.notes.append(&mut extra_notes);
+        let received_at = now
+            .to_zoned(self.tz.clone())
+            .strftime("%d.%m.%Y %H:%M:%S %Z")
+            .to_string();
+        let mut build = |n: &TicketNumber, to: &Mailbox, sev: Severity| {
+            let templates = self.templates()?;
+            let mut nonce = [0u8; 6];
+            getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+            let mid = self.signer.message_id(n, &hex::encode(nonce));
+            let tag = self.tag.render(n);
+            confirmation(
+                templates,
+                &Confirmation {
+                    number: n,
+                    tag: &tag,
+                    subject: &mail.subject,
+                    body: &mail.body,
+                    severity: sev,
+                    received_at: &received_at,
+                    language: &self.language,
+                    desk_name: &self.desk_name,
+                    from: &self.from,
+                    to,
+                    in_reply_to: mail.message_id.as_ref(),
+                    references: &mail.references,
+                    message_id: &mid,
+                    date: SystemTime::from(now),
+                },
+            )
+            .map_err(|e| e.to_string())
+        };
+        let applied =
+            store::apply(conn, row, mail, &decision, &self.limits, &mut build, &now_s).await?;
+        tracing::info!(
+            action = decision.action.as_str(),
+            ticket = applied.ticket.as_ref().map(|t| t.as_str()),
+            "{}",
+            decision.reason
+        );
+        Ok(Outcome {
+            action: decision.action,
+            ticket: applied.ticket,
+            severity: applied.severity,
+            message_id: mail.message_id.as_ref().map(|m| m.0.clone()),
+            sha256: sha,
+            kind: Some(decision.kind.as_str().to_string()),
+            reason: decision.reason,
+        })
+    }
+}
+
+/// Opens the store of a data directory (or the configured URL) and applies
+/// migrations.
+pub async fn open_store(
+    cfg: &Config,
+    data: &DataDir,
+    max_connections: u32,
+) -> Result<Store, StoreError> {
+    let store = match &cfg.database.url {
+        Some(url) => Store::open_url(url, max_connections).await?,
+        None => Store::open_sqlite(&data.database(), max_connections).await?,
+    };
+    store.migrate().await?;
+    Ok(store)
+}
