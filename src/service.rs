@@ -172,6 +172,7 @@ impl Intake {
                 max_auto_per_hour: cfg.autoreply.max_per_recipient_per_hour,
                 default_severity: Severity::try_from(cfg.tickets.default_severity)
                     .unwrap_or(Severity::Malfunction),
+                tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
             },
             tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
             signer: IdSigner::new(key, &cfg.desk.id_domain()),
@@ -384,6 +385,7 @@ impl Intake {
             .to_zoned(self.tz.clone())
             .strftime("%d.%m.%Y %H:%M:%S %Z")
             .to_string();
+        let clean_subject = self.tag.strip(&mail.subject);
         let mut build = |n: &TicketNumber, to: &Mailbox, sev: Severity| {
             let templates = self.templates()?;
             let mut nonce = [0u8; 6];
@@ -395,7 +397,7 @@ impl Intake {
                 &Confirmation {
                     number: n,
                     tag: &tag,
-                    subject: &mail.subject,
+                    subject: &clean_subject,
                     body: &mail.body,
                     severity: sev,
                     received_at: &received_at,

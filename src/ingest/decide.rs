@@ -52,6 +52,8 @@ pub struct DecideConfig {
     pub max_auto_per_hour: u32,
     /// Severity for mail no rule matched.
     pub default_severity: Severity,
+    /// Our subject tag, removed from the subject of a new ticket.
+    pub tag: super::thread::SubjectTag,
 }
 
 /// Where the message goes.
@@ -272,7 +274,7 @@ pub fn decide(
             None => format!("new ticket, default severity {}", severity.level()),
         },
         target: Target::New(NewTicket {
-            subject: mail.subject.clone(),
+            subject: cfg.tag.strip(&mail.subject),
             requester: from,
             severity,
             rule,
@@ -369,6 +371,7 @@ mod tests {
             confirm: true,
             max_auto_per_hour: 10,
             default_severity: Severity::Malfunction,
+            tag: crate::ingest::thread::SubjectTag::new("Ticket", ""),
         }
     }
 
@@ -442,7 +445,10 @@ mod tests {
         );
         assert_eq!(d.action, Action::Created);
         match &d.target {
-            Target::New(t) => assert_eq!(t.linked, Some(TicketNumber("10001".into()))),
+            Target::New(t) => {
+                assert_eq!(t.linked, Some(TicketNumber("10001".into())));
+                assert_eq!(t.subject, "Re: x");
+            }
             other => panic!("{other:?}"),
         }
         assert!(d.notes[0].contains("not a participant"));

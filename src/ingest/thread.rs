@@ -51,6 +51,26 @@ impl SubjectTag {
         out
     }
 
+    /// The subject without any of our tags (a stranger's mail that quotes
+    /// another ticket's subject must not carry that ticket's tag on).
+    pub fn strip(&self, subject: &str) -> String {
+        let mut out = String::with_capacity(subject.len());
+        let mut rest = subject;
+        while let Some(pos) = rest.find('[') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            match (self.parse_at(after), after.find(']')) {
+                (Some(_), Some(end)) => rest = &after[end + 1..],
+                _ => {
+                    out.push('[');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        crate::domain::header_safe(&out.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
     /// The first ticket number tagged in a subject.
     pub fn find(&self, subject: &str) -> Option<TicketNumber> {
         self.find_all(subject).into_iter().next()
@@ -169,6 +189,16 @@ mod tests {
         assert_eq!(tag().find("[Ticket#] x"), None);
         assert_eq!(tag().find("[Tick#10001] x"), None);
         assert_eq!(tag().find("Ticket#10001 x"), None);
+    }
+
+    #[test]
+    fn strip_removes_only_our_tags() {
+        assert_eq!(
+            tag().strip("Re: [Ticket#10001] Drucker [x]"),
+            "Re: Drucker [x]"
+        );
+        assert_eq!(tag().strip("[Ticket # 7]"), "");
+        assert_eq!(tag().strip("a [b"), "a [b");
     }
 
     #[test]

@@ -1,0 +1,719 @@
+//! The command-line contract, end to end through the real binary and a real
+//! SQLite database in a temporary data directory.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ticketd");
+
+struct Desk {
+    dir: tempfile::TempDir,
+}
+
+impl Desk {
+    fn new() -> Desk {
+        Desk {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data-dir").arg(self.data()).args(args);
+        c.env_remove("TICKETD_CONFIG");
+        c
+    }
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut c = self.cmd(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            let mut si = child.stdin.take().unwrap();
+            if let Some(b) = stdin {
+                si.write_all(b).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    }
+    /// `ingest` of one message on stdin; returns the JSON line.
+    fn ingest(&self, raw: &str) -> Value {
+        let o = self.run(&["ingest"], Some(raw.as_bytes()));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let o = self.run(args, None);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+    fn ticket(&self, n: &str) -> Value {
+        self.json(&["tickets", "show", n, "--json"])
+    }
+    fn outbox(&self) -> Vec<Value> {
+        self.json(&["outbox", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn mail(from: &str, subject: &str, id: &str, extra: &str, body: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: support@example.com\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n{extra}\r\n{body}\r\n"
+    )
+}
+
+#[test]
+fn new_mail_creates_ticket_and_queues_confirmation() {
+    let d = Desk::new();
+    let o = d.ingest(&mail(
+        "Anna <anna@kunde.de>",
+        "Server ausgefallen",
+        "a1@kunde.de",
+        "",
+        "Unser Server ist ausgefallen.",
+    ));
+    assert_eq!(o["action"], "created");
+    assert_eq!(o["severity"], 1);
+    assert_eq!(o["message_id"], "a1@kunde.de");
+    let n = o["ticket"].as_str().unwrap().to_string();
+
+    let list = d.json(&["tickets", "list", "--json"]);
+    let t = &list[0];
+    for k in [
+        "number",
+        "subject",
+        "status",
+        "severity",
+        "requester",
+        "created_at",
+        "article_count",
+    ] {
+        assert!(t.get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(t["number"], n.as_str());
+    assert_eq!(t["requester"], "anna@kunde.de");
+
+    let out = d.outbox();
+    assert_eq!(out.len(), 1);
+    let raw = out[0]["raw"].as_str().unwrap();
+    assert_eq!(out[0]["to"][0], "anna@kunde.de");
+    assert_eq!(out[0]["status"], "queued");
+    assert!(raw.contains("Auto-Submitted: auto-replied\r\n"));
+    assert!(raw.contains("In-Reply-To: <a1@kunde.de>\r\n"));
+    assert!(raw.contains(&format!("[Ticket#{n}]")));
+    let mid = out[0]["message_id"].as_str().unwrap();
+    assert!(raw.contains(&format!("Message-ID: <{mid}>")));
+    // The body names the ticket number and the receipt timestamp.
+    let show = d.ticket(&n);
+    let conf = show["articles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["direction"] == "out")
+        .unwrap();
+    let body = conf["body"].as_str().unwrap();
+    assert!(
+        body.contains(&n) && body.contains("Eingangszeitstempel"),
+        "{body}"
+    );
+}
+
+#[test]
+fn duplicate_delivery_is_recognised() {
+    let d = Desk::new();
+    let m = mail("anna@kunde.de", "Frage", "dup@kunde.de", "", "Hallo");
+    assert_eq!(d.ingest(&m)["action"], "created");
+    let again = d.ingest(&m);
+    assert_eq!(again["action"], "duplicate");
+    // Same Message-ID, different bytes (another relay added a header).
+    let relayed = format!("Received: from relay2\r\n{m}");
+    assert_eq!(d.ingest(&relayed)["action"], "duplicate");
+    // Without a Message-ID the raw bytes decide.
+    let noid = "From: b@kunde.de\r\nSubject: ohne id\r\n\r\nText\r\n";
+    assert_eq!(d.ingest(noid)["action"], "created");
+    assert_eq!(d.ingest(noid)["action"], "duplicate");
+    assert_eq!(
+        d.json(&["tickets", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(d.outbox().len(), 2);
+}
+
+#[test]
+fn concurrent_deliveries_of_one_message_make_one_ticket() {
+    let d = Desk::new();
+    // Create the database first so the racers do not race on migrations.
+    d.run(&["migrate"], None);
+    let m = mail("anna@kunde.de", "Race", "race@kunde.de", "", "x");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = d.cmd(&["ingest"]);
+            c.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut ch = c.spawn().unwrap();
+            ch.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            ch
+        })
+        .collect();
+    let mut actions = Vec::new();
+    for ch in children {
+        let o = ch.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        actions.push(v["action"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        actions.iter().filter(|a| *a == "created").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "duplicate").count(),
+        7,
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn reply_by_reference_and_by_tag_land_on_the_ticket() {
+    let d = Desk::new();
+    let n = d.ingest(&mail(
+        "anna@kunde.de",
+        "Drucker",
+        "p1@kunde.de",
+        "",
+        "Geht nicht.",
+    ))["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ours = d.outbox()[0]["message_id"].as_str().unwrap().to_string();
+    // Reply to our confirmation: only In-Reply-To/References, no tag.
+    let r = d.ingest(&mail(
+        "anna@kunde.de",
+        "AW: Eingangsbestätigung",
+        "p2@kunde.de",
+        &format!("In-Reply-To: <{ours}>\r\nReferences: <p1@kunde.de> <{ours}>\r\n"),
+        "Danke",
+    ));
+    assert_eq!(
+        (r["action"].as_str(), r["ticket"].as_str()),
+        (Some("appended"), Some(n.as_str()))
+    );
+    // A colleague's reply to the customer's own first mail (References only).
+    let r = d.ingest(&mail(
+        "chef@other.de",
+        "Re: Drucker",
+        "p3@other.de",
+        "References: <p1@kunde.de>\r\n",
+        "Ich auch",
+    ));
+    assert_eq!(r["ticket"].as_str(), Some(n.as_str()));
+    // A colleague at the requester's domain, by subject tag behind prefixes.
+    for (i, subj) in [
+        "RE:RE: [Ticket#N] x",
+        "AW: WG: [Ticket#N] x",
+        "SV: VS: Antw: [Ticket#N] x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = subj.replace('N', &n);
+        let r = d.ingest(&mail(
+            "bob@kunde.de",
+            &s,
+            &format!("t{i}@kunde.de"),
+            "",
+            "mehr",
+        ));
+        assert_eq!(
+            (r["action"].as_str(), r["ticket"].as_str()),
+            (Some("appended"), Some(n.as_str())),
+            "{s}"
+        );
+    }
+    // No confirmations for follow-ups.
+    assert_eq!(d.outbox().len(), 1);
+    let t = d.ticket(&n);
+    assert_eq!(t["article_count"], 7);
+}
+
+#[test]
+fn stranger_with_a_tag_gets_a_new_linked_ticket() {
+    let d = Desk::new();
+    let n = d.ingest(&mail("anna@kunde.de", "Drucker", "h1@kunde.de", "", "x"))["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = d.ingest(&mail(
+        "mallory@evil.example",
+        &format!("Re: [Ticket#{n}] Drucker"),
+        "h2@evil.example",
+        "",
+        "let me in",
+    ));
+    assert_eq!(r["action"], "created");
+    let m = r["ticket"].as_str().unwrap();
+    assert_ne!(m, n);
+    let t = d.ticket(m);
+    assert_eq!(t["linked_ticket"], n.as_str());
+    assert_eq!(t["subject"], "Re: Drucker");
+    let o = d.run(&["tickets", "show", m], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&format!("refers to ticket {n}")), "{text}");
+    // The original ticket is untouched.
+    assert_eq!(d.ticket(&n)["article_count"], 2);
+}
+
+#[test]
+fn auto_replies_and_bounces_never_open_tickets_or_get_answers() {
+    let d = Desk::new();
+    let n = d.ingest(&mail(
+        "anna@kunde.de",
+        "VPN",
+        "v1@kunde.de",
+        "",
+        "VPN geht nicht",
+    ))["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ours = d.outbox()[0]["message_id"].as_str().unwrap().to_string();
+    // Vacation notice referring to our confirmation: kept on the ticket.
+    let r = d.ingest(&mail(
+        "anna@kunde.de",
+        "Abwesenheitsnotiz: Eingangsbestätigung",
+        "v2@kunde.de",
+        &format!("Auto-Submitted: auto-replied\r\nIn-Reply-To: <{ours}>\r\n"),
+        "Ich bin bis Montag nicht im Haus.",
+    ));
+    assert_eq!(
+        (r["action"].as_str(), r["kind"].as_str()),
+        (Some("appended"), Some("auto-reply"))
+    );
+    assert_eq!(r["ticket"].as_str(), Some(n.as_str()));
+    // An Exchange out-of-office without reference: stored, nothing else.
+    let r = d.ingest(&mail(
+        "carl@kunde.de",
+        "Automatische Antwort: Hallo",
+        "v3@kunde.de",
+        "X-Auto-Response-Suppress: All\r\n",
+        "Abwesend",
+    ));
+    assert_eq!(r["action"], "suppressed");
+    // A person whose subject merely says out of office is a person.
+    let r = d.ingest(&mail(
+        "dora@kunde.de",
+        "Out of office replies broken",
+        "v4@kunde.de",
+        "",
+        "Our autoresponder fails",
+    ));
+    assert_eq!(r["action"], "created");
+    // A DSN for our confirmation: attached to the ticket, recorded against the recipient.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.kunde.de (Mail Delivery System)\r\nTo: support@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce1@mx.kunde.de>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"BB\"\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\nThis is the mail system. Your message could not be delivered.\r\n\r\n--BB\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.kunde.de\r\n\r\nFinal-Recipient: rfc822; anna@kunde.de\r\nAction: failed\r\nStatus: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\r\n--BB\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Support <support@example.com>\r\nTo: anna@kunde.de\r\nSubject: [Ticket#{n}] Eingangsbestätigung: VPN\r\nMessage-ID: <{ours}>\r\n\r\n--BB--\r\n"
+    );
+    let r = d.ingest(&dsn);
+    assert_eq!(
+        (r["action"].as_str(), r["kind"].as_str()),
+        (Some("appended"), Some("bounce"))
+    );
+    assert_eq!(r["ticket"].as_str(), Some(n.as_str()));
+    let t = d.ticket(&n);
+    assert_eq!(t["bounces"][0]["recipient"], "anna@kunde.de");
+    assert_eq!(t["bounces"][0]["status"], "5.2.2");
+    // One confirmation for anna's ticket, one for dora's; none for machines.
+    assert_eq!(d.outbox().len(), 2);
+    // Mail from our own address is a loop: stored, not a ticket.
+    let r = d.ingest(&mail(
+        "support@example.com",
+        "Test",
+        "loop@example.com",
+        "",
+        "x",
+    ));
+    assert_eq!(r["action"], "suppressed");
+}
+
+#[test]
+fn hourly_limit_skips_confirmations_not_tickets() {
+    let d = Desk::new();
+    let mut created = 0;
+    for i in 0..12 {
+        let r = d.ingest(&mail(
+            "spam@kunde.de",
+            &format!("Nr {i}"),
+            &format!("rl{i}@kunde.de"),
+            "",
+            "x",
+        ));
+        if r["action"] == "created" {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 12);
+    assert_eq!(d.outbox().len(), 10);
+    let list = d.json(&["tickets", "list", "--json"]);
+    let last = list[0]["number"].as_str().unwrap();
+    let t = d.ticket(last);
+    let notes: Vec<&str> = t["articles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["direction"] == "note")
+        .map(|a| a["body"].as_str().unwrap())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("limit 10")), "{notes:?}");
+}
+
+#[test]
+fn header_injection_through_subject_and_name_is_impossible() {
+    let d = Desk::new();
+    let m = "From: =?UTF-8?Q?Eve=0D=0ABcc:_victim@x.de?= <eve@kunde.de>\r\nTo: support@example.com\r\nSubject: =?UTF-8?Q?Hallo=0D=0ABcc:_victim@x.de?=\r\nMessage-ID: <inj@kunde.de>\r\n\r\nx\r\n";
+    d.ingest(m);
+    let raw = d.outbox()[0]["raw"].as_str().unwrap().to_string();
+    assert!(
+        !raw.lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "{raw}"
+    );
+}
+
+#[test]
+fn html_only_mail_and_attachments_are_readable() {
+    let d = Desk::new();
+    let m = "From: a@kunde.de\r\nTo: support@example.com\r\nSubject: Bild\r\nMessage-ID: <html1@kunde.de>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><head><style>body{color:red}</style></head><body><p>Der <b>Scanner</b> zeigt Fehler.</p></body></html>\r\n--XX\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename*=UTF-8''Fehlerbild%20%C3%BC.png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--XX--\r\n";
+    let r = d.ingest(m);
+    let t = d.ticket(r["ticket"].as_str().unwrap());
+    let a = &t["articles"][0];
+    let body = a["body"].as_str().unwrap();
+    assert!(
+        body.contains("Scanner") && body.contains("Fehler"),
+        "{body}"
+    );
+    assert!(!body.contains('<') && !body.contains("color"), "{body}");
+    assert_eq!(a["attachments"][0]["filename"], "Fehlerbild ü.png");
+    assert_eq!(a["attachments"][0]["size"], 8);
+    assert_eq!(a["attachments"][0]["content_type"], "image/png");
+}
+
+#[test]
+fn unstorable_message_exits_75_and_prints_nothing_on_stdout() {
+    let d = Desk::new();
+    // The data directory cannot be created: its parent is a file.
+    std::fs::write(d.dir.path().join("file"), "x").unwrap();
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir")
+        .arg(d.dir.path().join("file").join("data"))
+        .arg("ingest")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ch = c.spawn().unwrap();
+    ch.stdin
+        .take()
+        .unwrap()
+        .write_all(b"From: a@b.de\r\n\r\nx\r\n")
+        .unwrap();
+    let o = ch.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(75));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A corrupt database file: also 75, never 0.
+    let d2 = Desk::new();
+    std::fs::create_dir_all(d2.data()).unwrap();
+    std::fs::write(d2.data().join("ticketd.db"), vec![0x42u8; 8192]).unwrap();
+    let o = d2.run(
+        &["ingest"],
+        Some(b"From: a@b.de\r\nSubject: x\r\n\r\nx\r\n"),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn garbage_is_quarantined_with_raw_bytes_kept() {
+    let d = Desk::new();
+    let o = d.run(
+        &["ingest"],
+        Some(&[0u8, 159, 146, 150, 0xff, 0xfe, 1, 2, 3]),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["action"], "quarantined");
+    assert!(v["ticket"].is_null());
+    let q = d.json(&["quarantine", "list", "--json"]);
+    assert_eq!(q[0]["size"], 9);
+    let o = d.run(&["ingest"], Some(b""));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["action"], "quarantined");
+}
+
+#[test]
+fn ingest_many_files_reports_each() {
+    let d = Desk::new();
+    let dir = d.dir.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for i in 0..5 {
+        let p = dir.join(format!("{i}.eml"));
+        std::fs::write(
+            &p,
+            mail(
+                "a@kunde.de",
+                &format!("M{i}"),
+                &format!("f{i}@kunde.de"),
+                "",
+                "x",
+            ),
+        )
+        .unwrap();
+        files.push(p.display().to_string());
+    }
+    files.push(dir.join("missing.eml").display().to_string());
+    let mut args = vec!["ingest"];
+    args.extend(files.iter().map(String::as_str));
+    let o = d.run(&args, None);
+    // 66: an input file could not be read; the others are stored.
+    assert_eq!(o.status.code(), Some(66));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let numbers: Vec<u64> = lines
+        .iter()
+        .map(|l| l["ticket"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "monotonic: {numbers:?}"
+    );
+}
+
+#[test]
+fn classify_explain_names_the_rule() {
+    let d = Desk::new();
+    let f = d.dir.path().join("m.eml");
+    std::fs::write(
+        &f,
+        mail(
+            "a@kunde.de",
+            "Produktion steht still",
+            "c@kunde.de",
+            "",
+            "Bitte sofort.",
+        ),
+    )
+    .unwrap();
+    let o = d.run(&["classify", "--explain", f.to_str().unwrap()], None);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("outage-de"), "{text}");
+    assert!(text.contains("decision: severity 1"), "{text}");
+    assert!(text.contains("steht still"), "{text}");
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("ticketd.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_rule_file_is_rejected_with_file_line_and_reason() {
+    let d = Desk::new();
+    let rules = d.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-local.toml"),
+        "[[rule]]\nname = \"x\"\nseverity = 2\nsubject = [\"(broken\"]\n",
+    )
+    .unwrap();
+    let cfg = write_config(d.dir.path(), "[rules]\ndir = \"rules\"\n");
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("10-local.toml:4:") && err.contains("invalid regular expression"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Intake does not stop for it: the mail is stored with the default severity and a note.
+    let o = d.run(
+        &["--config", cfg.to_str().unwrap(), "ingest"],
+        Some(mail("a@kunde.de", "Server down", "br@kunde.de", "", "x").as_bytes()),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["severity"], 3);
+}
+
+#[test]
+fn config_errors_are_one_clear_line() {
+    let d = Desk::new();
+    let cfg = write_config(d.dir.path(), "[tickets]\nnumber_prefx = \"T\"\n");
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("ticketd.toml:2:") && err.contains("number_prefx"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1);
+    let o = d.run(
+        &["--config", "/nonexistent/x.toml", "tickets", "list"],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read config"));
+}
+
+#[test]
+fn english_desk_with_prefix_and_own_tag() {
+    let d = Desk::new();
+    let cfg = write_config(
+        d.dir.path(),
+        "[desk]\nlanguage = \"en\"\naddresses = [\"help@desk.test\"]\ntimezone = \"UTC\"\n[tickets]\nnumber_prefix = \"SD-\"\ntag = \"SD\"\nnumber_start = 500\n",
+    );
+    let c = cfg.to_str().unwrap();
+    let o = d.run(
+        &["--config", c, "ingest"],
+        Some(
+            mail(
+                "a@kunde.de",
+                "How do I add a user?",
+                "en1@kunde.de",
+                "",
+                "Thanks",
+            )
+            .as_bytes(),
+        ),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ticket"], "SD-501");
+    assert_eq!(v["severity"], 4);
+    let out = d.run(&["--config", c, "outbox", "list", "--json"], None);
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let raw = out[0]["raw"].as_str().unwrap();
+    assert!(
+        raw.contains("[SD#SD-501]") && raw.contains("Received at") && raw.contains("UTC"),
+        "{raw}"
+    );
+    assert!(raw.contains("From: Support <help@desk.test>"), "{raw}");
+}
+
+#[test]
+fn run_takes_maildir_mail_and_delivers_to_files_then_stops_on_sigterm() {
+    let d = Desk::new();
+    let maildir = d.data().join("Maildir");
+    let mut child = d
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the daemon created its Maildir.
+    let start = Instant::now();
+    while !maildir.join("new").exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Deliver the Maildir way: write into tmp/, rename into new/.
+    let tmp = maildir.join("tmp").join("1700000000.M1.host");
+    std::fs::write(
+        &tmp,
+        mail(
+            "anna@kunde.de",
+            "Mail ausgefallen",
+            "md1@kunde.de",
+            "",
+            "Exchange steht still",
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, maildir.join("new").join("1700000000.M1.host")).unwrap();
+    let sent = d.data().join("sent");
+    let start = Instant::now();
+    let mut delivered = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        delivered = std::fs::read_dir(&sent)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !delivered.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delivered.len(), 1, "confirmation file written");
+    let eml = std::fs::read_to_string(delivered[0].path()).unwrap();
+    assert!(eml.contains("Auto-Submitted: auto-replied"));
+    assert!(
+        std::fs::read_dir(maildir.join("new"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "new/ is empty"
+    );
+    let cur: Vec<_> = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(cur.len(), 1);
+    assert!(cur[0].file_name().to_string_lossy().ends_with(":2,S"));
+
+    let term = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            term.elapsed() < Duration::from_secs(10),
+            "did not stop within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The outbox row is marked sent.
+    let out = d.outbox();
+    assert_eq!(out[0]["status"], "sent");
+}
