@@ -407,7 +407,7 @@ impl Config {
         if self.intake.batch_size == 0 {
             return Err(bad("intake.batch_size must be at least 1".into()));
         }
-        if !(self.outbound.poll_seconds > 0.0) {
+        if self.outbound.poll_seconds.is_nan() || self.outbound.poll_seconds <= 0.0 {
             return Err(bad("outbound.poll_seconds must be positive".into()));
         }
         if self.outbound.transport == Transport::Smtp && self.outbound.smtp.host.is_empty() {

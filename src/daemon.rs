@@ -1,5 +1,5 @@
 //! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
-//! rules on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
+//! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken).
 
 use crate::config::Config;
@@ -62,9 +62,9 @@ pub async fn run(
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
-                match intake.reload_rules() {
-                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: rules not reloaded, keeping the old set"),
+                match intake.reload() {
+                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules and templates reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
                 }
             }
         }

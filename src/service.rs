@@ -20,7 +20,7 @@ use crate::outbound::templates::{TemplateError, Templates};
 use crate::store::{self, ApplyLimits, Claim, NewMessage, Store, StoreError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 use tracing::Instrument;
 
@@ -146,7 +146,7 @@ pub struct Intake {
     rule_source: RuleSource,
     template_dir: Option<PathBuf>,
     rules: RwLock<Option<Arc<RuleSet>>>,
-    templates: OnceLock<Result<Templates, String>>,
+    templates: RwLock<Option<Arc<Templates>>>,
 }
 
 impl Intake {
@@ -193,7 +193,7 @@ impl Intake {
             },
             template_dir: cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
             rules: RwLock::new(None),
-            templates: OnceLock::new(),
+            templates: RwLock::new(None),
         }
     }
 
@@ -209,25 +209,34 @@ impl Intake {
         Ok(r)
     }
 
-    /// Re-reads the rules; on error the old set stays and the error is returned.
-    pub fn reload_rules(&self) -> Result<usize, RuleError> {
-        let r = Arc::new(self.rule_source.load()?);
-        let n = r.len();
-        if let Ok(mut g) = self.rules.write() {
-            *g = Some(r);
+    /// The templates, loaded on first use.
+    pub fn templates(&self) -> Result<Arc<Templates>, String> {
+        if let Some(t) = self.templates.read().ok().and_then(|g| g.clone()) {
+            return Ok(t);
         }
-        Ok(n)
+        let t = Arc::new(
+            Templates::load(self.template_dir.as_deref())
+                .map_err(|e: TemplateError| e.to_string())?,
+        );
+        if let Ok(mut g) = self.templates.write() {
+            *g = Some(t.clone());
+        }
+        Ok(t)
     }
 
-    /// The templates, loaded on first use.
-    pub fn templates(&self) -> Result<&Templates, String> {
-        self.templates
-            .get_or_init(|| {
-                Templates::load(self.template_dir.as_deref())
-                    .map_err(|e: TemplateError| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    /// Re-reads rules and templates together; when either has an error
+    /// neither is replaced, and the error is returned.
+    pub fn reload(&self) -> Result<usize, String> {
+        let rules = Arc::new(self.rule_source.load().map_err(|e| format!("rules: {e}"))?);
+        let templates = Arc::new(
+            Templates::load(self.template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
+        );
+        let n = rules.len();
+        if let (Ok(mut r), Ok(mut t)) = (self.rules.write(), self.templates.write()) {
+            *r = Some(rules);
+            *t = Some(templates);
+        }
+        Ok(n)
     }
 
     /// The default severity.
@@ -388,6 +397,7 @@ impl Intake {
         let clean_subject = self.tag.strip(&mail.subject);
         let mut build = |n: &TicketNumber, to: &Mailbox, sev: Severity| {
             let templates = self.templates()?;
+            let templates = &*templates;
             let mut nonce = [0u8; 6];
             getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
             let mid = self.signer.message_id(n, &hex::encode(nonce));

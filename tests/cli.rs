@@ -717,3 +717,81 @@ fn run_takes_maildir_mail_and_delivers_to_files_then_stops_on_sigterm() {
     let out = d.outbox();
     assert_eq!(out[0]["status"], "sent");
 }
+
+/// Polls until `f` returns Some or the time is up.
+fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn sighup_reloads_rules_and_keeps_the_old_set_on_error() {
+    let d = Desk::new();
+    let rules = d.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let rule =
+        |sev: u8| format!("[[rule]]\nname = \"zebra\"\nseverity = {sev}\nsubject = [\"zebra\"]\n");
+    std::fs::write(rules.join("local.toml"), rule(2)).unwrap();
+    let cfg = write_config(d.dir.path(), "[rules]\ndir = \"rules\"\n");
+    let c = cfg.to_str().unwrap().to_string();
+    let stderr_path = d.dir.path().join("stderr.log");
+    let mut child = d
+        .cmd(&["--config", &c, "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let new = d.data().join("Maildir").join("new");
+    wait_for(20, || new.exists().then_some(())).expect("maildir");
+    let deliver = |i: u32| {
+        let tmp = d.data().join("Maildir").join("tmp").join(format!("{i}.x"));
+        std::fs::write(
+            &tmp,
+            mail("a@kunde.de", "Zebra", &format!("z{i}@kunde.de"), "", "x"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, new.join(format!("{i}.x"))).unwrap();
+    };
+    let severity_of = |i: usize| -> Option<i64> {
+        let o = d.run(&["--config", &c, "tickets", "list", "--json"], None);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        let list = v.as_array()?;
+        (list.len() == i)
+            .then(|| list[0]["severity"].as_i64())
+            .flatten()
+    };
+    let hup = |child: &std::process::Child| {
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    deliver(1);
+    assert_eq!(wait_for(20, || severity_of(1)), Some(2));
+    std::fs::write(rules.join("local.toml"), rule(1)).unwrap();
+    hup(&child);
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    wait_for(10, || log().contains("reloaded").then_some(())).expect("reload logged");
+    deliver(2);
+    assert_eq!(wait_for(20, || severity_of(2)), Some(1));
+    std::fs::write(
+        rules.join("local.toml"),
+        "[[rule]]\nname = \"zebra\"\nseverity = 7\n",
+    )
+    .unwrap();
+    hup(&child);
+    wait_for(10, || log().contains("not reloaded").then_some(())).expect("error logged");
+    deliver(3);
+    assert_eq!(wait_for(20, || severity_of(3)), Some(1), "old rules kept");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -134,6 +134,9 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// Gives a new ticket's severity and the deciding rule's name.
+pub type Classifier<'a> = dyn FnMut(&ParsedMail) -> (Option<Severity>, Option<String>) + 'a;
+
 /// Decides what happens to a parsed message. `classify` is called only when a
 /// ticket is created, so replies never pay for the rules.
 pub fn decide(
@@ -141,7 +144,7 @@ pub fn decide(
     verdict: &Verdict,
     look: &Lookups,
     cfg: &DecideConfig,
-    classify: &mut dyn FnMut(&ParsedMail) -> (Option<Severity>, Option<String>),
+    classify: &mut Classifier<'_>,
 ) -> Decision {
     let sender = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
     let mut notes = Vec::new();
@@ -296,7 +299,7 @@ fn trusted(t: &TicketInfo, sender: &str, freemail: &[String]) -> bool {
         return true;
     }
     let d = domain_of(sender);
-    !d.is_empty() && d == domain_of(&t.requester) && !freemail.iter().any(|f| *f == d)
+    !d.is_empty() && d == domain_of(&t.requester) && !freemail.contains(&d)
 }
 
 /// The people on a message (From, Reply-To, To, Cc) but not us, lower case.
