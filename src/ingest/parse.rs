@@ -114,15 +114,28 @@ impl ParsedMail {
 
     /// In-Reply-To and References together, In-Reply-To first, without repeats.
     pub fn thread_ids(&self) -> Vec<MessageId> {
-        let mut out: Vec<MessageId> = Vec::new();
-        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
-            if !out.contains(id) {
-                out.push(id.clone());
-            }
-        }
-        out
+        let mut seen = std::collections::HashSet::new();
+        self.in_reply_to
+            .iter()
+            .chain(self.references.iter().rev())
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect()
     }
 }
+
+/// References kept of a message: the thread's root (the first) and the most
+/// recent ones. Threading needs only these, and a header of thousands of ids
+/// must not make every later stage pay for each of them.
+pub const MAX_REFERENCES: usize = 100;
+
+/// In-Reply-To ids kept (RFC 5322 allows several; one is usual).
+pub const MAX_IN_REPLY_TO: usize = 10;
+
+/// Characters of the decoded subject kept; the raw message keeps all. A
+/// subject beyond this is not a subject but an attack or an accident, and it
+/// would otherwise travel into the ticket, the rules and the confirmation.
+pub const MAX_SUBJECT_CHARS: usize = 1000;
 
 /// The hex SHA-256 of some bytes.
 pub fn sha256_hex(raw: &[u8]) -> String {
@@ -133,9 +146,14 @@ pub fn sha256_hex(raw: &[u8]) -> String {
 /// at all); every other oddity becomes a warning.
 pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
     let sha256 = sha256_hex(raw);
+    let size = raw.len();
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseFailure("empty message".into()));
     }
+    // The raw bytes are stored as received; only the copy that is parsed is
+    // tidied up.
+    let prepared = prepare(raw);
+    let raw: &[u8] = &prepared;
     let msg = MessageParser::default()
         .parse(raw)
         .ok_or_else(|| ParseFailure("no RFC 5322 header found".into()))?;
@@ -187,17 +205,17 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
         .map(|d| d.to_timestamp());
     let mut parsed = ParsedMail {
         sha256,
-        size: raw.len(),
+        size,
         message_id: msg.message_id().and_then(MessageId::parse),
-        subject: header_safe(msg.subject().unwrap_or("")),
+        subject: limit_chars(header_safe(msg.subject().unwrap_or("")), MAX_SUBJECT_CHARS),
         from: first_mailbox(msg.from()),
         sender: first_mailbox(msg.sender()),
         reply_to: first_mailbox(msg.reply_to()),
         to: mailboxes(msg.to()),
         cc: mailboxes(msg.cc()),
         date,
-        in_reply_to: ids(msg.in_reply_to()),
-        references: ids(msg.references()),
+        in_reply_to: first_and_last(ids(msg.in_reply_to()), MAX_IN_REPLY_TO),
+        references: first_and_last(ids(msg.references()), MAX_REFERENCES),
         body,
         body_from_html,
         attachments,
@@ -209,7 +227,88 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
         warnings,
     };
     parsed.bounced = bounce_details(&msg, &parsed);
+    if parsed.bounced.is_none() && super::guard::is_text_bounce(&parsed) {
+        parsed.bounced = Some(text_bounce_details(&parsed.body));
+    }
     Ok(parsed)
+}
+
+/// What mail-parser is given: the raw message without what would stop it
+/// from finding the header. Whitespace-only lines before the header (some
+/// tools write a blank first line) and an mbox `From ` separator line are
+/// skipped, and a message with bare CR line ends (classic Mac) gets LF.
+fn prepare(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut start = 0;
+    // Whitespace-only lines: skip up to the last line end among them.
+    let lead = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(raw.len());
+    if let Some(nl) = raw[..lead].iter().rposition(|&b| b == b'\n' || b == b'\r') {
+        start = nl + 1;
+    }
+    // An mbox separator ("From sender date") is not a header field (but
+    // "From : x", with the obsolete blank before the colon, is).
+    let after = &raw[start..];
+    if after.starts_with(b"From ")
+        && after[5..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b':')
+    {
+        if let Some(nl) = raw[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+            let mut end = start + nl + 1;
+            if raw.get(end - 1) == Some(&b'\r') && raw.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            start = end;
+        }
+    }
+    let rest = &raw[start..];
+    if rest.contains(&b'\r') && !rest.contains(&b'\n') {
+        return std::borrow::Cow::Owned(
+            rest.iter()
+                .map(|&b| if b == b'\r' { b'\n' } else { b })
+                .collect(),
+        );
+    }
+    std::borrow::Cow::Borrowed(rest)
+}
+
+/// A bounce in plain text (qmail, Exim, Sendmail, many vendors) quotes the
+/// bounced mail's header lines in its body: its Message-ID and Subject lead
+/// to the ticket, and DSN fields written inline give the recipients.
+fn text_bounce_details(body: &str) -> Bounced {
+    let mut b = Bounced {
+        recipients: parse_delivery_status(body),
+        ..Default::default()
+    };
+    for line in body.lines().take(5000) {
+        let line = line.trim_start_matches(['>', ' ', '\t']);
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim_end().to_ascii_lowercase().as_str() {
+            "message-id" if b.original_message_id.is_none() => {
+                b.original_message_id = split_ids(value).into_iter().next();
+            }
+            "subject" if b.original_subject.is_none() && !value.is_empty() => {
+                b.original_subject = Some(limit_chars(header_safe(value), MAX_SUBJECT_CHARS));
+            }
+            "in-reply-to" | "references" if b.original_references.len() < MAX_REFERENCES => {
+                b.original_references.extend(split_ids(value));
+            }
+            _ => {}
+        }
+    }
+    b.original_references =
+        first_and_last(std::mem::take(&mut b.original_references), MAX_REFERENCES);
+    b
+}
+
+/// References and In-Reply-To of an enclosed original, bounded.
+fn original_references(inner: &Message<'_>) -> Vec<MessageId> {
+    let mut refs = ids(inner.references());
+    refs.extend(ids(inner.in_reply_to()));
+    first_and_last(refs, MAX_REFERENCES)
 }
 
 /// True when the first header name is a plausible RFC 5322 field name, so a
@@ -218,6 +317,33 @@ fn looks_like_headers(headers: &[(String, String)]) -> bool {
     headers.iter().take(3).any(|(n, _)| {
         !n.is_empty() && n.len() <= 76 && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
     })
+}
+
+/// The first id and the last `max - 1`, without repeats, in their order.
+fn first_and_last(ids: Vec<MessageId>, max: usize) -> Vec<MessageId> {
+    let mut seen = std::collections::HashSet::new();
+    let mut unique: Vec<MessageId> = ids
+        .into_iter()
+        .filter(|id| seen.insert(id.0.clone()))
+        .collect();
+    if unique.len() > max && max > 0 {
+        let tail = unique.split_off(unique.len() - (max - 1));
+        unique.truncate(1);
+        unique.extend(tail);
+    }
+    unique
+}
+
+/// At most `max` characters; a cut is marked with an ellipsis.
+fn limit_chars(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => {
+            let mut cut = s[..at].trim_end().to_string();
+            cut.push('…');
+            cut
+        }
+        None => s,
+    }
 }
 
 /// Folded header text as one line.
@@ -393,9 +519,10 @@ fn bounce_details(msg: &Message<'_>, parsed: &ParsedMail) -> Option<Bounced> {
             "message/rfc822" | "message/global" if b.original_message_id.is_none() => {
                 if let Some(inner) = part.message() {
                     b.original_message_id = inner.message_id().and_then(MessageId::parse);
-                    b.original_subject = inner.subject().map(header_safe);
-                    b.original_references = ids(inner.references());
-                    b.original_references.extend(ids(inner.in_reply_to()));
+                    b.original_subject = inner
+                        .subject()
+                        .map(|s| limit_chars(header_safe(s), MAX_SUBJECT_CHARS));
+                    b.original_references = original_references(inner);
                     found = true;
                 }
             }
@@ -403,9 +530,10 @@ fn bounce_details(msg: &Message<'_>, parsed: &ParsedMail) -> Option<Bounced> {
                 let text = String::from_utf8_lossy(part.contents()).into_owned();
                 if let Some(inner) = MessageParser::default().parse_headers(text.as_bytes()) {
                     b.original_message_id = inner.message_id().and_then(MessageId::parse);
-                    b.original_subject = inner.subject().map(header_safe);
-                    b.original_references = ids(inner.references());
-                    b.original_references.extend(ids(inner.in_reply_to()));
+                    b.original_subject = inner
+                        .subject()
+                        .map(|s| limit_chars(header_safe(s), MAX_SUBJECT_CHARS));
+                    b.original_references = original_references(&inner);
                     found = true;
                 }
             }
@@ -507,6 +635,73 @@ mod tests {
         assert!(parse(b"").is_err());
         assert!(parse(b"   \r\n").is_err());
         assert!(parse(&[0xff, 0xfe, 0x00, 0x01, 0x02]).is_err());
+    }
+
+    #[test]
+    fn leading_blank_lines_mbox_line_and_bare_cr_are_tolerated() {
+        let p = parse(b"    \r\n\r\nFrom: a@kunde.de\r\nSubject: x\r\n\r\nbody\r\n").unwrap();
+        assert_eq!(p.from.unwrap().address, "a@kunde.de");
+        let p = parse(
+            b"From a@kunde.de  Sat Oct  4 08:00:09 2025\nFrom: a@kunde.de\nSubject: y\n\nbody\n",
+        )
+        .unwrap();
+        assert_eq!(p.from.unwrap().address, "a@kunde.de");
+        assert!(p.headers.iter().all(|(n, _)| !n.starts_with("from a@")));
+        let p = parse(b"From : b@kunde.de\r\nSubject: obsolete blank\r\n\r\nx").unwrap();
+        assert_eq!(p.subject, "obsolete blank");
+        let p = parse(b"From: c@kunde.de\rSubject: mac\r\rline one\rline two\r").unwrap();
+        assert_eq!(p.subject, "mac");
+        assert_eq!(p.from.unwrap().address, "c@kunde.de");
+        assert!(p.body.contains("line two"));
+        // The hash and size are those of the bytes as received.
+        let raw = b"\r\nFrom: a@kunde.de\r\n\r\nx";
+        let p = parse(raw).unwrap();
+        assert_eq!((p.size, p.sha256), (raw.len(), sha256_hex(raw)));
+    }
+
+    #[test]
+    fn text_bounce_names_the_original() {
+        let body = "Hi. This is the qmail-send program.\r\n<bob@kunde.de>:\r\nmailbox unavailable\r\n\r\n--- Below this line is a copy of the message.\r\n\r\nMessage-ID: <td.77@support.example>\r\nSubject: [Ticket#10001] Drucker\r\nReferences: <a@x> <b@x>\r\n\r\nhi\r\n";
+        let bounce = format!(
+            "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.kunde.de\r\nSubject: failure notice\r\n\r\n{body}"
+        );
+        let b = parse(bounce.as_bytes())
+            .unwrap()
+            .bounced
+            .expect("a text bounce");
+        assert_eq!(
+            b.original_message_id.unwrap().as_str(),
+            "td.77@support.example"
+        );
+        assert_eq!(
+            b.original_subject.as_deref(),
+            Some("[Ticket#10001] Drucker")
+        );
+        assert_eq!(b.original_references.len(), 2);
+        // The same text from a person is no bounce.
+        let person = format!("From: bob@kunde.de\r\nSubject: failure notice\r\n\r\n{body}");
+        assert!(parse(person.as_bytes()).unwrap().bounced.is_none());
+    }
+
+    #[test]
+    fn huge_references_and_subjects_are_bounded() {
+        let mut refs = String::new();
+        for i in 0..20_000 {
+            refs.push_str(&format!("<r{i}@x.de> "));
+        }
+        let raw = format!(
+            "From: a@b.de\r\nSubject: {}\r\nIn-Reply-To: <r19999@x.de>\r\nReferences: {refs}\r\n\r\nx\r\n",
+            "s".repeat(50_000)
+        );
+        let p = parse(raw.as_bytes()).unwrap();
+        assert_eq!(p.references.len(), MAX_REFERENCES);
+        assert_eq!(p.references[0].as_str(), "r0@x.de");
+        assert_eq!(p.references.last().unwrap().as_str(), "r19999@x.de");
+        let t = p.thread_ids();
+        assert_eq!(t.len(), MAX_REFERENCES);
+        assert_eq!(t[0].as_str(), "r19999@x.de");
+        assert_eq!(p.subject.chars().count(), MAX_SUBJECT_CHARS + 1);
+        assert!(p.subject.ends_with('…'));
     }
 
     #[test]
