@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use ticketd::config::Config;
-use ticketd::domain::Action;
 use ticketd::keys::MacKey;
 use ticketd::service::{open_store, DataDir, Incoming, Intake};
 
@@ -221,8 +220,7 @@ async fn dispatch(cmd: Command, cfg: Config, data_dir: &Path) -> anyhow::Result<
                         print_json(&list)?;
                     } else {
                         println!(
-                            "{:<12} {:<8} {:>3} {:<24} {:>4}  {}",
-                            "NUMBER", "STATUS", "SEV", "REQUESTER", "ART", "SUBJECT"
+                            "NUMBER       STATUS   SEV REQUESTER                 ART  SUBJECT"
                         );
                         for t in list {
                             println!(
@@ -258,10 +256,7 @@ async fn dispatch(cmd: Command, cfg: Config, data_dir: &Path) -> anyhow::Result<
             if json {
                 print_json(&list)?;
             } else {
-                println!(
-                    "{:>6} {:<10} {:<8} {:<28} {}",
-                    "ID", "TICKET", "STATUS", "TO", "SUBJECT"
-                );
+                println!("    ID TICKET     STATUS   TO                           SUBJECT");
                 for o in list {
                     println!(
                         "{:>6} {:<10} {:<8} {:<28} {}",
@@ -409,10 +404,8 @@ async fn ingest(cfg: &Config, data_dir: &Path, files: Vec<PathBuf>) -> anyhow::R
             emit(&items, results)?;
         }
     }
-    drop(emit);
     out.flush()?;
     store.close().await;
-    let _ = Action::Created;
     Ok(if failed_store {
         ExitCode::from(EX_TEMPFAIL)
     } else if failed_read {

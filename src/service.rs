@@ -330,6 +330,7 @@ impl Intake {
                 source: &item.source,
                 message_id: mid.as_ref(),
                 sha256: &sha,
+                dedupe_key: &crate::ingest::dedupe_key(parsed.as_ref().ok(), &sha),
             },
             &now_s,
         )

@@ -59,6 +59,29 @@ pub fn lookup_keys(mail: &ParsedMail, tag: &SubjectTag, signer: &IdSigner) -> Lo
     keys
 }
 
+/// The key under which a message is stored once: its Message-ID with a
+/// short hash of its Date, From and Subject, or the raw SHA-256 when it has
+/// no Message-ID.
+///
+/// The same mail delivered twice — even through another relay that added
+/// `Received` lines — keeps these three headers and is a duplicate; a sender
+/// that reuses one Message-ID for different mails (seen with monitoring
+/// systems) does not lose the later ones.
+pub fn dedupe_key(mail: Option<&ParsedMail>, sha256: &str) -> String {
+    use sha2::{Digest, Sha256};
+    match mail.and_then(|m| m.message_id.as_ref().map(|id| (m, id))) {
+        Some((m, id)) => {
+            let mut h = Sha256::new();
+            for name in ["date", "from", "subject"] {
+                h.update(m.header(name).unwrap_or("").as_bytes());
+                h.update([0u8]);
+            }
+            format!("mid:{}:{}", id.as_str(), &hex::encode(h.finalize())[..16])
+        }
+        None => format!("sha:{sha256}"),
+    }
+}
+
 fn unique<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
     for x in it {
@@ -67,4 +90,21 @@ fn unique<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_key_ignores_relay_headers_but_not_reused_ids() {
+        let a = parse::parse(b"From: a@b.de\r\nSubject: x\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <1@b>\r\n\r\nhi\r\n").unwrap();
+        let relayed = parse::parse(b"Received: from relay\r\nFrom: a@b.de\r\nSubject: x\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <1@b>\r\n\r\nhi\r\n").unwrap();
+        let reused = parse::parse(b"From: a@b.de\r\nSubject: y\r\nDate: Mon, 1 Jan 2024 11:00:00 +0000\r\nMessage-ID: <1@b>\r\n\r\nho\r\n").unwrap();
+        let k = |m: &ParsedMail| dedupe_key(Some(m), &m.sha256);
+        assert_eq!(k(&a), k(&relayed));
+        assert_ne!(k(&a), k(&reused));
+        assert!(k(&a).starts_with("mid:1@b:"));
+        assert_eq!(dedupe_key(None, "ab"), "sha:ab");
+    }
 }

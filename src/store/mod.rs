@@ -60,6 +60,9 @@ pub struct NewMessage<'a> {
     pub message_id: Option<&'a MessageId>,
     /// SHA-256 hex of the raw bytes.
     pub sha256: &'a str,
+    /// The key that makes a second delivery a duplicate
+    /// ([`crate::ingest::dedupe_key`]).
+    pub dedupe_key: &'a str,
 }
 
 /// Result of claiming a message's dedupe key.
@@ -328,14 +331,6 @@ impl Store {
     }
 }
 
-/// The dedupe key: the Message-ID, or the raw SHA-256 when there is none.
-pub fn dedupe_key(message_id: Option<&MessageId>, sha256: &str) -> String {
-    match message_id {
-        Some(id) => format!("mid:{}", id.as_str()),
-        None => format!("sha:{sha256}"),
-    }
-}
-
 /// Stores the raw message under its dedupe key; a second delivery is
 /// recorded as a duplicate (its bytes kept when they differ).
 pub async fn claim(
@@ -343,13 +338,13 @@ pub async fn claim(
     m: &NewMessage<'_>,
     now: &str,
 ) -> Result<Claim, StoreError> {
-    let key = dedupe_key(m.message_id, m.sha256);
+    let key = m.dedupe_key;
     let row = sqlx::query(
         "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, action)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
          ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
     )
-    .bind(&key)
+    .bind(key)
     .bind(m.message_id.map(|i| i.as_str()))
     .bind(m.sha256)
     .bind(m.raw.len() as i64)
@@ -365,7 +360,7 @@ pub async fn claim(
         "SELECT m.id, m.sha256, t.number, t.severity FROM messages m
          LEFT JOIN tickets t ON t.id = m.ticket_id WHERE m.dedupe_key = $1",
     )
-    .bind(&key)
+    .bind(key)
     .fetch_one(&mut *conn)
     .await?;
     let orig_id: i64 = orig.try_get(0)?;
