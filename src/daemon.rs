@@ -55,6 +55,8 @@ pub async fn run(
         ));
     }
 
+    tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
@@ -79,6 +81,22 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// Periodic clean-up that keeps tables on the ingest path small.
+async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let before = crate::store::ts(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2));
+        match store.prune_auto_mail_log(&before).await {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, "pruned automatic-mail log"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a

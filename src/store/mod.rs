@@ -1113,6 +1113,16 @@ impl Store {
         .await?)
     }
 
+    /// Forgets automatic-mail records older than `before` (the hourly limit
+    /// only looks one hour back); returns how many were removed.
+    pub async fn prune_auto_mail_log(&self, before: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// Marks a mail accepted by the server.
     pub async fn mark_sent(&self, id: i64, now: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
