@@ -306,7 +306,13 @@ impl Store {
         if have == expected {
             return Ok(());
         }
-        MIGRATOR.run(&self.pool).await?;
+        // Two processes starting on a fresh data directory race here; the
+        // loser's migration fails on the tables the winner just created.
+        // Running the migrator again then finds them applied.
+        if let Err(first) = MIGRATOR.run(&self.pool).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            MIGRATOR.run(&self.pool).await.map_err(|_| first)?;
+        }
         let set = format!("PRAGMA user_version = {expected}");
         sqlx::query(sqlx::AssertSqlSafe(set))
             .execute(&self.pool)
