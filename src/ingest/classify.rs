@@ -6,15 +6,36 @@
 //! are tried in file-name order; the first group with a match decides. All
 //! patterns of one field across all rules are compiled into one `RegexSet`,
 //! so a message is scanned once per field however many rules there are.
+//! Subject and body share one set (`subject`, `body`, `text` and `unless`
+//! patterns, each distinct pattern once), run over the subject and over the
+//! body.
 //!
 //! A rule lists conditions; every listed field must match (AND), any one
 //! pattern of a field is enough (OR), and no `unless` pattern may match.
+//!
+//! Speed: `ticketd ingest` runs once per mail from an MTA, so compiling the
+//! rules is paid for every new ticket. Unicode case-insensitive patterns are
+//! what makes that expensive (every `k` becomes `[kK\u{212A}]`, every `s`
+//! `[sS\u{17F}]`: multi-byte alternatives that defeat literal prefilters
+//! and bloat the automata, costing ~30 ms to compile and ~7 ms for the first
+//! search). So case-insensitivity is moved from the patterns to the text:
+//! the text is folded once ([`fold_text`]: upper-case letters to lower case,
+//! each within its Unicode simple case-folding orbit) and each pattern is
+//! compiled in its folded form ([`fold_pattern`]), which matches the folded
+//! text exactly where the original pattern matches the original text.
+//! Patterns where that cannot be proven (case-sensitive parts, ASCII-only
+//! word boundaries, byte classes) keep their original form and run on the
+//! original text.
 
 use super::parse::ParsedMail;
 use crate::domain::Severity;
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_syntax::hir::{Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use toml::Spanned;
 
 /// Only this much of a body is read by the rules: enough for any real
@@ -84,14 +105,17 @@ struct Rule {
     file: String,
     line: usize,
     severity: Severity,
+    /// Indices into the content set, matched against the subject.
     subject: Vec<usize>,
+    /// Indices into the content set, matched against the body.
     body: Vec<usize>,
-    /// Patterns over subject or body: (index in subject set, index in body set).
-    text: Vec<(usize, usize)>,
+    /// Indices into the content set, matched against subject or body.
+    text: Vec<usize>,
     from: Vec<usize>,
     to: Vec<usize>,
     header: Vec<(String, Vec<usize>)>,
-    unless: Vec<(usize, usize)>,
+    /// Indices into the content set, matched against subject or body.
+    unless: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,16 +125,217 @@ struct Group {
     rules: Vec<Rule>,
 }
 
-/// A pattern collection for one field; compiled into one set.
+/// A pattern collection for one field; compiled into one set. A pattern
+/// that occurs more than once gets one index.
 #[derive(Debug, Default, Clone)]
 struct PatternList {
+    /// The patterns as written (with the file's flags).
     patterns: Vec<String>,
+    /// For each pattern its folded form (see [`fold_pattern`]), if it has
+    /// one: (guard, exact). The guard is the exact form with long bounded
+    /// repetitions unbounded (`[^.\n]{0,60}` → `[^.\n]*`): it matches
+    /// wherever the exact form does and compiles far faster; `exact` is
+    /// `None` when the guard is exact already.
+    folded: Vec<Option<(String, Option<String>)>>,
+    index: HashMap<String, usize>,
 }
 
 impl PatternList {
-    fn push(&mut self, p: String) -> usize {
-        self.patterns.push(p);
+    fn push(&mut self, p: String, hir: &Hir) -> usize {
+        if let Some(&i) = self.index.get(&p) {
+            return i;
+        }
+        self.patterns.push(p.clone());
+        self.folded.push(fold_hir(hir).map(|exact| {
+            let guard = relax(&exact);
+            if guard == exact {
+                (exact.to_string(), None)
+            } else {
+                (guard.to_string(), Some(exact.to_string()))
+            }
+        }));
+        self.index.insert(p, self.patterns.len() - 1);
         self.patterns.len() - 1
+    }
+}
+
+/// A pattern compiled on first use.
+#[derive(Debug, Clone)]
+struct LazyRegex {
+    pattern: String,
+    regex: OnceLock<Option<Regex>>,
+}
+
+impl LazyRegex {
+    /// Whether it matches; `None` if it cannot be compiled.
+    fn is_match(&self, hay: &str) -> Option<bool> {
+        self.regex
+            .get_or_init(|| {
+                RegexBuilder::new(&self.pattern)
+                    .size_limit(64 << 20)
+                    .dfa_size_limit(16 << 20)
+                    .build()
+                    .map_err(|e| {
+                        tracing::warn!(
+                            pattern = %self.pattern,
+                            error = %e,
+                            "rule pattern too large to compile; its unbounded form is used"
+                        )
+                    })
+                    .ok()
+            })
+            .as_ref()
+            .map(|r| r.is_match(hay))
+    }
+}
+
+/// After this many searches a field set builds its steady-state set (see
+/// [`FieldSet::steady`]): the extra build (~5 ms) pays off after some 500
+/// mails, so a process that handles one mail never builds it.
+const STEADY_AFTER: usize = 1000;
+
+/// Added to the steady-state set only: it can never match, and since it
+/// may start with any character no literal prefilter can serve the set.
+const NO_PREFILTER: &str = "[^\\n]\\z\\A";
+
+/// How often a field set has been searched (cloning copies the count).
+#[derive(Debug, Default)]
+struct Uses(AtomicUsize);
+
+impl Clone for Uses {
+    fn clone(&self) -> Self {
+        Uses(AtomicUsize::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// The compiled patterns of one field: the folded ones run over the folded
+/// text, the others over the text as it is.
+///
+/// Two sets serve the folded patterns. `folded` is built with the rules: the
+/// regex engine puts a literal prefilter in front of it, which makes it
+/// quick to build and quick on the first mails (little of the lazy DFA has
+/// to be built), but twice as slow on every later mail. `steady` is the
+/// same set without a prefilter, built after [`STEADY_AFTER`] searches for
+/// processes that classify many mails.
+#[derive(Debug, Clone)]
+struct FieldSet {
+    folded: RegexSet,
+    /// Guards (or exact folded patterns), as given to `folded`.
+    folded_patterns: Vec<String>,
+    /// Pattern index of each member of `folded`.
+    folded_ids: Vec<usize>,
+    /// For a member of `folded` that is a guard: the exact pattern.
+    exact: Vec<Option<LazyRegex>>,
+    steady: OnceLock<Option<RegexSet>>,
+    uses: Uses,
+    plain: RegexSet,
+    /// Pattern index of each member of `plain`.
+    plain_ids: Vec<usize>,
+    len: usize,
+}
+
+fn regex_set<I: IntoIterator<Item = S>, S: AsRef<str>>(
+    patterns: I,
+) -> Result<RegexSet, regex::Error> {
+    RegexSetBuilder::new(patterns)
+        .size_limit(64 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+}
+
+impl FieldSet {
+    fn build(list: &PatternList) -> Result<FieldSet, regex::Error> {
+        let mut fs = FieldSet {
+            folded: RegexSet::empty(),
+            folded_patterns: Vec::new(),
+            folded_ids: Vec::new(),
+            exact: Vec::new(),
+            steady: OnceLock::new(),
+            uses: Uses::default(),
+            plain: RegexSet::empty(),
+            plain_ids: Vec::new(),
+            len: list.patterns.len(),
+        };
+        let mut plain = Vec::new();
+        for (i, (p, f)) in list.patterns.iter().zip(&list.folded).enumerate() {
+            match f {
+                Some((guard, exact)) => {
+                    fs.folded_patterns.push(guard.clone());
+                    fs.folded_ids.push(i);
+                    fs.exact.push(exact.as_ref().map(|e| LazyRegex {
+                        pattern: e.clone(),
+                        regex: OnceLock::new(),
+                    }));
+                }
+                None => {
+                    plain.push(p.as_str());
+                    fs.plain_ids.push(i);
+                }
+            }
+        }
+        match regex_set(&fs.folded_patterns) {
+            Ok(set) => fs.folded = set,
+            Err(_) if !fs.folded_ids.is_empty() => {
+                // Not expected (the folded forms are no larger than the
+                // originals), but then the originals decide, as they did
+                // before folding existed.
+                let all = PatternList {
+                    folded: vec![None; list.patterns.len()],
+                    ..list.clone()
+                };
+                return FieldSet::build(&all);
+            }
+            Err(e) => return Err(e),
+        }
+        fs.plain = regex_set(&plain)?;
+        Ok(fs)
+    }
+
+    /// The set to search the folded text with: `folded`, or after enough
+    /// searches the steady-state set (if it builds, which it does whenever
+    /// `folded` did).
+    fn folded_set(&self) -> &RegexSet {
+        if self.uses.0.fetch_add(1, Ordering::Relaxed) < STEADY_AFTER {
+            return &self.folded;
+        }
+        self.steady
+            .get_or_init(|| {
+                regex_set(
+                    self.folded_patterns
+                        .iter()
+                        .map(String::as_str)
+                        .chain([NO_PREFILTER]),
+                )
+                .ok()
+            })
+            .as_ref()
+            .unwrap_or(&self.folded)
+    }
+
+    /// Which patterns match `hay`, by pattern index.
+    fn matches(&self, hay: &str) -> Vec<bool> {
+        let mut hits = vec![false; self.len];
+        if !self.folded_ids.is_empty() {
+            let text = fold_text(hay);
+            for i in self.folded_set().matches(&text).iter() {
+                // The steady-state set's extra member never matches.
+                let Some(&id) = self.folded_ids.get(i) else {
+                    continue;
+                };
+                // A guard matched: the exact pattern decides (if it cannot
+                // be compiled, the guard's answer stands).
+                hits[id] = match &self.exact[i] {
+                    Some(exact) => exact.is_match(&text).unwrap_or(true),
+                    None => true,
+                };
+            }
+        }
+        if !self.plain_ids.is_empty() {
+            for i in self.plain.matches(hay).iter() {
+                hits[self.plain_ids[i]] = true;
+            }
+        }
+        hits
     }
 }
 
@@ -118,19 +343,18 @@ impl PatternList {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     groups: Vec<Group>,
-    subject: RegexSet,
-    body: RegexSet,
-    from: RegexSet,
-    to: RegexSet,
-    header: RegexSet,
+    /// Subject, body, text and unless patterns.
+    content: FieldSet,
+    from: FieldSet,
+    to: FieldSet,
+    header: FieldSet,
     sources: Sources,
 }
 
 /// The pattern texts, kept to explain a decision.
 #[derive(Debug, Clone, Default)]
 struct Sources {
-    subject: Vec<String>,
-    body: Vec<String>,
+    content: Vec<String>,
     from: Vec<String>,
     to: Vec<String>,
     header: Vec<String>,
@@ -163,7 +387,8 @@ impl RuleSet {
 
     /// Compiles rule files given as (name, text), in the given order.
     pub fn compile(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
-        let mut lists: [PatternList; 5] = Default::default();
+        // content (subject, body, text, unless), from, to, header
+        let mut lists: [PatternList; 4] = Default::default();
         let mut groups = Vec::new();
         for (file, text) in files {
             let spec: FileSpec = toml::from_str(text).map_err(|e| RuleError {
@@ -193,7 +418,7 @@ impl RuleSet {
             let flags = if spec.case_sensitive { "" } else { "(?i)" };
             let mut add = |field: usize, p: &Spanned<String>| -> Result<usize, RuleError> {
                 let pat = format!("{flags}{}", p.get_ref());
-                regex_syntax::ParserBuilder::new()
+                let hir = regex_syntax::ParserBuilder::new()
                     .build()
                     .parse(&pat)
                     .map_err(|e| {
@@ -206,7 +431,7 @@ impl RuleSet {
                             ),
                         )
                     })?;
-                Ok(lists[field].push(pat))
+                Ok(lists[field].push(pat, &hir))
             };
             let mut rules = Vec::new();
             let mut names = std::collections::HashSet::new();
@@ -240,26 +465,26 @@ impl RuleSet {
                     rule.subject.push(add(0, p)?);
                 }
                 for p in &r.body {
-                    rule.body.push(add(1, p)?);
+                    rule.body.push(add(0, p)?);
                 }
                 for p in &r.text {
-                    rule.text.push((add(0, p)?, add(1, p)?));
+                    rule.text.push(add(0, p)?);
                 }
                 for p in &r.from {
-                    rule.from.push(add(2, p)?);
+                    rule.from.push(add(1, p)?);
                 }
                 for p in &r.to {
-                    rule.to.push(add(3, p)?);
+                    rule.to.push(add(2, p)?);
                 }
                 for (h, ps) in &r.header {
                     let mut idx = Vec::new();
                     for p in ps {
-                        idx.push(add(4, p)?);
+                        idx.push(add(3, p)?);
                     }
                     rule.header.push((h.to_ascii_lowercase(), idx));
                 }
                 for p in &r.unless {
-                    rule.unless.push((add(0, p)?, add(1, p)?));
+                    rule.unless.push(add(0, p)?);
                 }
                 if rule.subject.is_empty()
                     && rule.body.is_empty()
@@ -284,32 +509,26 @@ impl RuleSet {
                 rules,
             });
         }
-        let build = |l: &PatternList| -> Result<RegexSet, RuleError> {
-            RegexSetBuilder::new(&l.patterns)
-                .size_limit(64 << 20)
-                .dfa_size_limit(16 << 20)
-                .build()
-                .map_err(|e| RuleError {
-                    file: files
-                        .iter()
-                        .map(|(f, _)| f.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    line: 0,
-                    reason: format!("rules cannot be compiled together: {e}"),
-                })
+        let build = |l: &PatternList| -> Result<FieldSet, RuleError> {
+            FieldSet::build(l).map_err(|e| RuleError {
+                file: files
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                line: 0,
+                reason: format!("rules cannot be compiled together: {e}"),
+            })
         };
-        let [s, b, f, t, h] = &lists;
+        let [c, f, t, h] = &lists;
         Ok(RuleSet {
             groups,
-            subject: build(s)?,
-            body: build(b)?,
+            content: build(c)?,
             from: build(f)?,
             to: build(t)?,
             header: build(h)?,
             sources: Sources {
-                subject: s.patterns.clone(),
-                body: b.patterns.clone(),
+                content: c.patterns.clone(),
                 from: f.patterns.clone(),
                 to: t.patterns.clone(),
                 header: h.patterns.clone(),
@@ -330,14 +549,14 @@ impl RuleSet {
     /// Classifies a message. `recipients` are the addresses it was sent to.
     pub fn classify(&self, mail: &ParsedMail) -> Classification {
         let body = truncate(&mail.body, BODY_SCAN_LIMIT);
-        let subj = self.subject.matches(&mail.subject);
-        let bod = self.body.matches(body);
+        let subj = self.content.matches(&mail.subject);
+        let bod = self.content.matches(body);
         let from = mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
         let frm = self.from.matches(from);
-        let mut to_hits = vec![false; self.to.len()];
+        let mut to_hits = vec![false; self.to.len];
         for rcpt in mail.to.iter().chain(mail.cc.iter()) {
-            for i in self.to.matches(&rcpt.address).iter() {
-                to_hits[i] = true;
+            for (hit, m) in to_hits.iter_mut().zip(self.to.matches(&rcpt.address)) {
+                *hit |= m;
             }
         }
         let mut out = Classification {
@@ -352,25 +571,19 @@ impl RuleSet {
                 .filter(|(n, _)| n == name)
                 .any(|(_, v)| {
                     let m = self.header.matches(v);
-                    idx.iter().any(|&i| m.matched(i))
+                    idx.iter().any(|&i| m[i])
                 })
         };
         for g in &self.groups {
             let mut best: Option<&Rule> = None;
             for r in &g.rules {
-                let ok = (r.subject.is_empty() || r.subject.iter().any(|&i| subj.matched(i)))
-                    && (r.body.is_empty() || r.body.iter().any(|&i| bod.matched(i)))
-                    && (r.text.is_empty()
-                        || r.text
-                            .iter()
-                            .any(|&(s, b)| subj.matched(s) || bod.matched(b)))
-                    && (r.from.is_empty() || r.from.iter().any(|&i| frm.matched(i)))
+                let ok = (r.subject.is_empty() || r.subject.iter().any(|&i| subj[i]))
+                    && (r.body.is_empty() || r.body.iter().any(|&i| bod[i]))
+                    && (r.text.is_empty() || r.text.iter().any(|&i| subj[i] || bod[i]))
+                    && (r.from.is_empty() || r.from.iter().any(|&i| frm[i]))
                     && (r.to.is_empty() || r.to.iter().any(|&i| to_hits[i]))
                     && r.header.iter().all(|(h, idx)| header_match(h, idx))
-                    && !r
-                        .unless
-                        .iter()
-                        .any(|&(s, b)| subj.matched(s) || bod.matched(b));
+                    && !r.unless.iter().any(|&i| subj[i] || bod[i]);
                 if !ok {
                     continue;
                 }
@@ -508,14 +721,14 @@ impl RuleSet {
         };
         let from = mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
         for &i in &r.subject {
-            probe("subject", &self.sources.subject[i], &mail.subject);
+            probe("subject", &self.sources.content[i], &mail.subject);
         }
         for &i in &r.body {
-            probe("body", &self.sources.body[i], body);
+            probe("body", &self.sources.content[i], body);
         }
-        for &(si, bi) in &r.text {
-            probe("subject", &self.sources.subject[si], &mail.subject);
-            probe("body", &self.sources.body[bi], body);
+        for &i in &r.text {
+            probe("subject", &self.sources.content[i], &mail.subject);
+            probe("body", &self.sources.content[i], body);
         }
         for &i in &r.from {
             probe("from", &self.sources.from[i], from);
@@ -532,12 +745,218 @@ impl RuleSet {
                 }
             }
         }
-        for &(si, bi) in &r.unless {
-            probe("unless/subject", &self.sources.subject[si], &mail.subject);
-            probe("unless/body", &self.sources.body[bi], body);
+        for &i in &r.unless {
+            probe("unless/subject", &self.sources.content[i], &mail.subject);
+            probe("unless/body", &self.sources.content[i], body);
         }
         out
     }
+}
+
+/// What [`fold_text`] replaces: upper-case ASCII and Latin-1 letters and
+/// the few other characters whose simple case-folding orbit holds a
+/// lower-case ASCII or Latin-1 letter (KELVIN SIGN, ANGSTROM SIGN, LONG S,
+/// CAPITAL SHARP S). Folded text never contains these.
+const FOLDED_AWAY: &[(char, char)] = &[
+    ('A', 'Z'),
+    ('\u{C0}', '\u{D6}'),
+    ('\u{D8}', '\u{DE}'),
+    ('\u{17F}', '\u{17F}'),
+    ('\u{1E9E}', '\u{1E9E}'),
+    ('\u{212A}', '\u{212B}'),
+];
+
+/// One character of [`fold_text`]: always a member of `c`'s simple
+/// case-folding orbit (so every case-insensitive pattern treats both alike).
+fn fold_char(c: char) -> char {
+    match c {
+        'A'..='Z' => c.to_ascii_lowercase(),
+        '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{DE}' => char::from_u32(c as u32 + 0x20).unwrap_or(c),
+        '\u{17F}' => 's',
+        '\u{1E9E}' => '\u{DF}',
+        '\u{212A}' => 'k',
+        '\u{212B}' => '\u{E5}',
+        _ => c,
+    }
+}
+
+/// The text the folded patterns run over: each character replaced by a
+/// member of its case-folding orbit (see [`FOLDED_AWAY`]). Same number of
+/// characters, same lines.
+pub fn fold_text(s: &str) -> Cow<'_, str> {
+    // Nothing to do without upper-case ASCII or a lead byte of a character
+    // that may fold.
+    let folds = |b: &u8| b.is_ascii_uppercase() || matches!(b, 0xC3 | 0xC5 | 0xE1 | 0xE2);
+    if !s.as_bytes().iter().any(folds) {
+        return Cow::Borrowed(s);
+    }
+    // This runs over every body, so: ASCII in one vectorised pass, then a
+    // scan that skips ASCII 16 bytes at a time for the characters that fold
+    // outside ASCII (Latin-1 capitals C3 80..=C3 9E but C3 97 (×), and the
+    // four of FOLDED_AWAY beyond), rebuilding only around those.
+    let lower = s.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut done) = (0, 0);
+    while i < b.len() {
+        if b.len() - i >= 16 && b[i..i + 16].is_ascii() {
+            i += 16;
+            continue;
+        }
+        let special = match b[i] {
+            0xC3 => b
+                .get(i + 1)
+                .is_some_and(|&c| (0x80..=0x9E).contains(&c) && c != 0x97),
+            0xC5 => b.get(i + 1) == Some(&0xBF),
+            0xE1 => b.get(i + 1..i + 3) == Some(&[0xBA, 0x9E][..]),
+            0xE2 => b.get(i + 1) == Some(&0x84) && matches!(b.get(i + 2), Some(0xAA | 0xAB)),
+            _ => false,
+        };
+        if !special {
+            i += 1;
+            continue;
+        }
+        // `i` is at a lead byte, so a character boundary.
+        let Some(c) = lower[i..].chars().next() else {
+            break;
+        };
+        let o = out.get_or_insert_with(|| String::with_capacity(lower.len()));
+        o.push_str(&lower[done..i]);
+        o.push(fold_char(c));
+        i += c.len_utf8();
+        done = i;
+    }
+    Cow::Owned(match out {
+        Some(mut o) => {
+            o.push_str(&lower[done..]);
+            o
+        }
+        None => lower,
+    })
+}
+
+/// The folded form of a pattern: matches `fold_text(t)` exactly where the
+/// pattern matches `t`. `None` when that cannot be shown.
+pub fn fold_pattern(pattern: &str) -> Option<String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .ok()?;
+    fold_hir(&hir).map(|h| h.to_string())
+}
+
+/// Folds a pattern's HIR. Sound because folding replaces characters within
+/// their case-folding orbit: a class closed under case folding contains
+/// either all of an orbit or none of it, so it accepts `fold_char(c)` iff
+/// it accepts `c`; Unicode word boundaries see the same word characters.
+/// Literals with cased letters (a case-sensitive pattern or part), byte
+/// classes and ASCII word boundaries are not closed that way: `None`.
+/// Small classes lose the characters folded text never contains, which
+/// turns `[kK\u{212A}]` back into the literal `k` the prefilters like.
+fn fold_hir(h: &Hir) -> Option<Hir> {
+    Some(match h.kind() {
+        HirKind::Empty => h.clone(),
+        HirKind::Literal(lit) => {
+            let s = std::str::from_utf8(&lit.0).ok()?;
+            if !s.chars().all(caseless) {
+                return None;
+            }
+            h.clone()
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let size: u32 = c
+                .ranges()
+                .iter()
+                .map(|r| r.end() as u32 - r.start() as u32 + 1)
+                .sum();
+            // A class is closed under case folding iff its complement is;
+            // fold the smaller one (folding [^.\n] whole takes milliseconds).
+            let mut probe = c.clone();
+            if size > 0x8_0000 {
+                probe.negate();
+            }
+            let before = probe.clone();
+            probe.case_fold_simple();
+            if probe != before {
+                return None;
+            }
+            if size > 256 {
+                // Large classes ([^.\n], \w, …) stay as they are: removing
+                // characters would only split their ranges.
+                return Some(h.clone());
+            }
+            let mut small = c.clone();
+            small.difference(&ClassUnicode::new(
+                FOLDED_AWAY
+                    .iter()
+                    .map(|&(a, b)| ClassUnicodeRange::new(a, b)),
+            ));
+            Hir::class(Class::Unicode(small))
+        }
+        HirKind::Class(Class::Bytes(_)) => return None,
+        HirKind::Look(look) => match look {
+            Look::Start
+            | Look::End
+            | Look::StartLF
+            | Look::EndLF
+            | Look::StartCRLF
+            | Look::EndCRLF
+            | Look::WordUnicode
+            | Look::WordUnicodeNegate
+            | Look::WordStartUnicode
+            | Look::WordEndUnicode
+            | Look::WordStartHalfUnicode
+            | Look::WordEndHalfUnicode => h.clone(),
+            _ => return None,
+        },
+        HirKind::Repetition(r) => {
+            let mut r = r.clone();
+            r.sub = Box::new(fold_hir(&r.sub)?);
+            Hir::repetition(r)
+        }
+        HirKind::Capture(c) => Hir::capture(Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(fold_hir(&c.sub)?),
+        }),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(fold_hir).collect::<Option<_>>()?),
+        HirKind::Alternation(subs) => {
+            Hir::alternation(subs.iter().map(fold_hir).collect::<Option<_>>()?)
+        }
+    })
+}
+
+/// The guard of a folded pattern: every bounded repetition whose bounds are
+/// more than 3 (and at most 1000) apart loses its upper bound. It accepts a
+/// superset of what the pattern accepts; `[^.\n]{0,60}` costs 60 copies of
+/// a Unicode class in the automata, `[^.\n]*` one. (Larger bounds stay, so
+/// that a pattern too large to compile is still an error of the rules.)
+fn relax(h: &Hir) -> Hir {
+    match h.kind() {
+        HirKind::Repetition(r) => {
+            let mut r = r.clone();
+            if r.max.is_some_and(|max| max - r.min > 3 && max <= 1000) {
+                r.max = None;
+            }
+            r.sub = Box::new(relax(&r.sub));
+            Hir::repetition(r)
+        }
+        HirKind::Capture(c) => Hir::capture(Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(relax(&c.sub)),
+        }),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(relax).collect()),
+        HirKind::Alternation(subs) => Hir::alternation(subs.iter().map(relax).collect()),
+        _ => h.clone(),
+    }
+}
+
+/// True when no other character folds to or from `c`.
+fn caseless(c: char) -> bool {
+    let mut class = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+    class.case_fold_simple();
+    class.ranges().len() == 1 && class.ranges()[0].start() == class.ranges()[0].end()
 }
 
 /// Up to `max` bytes of `s`, cut at a character boundary.
@@ -645,6 +1064,265 @@ mod tests {
 
         let no_cond = "[[rule]]\nname = \"r\"\nseverity = 2\n";
         assert!(RuleSet::compile(&[("n.toml".into(), no_cond.into())]).is_err());
+    }
+
+    #[test]
+    fn folding_stays_within_case_orbits() {
+        let away = |c: char| FOLDED_AWAY.iter().any(|&(a, b)| a <= c && c <= b);
+        for c in (0u32..0x3_0000).filter_map(char::from_u32) {
+            let f = fold_char(c);
+            assert!(!away(f), "{c:?} folds to {f:?}, which is folded away");
+            if f == c {
+                assert!(!away(c), "{c:?} is folded away but not changed");
+                continue;
+            }
+            let mut orbit = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+            orbit.case_fold_simple();
+            assert!(
+                orbit
+                    .ranges()
+                    .iter()
+                    .any(|r| r.start() <= f && f <= r.end()),
+                "{c:?} folds to {f:?}, outside its case-folding orbit"
+            );
+        }
+        assert_eq!(
+            fold_text("ÄRGER mit ẞ, \u{212A} und ſ"),
+            "ärger mit ß, k und s"
+        );
+        // The byte-wise fast path agrees with folding char by char.
+        let all: String = (0u32..0x600)
+            .chain([0x1E9E, 0x212A, 0x212B, 0x2013, 0x20AC, 0x1F600])
+            .filter_map(char::from_u32)
+            .collect();
+        for t in [all.as_str(), "Grüße × ÷ Ä\u{212B}", "\u{E2}\u{84}"] {
+            assert_eq!(fold_text(t), t.chars().map(fold_char).collect::<String>());
+        }
+        assert!(matches!(fold_text("nur klein, 1.2.3"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn embedded_patterns_are_all_folded() {
+        // A pattern without a folded form costs the slow case-insensitive
+        // search again; the defaults must not have one.
+        let rs = RuleSet::embedded().unwrap();
+        assert!(
+            rs.content.plain_ids.is_empty(),
+            "{:?}",
+            rs.content.plain_ids
+        );
+        assert!(!rs.content.folded_ids.is_empty());
+    }
+
+    #[test]
+    fn patterns_that_cannot_be_folded_are_kept() {
+        for p in [
+            "(?i)(?-i:SAP) system",
+            "SAP",
+            "(?i)(?-u:\\b)kunde",
+            "(?i)(?-u:[a-z])x",
+        ] {
+            assert_eq!(fold_pattern(p), None, "{p}");
+        }
+        // Case-insensitivity is gone from the folded form: plain literals.
+        let k = fold_pattern("(?i)Kunde").unwrap();
+        assert!(
+            k.contains("kunde") && !k.contains('K') && !k.contains('['),
+            "{k}"
+        );
+        // Case-sensitive, but nothing in it has a case: folds as it is.
+        assert!(fold_pattern("4711-[0-9]+").is_some());
+        // A case-sensitive rule file keeps its meaning.
+        let t =
+            "case_sensitive = true\n[[rule]]\nname = \"sap\"\nseverity = 2\nsubject = [\"SAP\"]\n";
+        let rs = RuleSet::compile(&[("c.toml".into(), t.into())]).unwrap();
+        assert_eq!(
+            rs.classify(&mail("SAP hängt", "")).severity,
+            Some(Severity::Production)
+        );
+        assert_eq!(rs.classify(&mail("sap hängt", "")).severity, None);
+    }
+
+    /// Pieces of text the rules care about, in every case, with the
+    /// characters that fold from outside ASCII.
+    const PIECES: &[&str] = &[
+        "ausgefallen",
+        "AUSGEFALLEN",
+        "Ausgefallen",
+        "server",
+        "SERVER",
+        "Server",
+        " ist ",
+        " IST ",
+        " down",
+        " DOWN",
+        "Störung",
+        "STÖRUNG",
+        "störung",
+        "straße",
+        "STRASSE",
+        "STRAẞE",
+        "\u{212A}omplett",
+        "komplett",
+        "KOMPLETT",
+        "ſtillſtand",
+        "Stillstand",
+        "steht still",
+        "STEHT STILL",
+        "Prio 1 ",
+        "prio1x",
+        "sev 2 ",
+        "Fehler",
+        "FEHLER",
+        "Problem",
+        "drucker",
+        "DRUCKER",
+        "kein Ausfall",
+        "Notfall",
+        "NOTFALL",
+        "Lösegeld",
+        "verschlüsselt",
+        "VERSCHLÜSSELT",
+        "Trojaner",
+        "ÄÖÜ",
+        "äöü",
+        "Å",
+        "\u{212B}",
+        "å",
+        "frage",
+        "Frage",
+        "How do I",
+        "HOW CAN WE",
+        "isn't working",
+        "ISN'T WORKING",
+        "datenbank",
+        "Datenbank ",
+        "nicht erreichbar",
+        "NICHT ERREICHBAR",
+        "sehr langsam",
+        "SEHR LANGSAM",
+        "seit Montag",
+        ". ",
+        "\n",
+        " ",
+        "x",
+        "SAP",
+        "sap",
+        "Kunde",
+        "KUNDE",
+        "_",
+        "1",
+        "9",
+        "Produktivsystem",
+        "backup",
+        "Datensicherung",
+        "fehlgeschlagen",
+        " mit ein paar wirklich sehr langen Füllwörtern ohne jeden Punkt ",
+        " und noch mehr Text ohne Satzende dazwischen ",
+        "Live-Umgebung",
+        "langsam",
+    ];
+
+    fn folded_regexes() -> &'static [(String, Regex, Option<Regex>)] {
+        static CELL: std::sync::OnceLock<Vec<(String, Regex, Option<Regex>)>> =
+            std::sync::OnceLock::new();
+        CELL.get_or_init(|| {
+            let rs = RuleSet::embedded().unwrap();
+            let mut pats = rs.sources.content.clone();
+            pats.extend(
+                [
+                    "(?i)\\bkunde\\b",
+                    "(?i)[a-z]+ist",
+                    "(?i)\\p{Lu}{3}",
+                    "(?i)\\W\\w{2}\\W",
+                    "(?i)[^a-zäöüß ]{2}",
+                    "(?i)k.{0,3}plett",
+                    "(?i)^stra(ß|ss)e$",
+                    "(?im)^(frage|notfall)",
+                    "(?i)(?-i:SAP)|kunde",
+                    "(?i)å|ÿ",
+                ]
+                .map(String::from),
+            );
+            pats.into_iter()
+                .map(|p| {
+                    let orig = Regex::new(&p).unwrap();
+                    let folded = fold_pattern(&p).map(|f| Regex::new(&f).unwrap());
+                    (p, orig, folded)
+                })
+                .collect()
+        })
+    }
+
+    /// The embedded rules, and each of their content patterns compiled alone.
+    fn embedded_with_originals() -> &'static (RuleSet, Vec<Regex>) {
+        static CELL: std::sync::OnceLock<(RuleSet, Vec<Regex>)> = std::sync::OnceLock::new();
+        CELL.get_or_init(|| {
+            let rs = RuleSet::embedded().unwrap();
+            let originals = rs
+                .sources
+                .content
+                .iter()
+                .map(|p| Regex::new(p).unwrap())
+                .collect();
+            (rs, originals)
+        })
+    }
+
+    #[test]
+    fn guards_and_steady_set_agree_with_the_patterns() {
+        let (rs, originals) = embedded_with_originals();
+        let texts = [
+            "Das Produktivsystem ist seit dem Update am Wochenende extrem langsam.",
+            "Das Produktivsystem hat mit ein paar wirklich sehr langen Füllwörtern ohne jeden Punkt einen Fehler",
+            "Die DATENSICHERUNG ist letzte Nacht FEHLGESCHLAGEN",
+            "Die Datensicherung ist mit ein paar wirklich sehr langen Füllwörtern ohne Punkt fehlgeschlagen",
+            "Seit Montag sehr langsam. Der Server ist nicht erreichbar!",
+            "",
+        ];
+        let fresh = RuleSet::embedded().unwrap();
+        for round in 0..2 {
+            for t in texts {
+                let want: Vec<bool> = originals.iter().map(|r| r.is_match(t)).collect();
+                assert_eq!(fresh.content.matches(t), want, "round {round}: {t:?}");
+            }
+            // Second round: past the switch to the steady-state set.
+            for _ in 0..STEADY_AFTER {
+                fresh.content.matches("x");
+            }
+        }
+        assert!(fresh.content.steady.get().is_some_and(Option::is_some));
+        // Some patterns of the defaults are guarded (else the test is moot).
+        assert!(rs.content.exact.iter().any(Option::is_some));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rule_sets_match_like_the_patterns(
+            parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..10)
+        ) {
+            let text = parts.concat();
+            let (rs, originals) = embedded_with_originals();
+            let want: Vec<bool> = originals.iter().map(|r| r.is_match(&text)).collect();
+            proptest::prop_assert_eq!(rs.content.matches(&text), want, "{:?}", text);
+        }
+
+        #[test]
+        fn folded_patterns_match_like_the_originals(
+            parts in proptest::collection::vec(proptest::sample::select(PIECES), 0..10)
+        ) {
+            let text = parts.concat();
+            let folded_text = fold_text(&text);
+            for (p, orig, folded) in folded_regexes() {
+                if let Some(f) = folded {
+                    proptest::prop_assert_eq!(
+                        orig.is_match(&text),
+                        f.is_match(&folded_text),
+                        "pattern {} on {:?}", p, text
+                    );
+                }
+            }
+        }
     }
 
     #[test]
