@@ -56,6 +56,21 @@ pub async fn run(
     }
 
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
+    {
+        let path = data.root.join(crate::sources::socket::SOCKET_FILE);
+        let serve = crate::sources::socket::serve(
+            path.clone(),
+            intake.clone(),
+            store.clone(),
+            wake.clone(),
+            stop_rx.clone(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(socket = %path.display(), error = %e, "no hand-over socket; ingest stores by itself");
+            }
+        });
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -40,6 +40,10 @@ enum Command {
     /// Store one message from stdin, or each FILE; prints one JSON line per
     /// message. Exit 0 when all are stored, 75 when one could not be.
     Ingest {
+        /// Store in this process even when `ticketd run` is listening on
+        /// the data directory's hand-over socket.
+        #[arg(long)]
+        direct: bool,
         /// Message files; stdin when none.
         files: Vec<PathBuf>,
     },
@@ -134,6 +138,37 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| cfg.data_dir.as_ref().map(|d| cfg.resolve(d)))
         .unwrap_or_else(|| PathBuf::from("./data"));
+    // The MTA path: one message on stdin. Hand it to the running daemon when
+    // there is one (it has the database open and the rules compiled); the
+    // runtime, the database and the rules are then never touched here.
+    let mut stdin_raw = None;
+    if let Command::Ingest {
+        direct: false,
+        files,
+    } = &cli.command
+    {
+        if files.is_empty() {
+            let raw = match ticketd::sources::read_stdin() {
+                Ok(raw) => raw,
+                Err(e) => {
+                    eprintln!("ticketd: cannot read stdin: {e}");
+                    return ExitCode::from(EX_TEMPFAIL);
+                }
+            };
+            use ticketd::sources::socket::{hand_over, Handed};
+            match hand_over(&data_dir, &raw, std::time::Duration::from_secs(120)) {
+                Handed::Stored(line) => {
+                    println!("{line}");
+                    return ExitCode::SUCCESS;
+                }
+                Handed::Failed(e) => {
+                    eprintln!("ticketd: not stored: {e}");
+                    return ExitCode::from(EX_TEMPFAIL);
+                }
+                Handed::NoDaemon => stdin_raw = Some(raw),
+            }
+        }
+    }
     let rt = if matches!(cli.command, Command::Run) {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -150,7 +185,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { 70 });
         }
     };
-    match rt.block_on(dispatch(cli.command, cfg, &data_dir)) {
+    match rt.block_on(dispatch(cli.command, cfg, &data_dir, stdin_raw)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ticketd: {e:#}");
@@ -208,9 +243,14 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dispatch(cmd: Command, cfg: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    cmd: Command,
+    cfg: Config,
+    data_dir: &Path,
+    stdin_raw: Option<Vec<u8>>,
+) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Ingest { files } => ingest(&cfg, data_dir, files).await,
+        Command::Ingest { files, .. } => ingest(&cfg, data_dir, files, stdin_raw).await,
         Command::Tickets { cmd } => {
             let (_, store) = open(&cfg, data_dir, 1).await?;
             match cmd {
@@ -350,7 +390,12 @@ async fn dispatch(cmd: Command, cfg: Config, data_dir: &Path) -> anyhow::Result<
 }
 
 /// `ingest`: every message is stored, or the exit code says so (75).
-async fn ingest(cfg: &Config, data_dir: &Path, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn ingest(
+    cfg: &Config,
+    data_dir: &Path,
+    files: Vec<PathBuf>,
+    stdin_raw: Option<Vec<u8>>,
+) -> anyhow::Result<ExitCode> {
     let (data, store) = open(cfg, data_dir, 1).await?;
     let intake = intake(cfg, &data)?;
     let mut failed_store = false;
@@ -374,7 +419,10 @@ async fn ingest(cfg: &Config, data_dir: &Path, files: Vec<PathBuf>) -> anyhow::R
         Ok(())
     };
     if files.is_empty() {
-        let raw = ticketd::sources::read_stdin().context("cannot read stdin")?;
+        let raw = match stdin_raw {
+            Some(raw) => raw,
+            None => ticketd::sources::read_stdin().context("cannot read stdin")?,
+        };
         let items = [Incoming {
             raw,
             source: "stdin".into(),

@@ -794,3 +794,71 @@ fn sighup_reloads_rules_and_keeps_the_old_set_on_error() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn ingest_hands_over_to_a_running_daemon_and_falls_back_without_one() {
+    let d = Desk::new();
+    let mut child = d
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = d.data().join("ingest.sock");
+    wait_for(20, || sock.exists().then_some(())).expect("socket");
+    let r = d.ingest(&mail(
+        "anna@kunde.de",
+        "Über Socket",
+        "s1@kunde.de",
+        "",
+        "x",
+    ));
+    assert_eq!(r["action"], "created");
+    assert_eq!(
+        d.ingest(&mail(
+            "anna@kunde.de",
+            "Über Socket",
+            "s1@kunde.de",
+            "",
+            "x"
+        ))["action"],
+        "duplicate"
+    );
+    // Garbage through the socket is quarantined by the daemon, exit 0.
+    let o = d.run(&["ingest"], Some(&[0xffu8, 0, 1]));
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["action"], "quarantined");
+    // --direct stores in-process even with the daemon up.
+    let o = d.run(
+        &["ingest", "--direct"],
+        Some(mail("b@kunde.de", "Direkt", "s2@kunde.de", "", "x").as_bytes()),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!sock.exists(), "socket removed on stop");
+    // Which path each message took.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sources: Vec<String> = rt.block_on(async {
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite:{}", d.data().join("ticketd.db").display()))
+                .await
+                .unwrap();
+        sqlx::query_scalar("SELECT source FROM messages ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(sources, vec!["pipe", "pipe", "stdin"]);
+    // Without a daemon (a stale socket file left behind): stored in-process.
+    std::fs::write(&sock, "").unwrap();
+    let r = d.ingest(&mail("c@kunde.de", "Ohne Daemon", "s3@kunde.de", "", "x"));
+    assert_eq!(r["action"], "created");
+}

@@ -3,6 +3,7 @@
 //! moves the Maildir file) only after the store has committed it.
 
 pub mod maildir;
+pub mod socket;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,0 +1,154 @@
+//! The hand-over socket between the MTA pipe and the running daemon.
+//!
+//! `ticketd ingest` run by an MTA for one message would otherwise pay, per
+//! mail, for opening the database, reading the key and compiling the rules.
+//! When `ticketd run` is up it listens on `<data_dir>/ingest.sock`; `ingest`
+//! then only reads stdin, writes the message to the socket, closes its
+//! writing half and waits for one line: the outcome JSON, written by the
+//! daemon after the commit, or `{"error": "..."}`. Like RT's rt-mailgate
+//! posting to the running RT. Without a daemon, `ingest` stores the message
+//! itself; when the daemon dies mid-way it does the same (the dedupe key
+//! makes a second store of a committed message a harmless duplicate).
+
+use crate::service::{Incoming, Intake, Outcome};
+use crate::store::Store;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+
+/// The socket's file name inside the data directory.
+pub const SOCKET_FILE: &str = "ingest.sock";
+
+/// What the daemon answered.
+#[derive(Debug)]
+pub enum Handed {
+    /// Stored: the outcome line, as `ingest` prints it.
+    Stored(String),
+    /// The daemon could not store it (exit 75).
+    Failed(String),
+    /// No daemon, or it went away before answering: store it here.
+    NoDaemon,
+}
+
+/// Client side: hands one message to a running daemon, if there is one.
+pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
+    let path = data_dir.join(SOCKET_FILE);
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+        return Handed::NoDaemon;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    if s.write_all(raw).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
+        return Handed::NoDaemon;
+    }
+    let mut reply = String::new();
+    if s.take(1 << 20).read_to_string(&mut reply).is_err() || reply.trim().is_empty() {
+        return Handed::NoDaemon;
+    }
+    let line = reply.trim().to_string();
+    match serde_json::from_str::<serde_json::Value>(&line) {
+        Ok(v) if v.get("action").is_some() => Handed::Stored(line),
+        Ok(v) => Handed::Failed(
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("the daemon did not store the message")
+                .to_string(),
+        ),
+        Err(_) => Handed::Failed(format!("unexpected answer from the daemon: {line}")),
+    }
+}
+
+/// Daemon side: accepts hand-overs until shutdown.
+pub async fn serve(
+    path: PathBuf,
+    intake: Arc<Intake>,
+    store: Store,
+    wake_outbox: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // A socket file left by a crashed daemon is removed; one a live daemon
+    // answers on is not ours to take.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{} is served by another ticketd", path.display()),
+        ));
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    tracing::info!(socket = %path.display(), "accepting hand-overs from ingest");
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (intake, store, wake) = (intake.clone(), store.clone(), wake_outbox.clone());
+                conns.spawn(async move {
+                    if let Err(e) = handle(stream, &intake, &store, &wake).await {
+                        tracing::warn!(error = %e, "hand-over connection failed");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Finish the messages in hand; take no new ones.
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn handle(
+    mut stream: tokio::net::UnixStream,
+    intake: &Intake,
+    store: &Store,
+    wake: &Notify,
+) -> std::io::Result<()> {
+    let mut raw = Vec::new();
+    let limit = super::MAX_MESSAGE_BYTES;
+    (&mut stream).take(limit + 1).read_to_end(&mut raw).await?;
+    let reply = if raw.len() as u64 > limit {
+        error_line(&format!("message larger than {limit} bytes"))
+    } else {
+        let item = Incoming {
+            raw,
+            source: "pipe".into(),
+        };
+        match intake
+            .ingest_batch(store, std::slice::from_ref(&item), jiff::Timestamp::now())
+            .await
+            .pop()
+        {
+            Some(Ok(outcome)) => {
+                wake.notify_one();
+                outcome_line(&outcome)
+            }
+            Some(Err(e)) => error_line(&e.to_string()),
+            None => error_line("no result"),
+        }
+    };
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn outcome_line(o: &Outcome) -> String {
+    serde_json::to_string(o)
+        .map(|s| s + "\n")
+        .unwrap_or_else(|e| error_line(&e.to_string()))
+}
+
+fn error_line(e: &str) -> String {
+    serde_json::json!({ "error": e }).to_string() + "\n"
+}
