@@ -134,6 +134,9 @@ pub struct Worker {
     wake: Arc<Notify>,
 }
 
+/// How long the worker waits after being woken before it claims mail.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// Delay before attempt `n + 1`: 30 s doubling, at most one hour.
 pub fn backoff(attempts: i64) -> jiff::SignedDuration {
     let secs = 30i64.saturating_mul(1i64 << attempts.clamp(0, 7)).min(3600);
@@ -212,7 +215,12 @@ impl Worker {
                 self.poll
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Let a burst of new tickets settle into one claim: a
+                    // few milliseconds later instead of one transaction per
+                    // confirmation competing with intake for the write lock.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => {}
             }
