@@ -271,7 +271,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals and sorts stay in memory, not in /var/tmp.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
@@ -287,7 +289,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals and sorts stay in memory, not in /var/tmp.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .connect_with(opts)
@@ -532,15 +536,11 @@ async fn next_number(
     conn: &mut SqliteConnection,
     limits: &ApplyLimits,
 ) -> Result<TicketNumber, StoreError> {
-    sqlx::query(
-        "INSERT INTO counters (name, value) VALUES ('ticket', $1) ON CONFLICT (name) DO NOTHING",
+    let v: i64 = sqlx::query_scalar(
+        "INSERT INTO counters (name, value) VALUES ('ticket', $1 + 1)
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
     )
     .bind(limits.number_start)
-    .execute(&mut *conn)
-    .await?;
-    let v: i64 = sqlx::query_scalar(
-        "UPDATE counters SET value = value + 1 WHERE name = 'ticket' RETURNING value",
-    )
     .fetch_one(&mut *conn)
     .await?;
     Ok(TicketNumber::from_sequence(&limits.number_prefix, v))
