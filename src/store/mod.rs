@@ -261,12 +261,24 @@ pub struct QuarantineView {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path`, WAL mode,
-    /// `synchronous = FULL` so a commit survives a power cut, and a busy
-    /// timeout so concurrent `ingest` processes wait instead of failing.
+    /// Opens (creating if needed) the SQLite database at `path`.
     pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
+        let opts = SqliteConnectOptions::from_str("sqlite://")?.filename(path);
+        Store::connect(opts, max_connections).await
+    }
+
+    /// Opens a database by URL (`sqlite:path`).
+    pub async fn open_url(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Store::connect(SqliteConnectOptions::from_str(url)?, max_connections).await
+    }
+
+    /// WAL mode, `synchronous = FULL` so a commit survives a power cut, and a
+    /// busy timeout so concurrent `ingest` processes wait instead of failing.
+    async fn connect(
+        opts: SqliteConnectOptions,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -277,23 +289,6 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
-            .connect_with(opts)
-            .await?;
-        Ok(Store { pool })
-    }
-
-    /// Opens a database by URL (`sqlite:path`).
-    pub async fn open_url(url: &str, max_connections: u32) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            // Statement journals and sorts stay in memory, not in /var/tmp.
-            .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
             .connect_with(opts)
             .await?;
         Ok(Store { pool })
