@@ -132,7 +132,6 @@ fn main() -> ExitCode {
             return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { EX_CONFIG });
         }
     };
-    init_logging(&cfg, &cli.command);
     let data_dir = cli
         .data_dir
         .clone()
@@ -169,6 +168,8 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Logging is set up only for work done here (the hand-over logs nothing).
+    init_logging(&cfg, &cli.command);
     let rt = if matches!(cli.command, Command::Run) {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
