@@ -2,9 +2,10 @@
 //! configuration, and run messages through parse → store → decide → apply.
 //!
 //! The CPU work of a message (parsing) happens outside the write
-//! transaction; lookups, the pure decision and the writes happen inside one
-//! savepoint of a batch transaction, so a batch of files costs one commit
-//! while each message still succeeds or fails on its own.
+//! transaction; lookups, the pure decision and the writes happen inside a
+//! batch transaction, so a batch of files costs one commit; should one
+//! message fail, the batch is stored again one message per transaction, so
+//! each message still succeeds or fails on its own.
 
 use crate::config::Config;
 use crate::domain::{Action, Mailbox, Severity, TicketNumber};
@@ -344,6 +345,12 @@ impl Intake {
         sha: String,
         mid: Option<crate::domain::MessageId>,
     ) -> Result<Outcome, StoreError> {
+        let probe = parsed.as_ref().ok().map(|mail| {
+            let verdict = guard::check(mail, &self.decide_cfg.own_addresses);
+            let keys = lookup_keys(mail, &self.tag, &self.signer);
+            (mail, verdict, keys)
+        });
+        let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
         let claim = store::claim(
             conn,
             &NewMessage {
@@ -353,10 +360,22 @@ impl Intake {
                 sha256: &sha,
                 dedupe_key: &crate::ingest::dedupe_key(parsed.as_ref().ok(), &sha),
             },
+            probe
+                .as_ref()
+                .map(|(mail, verdict, keys)| store::Probe {
+                    keys,
+                    reply_address: if verdict.is_machine() {
+                        None
+                    } else {
+                        mail.reply_address().map(|m| m.address.as_str())
+                    },
+                    hour_ago: &hour_ago,
+                })
+                .as_ref(),
             &now_s,
         )
         .await?;
-        let row = match claim {
+        let (row, look, next) = match claim {
             Claim::Duplicate { ticket, severity } => {
                 tracing::info!(ticket = ticket.as_ref().map(|t| t.as_str()), "duplicate");
                 return Ok(Outcome {
@@ -369,33 +388,26 @@ impl Intake {
                     reason: "this message was stored before".into(),
                 });
             }
-            Claim::New(row) => row,
+            Claim::New { row, lookups, next } => (row, *lookups, next),
         };
-        let mail = match parsed {
-            Ok(m) => m,
-            Err(e) => {
-                store::quarantine(conn, row, &e.0, &now_s).await?;
-                tracing::warn!(reason = %e.0, "quarantined");
-                return Ok(Outcome {
-                    action: Action::Quarantined,
-                    ticket: None,
-                    severity: None,
-                    message_id: None,
-                    sha256: sha,
-                    kind: None,
-                    reason: e.0.clone(),
-                });
-            }
+        let Some((mail, verdict, _)) = &probe else {
+            let reason = match parsed {
+                Err(e) => e.0.as_str(),
+                Ok(_) => "not parsed",
+            };
+            store::quarantine(conn, row, reason, &now_s).await?;
+            tracing::warn!(reason = %reason, "quarantined");
+            return Ok(Outcome {
+                action: Action::Quarantined,
+                ticket: None,
+                severity: None,
+                message_id: None,
+                sha256: sha,
+                kind: None,
+                reason: reason.to_string(),
+            });
         };
-        let verdict = guard::check(mail, &self.decide_cfg.own_addresses);
-        let keys = lookup_keys(mail, &self.tag, &self.signer);
-        let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
-        let reply = if verdict.is_machine() {
-            None
-        } else {
-            mail.reply_address().map(|m| m.address.as_str())
-        };
-        let look = store::lookups(conn, &keys, reply, &hour_ago).await?;
+        let mail = *mail;
         let mut extra_notes = Vec::new();
         let mut classify = |m: &ParsedMail| match self.rules() {
             Ok(r) => {
@@ -410,7 +422,7 @@ impl Intake {
                 (None, None)
             }
         };
-        let mut decision = decide(mail, &verdict, &look, &self.decide_cfg, &mut classify);
+        let mut decision = decide(mail, verdict, &look, &self.decide_cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
         let received_at = now
             .to_zoned(self.tz.clone())
@@ -445,8 +457,17 @@ impl Intake {
             )
             .map_err(|e| e.to_string())
         };
-        let applied =
-            store::apply(conn, row, mail, &decision, &self.limits, &mut build, &now_s).await?;
+        let applied = store::apply(
+            conn,
+            row,
+            next,
+            mail,
+            &decision,
+            &self.limits,
+            &mut build,
+            &now_s,
+        )
+        .await?;
         tracing::info!(
             action = decision.action.as_str(),
             ticket = applied.ticket.as_ref().map(|t| t.as_str()),

@@ -1,10 +1,12 @@
-//! The database: every write of the intake happens in one transaction per
-//! message (a savepoint inside a batch transaction), every read the CLI needs.
+//! The database: every write of the intake, every read the CLI needs.
 //!
 //! This module is the one seam between the pipeline and SQL. It uses only
 //! `sqlx::query` with bound `$n` parameters and portable SQL (`ON CONFLICT`,
 //! `RETURNING`), so a PostgreSQL implementation can follow with its own
-//! migrations and the same statements.
+//! migrations and the same statements. A message costs two calls to the
+//! database, whatever it holds: [`claim`] (store the raw bytes, look up
+//! what the decision needs) and [`apply`] (write what it decided), each a
+//! [`Script`] of several statements.
 
 use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
 use crate::ingest::decide::{Decision, Kind, Lookups, Target, TicketInfo};
@@ -12,8 +14,9 @@ use crate::ingest::parse::{sha256_hex, ParsedMail};
 use crate::ingest::LookupKeys;
 use crate::outbound::mail::Outgoing;
 use serde::Serialize;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Arguments as _, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -63,20 +66,6 @@ pub struct NewMessage<'a> {
     /// The key that makes a second delivery a duplicate
     /// ([`crate::ingest::dedupe_key`]).
     pub dedupe_key: &'a str,
-}
-
-/// Result of claiming a message's dedupe key.
-#[derive(Debug, Clone)]
-pub enum Claim {
-    /// First time seen: the new `messages` row id.
-    New(i64),
-    /// Seen before.
-    Duplicate {
-        /// Ticket of the first delivery, if any.
-        ticket: Option<TicketNumber>,
-        /// Severity of that ticket.
-        severity: Option<Severity>,
-    },
 }
 
 /// Limits applied when storing attachments and bodies.
@@ -285,7 +274,11 @@ impl Store {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             // Statement journals and sorts stay in memory, not in /var/tmp.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Up to 32 MiB of page cache (allocated as used): a batch of
+            // messages (≈ 14 KB of pages each) stays in memory until its
+            // commit instead of spilling to the WAL and being read back.
+            .pragma("cache_size", "-32768");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
@@ -336,36 +329,374 @@ impl Store {
     }
 }
 
-/// Stores the raw message under its dedupe key; a second delivery is
-/// recorded as a duplicate (its bytes kept when they differ).
+/// Several SQL statements sent to SQLite in one call, sharing one list of
+/// numbered parameters (`$1`, `$2`, …).
+///
+/// Every call crosses to sqlx's SQLite worker thread and back: two thread
+/// wake-ups, which on a small VM cost more than the statements themselves
+/// (over half of the intake's CPU time at one call per statement). So what
+/// one message needs before its decision is one script, and what it writes
+/// after it is another. Only the shape of the text is built at run time;
+/// every value is a bound parameter. Each statement binds its own
+/// parameters, so a script that grows past SQLite's limit on parameter
+/// numbers is cut between two statements into several calls.
+#[derive(Default)]
+struct Script {
+    /// Finished parts, each one call.
+    parts: Vec<(String, SqliteArguments)>,
+    sql: String,
+    args: SqliteArguments,
+    count: usize,
+    error: Option<String>,
+}
+
+/// A bound parameter's placeholder, `$n`.
+#[derive(Debug, Clone, Copy)]
+struct P(usize);
+
+impl std::fmt::Display for P {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${}", self.0)
+    }
+}
+
+/// Rows per multi-row `INSERT … VALUES` and entries per `IN (…)` list.
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Parameters per call: below SQLite's limit of 32,766 on `$n`, with room
+/// for the widest statement (64 rows of 13 parameters).
+const PARAMS_PER_CALL: usize = 30_000;
+
+impl Script {
+    /// Binds `value` and returns its placeholder.
+    fn arg<'q, T>(&mut self, value: T) -> P
+    where
+        T: sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert_with(|| e.to_string());
+        }
+        self.count += 1;
+        P(self.count)
+    }
+
+    /// Appends SQL text.
+    fn push(&mut self, text: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        let _ = self.sql.write_fmt(text);
+    }
+
+    /// Ends a statement; starts a new call when this one has enough
+    /// parameters.
+    fn end(&mut self) {
+        self.sql.push_str(";\n");
+        if self.count >= PARAMS_PER_CALL {
+            let sql = std::mem::take(&mut self.sql);
+            let args = std::mem::take(&mut self.args);
+            self.parts.push((sql, args));
+            self.count = 0;
+        }
+    }
+
+    /// Multi-row inserts: `head`, then the group `row` makes for each item,
+    /// then `tail`; a statement per [`ROWS_PER_STATEMENT`] items.
+    fn rows<T>(
+        &mut self,
+        head: &str,
+        items: &[T],
+        tail: &str,
+        mut row: impl FnMut(&mut Script, &T) -> String,
+    ) {
+        for chunk in items.chunks(ROWS_PER_STATEMENT) {
+            self.sql.push_str(head);
+            for (i, item) in chunk.iter().enumerate() {
+                let group = row(self, item);
+                if i > 0 {
+                    self.sql.push_str(", ");
+                }
+                self.sql.push_str(&group);
+            }
+            self.sql.push_str(tail);
+            self.end();
+        }
+    }
+
+    /// An `IN (…)` list of placeholders for `items`.
+    fn list<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Script, &T) -> P) -> String {
+        let mut out = String::from("(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&f(self, item).to_string());
+        }
+        out.push(')');
+        out
+    }
+
+    /// Runs every statement in order; the rows they return.
+    async fn run(mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>, StoreError> {
+        if let Some(e) = self.error {
+            return Err(StoreError::Corrupt(format!("cannot bind a value: {e}")));
+        }
+        if !self.sql.is_empty() {
+            self.parts.push((self.sql, self.args));
+        }
+        let mut rows = Vec::new();
+        for (sql, args) in self.parts {
+            rows.extend(
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+/// The next free row ids and the ticket sequence's current value, read
+/// under the transaction's write lock together with the lookups. They stay
+/// valid until [`apply`] writes with them in the same transaction (nothing
+/// else writes meanwhile: `BEGIN IMMEDIATE` holds the lock). Should that
+/// ever be broken, the primary key refuses the row and the message is not
+/// stored — an error, never a row on the wrong ticket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NextIds {
+    /// Highest `tickets.id` so far.
+    pub ticket: i64,
+    /// Highest `articles.id` so far.
+    pub article: i64,
+    /// Highest `outbox.id` so far.
+    pub outbox: i64,
+    /// The ticket sequence's value (`None`: no ticket yet).
+    pub seq: Option<i64>,
+}
+
+/// What the decision of a parsed message needs looked up.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a> {
+    /// Ids and numbers to find tickets by.
+    pub keys: &'a LookupKeys,
+    /// The would-be confirmation recipient, for the hourly limit.
+    pub reply_address: Option<&'a str>,
+    /// One hour before now (`ts` format).
+    pub hour_ago: &'a str,
+}
+
+/// Result of claiming a message's dedupe key.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// First time seen.
+    New {
+        /// The new `messages` row.
+        row: i64,
+        /// What was looked up for the decision (empty without a probe).
+        lookups: Box<Lookups>,
+        /// Ids for [`apply`].
+        next: NextIds,
+    },
+    /// Seen before.
+    Duplicate {
+        /// Ticket of the first delivery, if any.
+        ticket: Option<TicketNumber>,
+        /// Severity of that ticket.
+        severity: Option<Severity>,
+    },
+}
+
+/// Ticket columns the decision needs, with one row per participant
+/// (`p.address` NULL when there is none).
+const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address";
+
+/// A ticket from its rows of [`TICKET_INFO_COLUMNS`] starting at column
+/// `at`; `None` when there are no rows.
+fn ticket_info_from_rows<'r>(
+    mut rows: impl Iterator<Item = &'r SqliteRow>,
+    at: usize,
+) -> Result<Option<TicketInfo>, StoreError> {
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let mut participants = Vec::new();
+    for r in std::iter::once(first).chain(rows) {
+        if let Some(a) = r.try_get::<Option<String>, _>(at + 4)? {
+            participants.push(a);
+        }
+    }
+    Ok(Some(TicketInfo {
+        id: first.try_get(at)?,
+        number: TicketNumber(first.try_get(at + 1)?),
+        requester: first.try_get(at + 2)?,
+        participants,
+        status: Status::parse(first.try_get::<&str, _>(at + 3)?),
+    }))
+}
+
+/// Appends a query for tickets: rows `(label, key, TICKET_INFO_COLUMNS)`
+/// for each of `ids` (Message-IDs we stored or sent) or, with `by_number`,
+/// each ticket number.
+fn find_tickets(s: &mut Script, label: &str, keys: &[&str], by_number: bool) {
+    if keys.is_empty() {
+        return;
+    }
+    let list = s.list(keys, |s, k| s.arg(*k));
+    // `label` is one of this module's constants, never input.
+    if by_number {
+        s.push(format_args!(
+            "SELECT '{label}', t.number, {TICKET_INFO_COLUMNS} FROM tickets t
+             LEFT JOIN participants p ON p.ticket_id = t.id WHERE t.number IN {list}"
+        ));
+    } else {
+        s.push(format_args!(
+            "SELECT '{label}', th.message_id, {TICKET_INFO_COLUMNS} FROM thread_ids th
+             JOIN tickets t ON t.id = th.ticket_id
+             LEFT JOIN participants p ON p.ticket_id = t.id WHERE th.message_id IN {list}"
+        ));
+    }
+    s.end();
+}
+
+/// The ticket of the first key (in the order given) that has rows labelled
+/// `label`.
+fn first_ticket(
+    rows: &[SqliteRow],
+    label: &str,
+    keys: &[&str],
+) -> Result<Option<TicketInfo>, StoreError> {
+    for k in keys {
+        let mut matching = rows
+            .iter()
+            .filter(|r| {
+                r.try_get::<&str, _>(0).is_ok_and(|l| l == label)
+                    && r.try_get::<&str, _>(1).is_ok_and(|m| m == *k)
+            })
+            .peekable();
+        if matching.peek().is_some() {
+            return ticket_info_from_rows(matching, 2);
+        }
+    }
+    Ok(None)
+}
+
+/// Stores the raw message under its dedupe key and, in the same call, looks
+/// up what its decision needs (`probe`) and the ids [`apply`] will use. A
+/// second delivery is recorded as a duplicate (its bytes kept when they
+/// differ).
 pub async fn claim(
+    conn: &mut SqliteConnection,
+    m: &NewMessage<'_>,
+    probe: Option<&Probe<'_>>,
+    now: &str,
+) -> Result<Claim, StoreError> {
+    let mut s = Script::default();
+    let (key, mid, sha, size, raw, source, at) = (
+        s.arg(m.dedupe_key),
+        s.arg(m.message_id.map(|i| i.as_str())),
+        s.arg(m.sha256),
+        s.arg(m.raw.len() as i64),
+        s.arg(m.raw),
+        s.arg(m.source),
+        s.arg(now),
+    );
+    s.push(format_args!(
+        "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, action)
+         VALUES ({key}, {mid}, {sha}, {size}, {raw}, {source}, {at}, 'pending')
+         ON CONFLICT (dedupe_key) DO NOTHING RETURNING 'claim', id"
+    ));
+    s.end();
+    s.push(format_args!(
+        "SELECT 'next', (SELECT COALESCE(MAX(id), 0) FROM tickets), (SELECT COALESCE(MAX(id), 0) FROM articles),
+                (SELECT COALESCE(MAX(id), 0) FROM outbox), (SELECT value FROM counters WHERE name = 'ticket')"
+    ));
+    s.end();
+    let (thread, signed, tag, bounced, bounced_nums) = match probe {
+        Some(p) => (
+            keys_of(&p.keys.thread_ids, MessageId::as_str),
+            keys_of(&p.keys.signed_numbers, TicketNumber::as_str),
+            p.keys
+                .tag_number
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>(),
+            keys_of(&p.keys.bounced_ids, MessageId::as_str),
+            keys_of(&p.keys.bounced_numbers, TicketNumber::as_str),
+        ),
+        None => Default::default(),
+    };
+    find_tickets(&mut s, "ref", &thread, false);
+    find_tickets(&mut s, "sig", &signed, true);
+    find_tickets(&mut s, "tag", &tag, true);
+    find_tickets(&mut s, "bref", &bounced, false);
+    find_tickets(&mut s, "bsig", &bounced_nums, true);
+    if let Some(addr) = probe.and_then(|p| p.reply_address) {
+        let (a, h) = (
+            s.arg(addr.to_ascii_lowercase()),
+            s.arg(probe.map(|p| p.hour_ago)),
+        );
+        s.push(format_args!(
+            "SELECT 'auto', COUNT(*) FROM auto_mail_log WHERE recipient = {a} AND sent_at > {h}"
+        ));
+        s.end();
+    }
+    let rows = s.run(conn).await?;
+    let label = |r: &SqliteRow| r.try_get::<String, _>(0).unwrap_or_default();
+    let Some(claimed) = rows.iter().find(|r| label(r) == "claim") else {
+        return duplicate(conn, m, now).await;
+    };
+    let mut next = NextIds::default();
+    let mut auto = 0i64;
+    for r in &rows {
+        match label(r).as_str() {
+            "next" => {
+                next = NextIds {
+                    ticket: r.try_get(1)?,
+                    article: r.try_get(2)?,
+                    outbox: r.try_get(3)?,
+                    seq: r.try_get(4)?,
+                }
+            }
+            "auto" => auto = r.try_get(1)?,
+            _ => {}
+        }
+    }
+    let by_reference = match first_ticket(&rows, "ref", &thread)? {
+        Some(t) => Some(t),
+        None => first_ticket(&rows, "sig", &signed)?,
+    };
+    let bounced_ticket = match first_ticket(&rows, "bref", &bounced)? {
+        Some(t) => Some(t),
+        None => first_ticket(&rows, "bsig", &bounced_nums)?,
+    };
+    Ok(Claim::New {
+        row: claimed.try_get(1)?,
+        lookups: Box::new(Lookups {
+            by_reference,
+            tag_number: probe.and_then(|p| p.keys.tag_number.clone()),
+            by_tag: first_ticket(&rows, "tag", &tag)?,
+            bounced_ticket,
+            auto_mails_last_hour: u32::try_from(auto).unwrap_or(u32::MAX),
+        }),
+        next,
+    })
+}
+
+/// At most 50 of `items` as text: a References header of thousands of ids
+/// must not become thousands of parameters.
+fn keys_of<T>(items: &[T], text: impl Fn(&T) -> &str) -> Vec<&str> {
+    items.iter().take(50).map(text).collect()
+}
+
+/// Records a second delivery of a stored message.
+async fn duplicate(
     conn: &mut SqliteConnection,
     m: &NewMessage<'_>,
     now: &str,
 ) -> Result<Claim, StoreError> {
-    let key = m.dedupe_key;
-    let row = sqlx::query(
-        "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, action)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
-         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-    )
-    .bind(key)
-    .bind(m.message_id.map(|i| i.as_str()))
-    .bind(m.sha256)
-    .bind(m.raw.len() as i64)
-    .bind(m.raw)
-    .bind(m.source)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(r) = row {
-        return Ok(Claim::New(r.try_get(0)?));
-    }
     let orig = sqlx::query(
         "SELECT m.id, m.sha256, t.number, t.severity FROM messages m
          LEFT JOIN tickets t ON t.id = m.ticket_id WHERE m.dedupe_key = $1",
     )
-    .bind(key)
+    .bind(m.dedupe_key)
     .fetch_one(&mut *conn)
     .await?;
     let orig_id: i64 = orig.try_get(0)?;
@@ -396,198 +727,55 @@ pub async fn quarantine(
     reason: &str,
     now: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE messages SET action = 'quarantined', reason = $1 WHERE id = $2")
-        .bind(reason)
-        .bind(message_row)
-        .execute(&mut *conn)
-        .await?;
-    event(conn, None, Some(message_row), "quarantined", reason, now).await
+    let mut s = Script::default();
+    let (r, m) = (s.arg(reason), s.arg(message_row));
+    s.push(format_args!(
+        "UPDATE messages SET action = 'quarantined', reason = {r} WHERE id = {m}"
+    ));
+    s.end();
+    events(
+        &mut s,
+        None,
+        Some(message_row),
+        &[("quarantined", reason)],
+        now,
+    );
+    s.run(conn).await?;
+    Ok(())
 }
 
-async fn event(
-    conn: &mut SqliteConnection,
+/// Appends audit events of one ticket and message, in the order given.
+fn events(
+    s: &mut Script,
     ticket: Option<i64>,
     message: Option<i64>,
-    kind: &str,
-    detail: &str,
+    list: &[(&str, &str)],
     now: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (ticket_id, message_ref, kind, detail, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(ticket)
-    .bind(message)
-    .bind(kind)
-    .bind(detail)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+) {
+    s.rows(
+        "INSERT INTO events (ticket_id, message_ref, kind, detail, created_at) VALUES ",
+        list,
+        "",
+        |s, (kind, detail)| {
+            let (t, m, k, d, at) = (
+                s.arg(ticket),
+                s.arg(message),
+                s.arg(*kind),
+                s.arg(*detail),
+                s.arg(now),
+            );
+            format!("({t}, {m}, {k}, {d}, {at})")
+        },
+    );
 }
 
-async fn ticket_info_where(
-    conn: &mut SqliteConnection,
-    by_number: Option<&str>,
-    by_id: Option<i64>,
-) -> Result<Option<TicketInfo>, StoreError> {
-    let row = match (by_number, by_id) {
-        (Some(n), _) => {
-            sqlx::query("SELECT id, number, requester, status FROM tickets WHERE number = $1")
-                .bind(n)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
-        (None, Some(id)) => {
-            sqlx::query("SELECT id, number, requester, status FROM tickets WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
-        _ => None,
-    };
-    let Some(row) = row else { return Ok(None) };
-    let id: i64 = row.try_get(0)?;
-    let participants: Vec<String> =
-        sqlx::query_scalar("SELECT address FROM participants WHERE ticket_id = $1")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(Some(TicketInfo {
-        id,
-        number: TicketNumber(row.try_get(1)?),
-        requester: row.try_get(2)?,
-        participants,
-        status: Status::parse(row.try_get::<&str, _>(3)?),
-    }))
-}
-
-/// The ticket of the first id (in the order given) we stored or sent.
-async fn ticket_by_ids(
-    conn: &mut SqliteConnection,
-    ids: &[MessageId],
-    numbers: &[TicketNumber],
-) -> Result<Option<TicketInfo>, StoreError> {
-    // Bounded: a References header of thousands of ids must not become
-    // thousands of queries.
-    for id in ids.iter().take(50) {
-        let t: Option<i64> =
-            sqlx::query_scalar("SELECT ticket_id FROM thread_ids WHERE message_id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(t) = t {
-            return ticket_info_where(conn, None, Some(t)).await;
-        }
-    }
-    for n in numbers {
-        if let Some(t) = ticket_info_where(conn, Some(n.as_str()), None).await? {
-            return Ok(Some(t));
-        }
-    }
-    Ok(None)
-}
-
-/// Looks up what the decision needs: tickets by reference, tag and bounced
-/// ids, and the hourly count of automatic mails to the reply address.
-pub async fn lookups(
-    conn: &mut SqliteConnection,
-    keys: &LookupKeys,
-    reply_address: Option<&str>,
-    hour_ago: &str,
-) -> Result<Lookups, StoreError> {
-    let by_reference = ticket_by_ids(conn, &keys.thread_ids, &keys.signed_numbers).await?;
-    let by_tag = match &keys.tag_number {
-        Some(n) => ticket_info_where(conn, Some(n.as_str()), None).await?,
-        None => None,
-    };
-    let bounced_ticket = if keys.bounced_ids.is_empty() && keys.bounced_numbers.is_empty() {
-        None
-    } else {
-        ticket_by_ids(conn, &keys.bounced_ids, &keys.bounced_numbers).await?
-    };
-    let auto_mails_last_hour = match reply_address {
-        Some(a) => {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM auto_mail_log WHERE recipient = $1 AND sent_at > $2",
-            )
-            .bind(a.to_ascii_lowercase())
-            .bind(hour_ago)
-            .fetch_one(&mut *conn)
-            .await?;
-            u32::try_from(n).unwrap_or(u32::MAX)
-        }
-        None => 0,
-    };
-    Ok(Lookups {
-        by_reference,
-        tag_number: keys.tag_number.clone(),
-        by_tag,
-        bounced_ticket,
-        auto_mails_last_hour,
-    })
-}
-
-async fn next_number(
-    conn: &mut SqliteConnection,
-    limits: &ApplyLimits,
-) -> Result<TicketNumber, StoreError> {
-    let v: i64 = sqlx::query_scalar(
-        "INSERT INTO counters (name, value) VALUES ('ticket', $1 + 1)
-         ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
-    )
-    .bind(limits.number_start)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(TicketNumber::from_sequence(&limits.number_prefix, v))
-}
-
-async fn add_participants(
-    conn: &mut SqliteConnection,
-    ticket: i64,
-    addrs: &[String],
-) -> Result<(), StoreError> {
-    for a in addrs {
-        sqlx::query(
-            "INSERT INTO participants (ticket_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(ticket)
-        .bind(a)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn add_thread_id(
-    conn: &mut SqliteConnection,
-    ticket: i64,
-    id: &MessageId,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO thread_ids (message_id, ticket_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(id.as_str())
-    .bind(ticket)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn note(
-    conn: &mut SqliteConnection,
-    ticket: i64,
-    text: &str,
-    now: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO articles (ticket_id, direction, kind, body, created_at) VALUES ($1, 'note', 'note', $2, $3)",
-    )
-    .bind(ticket)
-    .bind(text)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Appends rows of a ticket's table that has only the ticket and one text:
+/// participants, thread ids, with `ON CONFLICT DO NOTHING`.
+fn ticket_texts(s: &mut Script, head: &str, ticket: i64, texts: &[&str]) {
+    s.rows(head, texts, " ON CONFLICT DO NOTHING", |s, text| {
+        let (t, x) = (s.arg(ticket), s.arg(*text));
+        format!("({t}, {x})")
+    });
 }
 
 fn addr_list(list: &[Mailbox]) -> Option<String> {
@@ -603,39 +791,95 @@ fn addr_list(list: &[Mailbox]) -> Option<String> {
     }
 }
 
-/// Stores the inbound article and its attachments within the limits;
-/// returns notes about what was dropped.
-async fn inbound_article(
-    conn: &mut SqliteConnection,
-    ticket: i64,
-    message_row: i64,
-    mail: &ParsedMail,
-    kind: Kind,
+/// One row of `articles`; a column left `None` is stored NULL.
+#[derive(Debug, Default)]
+struct Article<'a> {
+    direction: &'a str,
+    kind: &'a str,
+    from_addr: Option<&'a str>,
+    from_name: Option<&'a str>,
+    to_addrs: Option<String>,
+    cc_addrs: Option<String>,
+    subject: Option<&'a str>,
+    message_id: Option<&'a str>,
+    body: &'a str,
+    message_ref: Option<i64>,
+    outbox_ref: Option<i64>,
+}
+
+impl<'a> Article<'a> {
+    fn note(text: &'a str) -> Article<'a> {
+        Article {
+            direction: "note",
+            kind: "note",
+            body: text,
+            ..Article::default()
+        }
+    }
+
+    /// The ticket's outgoing article for a queued mail.
+    fn outgoing(kind: &'a str, out: &'a Outgoing, outbox_id: i64) -> Article<'a> {
+        Article {
+            direction: "out",
+            kind,
+            to_addrs: Some(out.to.join(", ")),
+            subject: Some(&out.subject),
+            message_id: Some(out.message_id.as_str()),
+            body: &out.body,
+            outbox_ref: Some(outbox_id),
+            ..Article::default()
+        }
+    }
+}
+
+/// Appends articles of one ticket with ids `first`, `first + 1`, … in the
+/// order given (`None`: ids as SQLite picks them).
+fn articles(s: &mut Script, ticket: i64, first: Option<i64>, list: &[Article<'_>], now: &str) {
+    let mut id = first;
+    s.rows(
+        "INSERT INTO articles (id, ticket_id, direction, kind, from_addr, from_name, to_addrs, cc_addrs, subject, message_id, body, message_ref, outbox_ref, created_at) VALUES ",
+        list,
+        "",
+        |s, a| {
+            let ps = [
+                s.arg(id),
+                s.arg(ticket),
+                s.arg(a.direction),
+                s.arg(a.kind),
+                s.arg(a.from_addr),
+                s.arg(a.from_name),
+                s.arg(a.to_addrs.as_deref()),
+                s.arg(a.cc_addrs.as_deref()),
+                s.arg(a.subject),
+                s.arg(a.message_id),
+                s.arg(a.body),
+                s.arg(a.message_ref),
+                s.arg(a.outbox_ref),
+                s.arg(now),
+            ];
+            id = id.map(|i| i + 1);
+            let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+            format!("({})", ps.join(", "))
+        },
+    );
+}
+
+/// The inbound article's body within the limits, the attachments kept, and
+/// notes about what was dropped.
+fn inbound_plan<'m>(
+    mail: &'m ParsedMail,
     limits: &ApplyLimits,
-    now: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> (
+    String,
+    Vec<&'m crate::ingest::parse::Attachment>,
+    Vec<String>,
+) {
     let mut notes = Vec::new();
     let mut body = crate::ingest::classify::truncate(&mail.body, limits.max_body_bytes).to_string();
     if body.len() < mail.body.len() {
         body.push_str("\n\n[… text cut here; the whole message is kept raw]");
     }
-    let article: i64 = sqlx::query_scalar(
-        "INSERT INTO articles (ticket_id, direction, kind, from_addr, from_name, to_addrs, cc_addrs, subject, message_id, body, message_ref, created_at)
-         VALUES ($1, 'in', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-    )
-    .bind(ticket)
-    .bind(kind.as_str())
-    .bind(mail.from.as_ref().map(|m| m.address.as_str()))
-    .bind(mail.from.as_ref().and_then(|m| m.name.as_deref()))
-    .bind(addr_list(&mail.to))
-    .bind(addr_list(&mail.cc))
-    .bind(&mail.subject)
-    .bind(mail.message_id.as_ref().map(|m| m.as_str()))
-    .bind(&body)
-    .bind(message_row)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let mut kept = Vec::new();
     let mut total: u64 = 0;
     for (i, a) in mail.attachments.iter().enumerate() {
         let size = a.content.len() as u64;
@@ -655,102 +899,64 @@ async fn inbound_article(
             continue;
         }
         total += size;
-        sqlx::query(
-            "INSERT INTO attachments (article_id, filename, content_type, size, sha256, content) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(article)
-        .bind(&a.filename)
-        .bind(&a.content_type)
-        .bind(size as i64)
-        .bind(sha256_hex(&a.content))
-        .bind(&a.content)
-        .execute(&mut *conn)
-        .await?;
+        kept.push(a);
     }
-    Ok(notes)
+    (body, kept, notes)
 }
 
-/// Queues an outgoing mail and records it on the ticket.
-pub async fn enqueue(
-    conn: &mut SqliteConnection,
-    ticket: i64,
-    kind: &str,
-    out: &Outgoing,
-    now: &str,
-) -> Result<i64, StoreError> {
-    let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8) RETURNING id",
-    )
-    .bind(ticket)
-    .bind(kind)
-    .bind(&recipients)
-    .bind(&out.sender)
-    .bind(&out.subject)
-    .bind(out.message_id.as_str())
-    .bind(&out.raw)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO articles (ticket_id, direction, kind, from_addr, to_addrs, subject, message_id, body, outbox_ref, created_at)
-         VALUES ($1, 'out', $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(ticket)
-    .bind(kind)
-    .bind(&out.sender)
-    .bind(out.to.join(", "))
-    .bind(&out.subject)
-    .bind(out.message_id.as_str())
-    .bind(&out.body)
-    .bind(id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    add_thread_id(conn, ticket, &out.message_id).await?;
-    for r in &out.to {
-        sqlx::query("INSERT INTO auto_mail_log (recipient, sent_at) VALUES ($1, $2)")
-            .bind(r.to_ascii_lowercase())
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(id)
-}
-
-/// Writes what the decision says: ticket or article, attachments, ids,
-/// participants, bounces, notes, the audit event, the confirmation in the
-/// outbox, and the message's final action.
+/// Writes what the decision says, in one call: ticket or article,
+/// attachments, ids, participants, bounces, notes, the audit event, the
+/// confirmation in the outbox, and the message's final action. `next`
+/// comes from the [`claim`] of this message in this transaction.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     conn: &mut SqliteConnection,
     message_row: i64,
+    next: NextIds,
     mail: &ParsedMail,
     d: &Decision,
     limits: &ApplyLimits,
     build_confirmation: &mut ConfirmationBuilder<'_>,
     now: &str,
 ) -> Result<Applied, StoreError> {
+    let mut s = Script::default();
     let mut notes = d.notes.clone();
     let (ticket_id, number, severity) = match &d.target {
         Target::New(t) => {
-            let number = next_number(conn, limits).await?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO tickets (number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at)
-                 VALUES ($1, $2, 'new', $3, $4, $5, $6, $7, $8, $8) RETURNING id",
-            )
-            .bind(number.as_str())
-            .bind(&t.subject)
-            .bind(t.severity.level() as i64)
-            .bind(t.rule.as_deref())
-            .bind(t.requester.key())
-            .bind(t.requester.name.as_deref())
-            .bind(t.linked.as_ref().map(|n| n.as_str()))
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await?;
-            add_participants(conn, id, &t.participants).await?;
+            // The first ticket gets number_start + 1, each later one the next.
+            let seq = next.seq.unwrap_or(limits.number_start) + 1;
+            let number = TicketNumber::from_sequence(&limits.number_prefix, seq);
+            let id = next.ticket + 1;
+            let v = s.arg(seq);
+            s.push(format_args!(
+                "INSERT INTO counters (name, value) VALUES ('ticket', {v})
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+            ));
+            s.end();
+            let ps = [
+                s.arg(id),
+                s.arg(number.as_str()),
+                s.arg(&t.subject),
+                s.arg(t.severity.level() as i64),
+                s.arg(t.rule.as_deref()),
+                s.arg(t.requester.key()),
+                s.arg(t.requester.name.as_deref()),
+                s.arg(t.linked.as_ref().map(|n| n.as_str())),
+                s.arg(now),
+            ];
+            s.push(format_args!(
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8]
+            ));
+            s.end();
+            let people: Vec<&str> = t.participants.iter().map(String::as_str).collect();
+            ticket_texts(
+                &mut s,
+                "INSERT INTO participants (ticket_id, address) VALUES ",
+                id,
+                &people,
+            );
             let detail = match &t.rule {
                 Some(r) => format!(
                     "created from mail, severity {} by rule {r}",
@@ -758,88 +964,68 @@ pub async fn apply(
                 ),
                 None => format!("created from mail, default severity {}", t.severity.level()),
             };
-            event(conn, Some(id), Some(message_row), "created", &detail, now).await?;
-            if let Some(l) = &t.linked {
-                event(
-                    conn,
-                    Some(id),
-                    Some(message_row),
-                    "linked",
-                    &format!("refers to ticket {l}"),
-                    now,
-                )
-                .await?;
+            let linked = t.linked.as_ref().map(|l| format!("refers to ticket {l}"));
+            let mut list = vec![("created", detail.as_str())];
+            if let Some(l) = &linked {
+                list.push(("linked", l.as_str()));
             }
+            events(&mut s, Some(id), Some(message_row), &list, now);
             (Some(id), Some(number), Some(t.severity))
         }
         Target::Existing { ticket, reopen } => {
-            let status_sql = if *reopen {
-                "UPDATE tickets SET status = 'open', updated_at = $1 WHERE id = $2 RETURNING severity"
-            } else {
-                "UPDATE tickets SET updated_at = $1 WHERE id = $2 RETURNING severity"
-            };
-            let sev: i64 = sqlx::query_scalar(status_sql)
-                .bind(now)
-                .bind(ticket.id)
-                .fetch_one(&mut *conn)
-                .await?;
-            add_participants(conn, ticket.id, &d.new_participants).await?;
-            event(
-                conn,
-                Some(ticket.id),
-                Some(message_row),
-                "appended",
-                &d.reason,
-                now,
-            )
-            .await?;
+            let (at, id) = (s.arg(now), s.arg(ticket.id));
+            let status = if *reopen { "status = 'open', " } else { "" };
+            s.push(format_args!(
+                "UPDATE tickets SET {status}updated_at = {at} WHERE id = {id} RETURNING 'severity', severity"
+            ));
+            s.end();
+            let people: Vec<&str> = d.new_participants.iter().map(String::as_str).collect();
+            ticket_texts(
+                &mut s,
+                "INSERT INTO participants (ticket_id, address) VALUES ",
+                ticket.id,
+                &people,
+            );
+            let mut list = vec![("appended", d.reason.as_str())];
             if *reopen {
-                event(
-                    conn,
-                    Some(ticket.id),
-                    Some(message_row),
-                    "reopened",
-                    "the customer wrote again",
-                    now,
-                )
-                .await?;
+                list.push(("reopened", "the customer wrote again"));
             }
-            (
-                Some(ticket.id),
-                Some(ticket.number.clone()),
-                Severity::try_from(sev).ok(),
-            )
+            events(&mut s, Some(ticket.id), Some(message_row), &list, now);
+            (Some(ticket.id), Some(ticket.number.clone()), None)
         }
         Target::Nothing => {
-            event(
-                conn,
+            events(
+                &mut s,
                 None,
                 Some(message_row),
-                d.action.as_str(),
-                &d.reason,
+                &[(d.action.as_str(), &d.reason)],
                 now,
-            )
-            .await?;
+            );
             (None, None, None)
         }
     };
 
     if d.kind == Kind::Bounce {
         if let Some(b) = &mail.bounced {
-            for r in &b.recipients {
-                sqlx::query(
-                    "INSERT INTO bounces (ticket_id, message_ref, recipient, action, status, diagnostic, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(ticket_id)
-                .bind(message_row)
-                .bind(r.recipient.to_ascii_lowercase())
-                .bind(&r.action)
-                .bind(&r.status)
-                .bind(&r.diagnostic)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-                if ticket_id.is_some() {
+            s.rows(
+                "INSERT INTO bounces (ticket_id, message_ref, recipient, action, status, diagnostic, created_at) VALUES ",
+                &b.recipients,
+                "",
+                |s, r| {
+                    let (t, m, rc, a, st, dg, at) = (
+                        s.arg(ticket_id),
+                        s.arg(message_row),
+                        s.arg(r.recipient.to_ascii_lowercase()),
+                        s.arg(r.action.as_str()),
+                        s.arg(r.status.as_str()),
+                        s.arg(r.diagnostic.as_str()),
+                        s.arg(now),
+                    );
+                    format!("({t}, {m}, {rc}, {a}, {st}, {dg}, {at})")
+                },
+            );
+            if ticket_id.is_some() {
+                for r in &b.recipients {
                     notes.push(format!(
                         "Delivery to {} failed: {} {}",
                         r.recipient, r.status, r.diagnostic
@@ -850,23 +1036,98 @@ pub async fn apply(
     }
 
     if let Some(tid) = ticket_id {
-        let mut dropped =
-            inbound_article(conn, tid, message_row, mail, d.kind, limits, now).await?;
-        notes.append(&mut dropped);
+        let plan = inbound_plan(mail, limits);
+        notes.extend(plan.2.iter().cloned());
         notes.extend(mail.warnings.iter().cloned());
-        if let Some(id) = &mail.message_id {
-            add_thread_id(conn, tid, id).await?;
-        }
-        if let (Some(to), Some(n), Some(sev)) = (&d.confirm_to, &number, severity) {
-            match build_confirmation(n, to, sev) {
-                Ok(out) => {
-                    enqueue(conn, tid, "confirmation", &out, now).await?;
+        let confirmation = match (&d.confirm_to, &number, severity) {
+            (Some(to), Some(n), Some(sev)) => match build_confirmation(n, to, sev) {
+                Ok(out) => Some(out),
+                Err(e) => {
+                    notes.push(format!("No confirmation: {e}"));
+                    None
                 }
-                Err(e) => notes.push(format!("No confirmation: {e}")),
-            }
+            },
+            _ => None,
+        };
+        let outbox_id = next.outbox + 1;
+        if let Some(out) = &confirmation {
+            let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
+            let ps = [
+                s.arg(outbox_id),
+                s.arg(tid),
+                s.arg(recipients),
+                s.arg(out.sender.as_str()),
+                s.arg(out.subject.as_str()),
+                s.arg(out.message_id.as_str()),
+                s.arg(out.raw.as_slice()),
+                s.arg(now),
+            ];
+            s.push(format_args!(
+                "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
+                 VALUES ({}, {}, 'confirmation', {}, {}, {}, {}, {}, 'queued', {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[7]
+            ));
+            s.end();
         }
-        for n in &notes {
-            note(conn, tid, n, now).await?;
+        let mut list = Vec::with_capacity(2 + notes.len());
+        list.push(Article {
+            direction: "in",
+            kind: d.kind.as_str(),
+            from_addr: mail.from.as_ref().map(|m| m.address.as_str()),
+            from_name: mail.from.as_ref().and_then(|m| m.name.as_deref()),
+            to_addrs: addr_list(&mail.to),
+            cc_addrs: addr_list(&mail.cc),
+            subject: Some(&mail.subject),
+            message_id: mail.message_id.as_ref().map(|m| m.as_str()),
+            body: &plan.0,
+            message_ref: Some(message_row),
+            outbox_ref: None,
+        });
+        if let Some(out) = &confirmation {
+            list.push(Article::outgoing("confirmation", out, outbox_id));
+        }
+        list.extend(notes.iter().map(|n| Article::note(n)));
+        let inbound = next.article + 1;
+        articles(&mut s, tid, Some(inbound), &list, now);
+        s.rows(
+            "INSERT INTO attachments (article_id, filename, content_type, size, sha256, content) VALUES ",
+            &plan.1,
+            "",
+            |s, a| {
+                let (id, f, ct, sz, sh, c) = (
+                    s.arg(inbound),
+                    s.arg(a.filename.as_str()),
+                    s.arg(a.content_type.as_str()),
+                    s.arg(a.content.len() as i64),
+                    s.arg(sha256_hex(&a.content)),
+                    s.arg(a.content.as_slice()),
+                );
+                format!("({id}, {f}, {ct}, {sz}, {sh}, {c})")
+            },
+        );
+        let mut ids = Vec::with_capacity(2);
+        if let Some(id) = &mail.message_id {
+            ids.push(id.as_str());
+        }
+        if let Some(out) = &confirmation {
+            ids.push(out.message_id.as_str());
+        }
+        ticket_texts(
+            &mut s,
+            "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
+            tid,
+            &ids,
+        );
+        if let Some(out) = &confirmation {
+            s.rows(
+                "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
+                &out.to,
+                "",
+                |s, r| {
+                    let (r, at) = (s.arg(r.to_ascii_lowercase()), s.arg(now));
+                    format!("({r}, {at})")
+                },
+            );
         }
     }
 
@@ -875,16 +1136,28 @@ pub async fn apply(
     } else {
         format!("{} ({})", d.reason, notes.join(" "))
     };
-    sqlx::query(
-        "UPDATE messages SET action = $1, kind = $2, reason = $3, ticket_id = $4 WHERE id = $5",
-    )
-    .bind(d.action.as_str())
-    .bind(d.kind.as_str())
-    .bind(&reason)
-    .bind(ticket_id)
-    .bind(message_row)
-    .execute(&mut *conn)
-    .await?;
+    let ps = [
+        s.arg(d.action.as_str()),
+        s.arg(d.kind.as_str()),
+        s.arg(reason),
+        s.arg(ticket_id),
+        s.arg(message_row),
+    ];
+    s.push(format_args!(
+        "UPDATE messages SET action = {}, kind = {}, reason = {}, ticket_id = {} WHERE id = {}",
+        ps[0], ps[1], ps[2], ps[3], ps[4]
+    ));
+    s.end();
+    let rows = s.run(conn).await?;
+    let severity = match severity {
+        Some(sev) => Some(sev),
+        None => rows
+            .iter()
+            .find(|r| r.try_get::<&str, _>(0).is_ok_and(|l| l == "severity"))
+            .map(|r| r.try_get::<i64, _>(1))
+            .transpose()?
+            .and_then(|v| Severity::try_from(v).ok()),
+    };
     Ok(Applied {
         ticket: number,
         severity,
@@ -1147,21 +1420,83 @@ impl Store {
 
     /// Gives up on a mail and notes it on its ticket.
     pub async fn mark_failed(&self, m: &DueMail, error: &str, now: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = $1 WHERE id = $2")
-            .bind(error)
-            .bind(m.id)
-            .execute(&mut *tx)
-            .await?;
+        let mut s = Script::default();
+        let (e, id) = (s.arg(error), s.arg(m.id));
+        s.push(format_args!(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = {e} WHERE id = {id}"
+        ));
+        s.end();
+        let text = format!(
+            "Mail to {} could not be delivered: {error}",
+            m.recipients.join(", ")
+        );
         if let Some(t) = m.ticket_id {
-            let text = format!(
-                "Mail to {} could not be delivered: {error}",
-                m.recipients.join(", ")
-            );
-            note(&mut tx, t, &text, now).await?;
-            event(&mut tx, Some(t), None, "delivery-failed", &text, now).await?;
+            articles(&mut s, t, None, &[Article::note(&text)], now);
+            events(&mut s, Some(t), None, &[("delivery-failed", &text)], now);
         }
+        let mut tx = self.begin().await?;
+        s.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("t.db"), 1)
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn script_shares_numbered_parameters_across_statements() {
+        let (_dir, store) = store().await;
+        let mut conn = store.pool().acquire().await.expect("conn");
+        let mut s = Script::default();
+        let (a, b) = (s.arg("x@example.test"), s.arg("2026-01-01T00:00:00.000Z"));
+        s.push(format_args!(
+            "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ({a}, {b})"
+        ));
+        s.end();
+        let c = s.arg("x@example.test");
+        s.push(format_args!(
+            "SELECT 'n', COUNT(*) FROM auto_mail_log WHERE recipient = {c}"
+        ));
+        s.end();
+        let rows = s.run(&mut conn).await.expect("run");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].try_get::<i64, _>(1).expect("count"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_script_past_the_parameter_limit_is_split_between_statements() {
+        // 40,000 rows of 2 parameters: 80,000 parameters, far past SQLite's
+        // 32,766, as a mail with tens of thousands of Cc addresses needs.
+        let (_dir, store) = store().await;
+        let mut conn = store.pool().acquire().await.expect("conn");
+        let addrs: Vec<String> = (0..40_000).map(|i| format!("u{i}@example.test")).collect();
+        let mut s = Script::default();
+        s.rows(
+            "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
+            &addrs,
+            "",
+            |s, a| {
+                let (r, at) = (s.arg(a.as_str()), s.arg("2026-01-01T00:00:00.000Z"));
+                format!("({r}, {at})")
+            },
+        );
+        assert!(s.parts.len() >= 2, "split into {} calls", s.parts.len() + 1);
+        s.run(&mut conn).await.expect("run");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT recipient) FROM auto_mail_log")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count");
+        assert_eq!(n, 40_000);
     }
 }
