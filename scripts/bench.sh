@@ -9,6 +9,10 @@
 #       after the other                     target >= 170 mails/s, p99 <= 15 ms
 #   (c) (b) again while another connection keeps the database open, as
 #       `ticketd run` does in production (no checkpoint-on-close per process)
+#   (d) (b) with `ticketd run` up on the data directory, as in production:
+#       each `ingest` hands its message to the daemon over ingest.sock and
+#       exits after the daemon's commit; the daemon's outbox worker delivers
+#       the confirmations meanwhile (file transport)
 #
 # Every run is checked: each new mail `created` with a ticket of its own,
 # each reply `appended` to the ticket of the mail it answers (replies carry
@@ -21,6 +25,7 @@
 #   BENCH_MTA=2000                      mails delivered one process each in (b), (c)
 #   BENCH_PIPELINE=1                    0 skips (p) (criterion, about a minute)
 #   BENCH_HELD=1                        0 skips (c)
+#   BENCH_DAEMON=1                      0 skips (d)
 #   BENCH_DIR=DIR                       work directory (default: a new one under
 #                                       $TMPDIR or /tmp; put it on the disk
 #                                       the data directory would live on)
@@ -126,6 +131,23 @@ if [ "${BENCH_HELD:-1}" = 1 ]; then
   HELD_P99=$(mta_field MTA_RESULT_HELD p99_ms)
 fi
 
+DAEMON_RATE="" DAEMON_P99=""
+if [ "${BENCH_DAEMON:-1}" = 1 ]; then
+  echo "== (d) MTA path handed to a running ticketd run"
+  mkdir -p "$WORK/mta-daemon"
+  "$BIN" --data-dir "$WORK/mta-daemon" run 2> "$WORK/daemon.log" &
+  DAEMON_PID=$!
+  for _ in $(seq 100); do [ -S "$WORK/mta-daemon/ingest.sock" ] && break; sleep 0.05; done
+  [ -S "$WORK/mta-daemon/ingest.sock" ] || { echo "bench: ticketd run did not start" >&2; cat "$WORK/daemon.log" >&2; exit 1; }
+  "$MTA_BENCH" run "$BIN" "$WORK/mta-daemon" "$WORK/mail" "$MTA" | sed 's/^MTA_RESULT /MTA_RESULT_DAEMON /' | tee -a "$WORK/mta.txt"
+  kill -TERM "$DAEMON_PID"
+  wait "$DAEMON_PID"
+  DAEMON_RATE=$(mta_field MTA_RESULT_DAEMON mails_per_s)
+  DAEMON_P99=$(mta_field MTA_RESULT_DAEMON p99_ms)
+  sent=$(find "$WORK/mta-daemon/sent" -name '*.eml' | wc -l)
+  echo "confirmations delivered by the daemon: $sent"
+fi
+
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "== summary ($(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
@@ -144,6 +166,10 @@ row "(b) MTA path p99 (p50 $MTA_P50, max $MTA_MAX ms)" "$MTA_P99 ms" "<= 15 ms" 
 if [ -n "$HELD_RATE" ]; then
   row "(c) MTA path, database held open" "$HELD_RATE mails/s" ">= 170" "$(verdict ge "$HELD_RATE" 170)"
   row "(c) MTA path p99, database held open" "$HELD_P99 ms" "<= 15 ms" "$(verdict ge 15 "$HELD_P99")"
+fi
+if [ -n "$DAEMON_RATE" ]; then
+  row "(d) MTA path, handed to ticketd run" "$DAEMON_RATE mails/s" ">= 170" "$(verdict ge "$DAEMON_RATE" 170)"
+  row "(d) MTA path p99, handed to ticketd run" "$DAEMON_P99 ms" "<= 15 ms" "$(verdict ge 15 "$DAEMON_P99")"
 fi
 echo "all result checks passed (replies on their tickets, tickets and confirmations counted)"
 if [ "$missed" = 1 ] && [ "${BENCH_STRICT:-0}" = 1 ]; then

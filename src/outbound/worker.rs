@@ -3,10 +3,11 @@
 //!
 //! The one window left: a crash after the server accepted a mail and before
 //! the row is marked sent. The row's lease then expires and the mail is sent
-//! again — at most one duplicate per mail in flight, never a lost one.
+//! again — at most one duplicate per mail in flight (up to [`RECORD_EVERY`]
+//! mails whose outcomes are recorded together), never a lost one.
 
 use crate::config::{Config, SmtpTls, Transport};
-use crate::store::{ts, DueMail, Store, StoreError};
+use crate::store::{ts, Delivery, DueMail, Store, StoreError};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -134,6 +135,10 @@ pub struct Worker {
     wake: Arc<Notify>,
 }
 
+/// Delivery outcomes recorded per transaction. A crash loses at most the
+/// records of these (the mails go out once more when their lease expires).
+pub const RECORD_EVERY: usize = 10;
+
 /// How long the worker waits after being woken before it claims mail.
 const COALESCE: Duration = Duration::from_millis(20);
 
@@ -156,38 +161,56 @@ impl Worker {
     }
 
     /// Delivers what is due now; returns how many mails were handled.
+    ///
+    /// Outcomes are recorded [`RECORD_EVERY`] mails at a time, in one
+    /// transaction each, instead of one commit (and fsync) per mail.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let now = jiff::Timestamp::now();
         let lease = now + jiff::SignedDuration::from_mins(5);
         let due = self.store.claim_due(&ts(now), &ts(lease), 50).await?;
         let n = due.len();
-        for m in due {
-            let result = self.sender.send(&m).await;
-            let now = jiff::Timestamp::now();
-            match result {
-                Ok(()) => {
-                    tracing::info!(outbox = m.id, to = ?m.recipients, "mail sent");
-                    self.store.mark_sent(m.id, &ts(now)).await?;
-                }
-                Err(SendError::Permanent(e)) => {
-                    tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
-                    self.store.mark_failed(&m, &e, &ts(now)).await?;
-                }
-                Err(SendError::Temporary(e)) => {
-                    let first: jiff::Timestamp = m.created_at.parse().unwrap_or(now);
-                    if now.duration_since(first) > self.retry_for {
-                        tracing::warn!(outbox = m.id, error = %e, "mail failed: retries exhausted");
-                        let why = format!("{e} (gave up after {} attempts)", m.attempts + 1);
-                        self.store.mark_failed(&m, &why, &ts(now)).await?;
-                    } else {
-                        let next = now + backoff(m.attempts);
-                        tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
-                        self.store.mark_retry(m.id, &e, &ts(next)).await?;
+        for chunk in due.chunks(RECORD_EVERY) {
+            let mut done = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let result = self.sender.send(m).await;
+                done.push((m, self.outcome(m, result)));
+            }
+            self.store
+                .record_deliveries(&done, &ts(jiff::Timestamp::now()))
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// What a delivery attempt's result means for its row.
+    fn outcome(&self, m: &DueMail, result: Result<(), SendError>) -> Delivery {
+        let now = jiff::Timestamp::now();
+        match result {
+            Ok(()) => {
+                tracing::info!(outbox = m.id, to = ?m.recipients, "mail sent");
+                Delivery::Sent
+            }
+            Err(SendError::Permanent(e)) => {
+                tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
+                Delivery::Failed { error: e }
+            }
+            Err(SendError::Temporary(e)) => {
+                let first: jiff::Timestamp = m.created_at.parse().unwrap_or(now);
+                if now.duration_since(first) > self.retry_for {
+                    tracing::warn!(outbox = m.id, error = %e, "mail failed: retries exhausted");
+                    Delivery::Failed {
+                        error: format!("{e} (gave up after {} attempts)", m.attempts + 1),
+                    }
+                } else {
+                    let next = now + backoff(m.attempts);
+                    tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
+                    Delivery::Retry {
+                        error: e,
+                        next: ts(next),
                     }
                 }
             }
         }
-        Ok(n)
     }
 
     /// Runs until `shutdown` turns true: delivers, then sleeps until woken

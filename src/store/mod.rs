@@ -6,7 +6,7 @@
 //! migrations and the same statements. A message costs two calls to the
 //! database, whatever it holds: [`claim`] (store the raw bytes, look up
 //! what the decision needs) and [`apply`] (write what it decided), each a
-//! [`Script`] of several statements.
+//! `Script` of several statements.
 
 use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
 use crate::ingest::decide::{Decision, Kind, Lookups, Target, TicketInfo};
@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Arguments as _, Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A database problem; the message was not stored (exit 75 for `ingest`).
@@ -39,10 +40,45 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// One writer at a time within this process. Two connections of one
+    /// pool that both want SQLite's write lock would otherwise meet in
+    /// SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms before trying
+    /// again; behind this gate a writer starts the moment the one before
+    /// it commits. Other processes still wait in the busy handler.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A transaction on the store.
-pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+/// A write transaction on the store; dereferences to the connection.
+#[derive(Debug)]
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Tx {
+    /// Commits, then lets the next writer in.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Rolls back, then lets the next writer in.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -284,7 +320,10 @@ impl Store {
             .min_connections(0)
             .connect_with(opts)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Applies pending migrations. Cheap when there are none: `user_version`
@@ -315,7 +354,11 @@ impl Store {
     /// Begins a write transaction, taking the write lock at once so that the
     /// lookups and the writes of a message see one consistent state.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let gate = self.write_gate.clone().lock_owned().await;
+        Ok(Tx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _gate: gate,
+        })
     }
 
     /// The pool, for tests and tools.
@@ -1347,24 +1390,22 @@ impl Store {
     ) -> Result<Vec<DueMail>, StoreError> {
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, ticket_id, sender, recipients, raw, attempts, created_at FROM outbox
-             WHERE status IN ('queued', 'sending') AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+            "UPDATE outbox SET status = 'sending', next_attempt_at = $2 WHERE id IN
+               (SELECT id FROM outbox WHERE status IN ('queued', 'sending') AND next_attempt_at <= $1
+                ORDER BY next_attempt_at, id LIMIT $3)
+             RETURNING id, ticket_id, sender, recipients, raw, attempts, created_at",
         )
         .bind(now)
+        .bind(lease_until)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let id: i64 = r.try_get("id")?;
-            sqlx::query("UPDATE outbox SET status = 'sending', next_attempt_at = $1 WHERE id = $2")
-                .bind(lease_until)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
             let rcpts: String = r.try_get("recipients")?;
             out.push(DueMail {
-                id,
+                id: r.try_get("id")?,
                 ticket_id: r.try_get("ticket_id")?,
                 sender: r.try_get("sender")?,
                 recipients: serde_json::from_str(&rcpts)
@@ -1374,7 +1415,8 @@ impl Store {
                 created_at: r.try_get("created_at")?,
             });
         }
-        tx.commit().await?;
+        // Oldest first, as they were selected (RETURNING keeps no order).
+        out.sort_by_key(|m| m.id);
         Ok(out)
     }
 
@@ -1390,55 +1432,84 @@ impl Store {
     /// Forgets automatic-mail records older than `before` (the hourly limit
     /// only looks one hour back); returns how many were removed.
     pub async fn prune_auto_mail_log(&self, before: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1")
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected())
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
-    /// Marks a mail accepted by the server.
-    pub async fn mark_sent(&self, id: i64, now: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Schedules another attempt after a temporary failure.
-    pub async fn mark_retry(&self, id: i64, error: &str, next: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'queued', attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3")
-            .bind(error)
-            .bind(next)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Gives up on a mail and notes it on its ticket.
-    pub async fn mark_failed(&self, m: &DueMail, error: &str, now: &str) -> Result<(), StoreError> {
+    /// Records what became of delivery attempts, all in one transaction.
+    pub async fn record_deliveries(
+        &self,
+        list: &[(&DueMail, Delivery)],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        if list.is_empty() {
+            return Ok(());
+        }
         let mut s = Script::default();
-        let (e, id) = (s.arg(error), s.arg(m.id));
-        s.push(format_args!(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = {e} WHERE id = {id}"
-        ));
-        s.end();
-        let text = format!(
-            "Mail to {} could not be delivered: {error}",
-            m.recipients.join(", ")
-        );
-        if let Some(t) = m.ticket_id {
-            articles(&mut s, t, None, &[Article::note(&text)], now);
-            events(&mut s, Some(t), None, &[("delivery-failed", &text)], now);
+        for (m, d) in list {
+            let id = s.arg(m.id);
+            match d {
+                Delivery::Sent => {
+                    let at = s.arg(now);
+                    s.push(format_args!(
+                        "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {at}, last_error = NULL WHERE id = {id}"
+                    ));
+                    s.end();
+                }
+                Delivery::Retry { error, next } => {
+                    let (e, n) = (s.arg(error.as_str()), s.arg(next.as_str()));
+                    s.push(format_args!(
+                        "UPDATE outbox SET status = 'queued', attempts = attempts + 1, last_error = {e}, next_attempt_at = {n} WHERE id = {id}"
+                    ));
+                    s.end();
+                }
+                Delivery::Failed { error } => {
+                    let e = s.arg(error.as_str());
+                    s.push(format_args!(
+                        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = {e} WHERE id = {id}"
+                    ));
+                    s.end();
+                    if let Some(t) = m.ticket_id {
+                        let text = format!(
+                            "Mail to {} could not be delivered: {error}",
+                            m.recipients.join(", ")
+                        );
+                        articles(&mut s, t, None, &[Article::note(&text)], now);
+                        events(&mut s, Some(t), None, &[("delivery-failed", &text)], now);
+                    }
+                }
+            }
         }
         let mut tx = self.begin().await?;
         s.run(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The server accepted it.
+    Sent,
+    /// Try again at `next` (`ts` format).
+    Retry {
+        /// Why it failed this time.
+        error: String,
+        /// When to try again.
+        next: String,
+    },
+    /// Given up; noted on the ticket.
+    Failed {
+        /// Why.
+        error: String,
+    },
 }
 
 #[cfg(test)]
@@ -1498,5 +1569,83 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(n, 40_000);
+    }
+
+    #[tokio::test]
+    async fn delivery_outcomes_are_recorded_together_with_a_note_on_failure() {
+        let (_dir, store) = store().await;
+        let now = "2026-01-01T00:00:00.000Z";
+        sqlx::query(
+            "INSERT INTO tickets (id, number, subject, status, severity, requester, created_at, updated_at)
+             VALUES (1, '10001', 's', 'new', 3, 'a@kunde.test', $1, $1)",
+        )
+        .bind(now)
+        .execute(store.pool())
+        .await
+        .expect("ticket");
+        for id in 1..=3i64 {
+            sqlx::query(
+                "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
+                 VALUES ($1, 1, 'confirmation', '[\"a@kunde.test\"]', 'support@example.com', 's', $2, X'00', 'queued', $3, $3)",
+            )
+            .bind(id)
+            .bind(format!("m{id}@example.com"))
+            .bind(now)
+            .execute(store.pool())
+            .await
+            .expect("outbox");
+        }
+        let due = store
+            .claim_due("2026-01-01T00:00:01.000Z", "2026-01-01T00:05:01.000Z", 50)
+            .await
+            .expect("claim");
+        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2, 3]);
+        // Claimed rows are leased: a second claim before the lease ends gets none.
+        assert!(store
+            .claim_due("2026-01-01T00:00:02.000Z", "2026-01-01T00:05:02.000Z", 50)
+            .await
+            .expect("claim")
+            .is_empty());
+        let outcomes = [
+            (&due[0], Delivery::Sent),
+            (
+                &due[1],
+                Delivery::Retry {
+                    error: "451 try later".into(),
+                    next: "2026-01-01T00:00:31.000Z".into(),
+                },
+            ),
+            (
+                &due[2],
+                Delivery::Failed {
+                    error: "550 no such user".into(),
+                },
+            ),
+        ];
+        store
+            .record_deliveries(&outcomes, "2026-01-01T00:00:03.000Z")
+            .await
+            .expect("record");
+        let rows: Vec<(i64, String, i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, status, attempts, last_error, next_attempt_at FROM outbox ORDER BY id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("rows");
+        assert_eq!(rows[0].1, "sent");
+        assert_eq!(rows[1].1, "queued");
+        assert_eq!(rows[1].3.as_deref(), Some("451 try later"));
+        assert_eq!(rows[1].4, "2026-01-01T00:00:31.000Z");
+        assert_eq!(rows[2].1, "failed");
+        assert!(rows.iter().all(|r| r.2 == 1));
+        let view = store
+            .show_ticket("10001")
+            .await
+            .expect("show")
+            .expect("ticket");
+        assert!(view
+            .articles
+            .iter()
+            .any(|a| a.direction == "note" && a.body.contains("550 no such user")));
     }
 }
