@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, unit and
 # property tests, the CLI/daemon integration tests, the corpus and the
-# malformed-input tests. Needs only the Rust toolchain on a fresh Debian
-# machine; the corpus tests read ../shared/corpus (or $TICKETD_CORPUS) and
-# say SKIPPED when it is absent.
+# malformed-input tests, and the tests against real Dovecot and Postfix.
+# Needs the Rust toolchain on a fresh Debian machine; installs the mail
+# server packages when they are missing (as root) and starts the servers on
+# loopback ports in temp directories. The corpus tests read ../shared/corpus
+# (or $TICKETD_CORPUS) and say SKIPPED when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +23,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+# the mail-server tests start a real Dovecot and Postfix: install the
+# Debian packages when they are missing (root, ~40 s once; no-op after)
+echo "== mail stack packages"
+./scripts/mailstack.sh install
 echo "== cargo test"
 cargo test --all-targets
