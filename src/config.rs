@@ -60,6 +60,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Maildirs watched by `ticketd run`.
     pub maildir: Vec<MaildirConfig>,
+    /// IMAP mailboxes watched by `ticketd run` (IDLE, else polling).
+    pub imap: Vec<ImapConfig>,
     /// Logging.
     pub log: LogConfig,
     /// The database.
@@ -234,6 +236,8 @@ pub struct OutboundConfig {
     pub poll_seconds: f64,
     /// Give up on a message after this many hours of temporary failures.
     pub retry_hours: f64,
+    /// First delay after a temporary failure; it doubles up to one hour.
+    pub retry_base_seconds: f64,
 }
 
 impl Default for OutboundConfig {
@@ -244,6 +248,7 @@ impl Default for OutboundConfig {
             smtp: SmtpConfig::default(),
             poll_seconds: 0.5,
             retry_hours: 72.0,
+            retry_base_seconds: 30.0,
         }
     }
 }
@@ -274,6 +279,9 @@ pub struct SmtpConfig {
     pub password_env: Option<String>,
     /// File holding the password (e.g. a systemd credential).
     pub password_file: Option<PathBuf>,
+    /// A PEM file of extra trust anchors (a private CA) for `starttls` and
+    /// `tls`; the public web roots are trusted as well.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
@@ -285,6 +293,7 @@ impl Default for SmtpConfig {
             user: None,
             password_env: None,
             password_file: None,
+            ca_file: None,
         }
     }
 }
@@ -307,6 +316,144 @@ pub enum SmtpTls {
 pub struct MaildirConfig {
     /// The Maildir (containing `new/`, `cur/`, `tmp/`).
     pub path: PathBuf,
+}
+
+/// An IMAP mailbox to take mail from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    /// Name in logs, metrics and the cursor table; default `user@host`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Server host name (also the name its certificate must carry).
+    pub host: String,
+    /// Port; default 993 for `tls = "implicit"`, else 143.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `implicit` (IMAPS, default), `starttls`, or `plain` (loopback only).
+    #[serde(default)]
+    pub tls: ImapTls,
+    /// A PEM file of extra trust anchors (a private CA); the public web
+    /// roots are trusted as well.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Login name.
+    pub user: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (e.g. a systemd credential).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Folder to take mail from.
+    #[serde(default = "default_inbox")]
+    pub folder: String,
+    /// Where a stored message is moved (created if missing); empty: leave
+    /// it in `folder`, flagged \Seen (the UID cursor keeps it from being
+    /// taken twice).
+    #[serde(default = "default_processed")]
+    pub processed_folder: String,
+    /// Where a quarantined message is moved (created if missing); empty:
+    /// like `processed_folder`.
+    #[serde(default = "default_quarantine")]
+    pub quarantine_folder: String,
+    /// Use IDLE when the server offers it (else poll).
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    /// Seconds before an IDLE is re-issued (at most 1,500: RFC 2177 servers
+    /// may drop an idle client after 30 minutes).
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u64,
+    /// Seconds between polls when the server has no IDLE.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Messages fetched and stored per round (memory stays bounded in a
+    /// burst).
+    #[serde(default = "default_imap_batch")]
+    pub batch_size: usize,
+    /// Per-mailbox defaults for the pipeline.
+    #[serde(default)]
+    pub defaults: SourceDefaultsConfig,
+}
+
+fn default_inbox() -> String {
+    "INBOX".into()
+}
+fn default_processed() -> String {
+    "Processed".into()
+}
+fn default_quarantine() -> String {
+    "Quarantine".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_idle_seconds() -> u64 {
+    300
+}
+fn default_poll_seconds() -> u64 {
+    60
+}
+fn default_imap_batch() -> usize {
+    100
+}
+
+impl ImapConfig {
+    /// The mailbox's name in logs, metrics and the database.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", self.user, self.host))
+    }
+
+    /// The port, defaulted by the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            ImapTls::Implicit => 993,
+            ImapTls::Starttls | ImapTls::Plain => 143,
+        })
+    }
+}
+
+/// TLS mode of an IMAP connection.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapTls {
+    /// TLS from the first byte (IMAPS, port 993).
+    #[default]
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    Starttls,
+    /// No TLS: only for a server on loopback.
+    Plain,
+}
+
+/// Defaults a source gives the messages it delivers, e.g. a monitoring
+/// mailbox whose senders must never get a confirmation.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceDefaultsConfig {
+    /// Send confirmations for new tickets from this source (default: as
+    /// `autoreply.confirm`).
+    pub confirm: Option<bool>,
+    /// Severity when no rule matches (default: `tickets.default_severity`).
+    pub default_severity: Option<u8>,
+}
+
+/// Reads a password from the environment variable or the file named, for
+/// `what` (a config section, in messages). A file's trailing newline is not
+/// part of the password.
+pub fn read_secret(env: Option<&str>, file: Option<&Path>, what: &str) -> Result<String, String> {
+    if let Some(var) = env {
+        std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set"))
+    } else if let Some(file) = file {
+        Ok(std::fs::read_to_string(file)
+            .map_err(|e| format!("{what}: cannot read {}: {e}", file.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string())
+    } else {
+        Err(format!("{what} needs password_env or password_file"))
+    }
 }
 
 /// Logging.
@@ -410,8 +557,60 @@ impl Config {
         if self.outbound.poll_seconds.is_nan() || self.outbound.poll_seconds <= 0.0 {
             return Err(bad("outbound.poll_seconds must be positive".into()));
         }
+        if !(0.1..=3600.0).contains(&self.outbound.retry_base_seconds) {
+            return Err(bad("outbound.retry_base_seconds must be 0.1–3600".into()));
+        }
+        if self.outbound.retry_hours.is_nan() || self.outbound.retry_hours < 0.0 {
+            return Err(bad("outbound.retry_hours must not be negative".into()));
+        }
         if self.outbound.transport == Transport::Smtp && self.outbound.smtp.host.is_empty() {
             return Err(bad("outbound.smtp.host is empty".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &self.imap {
+            let label = m.label();
+            let at = |what: &str| bad(format!("imap {label:?}: {what}"));
+            if m.host.is_empty() {
+                return Err(at("host is empty"));
+            }
+            if m.password_env.is_none() && m.password_file.is_none() {
+                return Err(at("needs password_env or password_file"));
+            }
+            if m.password_env.is_some() && m.password_file.is_some() {
+                return Err(at("give password_env or password_file, not both"));
+            }
+            if m.tls == ImapTls::Plain && !is_loopback(&m.host) {
+                return Err(at(
+                    "tls = \"plain\" is only allowed for a server on loopback (127.0.0.1, ::1, localhost)",
+                ));
+            }
+            if m.folder.is_empty() {
+                return Err(at("folder is empty"));
+            }
+            if m.processed_folder == m.folder || m.quarantine_folder == m.folder {
+                return Err(at(
+                    "processed_folder and quarantine_folder must differ from folder",
+                ));
+            }
+            if !(10..=1500).contains(&m.idle_seconds) {
+                return Err(at("idle_seconds must be 10–1500"));
+            }
+            if m.poll_seconds == 0 {
+                return Err(at("poll_seconds must be at least 1"));
+            }
+            if m.batch_size == 0 {
+                return Err(at("batch_size must be at least 1"));
+            }
+            if let Some(s) = m.defaults.default_severity {
+                if !(1..=4).contains(&s) {
+                    return Err(at("defaults.default_severity must be 1–4"));
+                }
+            }
+            if !names.insert(label.clone()) {
+                return Err(at(
+                    "two mailboxes have this name; give each a distinct name",
+                ));
+            }
         }
         Ok(())
     }
@@ -423,6 +622,16 @@ impl Config {
             _ => p.to_path_buf(),
         }
     }
+}
+
+/// Whether `host` names this machine's loopback interface.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// 1-based line and column of a byte offset in `text`.

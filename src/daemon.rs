@@ -29,6 +29,25 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("templates: {e}"))?;
     tracing::info!(rules = n, "rules loaded");
 
+    // One daemon per data directory: a second would deliver the same outbox.
+    let socket = data.root.join(crate::sources::socket::SOCKET_FILE);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        anyhow::bail!(
+            "another ticketd run is serving {} (its socket {} answers)",
+            data.root.display(),
+            socket.display()
+        );
+    }
+    let released = store
+        .release_leases(&crate::store::ts(jiff::Timestamp::now()))
+        .await?;
+    if released > 0 {
+        tracing::warn!(
+            mails = released,
+            "mails claimed by a stopped daemon are queued again (they may go out twice)"
+        );
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let sender =
@@ -37,9 +56,24 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
 
+    let observer: Arc<dyn crate::sources::imap::SyncObserver> =
+        Arc::new(crate::sources::imap::LogObserver);
+    for m in &cfg.imap {
+        let src = crate::sources::imap::ImapSource::new(&cfg, m).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
+        tasks.spawn(src.run(
+            intake.clone(),
+            store.clone(),
+            wake.clone(),
+            observer.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
     let mut dirs: Vec<std::path::PathBuf> =
         cfg.maildir.iter().map(|m| cfg.resolve(&m.path)).collect();
-    if dirs.is_empty() {
+    // The default Maildir only when no source is configured at all.
+    if dirs.is_empty() && cfg.imap.is_empty() {
         dirs.push(data.maildir());
     }
     for d in dirs {

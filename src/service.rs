@@ -83,6 +83,27 @@ pub struct Outcome {
     pub reason: String,
 }
 
+/// Defaults a source gives its messages (`[imap.defaults]`); `None`
+/// keeps the desk-wide setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceDefaults {
+    /// Confirm new tickets.
+    pub confirm: Option<bool>,
+    /// Severity when no rule matches.
+    pub default_severity: Option<Severity>,
+}
+
+impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
+    fn from(c: &crate::config::SourceDefaultsConfig) -> Self {
+        SourceDefaults {
+            confirm: c.confirm,
+            default_severity: c
+                .default_severity
+                .and_then(|s| Severity::try_from(i64::from(s)).ok()),
+        }
+    }
+}
+
 /// Where the rules come from.
 #[derive(Debug, Clone)]
 pub enum RuleSource {
@@ -254,9 +275,35 @@ impl Intake {
         items: &[Incoming],
         now: jiff::Timestamp,
     ) -> Vec<Result<Outcome, StoreError>> {
+        self.ingest_batch_from(store, items, now, &SourceDefaults::default())
+            .await
+    }
+
+    /// [`Intake::ingest_batch`] for a source with defaults of its own (a
+    /// monitoring mailbox that gets no confirmations, say).
+    pub async fn ingest_batch_from(
+        &self,
+        store: &Store,
+        items: &[Incoming],
+        now: jiff::Timestamp,
+        defaults: &SourceDefaults,
+    ) -> Vec<Result<Outcome, StoreError>> {
         let parsed: Vec<Result<ParsedMail, ParseFailure>> =
             items.iter().map(|i| parse(&i.raw)).collect();
-        match self.store_batch(store, items, &parsed, now).await {
+        let cfg_for_source;
+        let cfg = if defaults == &SourceDefaults::default() {
+            &self.decide_cfg
+        } else {
+            cfg_for_source = DecideConfig {
+                confirm: defaults.confirm.unwrap_or(self.decide_cfg.confirm),
+                default_severity: defaults
+                    .default_severity
+                    .unwrap_or(self.decide_cfg.default_severity),
+                ..self.decide_cfg.clone()
+            };
+            &cfg_for_source
+        };
+        match self.store_batch(store, items, &parsed, now, cfg).await {
             Ok(results) => results,
             Err(e) => {
                 let msg = e.to_string();
@@ -278,13 +325,14 @@ impl Intake {
         items: &[Incoming],
         parsed: &[Result<ParsedMail, ParseFailure>],
         now: jiff::Timestamp,
+        cfg: &DecideConfig,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         if items.len() > 1 {
             let mut tx = store.begin().await?;
             let mut results = Vec::with_capacity(items.len());
             let mut failed = false;
             for (item, p) in items.iter().zip(parsed) {
-                match self.store_one(&mut tx, item, p, now).await {
+                match self.store_one(&mut tx, item, p, now, cfg).await {
                     Ok(o) => results.push(Ok(o)),
                     Err(e) => {
                         tracing::warn!(source = %item.source, error = %e, "batch rolled back; storing one by one");
@@ -303,7 +351,7 @@ impl Intake {
         for (item, p) in items.iter().zip(parsed) {
             let one = async {
                 let mut tx = store.begin().await?;
-                let o = self.store_one(&mut tx, item, p, now).await?;
+                let o = self.store_one(&mut tx, item, p, now, cfg).await?;
                 tx.commit().await?;
                 Ok(o)
             }
@@ -322,6 +370,7 @@ impl Intake {
         item: &Incoming,
         parsed: &Result<ParsedMail, ParseFailure>,
         now: jiff::Timestamp,
+        cfg: &DecideConfig,
     ) -> Result<Outcome, StoreError> {
         let now_s = store::ts(now);
         let (sha, mid) = match parsed {
@@ -329,7 +378,7 @@ impl Intake {
             Err(_) => (sha256_hex(&item.raw), None),
         };
         let span = tracing::info_span!("message", message_id = mid.as_ref().map(|m| m.as_str()).unwrap_or(""), sha256 = %&sha[..12]);
-        self.store_one_in(conn, item, parsed, now, now_s, sha, mid)
+        self.store_one_in(conn, item, parsed, now, now_s, sha, mid, cfg)
             .instrument(span)
             .await
     }
@@ -344,9 +393,10 @@ impl Intake {
         now_s: String,
         sha: String,
         mid: Option<crate::domain::MessageId>,
+        cfg: &DecideConfig,
     ) -> Result<Outcome, StoreError> {
         let probe = parsed.as_ref().ok().map(|mail| {
-            let verdict = guard::check(mail, &self.decide_cfg.own_addresses);
+            let verdict = guard::check(mail, &cfg.own_addresses);
             let keys = lookup_keys(mail, &self.tag, &self.signer);
             (mail, verdict, keys)
         });
@@ -422,7 +472,7 @@ impl Intake {
                 (None, None)
             }
         };
-        let mut decision = decide(mail, verdict, &look, &self.decide_cfg, &mut classify);
+        let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
         let received_at = now
             .to_zoned(self.tz.clone())

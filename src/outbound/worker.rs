@@ -10,6 +10,7 @@ use crate::config::{Config, SmtpTls, Transport};
 use crate::store::{ts, Delivery, DueMail, Store, StoreError};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::path::Path;
 use std::sync::Arc;
@@ -61,30 +62,32 @@ impl Sender {
             }
             Transport::Smtp => {
                 let s = &cfg.outbound.smtp;
+                let tls = |host: &str| -> Result<TlsParameters, String> {
+                    let mut b = TlsParameters::builder(host.to_string());
+                    if let Some(ca) = &s.ca_file {
+                        let path = cfg.resolve(ca);
+                        let pem = std::fs::read(&path)
+                            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        let cert = Certificate::from_pem(&pem)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        b = b.add_root_certificate(cert);
+                    }
+                    b.build_rustls()
+                        .map_err(|e| format!("smtp {}: TLS: {e}", s.host))
+                };
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host);
                 let builder = match s.tls {
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-                    }
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
-                            .map_err(|e| format!("smtp {}: {e}", s.host))?
-                    }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
-                        .map_err(|e| format!("smtp {}: {e}", s.host))?,
+                    SmtpTls::None => builder,
+                    SmtpTls::Starttls => builder.tls(Tls::Required(tls(&s.host)?)),
+                    SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(&s.host)?)),
                 };
                 let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(60)));
                 if let Some(user) = &s.user {
-                    let password = if let Some(var) = &s.password_env {
-                        std::env::var(var)
-                            .map_err(|_| format!("environment variable {var} is not set"))?
-                    } else if let Some(file) = &s.password_file {
-                        std::fs::read_to_string(cfg.resolve(file))
-                            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-                            .trim_end_matches(['\r', '\n'])
-                            .to_string()
-                    } else {
-                        return Err("outbound.smtp.user needs password_env or password_file".into());
-                    };
+                    let password = crate::config::read_secret(
+                        s.password_env.as_deref(),
+                        s.password_file.as_ref().map(|f| cfg.resolve(f)).as_deref(),
+                        "outbound.smtp",
+                    )?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 Ok(Sender::Smtp(builder.build()))
@@ -131,6 +134,7 @@ pub struct Worker {
     store: Store,
     sender: Sender,
     retry_for: jiff::SignedDuration,
+    retry_base: Duration,
     poll: Duration,
     wake: Arc<Notify>,
 }
@@ -142,10 +146,12 @@ pub const RECORD_EVERY: usize = 10;
 /// How long the worker waits after being woken before it claims mail.
 const COALESCE: Duration = Duration::from_millis(20);
 
-/// Delay before attempt `n + 1`: 30 s doubling, at most one hour.
-pub fn backoff(attempts: i64) -> jiff::SignedDuration {
-    let secs = 30i64.saturating_mul(1i64 << attempts.clamp(0, 7)).min(3600);
-    jiff::SignedDuration::from_secs(secs)
+/// Delay before attempt `n + 1`: `base` doubling, at most one hour.
+pub fn backoff(base: Duration, attempts: i64) -> jiff::SignedDuration {
+    let ms = (base.as_millis() as i64)
+        .saturating_mul(1i64 << attempts.clamp(0, 16))
+        .min(3_600_000);
+    jiff::SignedDuration::from_millis(ms)
 }
 
 impl Worker {
@@ -155,6 +161,7 @@ impl Worker {
             store,
             sender,
             retry_for: jiff::SignedDuration::from_secs_f64(cfg.outbound.retry_hours * 3600.0),
+            retry_base: Duration::from_secs_f64(cfg.outbound.retry_base_seconds),
             poll: Duration::from_secs_f64(cfg.outbound.poll_seconds),
             wake,
         }
@@ -202,7 +209,7 @@ impl Worker {
                         error: format!("{e} (gave up after {} attempts)", m.attempts + 1),
                     }
                 } else {
-                    let next = now + backoff(m.attempts);
+                    let next = now + backoff(self.retry_base, m.attempts);
                     tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
                     Delivery::Retry {
                         error: e,
@@ -257,9 +264,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(backoff(0).as_secs(), 30);
-        assert_eq!(backoff(1).as_secs(), 60);
-        assert_eq!(backoff(10).as_secs(), 3600);
-        assert_eq!(backoff(-3).as_secs(), 30);
+        let base = Duration::from_secs(30);
+        assert_eq!(backoff(base, 0).as_secs(), 30);
+        assert_eq!(backoff(base, 1).as_secs(), 60);
+        assert_eq!(backoff(base, 10).as_secs(), 3600);
+        assert_eq!(backoff(base, -3).as_secs(), 30);
+        assert_eq!(backoff(Duration::from_millis(500), 2).as_millis(), 2000);
     }
 }

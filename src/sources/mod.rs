@@ -1,7 +1,9 @@
 //! Sources turn the outside into raw messages: files and stdin for the MTA
-//! pipe, Maildirs for `run`. A source acknowledges a message (answers the MTA,
-//! moves the Maildir file) only after the store has committed it.
+//! pipe, Maildirs and IMAP mailboxes for `run`. A source acknowledges a
+//! message (answers the MTA, moves the Maildir file, flags and moves the
+//! IMAP message) only after the store has committed it.
 
+pub mod imap;
 pub mod maildir;
 pub mod socket;
 

@@ -1,0 +1,627 @@
+//! IMAP intake: one task per configured mailbox, pushed by IDLE (RFC 2177)
+//! or polling where the server has none.
+//!
+//! A round reads the folder's UIDs, fetches the ones above the UID cursor in
+//! batches (`BODY.PEEK[]`, so fetching sets no flag), stores them, and only
+//! after the commit flags them \Seen and moves them to the processed folder
+//! (a quarantined message to the quarantine folder). MOVE (RFC 6851) where
+//! the server has it, else COPY, \Deleted and UID EXPUNGE (UIDPLUS). The
+//! cursor (UIDVALIDITY and the highest UID below which everything is
+//! stored) is kept in the database, so \Seen set by another client never
+//! hides a message and a restart never re-reads the folder; when the server
+//! renumbers the folder (a new UIDVALIDITY) it is read again from the start
+//! and dedupe makes that harmless. A message stored but not yet moved (a
+//! crash, a failed MOVE) is moved on the next round.
+//!
+//! Connection trouble ends the session; the task reconnects with
+//! exponential backoff and jitter (1 s doubling to 5 min).
+
+use crate::config::{read_secret, Config, ImapConfig, ImapTls};
+use crate::domain::Action;
+use crate::service::{Incoming, Intake, SourceDefaults};
+use crate::store::{Store, StoreError};
+use futures_util::TryStreamExt;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
+
+/// Longest wait for one command's answer before the connection counts as
+/// dead.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Why an IMAP session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    /// The server said no, or the protocol broke.
+    #[error("imap: {0}")]
+    Imap(#[from] async_imap::error::Error),
+    /// The connection failed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A command got no answer in time.
+    #[error("{0}: no answer within {secs} s", secs = IO_TIMEOUT.as_secs())]
+    Timeout(&'static str),
+    /// The password could not be read, or the TLS setup is unusable.
+    #[error("{0}")]
+    Setup(String),
+    /// Messages could not be stored; they stay on the server.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Any stream a session can run over: TCP, or TLS on TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+
+type Session = async_imap::Session<Box<dyn Io>>;
+
+/// What a source task reports about its mailbox's health.
+pub trait SyncObserver: Send + Sync {
+    /// A round finished: the folder holds nothing that is not stored.
+    fn synced(&self, mailbox: &str);
+    /// A message was decided; `latency` runs from its arrival on the
+    /// server (INTERNALDATE) to the commit.
+    fn decided(&self, action: Action, latency: Duration);
+}
+
+/// An observer that only logs.
+#[derive(Debug, Default)]
+pub struct LogObserver;
+
+impl SyncObserver for LogObserver {
+    fn synced(&self, mailbox: &str) {
+        tracing::debug!(mailbox, "synced");
+    }
+    fn decided(&self, _action: Action, _latency: Duration) {}
+}
+
+/// One configured mailbox, ready to run.
+pub struct ImapSource {
+    cfg: ImapConfig,
+    label: String,
+    password_file: Option<PathBuf>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    defaults: SourceDefaults,
+}
+
+impl std::fmt::Debug for ImapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSource")
+            .field("mailbox", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImapSource {
+    /// Builds the source for `m`; the TLS trust anchors are read here, so a
+    /// bad `ca_file` is an error at start.
+    pub fn new(cfg: &Config, m: &ImapConfig) -> Result<ImapSource, String> {
+        let label = m.label();
+        let tls = match m.tls {
+            ImapTls::Plain => None,
+            ImapTls::Implicit | ImapTls::Starttls => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                if let Some(ca) = &m.ca_file {
+                    let path = cfg.resolve(ca);
+                    let certs = CertificateDer::pem_file_iter(&path)
+                        .map_err(|e| format!("imap {label:?}: {}: {e}", path.display()))?;
+                    for c in certs {
+                        let c =
+                            c.map_err(|e| format!("imap {label:?}: {}: {e}", path.display()))?;
+                        roots
+                            .add(c)
+                            .map_err(|e| format!("imap {label:?}: {}: {e}", path.display()))?;
+                    }
+                }
+                // The ring provider, named: should another provider ever be
+                // compiled in too, rustls would not know which to take.
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("imap {label:?}: TLS: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+            }
+        };
+        Ok(ImapSource {
+            cfg: m.clone(),
+            label,
+            password_file: m.password_file.as_ref().map(|f| cfg.resolve(f)),
+            tls,
+            defaults: SourceDefaults::from(&m.defaults),
+        })
+    }
+
+    /// The mailbox's name.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs until `shutdown`: connect, sync, IDLE or poll, and reconnect
+    /// after any failure.
+    pub async fn run(
+        self,
+        intake: Arc<Intake>,
+        store: Store,
+        wake_outbox: Arc<Notify>,
+        observer: Arc<dyn SyncObserver>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut synced = false;
+            let ctx = Ctx {
+                src: &self,
+                intake: &intake,
+                store: &store,
+                wake: &wake_outbox,
+                observer: &*observer,
+            };
+            match ctx.session(&mut shutdown, &mut synced).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if synced {
+                        backoff = MIN_BACKOFF;
+                    }
+                    let wait = jitter(backoff);
+                    tracing::warn!(mailbox = %self.label, error = %e, retry_in_ms = wait.as_millis() as u64, "IMAP session ended");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// `d` ± 20 %, so that mailboxes on one server do not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = match getrandom::fill(&mut b) {
+        Ok(()) => f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    };
+    d.mul_f64(0.8 + 0.4 * r)
+}
+
+/// Runs `fut` with [`IO_TIMEOUT`].
+async fn timed<T, E: Into<ImapError>>(
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ImapError> {
+    match tokio::time::timeout(IO_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(ImapError::Timeout(what)),
+    }
+}
+
+/// A UID set in IMAP syntax, runs compressed: `3:5,9,11:12`.
+pub fn uid_set(uids: &[u32]) -> String {
+    let sorted: BTreeSet<u32> = uids.iter().copied().collect();
+    let mut out = String::new();
+    let mut iter = sorted.into_iter().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+    }
+    out
+}
+
+/// The highest UID `c` such that every UID of `batch` up to `c` is in
+/// `stored`, starting from the cursor `last`.
+pub fn advance_cursor(last: u32, batch: &[u32], stored: &BTreeSet<u32>) -> u32 {
+    let mut sorted: Vec<u32> = batch.iter().copied().filter(|u| *u > last).collect();
+    sorted.sort_unstable();
+    let mut c = last;
+    for u in sorted {
+        if stored.contains(&u) {
+            c = u;
+        } else {
+            break;
+        }
+    }
+    c
+}
+
+/// What the server offers.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    idle: bool,
+    mv: bool,
+    uidplus: bool,
+}
+
+struct Ctx<'a> {
+    src: &'a ImapSource,
+    intake: &'a Intake,
+    store: &'a Store,
+    wake: &'a Notify,
+    observer: &'a dyn SyncObserver,
+}
+
+impl Ctx<'_> {
+    /// One session: returns `Ok` only on shutdown. `synced` turns true
+    /// after the first complete round (the reconnect backoff starts over).
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        synced: &mut bool,
+    ) -> Result<(), ImapError> {
+        let m = &self.src.cfg;
+        let mut session = self.connect().await?;
+        let caps = timed("CAPABILITY", session.capabilities()).await?;
+        let caps = Caps {
+            idle: caps.has_str("IDLE"),
+            mv: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+        };
+        for folder in [&m.processed_folder, &m.quarantine_folder] {
+            if !folder.is_empty() {
+                // An existing folder answers NO [ALREADYEXISTS]: fine.
+                if let Err(e) = timed("CREATE", session.create(folder)).await {
+                    tracing::debug!(mailbox = %self.src.label, folder, error = %e, "create");
+                }
+            }
+        }
+        if !caps.mv && !caps.uidplus && !m.processed_folder.is_empty() {
+            tracing::warn!(mailbox = %self.src.label, "server has neither MOVE nor UIDPLUS: stored mail stays in {} flagged \\Seen", m.folder);
+        }
+        let selected = timed("SELECT", session.select(&m.folder)).await?;
+        let validity = selected.uid_validity.unwrap_or(0);
+        tracing::info!(mailbox = %self.src.label, folder = %m.folder, uidvalidity = validity, messages = selected.exists, idle = caps.idle && m.idle, "IMAP connected");
+        loop {
+            self.sync(&mut session, validity, caps).await?;
+            *synced = true;
+            self.observer.synced(&self.src.label);
+            while session.unsolicited_responses.try_recv().is_ok() {}
+            if *shutdown.borrow() {
+                let _ = timed("LOGOUT", session.logout()).await;
+                return Ok(());
+            }
+            if caps.idle && m.idle {
+                let mut idle = session.idle();
+                timed("IDLE", idle.init()).await?;
+                let stopped = {
+                    let (wait, _interrupt) =
+                        idle.wait_with_timeout(Duration::from_secs(m.idle_seconds));
+                    tokio::select! {
+                        r = wait => { r?; false }
+                        _ = shutdown.changed() => true,
+                    }
+                };
+                session = timed("DONE", idle.done()).await?;
+                if stopped {
+                    let _ = timed("LOGOUT", session.logout()).await;
+                    return Ok(());
+                }
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(m.poll_seconds)) => {}
+                    _ = shutdown.changed() => {
+                        let _ = timed("LOGOUT", session.logout()).await;
+                        return Ok(());
+                    }
+                }
+                // Keeps the folder state fresh and the connection checked.
+                timed("NOOP", session.noop()).await?;
+            }
+        }
+    }
+
+    /// Connects, upgrades to TLS as configured and logs in.
+    async fn connect(&self) -> Result<Session, ImapError> {
+        let m = &self.src.cfg;
+        let tcp = timed("connect", TcpStream::connect((m.host.as_str(), m.port()))).await?;
+        // APPEND/FETCH literals and their CRLF go in separate writes.
+        tcp.set_nodelay(true)?;
+        let name = || {
+            rustls::pki_types::ServerName::try_from(m.host.clone())
+                .map_err(|e| ImapError::Setup(format!("host {:?}: {e}", m.host)))
+        };
+        let connector = || {
+            self.src
+                .tls
+                .clone()
+                .ok_or_else(|| ImapError::Setup("no TLS configuration".into()))
+        };
+        let (stream, greeted): (Box<dyn Io>, bool) = match m.tls {
+            ImapTls::Plain => (Box::new(tcp), false),
+            ImapTls::Implicit => {
+                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
+                (Box::new(tls), false)
+            }
+            ImapTls::Starttls => {
+                let mut client = async_imap::Client::new(tcp);
+                greeting(&mut client).await?;
+                timed(
+                    "STARTTLS",
+                    client.run_command_and_check_ok("STARTTLS", None),
+                )
+                .await?;
+                let tcp = client.into_inner();
+                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
+                // No second greeting after STARTTLS.
+                (Box::new(tls), true)
+            }
+        };
+        let mut client = async_imap::Client::new(stream);
+        if !greeted {
+            greeting(&mut client).await?;
+        }
+        let password = read_secret(
+            m.password_env.as_deref(),
+            self.src.password_file.as_deref(),
+            &format!("imap {:?}", self.src.label),
+        )
+        .map_err(ImapError::Setup)?;
+        match tokio::time::timeout(IO_TIMEOUT, client.login(&m.user, &password)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(ImapError::Timeout("LOGIN")),
+        }
+    }
+
+    /// Stores everything above the cursor, batch by batch, and moves what
+    /// was stored.
+    async fn sync(
+        &self,
+        session: &mut Session,
+        validity: u32,
+        caps: Caps,
+    ) -> Result<(), ImapError> {
+        let m = &self.src.cfg;
+        let label = &self.src.label;
+        let moving = !m.processed_folder.is_empty() && (caps.mv || caps.uidplus);
+        let mut last = match self.store.imap_cursor(label, &m.folder).await? {
+            Some((v, u)) if v == validity => u,
+            Some((v, _)) => {
+                tracing::warn!(mailbox = %label, old = v, new = validity, "UIDVALIDITY changed: reading the folder again");
+                0
+            }
+            None => 0,
+        };
+        loop {
+            // With moving, everything left in the folder is a candidate
+            // (stored-but-not-moved ones are moved now); without, only
+            // what is above the cursor. `UID n:*` always matches the
+            // highest UID, even below n: filter.
+            let query = if moving {
+                "ALL".to_string()
+            } else {
+                format!("UID {}:*", last.saturating_add(1))
+            };
+            let found = timed("UID SEARCH", session.uid_search(&query)).await?;
+            let mut leftover: Vec<u32> = Vec::new();
+            let mut fresh: Vec<u32> = Vec::new();
+            for u in found {
+                if u > last {
+                    fresh.push(u);
+                } else if moving {
+                    leftover.push(u);
+                }
+            }
+            if !leftover.is_empty() {
+                tracing::info!(mailbox = %label, count = leftover.len(), "moving messages stored before");
+                self.acknowledge(session, &leftover, &m.processed_folder, caps)
+                    .await?;
+            }
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            fresh.sort_unstable();
+            fresh.truncate(m.batch_size);
+            let fetched = timed("UID FETCH", async {
+                session
+                    .uid_fetch(uid_set(&fresh), "(UID INTERNALDATE BODY.PEEK[])")
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+            let now = jiff::Timestamp::now();
+            let mut items = Vec::with_capacity(fetched.len());
+            let mut uids = Vec::with_capacity(fetched.len());
+            let mut arrived = Vec::with_capacity(fetched.len());
+            for f in &fetched {
+                let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                    continue;
+                };
+                if uid <= last || uids.contains(&uid) {
+                    continue;
+                }
+                uids.push(uid);
+                arrived.push(
+                    f.internal_date()
+                        .and_then(|d| jiff::Timestamp::from_second(d.timestamp()).ok())
+                        .unwrap_or(now),
+                );
+                items.push(Incoming {
+                    raw: body.to_vec(),
+                    source: format!("imap:{label}/{}/{validity}/{uid}", m.folder),
+                });
+            }
+            drop(fetched);
+            // A UID the server listed but returned no body for (expunged by
+            // another client meanwhile) is not stored; the next search
+            // will not list it again.
+            let listed: Vec<u32> = fresh.clone();
+            let results = self
+                .intake
+                .ingest_batch_from(
+                    self.store,
+                    &items,
+                    jiff::Timestamp::now(),
+                    &self.src.defaults,
+                )
+                .await;
+            let committed = jiff::Timestamp::now();
+            let mut stored = BTreeSet::new();
+            let (mut done, mut quarantined) = (Vec::new(), Vec::new());
+            let mut failed = None;
+            for ((uid, at), r) in uids.iter().zip(&arrived).zip(results) {
+                match r {
+                    Ok(o) => {
+                        stored.insert(*uid);
+                        let latency = committed.duration_since(*at).unsigned_abs();
+                        self.observer.decided(o.action, latency);
+                        if o.action == Action::Quarantined {
+                            quarantined.push(*uid);
+                        } else {
+                            done.push(*uid);
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let gone: BTreeSet<u32> = listed
+                .iter()
+                .copied()
+                .filter(|u| !uids.contains(u))
+                .collect();
+            let next = advance_cursor(last, &listed, &stored.union(&gone).copied().collect());
+            if next > last {
+                self.store
+                    .set_imap_cursor(
+                        label,
+                        &m.folder,
+                        validity,
+                        next,
+                        &crate::store::ts(committed),
+                    )
+                    .await?;
+                last = next;
+            }
+            if !stored.is_empty() {
+                self.wake.notify_one();
+            }
+            let quarantine_to = if m.quarantine_folder.is_empty() {
+                &m.processed_folder
+            } else {
+                &m.quarantine_folder
+            };
+            self.acknowledge(session, &done, &m.processed_folder, caps)
+                .await?;
+            self.acknowledge(session, &quarantined, quarantine_to, caps)
+                .await?;
+            if let Some(e) = failed {
+                // The database is in trouble, not the message: leave it on
+                // the server and try again after the backoff.
+                return Err(e.into());
+            }
+        }
+    }
+
+    /// Flags stored messages \Seen and moves them to `to` (empty: they stay).
+    async fn acknowledge(
+        &self,
+        session: &mut Session,
+        uids: &[u32],
+        to: &str,
+        caps: Caps,
+    ) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        timed("UID STORE", async {
+            session
+                .uid_store(&set, "+FLAGS.SILENT (\\Seen)")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        if to.is_empty() {
+            return Ok(());
+        }
+        if caps.mv {
+            timed("UID MOVE", session.uid_mv(&set, to)).await?;
+        } else if caps.uidplus {
+            timed("UID COPY", session.uid_copy(&set, to)).await?;
+            timed("UID STORE", async {
+                session
+                    .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+            timed("UID EXPUNGE", async {
+                session
+                    .uid_expunge(&set)
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the server greeting, which `Client::new` does not.
+async fn greeting<T: Io>(client: &mut async_imap::Client<T>) -> Result<(), ImapError> {
+    match timed("greeting", client.read_response()).await? {
+        Some(_) => Ok(()),
+        None => Err(ImapError::Imap(async_imap::error::Error::ConnectionLost)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_runs() {
+        assert_eq!(uid_set(&[5, 3, 4, 9, 11, 12]), "3:5,9,11:12");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[2, 2, 3]), "2:3");
+    }
+
+    #[test]
+    fn cursor_stops_below_the_first_message_not_stored() {
+        let stored: BTreeSet<u32> = [11, 12, 14].into_iter().collect();
+        assert_eq!(advance_cursor(10, &[11, 12, 13, 14], &stored), 12);
+        assert_eq!(advance_cursor(10, &[13], &stored), 10);
+        // 13 does not exist (not listed): the cursor passes it.
+        assert_eq!(advance_cursor(10, &[14, 12, 11], &stored), 14);
+        // UIDs at or below the cursor change nothing.
+        assert_eq!(advance_cursor(20, &[11, 12], &stored), 20);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_fifth() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(10));
+            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12));
+        }
+    }
+}

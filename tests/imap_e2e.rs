@@ -1,0 +1,464 @@
+//! `ticketd run` against a real Dovecot and Postfix on loopback (the harness
+//! in `tests/support/mailstack.rs`): IMAP intake with IDLE, SMTP delivery of
+//! the confirmations, TLS, outages of either server, and a crash in the
+//! middle of a burst. Every test starts a stack and a daemon of its own.
+
+#[path = "support/mailstack.rs"]
+mod mailstack;
+
+use mailstack::{MailStack, ALICE, SUPPORT};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ticketd");
+const PASSWORD_ENV: &str = "TICKETD_TEST_IMAP_PASSWORD";
+
+/// How the daemon reaches the servers.
+#[derive(Clone, Copy, PartialEq)]
+enum Tls {
+    /// Plain IMAP and SMTP on loopback.
+    Plain,
+    /// IMAPS (implicit TLS) and SMTP with STARTTLS, checked against the
+    /// stack's test CA.
+    Secure,
+}
+
+/// A data directory, a configuration and the daemon running on them.
+struct Desk {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Desk {
+    fn new(stack: &MailStack, tls: Tls, smtp: bool, extra: &str) -> Desk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (imap_tls, imap_port, smtp_tls) = match tls {
+            Tls::Plain => ("plain", stack.imap_port(), "none"),
+            Tls::Secure => ("implicit", stack.imaps_port(), "starttls"),
+        };
+        let ca = stack.ca_cert_path();
+        let outbound = if smtp {
+            format!(
+                "[outbound]\ntransport = \"smtp\"\nretry_base_seconds = 0.5\npoll_seconds = 0.2\n\
+                 [outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"{smtp_tls}\"\nca_file = \"{}\"\n",
+                stack.smtp_port(),
+                ca.display()
+            )
+        } else {
+            "[outbound]\ntransport = \"file\"\n".to_string()
+        };
+        let text = format!(
+            "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n\
+             {outbound}\n\
+             [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {imap_port}\ntls = \"{imap_tls}\"\n\
+             ca_file = \"{}\"\nuser = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\n{extra}\n",
+            ca.display()
+        );
+        let config = dir.path().join("ticketd.toml");
+        std::fs::write(&config, text).expect("write config");
+        Desk {
+            dir,
+            config,
+            daemon: None,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(self.data())
+            .env(PASSWORD_ENV, mailstack::PASSWORD)
+            .env_remove("TICKETD_CONFIG");
+        c
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("daemon log");
+        let child = self
+            .cmd()
+            .arg("run")
+            .env("TICKETD_LOG", "info,ticketd=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ticketd run");
+        self.daemon = Some(child);
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> Option<i32> {
+        let mut c = self.daemon.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let o = self.cmd().args(args).output().expect("run ticketd");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    }
+
+    fn tickets(&self) -> Vec<Value> {
+        self.json(&["tickets", "list", "--json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn outbox(&self) -> Vec<Value> {
+        self.json(&["outbox", "list", "--json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Desk {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- daemon log\n{}", self.log());
+        }
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it is true or `limit` passes.
+async fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls the mailbox until `folder` holds exactly `n` messages.
+async fn count_until(stack: &MailStack, user: &str, folder: &str, n: u32, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = stack.count(user, folder).await;
+        if got == n {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{user} {folder}: {got} messages after {limit:?}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    raw.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A customer's mail from `from`; `i` makes it unique.
+fn customer_mail(from: &str, i: usize, subject: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <{from}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n\
+         Message-ID: <burst-{i}@customer.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Hello support,\r\n\r\nour printer number {i} does not print any more since this morning.\r\n\
+         {}\r\nRegards, Alice\r\n",
+        "Details follow. ".repeat(200)
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_by_smtp_becomes_a_ticket_the_confirmation_arrives_and_the_reply_threads() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, true, "");
+    desk.start();
+
+    stack
+        .send(
+            ALICE,
+            SUPPORT,
+            (
+                "ERP system is down",
+                "Since 8:00 nobody can book anything. Please help.",
+            ),
+        )
+        .await;
+    until(Duration::from_secs(30), "a ticket for alice's mail", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    let ticket = desk.tickets()[0].clone();
+    let number = ticket["number"].as_str().expect("number").to_string();
+
+    // The confirmation goes out over SMTP through Postfix into alice's INBOX.
+    count_until(&stack, ALICE, "INBOX", 1, Duration::from_secs(30)).await;
+    let inbox = stack.fetch_all(ALICE, "INBOX").await;
+    let confirmation = String::from_utf8_lossy(&inbox[0]).into_owned();
+    let subject = header(&confirmation, "Subject").expect("subject");
+    assert!(
+        subject.contains(&number),
+        "subject {subject:?} names {number}"
+    );
+    assert_eq!(
+        header(&confirmation, "Auto-Submitted"),
+        Some("auto-replied")
+    );
+    let their_id = header(&confirmation, "Message-ID").expect("our Message-ID");
+
+    // The support INBOX is empty: the mail was moved after the commit.
+    count_until(&stack, SUPPORT, "INBOX", 0, Duration::from_secs(10)).await;
+    count_until(&stack, SUPPORT, "Processed", 1, Duration::from_secs(10)).await;
+
+    // alice answers the confirmation from her mail program: only the
+    // references tie it to the ticket (the subject has no tag here).
+    let reply = format!(
+        "From: Alice Example <{ALICE}>\r\nTo: {SUPPORT}\r\nSubject: Re: your mail\r\n\
+         Message-ID: <reply-1@customer.test>\r\nIn-Reply-To: {their_id}\r\nReferences: {their_id}\r\n\
+         Date: Tue, 01 Dec 2026 10:05:00 +0100\r\n\r\nIt works again after a restart, thanks.\r\n"
+    );
+    stack.send(ALICE, SUPPORT, reply.into_bytes()).await;
+    until(Duration::from_secs(30), "the reply on the ticket", || {
+        let t = desk.json(&["tickets", "show", &number, "--json"]);
+        t["articles"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["message_id"] == "reply-1@customer.test"))
+    })
+    .await;
+    assert_eq!(desk.tickets().len(), 1, "the reply opened no ticket");
+    // Only the new ticket was confirmed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.count(ALICE, "INBOX").await, 1);
+    assert_eq!(desk.stop(), Some(0), "SIGTERM ends the daemon with 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imaps_and_smtp_starttls_with_the_test_certificate() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Secure, true, "");
+    desk.start();
+    stack
+        .send(
+            ALICE,
+            SUPPORT,
+            ("VPN gateway unreachable", "No tunnel since noon."),
+        )
+        .await;
+    until(Duration::from_secs(30), "a ticket over IMAPS", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    count_until(&stack, ALICE, "INBOX", 1, Duration::from_secs(30)).await;
+    let log = desk.log();
+    assert!(log.contains("IMAP connected"), "{log}");
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_certificate_authority_is_refused_and_nothing_is_taken() {
+    let stack = MailStack::start();
+    // Trust only the public roots: the test certificate must not pass.
+    let mut desk = Desk::new(&stack, Tls::Secure, false, "");
+    let text = std::fs::read_to_string(&desk.config).expect("config");
+    let ca_line = format!("ca_file = \"{}\"\n", stack.ca_cert_path().display());
+    std::fs::write(&desk.config, text.replace(&ca_line, "")).expect("config");
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "Printer"))
+        .await;
+    desk.start();
+    until(
+        Duration::from_secs(20),
+        "a certificate error in the log",
+        || desk.log().contains("IMAP session ended"),
+    )
+    .await;
+    assert!(desk.tickets().is_empty());
+    assert_eq!(
+        stack.count(SUPPORT, "INBOX").await,
+        1,
+        "the mail stays on the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, true, "");
+    desk.start();
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "First"))
+        .await;
+    until(Duration::from_secs(30), "the first ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+
+    // Dovecot goes away for 30 s; Postfix queues what arrives meanwhile.
+    stack.stop_imap();
+    stack
+        .send(
+            ALICE,
+            SUPPORT,
+            ("Second", "Sent while the IMAP server was down."),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    stack.start_imap();
+    until(
+        Duration::from_secs(90),
+        "the second ticket after the outage",
+        || desk.tickets().len() == 2,
+    )
+    .await;
+    assert!(
+        desk.log().contains("IMAP session ended"),
+        "the outage was noticed"
+    );
+
+    // Postfix goes away: the confirmation stays queued and goes out after.
+    // First let Postfix finish the two confirmations it has (stopped in the
+    // middle of an LMTP delivery, Postfix itself delivers again).
+    count_until(&stack, ALICE, "INBOX", 2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.stop_smtp();
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 3, "Third"))
+        .await;
+    until(Duration::from_secs(30), "the third ticket", || {
+        desk.tickets().len() == 3
+    })
+    .await;
+    until(Duration::from_secs(20), "a failed attempt recorded", || {
+        desk.outbox()
+            .iter()
+            .any(|m| m["status"] == "queued" && m["attempts"].as_i64() > Some(0))
+    })
+    .await;
+    stack.start_smtp();
+    until(Duration::from_secs(60), "every confirmation sent", || {
+        let o = desk.outbox();
+        o.len() == 3 && o.iter().all(|m| m["status"] == "sent")
+    })
+    .await;
+    count_until(&stack, ALICE, "INBOX", 3, Duration::from_secs(30)).await;
+    let mut ids: Vec<String> = stack
+        .fetch_all(ALICE, "INBOX")
+        .await
+        .iter()
+        .filter_map(|m| header(&String::from_utf8_lossy(m), "Message-ID").map(str::to_string))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "three different confirmations");
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_2000_with_kill_9_in_the_middle_is_stored_exactly_once() {
+    const N: usize = 2000;
+    let stack = MailStack::start();
+    let appended = stack
+        .append_many(
+            SUPPORT,
+            "INBOX",
+            // Senders differ (the hourly limit of confirmations is per
+            // recipient): two mails each.
+            (0..N).map(|i| {
+                customer_mail(
+                    &format!("customer{}@customer.test", i % 1000),
+                    i,
+                    &format!("Printer {i} broken"),
+                )
+            }),
+        )
+        .await;
+    assert_eq!(appended, N);
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "batch_size = 100\n");
+    desk.start();
+    let db = desk.data().join("ticketd.db");
+    until(
+        Duration::from_secs(60),
+        "some tickets before the kill",
+        || db.exists() && desk.tickets().len() >= 300,
+    )
+    .await;
+    desk.kill9();
+    let at_kill = desk.tickets().len();
+    assert!(
+        at_kill < N,
+        "the kill came in the middle ({at_kill} of {N})"
+    );
+
+    desk.start();
+    until(Duration::from_secs(120), "every mail a ticket", || {
+        desk.tickets().len() >= N
+    })
+    .await;
+    count_until(&stack, SUPPORT, "INBOX", 0, Duration::from_secs(30)).await;
+    let tickets = desk.tickets();
+    assert_eq!(tickets.len(), N, "exactly one ticket per mail");
+    let mut subjects: Vec<&str> = tickets
+        .iter()
+        .filter_map(|t| t["subject"].as_str())
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    assert_eq!(subjects.len(), N, "no mail twice");
+    assert_eq!(stack.count(SUPPORT, "Processed").await, N as u32);
+
+    // One confirmation row per ticket; files written at most twice for the mails whose
+    // delivery was in flight at the kill.
+    until(Duration::from_secs(60), "every confirmation sent", || {
+        let o = desk.outbox();
+        o.len() == N && o.iter().all(|m| m["status"] == "sent")
+    })
+    .await;
+    let files = std::fs::read_dir(desk.data().join("sent"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert!(
+        (N..=N + 50).contains(&files),
+        "{files} confirmation files for {N} tickets"
+    );
+    assert_eq!(desk.stop(), Some(0));
+}
