@@ -462,3 +462,45 @@ async fn burst_of_2000_with_kill_9_in_the_middle_is_stored_exactly_once() {
     );
     assert_eq!(desk.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_refused_with_5xx_fails_at_once_with_a_note_on_the_ticket() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, true, "");
+    desk.start();
+    // Postfix delivers only to its own domains: RCPT to elsewhere is a 5xx.
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            customer_mail("bob@elsewhere.test", 7, "Backup failed"),
+        )
+        .await;
+    until(Duration::from_secs(30), "the ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    until(Duration::from_secs(30), "the confirmation failed", || {
+        desk.outbox().iter().any(|m| m["status"] == "failed")
+    })
+    .await;
+    let o = desk.outbox();
+    assert_eq!(o[0]["attempts"], 1, "a 5xx is not retried: {o:?}");
+    let number = desk.tickets()[0]["number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let t = desk.json(&["tickets", "show", &number, "--json"]);
+    let notes: Vec<&str> = t["articles"]
+        .as_array()
+        .expect("articles")
+        .iter()
+        .filter(|a| a["direction"] == "note")
+        .filter_map(|a| a["body"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("could not be delivered")),
+        "a note on the ticket: {notes:?}"
+    );
+    assert_eq!(desk.stop(), Some(0));
+}
