@@ -15,6 +15,7 @@
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
 //! - [`sources`]: stdin and Maildir intake.
 //! - [`service`]: what the commands do, wiring the layers together.
+//! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
 //! - [`daemon`]: `ticketd run`: Maildir watcher and outbox worker until a signal.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod domain;
 pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod outbound;
 pub mod service;
 pub mod sources;
