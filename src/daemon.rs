@@ -1,15 +1,17 @@
 //! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
 //! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
-//! is finished, nothing new is taken).
+//! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
+//! ([`crate::http`]).
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::outbound::worker::{Sender, Worker};
 use crate::service::{DataDir, Incoming, Intake};
 use crate::sources::maildir::Maildir;
 use crate::store::Store;
 use notify::Watcher;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 
 /// Runs the daemon until a stop signal; returns the process exit code.
@@ -28,6 +30,12 @@ pub async fn run(
         .templates()
         .map_err(|e| anyhow::anyhow!("templates: {e}"))?;
     tracing::info!(rules = n, "rules loaded");
+    let metrics = Arc::new(Metrics::with_max_sync_age(cfg.http.max_sync_age()));
+    // Bound before anything starts: a taken port is a start-up error.
+    let http = match cfg.http.listen_addr().map_err(|e| anyhow::anyhow!("{e}"))? {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -51,6 +59,7 @@ pub async fn run(
             md,
             wake.clone(),
             cfg.intake.batch_size,
+            Some(metrics.clone()),
             stop_rx.clone(),
         ));
     }
@@ -63,11 +72,22 @@ pub async fn run(
             intake.clone(),
             store.clone(),
             wake.clone(),
+            Some(metrics.clone()),
             stop_rx.clone(),
         );
         tasks.spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!(socket = %path.display(), error = %e, "no hand-over socket; ingest stores by itself");
+            }
+        });
+    }
+    if let Some(listener) = http {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving /healthz and /metrics");
+        let (metrics, store, stop) = (metrics.clone(), store.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, metrics, store, stop).await {
+                tracing::error!(error = %e, "/healthz and /metrics stopped");
             }
         });
     }
@@ -116,12 +136,15 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
 
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
 /// periodic rescan as a safety net) and acknowledges each after its commit.
+/// With `metrics`, each decision and its latency (file time to commit) are
+/// recorded as source `maildir`.
 async fn watch_maildir(
     intake: Arc<Intake>,
     store: Store,
     md: Maildir,
     wake_outbox: Arc<Notify>,
     batch: usize,
+    metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
@@ -159,9 +182,16 @@ async fn watch_maildir(
         if !files.is_empty() {
             let mut items = Vec::with_capacity(files.len());
             let mut paths = Vec::with_capacity(files.len());
+            let mut arrived = Vec::with_capacity(files.len());
             for f in files {
                 match crate::sources::read_file(&f) {
                     Ok(raw) => {
+                        // The delivery wrote the file, then renamed it into new/.
+                        arrived.push(
+                            std::fs::metadata(&f)
+                                .and_then(|m| m.modified())
+                                .unwrap_or_else(|_| SystemTime::now()),
+                        );
                         items.push(Incoming {
                             raw,
                             source: format!(
@@ -181,7 +211,11 @@ async fn watch_maildir(
                 .ingest_batch(&store, &items, jiff::Timestamp::now())
                 .await;
             let mut stored = 0;
-            for (p, r) in paths.iter().zip(results) {
+            for ((p, r), at) in paths.iter().zip(results).zip(&arrived) {
+                if let (Some(m), Ok(o)) = (&metrics, &r) {
+                    m.message_decided("maildir", o.action.as_str());
+                    m.ingest_latency("maildir", at.elapsed().unwrap_or_default());
+                }
                 if r.is_ok() {
                     stored += 1;
                     if let Err(e) = md.acknowledge(p) {

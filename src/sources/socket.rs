@@ -10,12 +10,13 @@
 //! itself; when the daemon dies mid-way it does the same (the dedupe key
 //! makes a second store of a committed message a harmless duplicate).
 
+use crate::metrics::Metrics;
 use crate::service::{Incoming, Intake, Outcome};
 use crate::store::Store;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
@@ -61,12 +62,15 @@ pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
     }
 }
 
-/// Daemon side: accepts hand-overs until shutdown.
+/// Daemon side: accepts hand-overs until shutdown. With `metrics`, each
+/// message's decision and latency (accept to commit) are recorded as source
+/// `pipe`.
 pub async fn serve(
     path: PathBuf,
     intake: Arc<Intake>,
     store: Store,
     wake_outbox: Arc<Notify>,
+    metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     // A socket file left by a crashed daemon is removed; one a live daemon
@@ -92,9 +96,11 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let (intake, store, wake) = (intake.clone(), store.clone(), wake_outbox.clone());
+                let arrived = Instant::now();
+                let (intake, store, wake, metrics) =
+                    (intake.clone(), store.clone(), wake_outbox.clone(), metrics.clone());
                 conns.spawn(async move {
-                    if let Err(e) = handle(stream, &intake, &store, &wake).await {
+                    if let Err(e) = handle(stream, &intake, &store, &wake, metrics.as_deref(), arrived).await {
                         tracing::warn!(error = %e, "hand-over connection failed");
                     }
                 });
@@ -115,6 +121,8 @@ async fn handle(
     intake: &Intake,
     store: &Store,
     wake: &Notify,
+    metrics: Option<&Metrics>,
+    arrived: Instant,
 ) -> std::io::Result<()> {
     let mut raw = Vec::new();
     let limit = super::MAX_MESSAGE_BYTES;
@@ -133,6 +141,10 @@ async fn handle(
         {
             Some(Ok(outcome)) => {
                 wake.notify_one();
+                if let Some(m) = metrics {
+                    m.message_decided("pipe", outcome.action.as_str());
+                    m.ingest_latency("pipe", arrived.elapsed());
+                }
                 outcome_line(&outcome)
             }
             Some(Err(e)) => error_line(&e.to_string()),
