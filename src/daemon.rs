@@ -1,7 +1,8 @@
 //! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
 //! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
-//! ([`crate::http`]).
+//! ([`crate::http`]) and tells systemd when it is ready, alive and stopping
+//! ([`crate::systemd`]).
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -67,23 +68,28 @@ pub async fn run(
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
     {
         let path = data.root.join(crate::sources::socket::SOCKET_FILE);
-        let serve = crate::sources::socket::serve(
-            path.clone(),
-            intake.clone(),
-            store.clone(),
-            wake.clone(),
-            Some(metrics.clone()),
-            stop_rx.clone(),
-        );
-        tasks.spawn(async move {
-            if let Err(e) = serve.await {
+        match crate::sources::socket::listen(&path) {
+            Ok(listener) => {
+                tasks.spawn(crate::sources::socket::serve(
+                    listener,
+                    path,
+                    intake.clone(),
+                    store.clone(),
+                    wake.clone(),
+                    Some(metrics.clone()),
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => {
                 tracing::error!(socket = %path.display(), error = %e, "no hand-over socket; ingest stores by itself");
             }
-        });
+        }
     }
+    let mut status = String::from("taking mail");
     if let Some(listener) = http {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving /healthz and /metrics");
+        status = format!("taking mail; /metrics on http://{addr}");
         let (metrics, store, stop) = (metrics.clone(), store.clone(), stop_rx.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(listener, metrics, store, stop).await {
@@ -94,18 +100,28 @@ pub async fn run(
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    crate::systemd::ready(&status);
+    let mut watchdog = crate::systemd::watchdog_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
+                crate::systemd::reloading();
                 match intake.reload() {
                     Ok(n) => tracing::info!(rules = n, "SIGHUP: rules and templates reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
                 }
+                crate::systemd::ready(&status);
             }
+            _ = tick(&mut watchdog) => crate::systemd::watchdog(),
         }
     }
+    crate::systemd::stopping();
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -116,6 +132,16 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The next watchdog tick; never, without a watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Periodic clean-up that keeps tables on the ingest path small.

@@ -17,6 +17,7 @@
 //! - [`service`]: what the commands do, wiring the layers together.
 //! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
 //! - [`http`]: `/healthz` and `/metrics` of `ticketd run`.
+//! - [`systemd`]: readiness, watchdog and stop notices for `Type=notify`.
 //! - [`daemon`]: `ticketd run`: Maildir watcher and outbox worker until a signal.
 #![forbid(unsafe_code)]
 
@@ -31,3 +32,4 @@ pub mod outbound;
 pub mod service;
 pub mod sources;
 pub mod store;
+pub mod systemd;

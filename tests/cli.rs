@@ -26,6 +26,10 @@ impl Desk {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(self.data()).args(args);
         c.env_remove("TICKETD_CONFIG");
+        // Only the tests of the systemd notices talk to a notify socket.
+        for v in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            c.env_remove(v);
+        }
         c
     }
     fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -1065,5 +1069,116 @@ fn run_refuses_to_start_when_the_http_port_is_taken() {
     );
     let sock = d.data().join("ingest.sock");
     wait_for(20, || sock.exists().then_some(())).expect("started");
+    stop(&mut child);
+}
+
+/// Reads notices from a notify socket until `want` arrives; returns all
+/// lines seen so far.
+fn notices_until(sock: &std::os::unix::net::UnixDatagram, seen: &mut Vec<String>, want: &str) {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !seen.iter().any(|l| l == want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {want} in {seen:?}"
+        );
+        match sock.recv(&mut buf) {
+            Ok(n) => seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// Every notice that arrives within `window`.
+fn notices_for(sock: &std::os::unix::net::UnixDatagram, window: Duration) -> Vec<String> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < window {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    seen
+}
+
+#[test]
+fn run_tells_systemd_ready_watchdog_and_stopping() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
+    let path = d.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "400000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    notices_until(&sock, &mut seen, "READY=1");
+    // Ready means taking mail: the hand-over socket and the Maildir exist.
+    assert!(d.data().join("ingest.sock").exists());
+    assert!(d.data().join("Maildir").join("new").is_dir());
+    assert!(
+        seen.iter().any(|l| l.starts_with("STATUS=taking mail")),
+        "{seen:?}"
+    );
+    // WATCHDOG=1 every 200 ms (half of WATCHDOG_USEC): 6 in 1.2 s, give
+    // or take a tick on a busy machine.
+    let seen = notices_for(&sock, Duration::from_millis(1200));
+    let dogs = seen.iter().filter(|l| *l == "WATCHDOG=1").count();
+    assert!((4..=8).contains(&dogs), "{dogs} watchdog notices in 1.2 s");
+    let mut seen = Vec::new();
+    child.signal("-TERM");
+    notices_until(&sock, &mut seen, "STOPPING=1");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn run_without_watchdog_sends_none_and_reload_is_announced() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
+    let path = d.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .env("NOTIFY_SOCKET", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    notices_until(&sock, &mut seen, "READY=1");
+    seen.clear();
+    child.signal("-HUP");
+    notices_until(&sock, &mut seen, "RELOADING=1");
+    notices_until(&sock, &mut seen, "READY=1");
+    assert!(
+        seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
+    seen.extend(notices_for(&sock, Duration::from_millis(800)));
+    assert!(!seen.iter().any(|l| l == "WATCHDOG=1"), "{seen:?}");
     stop(&mut child);
 }

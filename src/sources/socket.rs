@@ -62,28 +62,36 @@ pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
     }
 }
 
-/// Daemon side: accepts hand-overs until shutdown. With `metrics`, each
+/// Daemon side, first step: binds the socket (inside a runtime), so the
+/// daemon can report ready only once `ingest` can hand over.
+pub fn listen(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    // A socket file left by a crashed daemon is removed; one a live daemon
+    // answers on is not ours to take.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{} is served by another ticketd", path.display()),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    tracing::info!(socket = %path.display(), "accepting hand-overs from ingest");
+    Ok(listener)
+}
+
+/// Daemon side: accepts hand-overs on the socket [`listen`] bound at `path`
+/// until shutdown, then removes the socket file. With `metrics`, each
 /// message's decision and latency (accept to commit) are recorded as source
 /// `pipe`.
 pub async fn serve(
+    listener: tokio::net::UnixListener,
     path: PathBuf,
     intake: Arc<Intake>,
     store: Store,
     wake_outbox: Arc<Notify>,
     metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    // A socket file left by a crashed daemon is removed; one a live daemon
-    // answers on is not ours to take.
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            format!("{} is served by another ticketd", path.display()),
-        ));
-    }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    tracing::info!(socket = %path.display(), "accepting hand-overs from ingest");
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -113,7 +121,6 @@ pub async fn serve(
     drop(listener);
     let _ = std::fs::remove_file(&path);
     while conns.join_next().await.is_some() {}
-    Ok(())
 }
 
 async fn handle(
