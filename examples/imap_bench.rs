@@ -130,7 +130,8 @@ async fn run(bin: &Path, n: usize, singles: usize) -> Result<(), String> {
     std::fs::write(
         &config,
         format!(
-            "[desk]\naddresses = [\"{SUPPORT}\"]\n[outbound]\ntransport = \"file\"\n\
+            "[desk]\naddresses = [\"{SUPPORT}\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [outbound]\ntransport = \"file\"\n\
              [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
              user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
             stack.imap_port()

@@ -135,7 +135,9 @@ DAEMON_RATE="" DAEMON_P99=""
 if [ "${BENCH_DAEMON:-1}" = 1 ]; then
   echo "== (d) MTA path handed to a running ticketd run"
   mkdir -p "$WORK/mta-daemon"
-  "$BIN" --data-dir "$WORK/mta-daemon" run 2> "$WORK/daemon.log" &
+  # A port of its own for /metrics: 9187 may be taken by a daemon already up.
+  printf '[http]\nlisten = "127.0.0.1:0"\n' > "$WORK/daemon.toml"
+  "$BIN" --config "$WORK/daemon.toml" --data-dir "$WORK/mta-daemon" run 2> "$WORK/daemon.log" &
   DAEMON_PID=$!
   for _ in $(seq 100); do [ -S "$WORK/mta-daemon/ingest.sock" ] && break; sleep 0.05; done
   [ -S "$WORK/mta-daemon/ingest.sock" ] || { echo "bench: ticketd run did not start" >&2; cat "$WORK/daemon.log" >&2; exit 1; }

@@ -66,6 +66,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The database.
     pub database: DatabaseConfig,
+    /// The `/healthz` and `/metrics` endpoint of `ticketd run`.
+    pub http: HttpConfig,
     /// Directory of the config file; relative paths in it are resolved
     /// against this.
     #[serde(skip)]
@@ -472,6 +474,48 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
 }
 
+/// The HTTP endpoint of `ticketd run` (`GET /healthz`, `GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `IP:port` to listen on; `""` disables the endpoint. It has no
+    /// authentication: keep it on loopback or behind a proxy.
+    pub listen: String,
+    /// `/healthz` fails (503) when a configured mailbox has not synced
+    /// successfully for longer than this.
+    pub max_sync_age_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9187".into(),
+            max_sync_age_seconds: 900,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on, or `None` when the endpoint is disabled.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let text = self.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "http.listen: {:?} is not an IP address with a port like \"127.0.0.1:9187\" (\"\" disables the endpoint)",
+                self.listen
+            )
+        })
+    }
+
+    /// How long a mailbox may go without a successful sync.
+    pub fn max_sync_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.max_sync_age_seconds)
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -612,6 +656,26 @@ impl Config {
                 ));
             }
         }
+        self.http.listen_addr().map_err(bad)?;
+        if self.http.max_sync_age_seconds == 0 {
+            return Err(bad("http.max_sync_age_seconds must be at least 1".into()));
+        }
+        // A mailbox in IDLE syncs once per idle_seconds (and at once on new
+        // mail): a shorter health limit would report healthy mailboxes.
+        for m in &self.imap {
+            let cycle = if m.idle {
+                m.idle_seconds
+            } else {
+                m.poll_seconds
+            };
+            if cycle >= self.http.max_sync_age_seconds {
+                return Err(bad(format!(
+                    "imap {:?}: its sync cycle ({cycle} s, idle_seconds or poll_seconds) must be shorter than http.max_sync_age_seconds ({} s)",
+                    m.label(),
+                    self.http.max_sync_age_seconds
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -656,6 +720,31 @@ mod tests {
     }
 
     #[test]
+    fn http_endpoint_defaults_to_loopback_and_can_be_disabled() {
+        let c = Config::parse_str("", Path::new("x.toml")).unwrap();
+        assert_eq!(
+            c.http.listen_addr().unwrap(),
+            Some("127.0.0.1:9187".parse().unwrap())
+        );
+        assert_eq!(c.http.max_sync_age(), std::time::Duration::from_secs(900));
+        let c = Config::parse_str("[http]\nlisten = \"\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.http.listen_addr().unwrap(), None);
+        let c = Config::parse_str(
+            "[http]\nlisten = \"[::1]:9200\"\nmax_sync_age_seconds = 60\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.listen_addr().unwrap(),
+            Some("[::1]:9200".parse().unwrap())
+        );
+        let err = Config::parse_str("[http]\nlisten = \"localhost:9187\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml: http.listen:"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_line() {
         let err = Config::parse_str("[tickets]\nprefixx = \"T\"\n", Path::new("c.toml"))
             .unwrap_err()
@@ -671,6 +760,9 @@ mod tests {
             "[desk]\nlanguage = \"fr\"",
             "[desk]\ntimezone = \"Mars/Olympus\"",
             "[tickets]\ntag = \"Ti cket\"",
+            "[http]\nlisten = \"localhost\"",
+            "[http]\nlisten = \"127.0.0.1\"",
+            "[http]\nmax_sync_age_seconds = 0",
         ] {
             assert!(
                 Config::parse_str(text, Path::new("c.toml")).is_err(),

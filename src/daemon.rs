@@ -1,15 +1,18 @@
 //! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
 //! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
-//! is finished, nothing new is taken).
+//! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
+//! ([`crate::http`]) and tells systemd when it is ready, alive and stopping
+//! ([`crate::systemd`]).
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::outbound::worker::{Sender, Worker};
 use crate::service::{DataDir, Incoming, Intake};
 use crate::sources::maildir::Maildir;
 use crate::store::Store;
 use notify::Watcher;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 
 /// Runs the daemon until a stop signal; returns the process exit code.
@@ -28,6 +31,12 @@ pub async fn run(
         .templates()
         .map_err(|e| anyhow::anyhow!("templates: {e}"))?;
     tracing::info!(rules = n, "rules loaded");
+    let metrics = Arc::new(Metrics::with_max_sync_age(cfg.http.max_sync_age()));
+    // Bound before anything starts: a taken port is a start-up error.
+    let http = match cfg.http.listen_addr().map_err(|e| anyhow::anyhow!("{e}"))? {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
 
     // One daemon per data directory: a second would deliver the same outbox.
     let socket = data.root.join(crate::sources::socket::SOCKET_FILE);
@@ -56,16 +65,15 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
 
-    let observer: Arc<dyn crate::sources::imap::SyncObserver> =
-        Arc::new(crate::sources::imap::LogObserver);
     for m in &cfg.imap {
         let src = crate::sources::imap::ImapSource::new(&cfg, m).map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
+        metrics.mailbox_registered(src.label());
         tasks.spawn(src.run(
             intake.clone(),
             store.clone(),
             wake.clone(),
-            observer.clone(),
+            metrics.clone(),
             stop_rx.clone(),
         ));
     }
@@ -85,6 +93,7 @@ pub async fn run(
             md,
             wake.clone(),
             cfg.intake.batch_size,
+            Some(metrics.clone()),
             stop_rx.clone(),
         ));
     }
@@ -92,34 +101,60 @@ pub async fn run(
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
     {
         let path = data.root.join(crate::sources::socket::SOCKET_FILE);
-        let serve = crate::sources::socket::serve(
-            path.clone(),
-            intake.clone(),
-            store.clone(),
-            wake.clone(),
-            stop_rx.clone(),
-        );
-        tasks.spawn(async move {
-            if let Err(e) = serve.await {
+        match crate::sources::socket::listen(&path) {
+            Ok(listener) => {
+                tasks.spawn(crate::sources::socket::serve(
+                    listener,
+                    path,
+                    intake.clone(),
+                    store.clone(),
+                    wake.clone(),
+                    Some(metrics.clone()),
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => {
                 tracing::error!(socket = %path.display(), error = %e, "no hand-over socket; ingest stores by itself");
+            }
+        }
+    }
+    let mut status = String::from("taking mail");
+    if let Some(listener) = http {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving /healthz and /metrics");
+        status = format!("taking mail; /metrics on http://{addr}");
+        let (metrics, store, stop) = (metrics.clone(), store.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(listener, metrics, store, stop).await {
+                tracing::error!(error = %e, "/healthz and /metrics stopped");
             }
         });
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    crate::systemd::ready(&status);
+    let mut watchdog = crate::systemd::watchdog_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
+                crate::systemd::reloading();
                 match intake.reload() {
                     Ok(n) => tracing::info!(rules = n, "SIGHUP: rules and templates reloaded"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
                 }
+                crate::systemd::ready(&status);
             }
+            _ = tick(&mut watchdog) => crate::systemd::watchdog(),
         }
     }
+    crate::systemd::stopping();
     let _ = stop_tx.send(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(10), drain)
@@ -130,6 +165,16 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The next watchdog tick; never, without a watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Periodic clean-up that keeps tables on the ingest path small.
@@ -150,12 +195,15 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
 
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
 /// periodic rescan as a safety net) and acknowledges each after its commit.
+/// With `metrics`, each decision and its latency (file time to commit) are
+/// recorded as source `maildir`.
 async fn watch_maildir(
     intake: Arc<Intake>,
     store: Store,
     md: Maildir,
     wake_outbox: Arc<Notify>,
     batch: usize,
+    metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
@@ -193,9 +241,16 @@ async fn watch_maildir(
         if !files.is_empty() {
             let mut items = Vec::with_capacity(files.len());
             let mut paths = Vec::with_capacity(files.len());
+            let mut arrived = Vec::with_capacity(files.len());
             for f in files {
                 match crate::sources::read_file(&f) {
                     Ok(raw) => {
+                        // The delivery wrote the file, then renamed it into new/.
+                        arrived.push(
+                            std::fs::metadata(&f)
+                                .and_then(|m| m.modified())
+                                .unwrap_or_else(|_| SystemTime::now()),
+                        );
                         items.push(Incoming {
                             raw,
                             source: format!(
@@ -215,7 +270,11 @@ async fn watch_maildir(
                 .ingest_batch(&store, &items, jiff::Timestamp::now())
                 .await;
             let mut stored = 0;
-            for (p, r) in paths.iter().zip(results) {
+            for ((p, r), at) in paths.iter().zip(results).zip(&arrived) {
+                if let (Some(m), Ok(o)) = (&metrics, &r) {
+                    m.message_decided("maildir", o.action.as_str());
+                    m.ingest_latency("maildir", at.elapsed().unwrap_or_default());
+                }
                 if r.is_ok() {
                     stored += 1;
                     if let Err(e) = md.acknowledge(p) {

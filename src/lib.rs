@@ -15,15 +15,21 @@
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
 //! - [`sources`]: stdin and Maildir intake.
 //! - [`service`]: what the commands do, wiring the layers together.
+//! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
+//! - [`http`]: `/healthz` and `/metrics` of `ticketd run`.
+//! - [`systemd`]: readiness, watchdog and stop notices for `Type=notify`.
 //! - [`daemon`]: `ticketd run`: Maildir watcher and outbox worker until a signal.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod outbound;
 pub mod service;
 pub mod sources;
 pub mod store;
+pub mod systemd;

@@ -26,6 +26,10 @@ impl Desk {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(self.data()).args(args);
         c.env_remove("TICKETD_CONFIG");
+        // Only the tests of the systemd notices talk to a notify socket.
+        for v in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            c.env_remove(v);
+        }
         c
     }
     fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -551,6 +555,16 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// A config for `ticketd run`: `extra`, and the HTTP endpoint on a port the
+/// kernel picks (the default 127.0.0.1:9187 would collide between the
+/// daemons of tests running in parallel).
+fn daemon_config(dir: &Path, extra: &str) -> String {
+    write_config(dir, &format!("{extra}\n[http]\nlisten = \"127.0.0.1:0\"\n"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn bad_rule_file_is_rejected_with_file_line_and_reason() {
     let d = Desk::new();
@@ -638,8 +652,9 @@ fn english_desk_with_prefix_and_own_tag() {
 fn run_takes_maildir_mail_and_delivers_to_files_then_stops_on_sigterm() {
     let d = Desk::new();
     let maildir = d.data().join("Maildir");
+    let cfg = daemon_config(d.dir.path(), "");
     let mut child = d
-        .cmd(&["run"])
+        .cmd(&["--config", &cfg, "run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -737,8 +752,7 @@ fn sighup_reloads_rules_and_keeps_the_old_set_on_error() {
     let rule =
         |sev: u8| format!("[[rule]]\nname = \"zebra\"\nseverity = {sev}\nsubject = [\"zebra\"]\n");
     std::fs::write(rules.join("local.toml"), rule(2)).unwrap();
-    let cfg = write_config(d.dir.path(), "[rules]\ndir = \"rules\"\n");
-    let c = cfg.to_str().unwrap().to_string();
+    let c = daemon_config(d.dir.path(), "[rules]\ndir = \"rules\"\n");
     let stderr_path = d.dir.path().join("stderr.log");
     let mut child = d
         .cmd(&["--config", &c, "run"])
@@ -798,8 +812,9 @@ fn sighup_reloads_rules_and_keeps_the_old_set_on_error() {
 #[test]
 fn ingest_hands_over_to_a_running_daemon_and_falls_back_without_one() {
     let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
     let mut child = d
-        .cmd(&["run"])
+        .cmd(&["--config", &cfg, "run"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -861,4 +876,309 @@ fn ingest_hands_over_to_a_running_daemon_and_falls_back_without_one() {
     std::fs::write(&sock, "").unwrap();
     let r = d.ingest(&mail("c@kunde.de", "Ohne Daemon", "s3@kunde.de", "", "x"));
     assert_eq!(r["action"], "created");
+}
+
+/// A plain HTTP/1.1 GET against the daemon's endpoint: status, headers, body.
+fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Sample lines (no comments) of a Prometheus exposition.
+fn has_sample(metrics: &str, line: &str) -> bool {
+    metrics.lines().any(|l| l == line)
+}
+
+/// Starts `run` with JSON logs into a file and waits for the address of
+/// its HTTP endpoint (port 0 in the config: the log says which it got).
+fn start_with_http(d: &Desk, cfg: &str) -> (Daemon, String, PathBuf) {
+    let log = d.dir.path().join("run.log");
+    let child = Daemon(
+        d.cmd(&["--config", cfg, "run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_for(20, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "serving /healthz and /metrics")
+            .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+    })
+    .unwrap_or_else(|| panic!("no endpoint: {}", std::fs::read_to_string(&log).unwrap()));
+    (child, addr, log)
+}
+
+/// A `ticketd run` that is killed when a failing test unwinds past it.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// SIGTERM, and a clean exit within 10 s.
+fn stop(child: &mut Daemon) {
+    child.signal("-TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn run_serves_metrics_and_health_on_loopback() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "[log]\nformat = \"json\"\n");
+    let (mut child, addr, _log) = start_with_http(&d, &cfg);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    // No IMAP mailbox configured: healthy.
+    let (status, _, body) = http_get(&addr, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, head, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(has_sample(
+        &body,
+        "ticketd_messages_total{action=\"created\",source=\"maildir\"} 0"
+    ));
+    assert!(has_sample(
+        &body,
+        "ticketd_outbox_mails{status=\"queued\"} 0"
+    ));
+
+    // One mail the Maildir way, one through the MTA pipe (handed over).
+    let maildir = d.data().join("Maildir");
+    let tmp = maildir.join("tmp").join("1700000001.M1.host");
+    std::fs::write(
+        &tmp,
+        mail("anna@kunde.de", "Drucker", "m1@kunde.de", "", "x"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, maildir.join("new").join("1700000001.M1.host")).unwrap();
+    let r = d.ingest(&mail("bob@kunde.de", "VPN", "m2@kunde.de", "", "y"));
+    assert_eq!(r["action"], "created");
+
+    // Both confirmations delivered by the file transport and marked sent.
+    let body = wait_for(20, || {
+        let (_, _, body) = http_get(&addr, "/metrics");
+        has_sample(&body, "ticketd_outbox_mails{status=\"sent\"} 2").then_some(body)
+    })
+    .expect("two confirmations sent");
+    for line in [
+        "ticketd_messages_total{action=\"created\",source=\"maildir\"} 1",
+        "ticketd_messages_total{action=\"created\",source=\"pipe\"} 1",
+        "ticketd_messages_total{action=\"duplicate\",source=\"pipe\"} 0",
+        "ticketd_ingest_latency_seconds_count{source=\"maildir\"} 1",
+        "ticketd_ingest_latency_seconds_count{source=\"pipe\"} 1",
+        "ticketd_ingest_latency_seconds_bucket{source=\"pipe\",le=\"+Inf\"} 1",
+        "ticketd_outbox_mails{status=\"queued\"} 0",
+        "ticketd_outbox_mails{status=\"sending\"} 0",
+        "ticketd_outbox_mails{status=\"failed\"} 0",
+        "ticketd_outbox_failed_total 0",
+    ] {
+        assert!(has_sample(&body, line), "{line} in\n{body}");
+    }
+    // A hand-over takes milliseconds, not seconds.
+    assert!(has_sample(
+        &body,
+        "ticketd_ingest_latency_seconds_bucket{source=\"pipe\",le=\"1\"} 1"
+    ));
+    // The same mail again through the pipe is a counted duplicate.
+    let r = d.ingest(&mail("bob@kunde.de", "VPN", "m2@kunde.de", "", "y"));
+    assert_eq!(r["action"], "duplicate");
+    let (_, _, body) = http_get(&addr, "/metrics");
+    assert!(has_sample(
+        &body,
+        "ticketd_messages_total{action=\"duplicate\",source=\"pipe\"} 1"
+    ));
+
+    assert_eq!(http_get(&addr, "/nothing").0, 404);
+    let (status, _, body) = http_get(&addr, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    stop(&mut child);
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "endpoint closed on stop"
+    );
+}
+
+#[test]
+fn run_refuses_to_start_when_the_http_port_is_taken() {
+    let d = Desk::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cfg = write_config(d.dir.path(), &format!("[http]\nlisten = \"{addr}\"\n"));
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "run"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "ticketd: cannot listen on {addr} for /healthz and /metrics"
+        )),
+        "{err}"
+    );
+    // It stopped before any source started.
+    assert!(!d.data().join("ingest.sock").exists());
+    assert!(!d.data().join("Maildir").exists());
+    // `listen = ""` disables the endpoint: then it starts.
+    let cfg = write_config(d.dir.path(), "[http]\nlisten = \"\"\n");
+    let mut child = Daemon(
+        d.cmd(&["--config", cfg.to_str().unwrap(), "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sock = d.data().join("ingest.sock");
+    wait_for(20, || sock.exists().then_some(())).expect("started");
+    stop(&mut child);
+}
+
+/// Reads notices from a notify socket until `want` arrives; returns all
+/// lines seen so far.
+fn notices_until(sock: &std::os::unix::net::UnixDatagram, seen: &mut Vec<String>, want: &str) {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while !seen.iter().any(|l| l == want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {want} in {seen:?}"
+        );
+        match sock.recv(&mut buf) {
+            Ok(n) => seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// Every notice that arrives within `window`.
+fn notices_for(sock: &std::os::unix::net::UnixDatagram, window: Duration) -> Vec<String> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < window {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    seen
+}
+
+#[test]
+fn run_tells_systemd_ready_watchdog_and_stopping() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
+    let path = d.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "400000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    notices_until(&sock, &mut seen, "READY=1");
+    // Ready means taking mail: the hand-over socket and the Maildir exist.
+    assert!(d.data().join("ingest.sock").exists());
+    assert!(d.data().join("Maildir").join("new").is_dir());
+    assert!(
+        seen.iter().any(|l| l.starts_with("STATUS=taking mail")),
+        "{seen:?}"
+    );
+    // WATCHDOG=1 every 200 ms (half of WATCHDOG_USEC): 6 in 1.2 s, give
+    // or take a tick on a busy machine.
+    let seen = notices_for(&sock, Duration::from_millis(1200));
+    let dogs = seen.iter().filter(|l| *l == "WATCHDOG=1").count();
+    assert!((4..=8).contains(&dogs), "{dogs} watchdog notices in 1.2 s");
+    let mut seen = Vec::new();
+    child.signal("-TERM");
+    notices_until(&sock, &mut seen, "STOPPING=1");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn run_without_watchdog_sends_none_and_reload_is_announced() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
+    let path = d.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .env("NOTIFY_SOCKET", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    notices_until(&sock, &mut seen, "READY=1");
+    seen.clear();
+    child.signal("-HUP");
+    notices_until(&sock, &mut seen, "RELOADING=1");
+    notices_until(&sock, &mut seen, "READY=1");
+    assert!(
+        seen.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
+    seen.extend(notices_for(&sock, Duration::from_millis(800)));
+    assert!(!seen.iter().any(|l| l == "WATCHDOG=1"), "{seen:?}");
+    stop(&mut child);
 }

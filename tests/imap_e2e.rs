@@ -52,6 +52,7 @@ impl Desk {
         };
         let text = format!(
             "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
              {outbound}\n\
              [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {imap_port}\ntls = \"{imap_tls}\"\n\
              ca_file = \"{}\"\nuser = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\n{extra}\n",
@@ -151,6 +152,42 @@ impl Desk {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `GET path` on the daemon's HTTP endpoint (its port from the log):
+    /// the status code and the body.
+    fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let log = self.log();
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("serving /healthz and /metrics"))
+            .expect("the daemon logged its HTTP address");
+        let at = line.rfind("127.0.0.1:").expect("an address in the line") + "127.0.0.1:".len();
+        let port: u16 = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("a port");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("reply");
+        let code = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 }
 
@@ -269,6 +306,19 @@ async fn mail_by_smtp_becomes_a_ticket_the_confirmation_arrives_and_the_reply_th
     // Only the new ticket was confirmed.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stack.count(ALICE, "INBOX").await, 1);
+
+    // What operations sees.
+    let (code, metrics) = desk.get("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "ticketd_messages_total{action=\"created\",source=\"imap\"} 1",
+        "ticketd_messages_total{action=\"appended\",source=\"imap\"} 1",
+        "ticketd_mailbox_up{mailbox=\"support\"} 1",
+        "ticketd_ingest_latency_seconds_count{source=\"imap\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert_eq!(desk.get("/healthz").0, 200);
     assert_eq!(desk.stop(), Some(0), "SIGTERM ends the daemon with 0");
 }
 
@@ -323,7 +373,14 @@ async fn a_wrong_certificate_authority_is_refused_and_nothing_is_taken() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
     let stack = MailStack::start();
-    let mut desk = Desk::new(&stack, Tls::Plain, true, "");
+    // IDLE re-issued every 10 s; health fails after 20 s without a sync.
+    let mut desk = Desk::new(&stack, Tls::Plain, true, "idle_seconds = 10\n");
+    let text = std::fs::read_to_string(&desk.config).expect("config");
+    let text = text.replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_sync_age_seconds = 20",
+    );
+    std::fs::write(&desk.config, text).expect("config");
     desk.start();
     stack
         .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "First"))
@@ -335,6 +392,7 @@ async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
 
     // Dovecot goes away for 30 s; Postfix queues what arrives meanwhile.
     stack.stop_imap();
+    let down = Instant::now();
     stack
         .send(
             ALICE,
@@ -342,7 +400,18 @@ async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
             ("Second", "Sent while the IMAP server was down."),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    until(
+        Duration::from_secs(40),
+        "/healthz failing while Dovecot is down",
+        || desk.get("/healthz").0 == 503,
+    )
+    .await;
+    let (_, why) = desk.get("/healthz");
+    assert!(why.contains("support"), "names the mailbox: {why}");
+    // Down for 30 s in all.
+    if let Some(rest) = Duration::from_secs(30).checked_sub(down.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
     stack.start_imap();
     until(
         Duration::from_secs(90),
@@ -354,6 +423,10 @@ async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
         desk.log().contains("IMAP session ended"),
         "the outage was noticed"
     );
+    until(Duration::from_secs(10), "/healthz ok again", || {
+        desk.get("/healthz").0 == 200
+    })
+    .await;
 
     // Postfix goes away: the confirmation stays queued and goes out after.
     // First let Postfix finish the two confirmations it has (stopped in the

@@ -73,15 +73,14 @@ pub trait SyncObserver: Send + Sync {
     fn decided(&self, action: Action, latency: Duration);
 }
 
-/// An observer that only logs.
-#[derive(Debug, Default)]
-pub struct LogObserver;
-
-impl SyncObserver for LogObserver {
+impl SyncObserver for crate::metrics::Metrics {
     fn synced(&self, mailbox: &str) {
-        tracing::debug!(mailbox, "synced");
+        self.mailbox_synced(mailbox);
     }
-    fn decided(&self, _action: Action, _latency: Duration) {}
+    fn decided(&self, action: Action, latency: Duration) {
+        self.message_decided("imap", action.as_str());
+        self.ingest_latency("imap", latency);
+    }
 }
 
 /// One configured mailbox, ready to run.
@@ -155,7 +154,7 @@ impl ImapSource {
         intake: Arc<Intake>,
         store: Store,
         wake_outbox: Arc<Notify>,
-        observer: Arc<dyn SyncObserver>,
+        observer: Arc<impl SyncObserver + 'static>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut backoff = MIN_BACKOFF;

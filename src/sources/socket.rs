@@ -10,12 +10,13 @@
 //! itself; when the daemon dies mid-way it does the same (the dedupe key
 //! makes a second store of a committed message a harmless duplicate).
 
+use crate::metrics::Metrics;
 use crate::service::{Incoming, Intake, Outcome};
 use crate::store::Store;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
@@ -61,25 +62,36 @@ pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
     }
 }
 
-/// Daemon side: accepts hand-overs until shutdown.
-pub async fn serve(
-    path: PathBuf,
-    intake: Arc<Intake>,
-    store: Store,
-    wake_outbox: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+/// Daemon side, first step: binds the socket (inside a runtime), so the
+/// daemon can report ready only once `ingest` can hand over.
+pub fn listen(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     // A socket file left by a crashed daemon is removed; one a live daemon
     // answers on is not ours to take.
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
             format!("{} is served by another ticketd", path.display()),
         ));
     }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
     tracing::info!(socket = %path.display(), "accepting hand-overs from ingest");
+    Ok(listener)
+}
+
+/// Daemon side: accepts hand-overs on the socket [`listen`] bound at `path`
+/// until shutdown, then removes the socket file. With `metrics`, each
+/// message's decision and latency (accept to commit) are recorded as source
+/// `pipe`.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    intake: Arc<Intake>,
+    store: Store,
+    wake_outbox: Arc<Notify>,
+    metrics: Option<Arc<Metrics>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -92,9 +104,11 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let (intake, store, wake) = (intake.clone(), store.clone(), wake_outbox.clone());
+                let arrived = Instant::now();
+                let (intake, store, wake, metrics) =
+                    (intake.clone(), store.clone(), wake_outbox.clone(), metrics.clone());
                 conns.spawn(async move {
-                    if let Err(e) = handle(stream, &intake, &store, &wake).await {
+                    if let Err(e) = handle(stream, &intake, &store, &wake, metrics.as_deref(), arrived).await {
                         tracing::warn!(error = %e, "hand-over connection failed");
                     }
                 });
@@ -107,7 +121,6 @@ pub async fn serve(
     drop(listener);
     let _ = std::fs::remove_file(&path);
     while conns.join_next().await.is_some() {}
-    Ok(())
 }
 
 async fn handle(
@@ -115,6 +128,8 @@ async fn handle(
     intake: &Intake,
     store: &Store,
     wake: &Notify,
+    metrics: Option<&Metrics>,
+    arrived: Instant,
 ) -> std::io::Result<()> {
     let mut raw = Vec::new();
     let limit = super::MAX_MESSAGE_BYTES;
@@ -133,6 +148,10 @@ async fn handle(
         {
             Some(Ok(outcome)) => {
                 wake.notify_one();
+                if let Some(m) = metrics {
+                    m.message_decided("pipe", outcome.action.as_str());
+                    m.ingest_latency("pipe", arrived.elapsed());
+                }
                 outcome_line(&outcome)
             }
             Some(Err(e)) => error_line(&e.to_string()),
