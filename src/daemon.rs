@@ -133,6 +133,19 @@ pub async fn run(
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // READY=1 after the first connects: each IMAP mailbox has synced once,
+    // or 10 s passed (a server that is down must not keep the unit from
+    // starting; the mailbox retries and /healthz tells).
+    let first = std::time::Instant::now();
+    while !metrics.sync_ages().iter().all(|(_, age)| age.is_some()) {
+        if first.elapsed() > Duration::from_secs(10) {
+            for (mailbox, _) in metrics.sync_ages().iter().filter(|(_, a)| a.is_none()) {
+                tracing::warn!(mailbox, "not synced yet; ready without it");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     crate::systemd::ready(&status);
     let mut watchdog = crate::systemd::watchdog_interval().map(|every| {
         let mut i = tokio::time::interval(every);

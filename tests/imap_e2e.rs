@@ -577,3 +577,177 @@ async fn a_confirmation_refused_with_5xx_fails_at_once_with_a_note_on_the_ticket
     );
     assert_eq!(desk.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_with_auth_delivers_the_confirmation() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Secure, true, "");
+    // Implicit TLS on the SMTPS port, AUTH as the support account.
+    let text = std::fs::read_to_string(&desk.config).expect("config");
+    let text = text.replace(
+        &format!("port = {}\ntls = \"starttls\"", stack.smtp_port()),
+        &format!(
+            "port = {}\ntls = \"tls\"\nuser = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"",
+            stack.smtps_port()
+        ),
+    );
+    assert!(text.contains("tls = \"tls\""), "{text}");
+    std::fs::write(&desk.config, text).expect("config");
+    desk.start();
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            customer_mail(ALICE, 1, "Mail server slow"),
+        )
+        .await;
+    count_until(&stack, ALICE, "INBOX", 1, Duration::from_secs(30)).await;
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_without_idle_a_bad_message_is_quarantined_and_does_not_block() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(
+        &stack,
+        Tls::Plain,
+        false,
+        "idle = false\npoll_seconds = 1\n",
+    );
+    desk.start();
+    // No header at all: cannot be parsed. The good mail behind it must
+    // still become a ticket.
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            b"\x00\x01 this is not a mail \xff\r\n".to_vec(),
+        )
+        .await;
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 2, "Scanner broken"))
+        .await;
+    until(Duration::from_secs(30), "the good mail's ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    count_until(&stack, SUPPORT, "Quarantine", 1, Duration::from_secs(10)).await;
+    count_until(&stack, SUPPORT, "Processed", 1, Duration::from_secs(10)).await;
+    count_until(&stack, SUPPORT, "INBOX", 0, Duration::from_secs(10)).await;
+    let q = desk.json(&["quarantine", "list", "--json"]);
+    assert_eq!(q.as_array().map(Vec::len), Some(1), "{q}");
+    assert!(desk.log().contains("idle=false"), "polled, not IDLE");
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_uidvalidity_rereads_the_folder_and_seen_flags_hide_nothing() {
+    let stack = MailStack::start();
+    // A folder other than INBOX can be deleted and made again: new UIDs.
+    stack.create_folder(SUPPORT, "Support").await;
+    let mut desk = Desk::new(
+        &stack,
+        Tls::Plain,
+        false,
+        "folder = \"Support\"\nprocessed_folder = \"\"\n",
+    );
+    desk.start();
+    stack
+        .append(SUPPORT, "Support", customer_mail(ALICE, 1, "Laptop"))
+        .await;
+    until(Duration::from_secs(30), "the first ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    assert_eq!(desk.stop(), Some(0));
+
+    // Another client flags everything \Seen, the folder is renumbered, the
+    // old mail comes back with a new one, both already \Seen.
+    {
+        let mut s = stack.imap(SUPPORT).await;
+        s.delete("Support").await.expect("DELETE");
+        s.create("Support").await.expect("CREATE");
+        let _ = s.logout().await;
+    }
+    stack
+        .append_many(
+            SUPPORT,
+            "Support",
+            [
+                customer_mail(ALICE, 1, "Laptop"),
+                customer_mail(ALICE, 2, "Docking station"),
+            ],
+        )
+        .await;
+    {
+        use futures_util::TryStreamExt;
+        let mut s = stack.imap(SUPPORT).await;
+        s.select("Support").await.expect("SELECT");
+        let _: Vec<_> = s
+            .store("1:*", "+FLAGS (\\Seen)")
+            .await
+            .expect("STORE")
+            .try_collect()
+            .await
+            .expect("STORE");
+        let _ = s.logout().await;
+    }
+    desk.start();
+    until(Duration::from_secs(30), "the second ticket", || {
+        desk.tickets().len() == 2
+    })
+    .await;
+    assert!(desk.log().contains("UIDVALIDITY changed"), "{}", desk.log());
+    // The old mail was recognised, not opened again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(desk.tickets().len(), 2);
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_give_up_after_retry_hours_with_a_note() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, true, "");
+    // Give up after ~2 s of temporary failures.
+    let text = std::fs::read_to_string(&desk.config).expect("config");
+    let text = text.replace(
+        "retry_base_seconds = 0.5",
+        "retry_base_seconds = 0.5\nretry_hours = 0.0006",
+    );
+    std::fs::write(&desk.config, text).expect("config");
+    stack.stop_smtp();
+    desk.start();
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "Firewall"))
+        .await;
+    until(Duration::from_secs(30), "the confirmation given up", || {
+        desk.outbox().iter().any(|m| m["status"] == "failed")
+    })
+    .await;
+    let o = desk.outbox();
+    assert!(o[0]["attempts"].as_i64() > Some(1), "retried first: {o:?}");
+    assert!(
+        o[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gave up")),
+        "{o:?}"
+    );
+    let number = desk.tickets()[0]["number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let t = desk.json(&["tickets", "show", &number, "--json"]);
+    assert!(
+        t["articles"]
+            .as_array()
+            .expect("articles")
+            .iter()
+            .any(|a| a["direction"] == "note"
+                && a["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("could not be delivered"))),
+        "{t}"
+    );
+    stack.start_smtp();
+    assert_eq!(desk.stop(), Some(0));
+}
