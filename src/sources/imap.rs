@@ -296,7 +296,12 @@ impl Ctx<'_> {
         let validity = selected.uid_validity.unwrap_or(0);
         tracing::info!(mailbox = %self.src.label, folder = %m.folder, uidvalidity = validity, messages = selected.exists, idle = caps.idle && m.idle, "IMAP connected");
         loop {
-            self.sync(&mut session, validity, caps).await?;
+            let stored = self.sync(&mut session, validity, caps).await?;
+            if !*synced || stored > 0 {
+                tracing::info!(mailbox = %self.src.label, stored, "mailbox in sync");
+            } else {
+                tracing::debug!(mailbox = %self.src.label, "mailbox in sync");
+            }
             *synced = true;
             self.observer.synced(&self.src.label);
             while session.unsolicited_responses.try_recv().is_ok() {}
@@ -394,14 +399,19 @@ impl Ctx<'_> {
         session: &mut Session,
         validity: u32,
         caps: Caps,
-    ) -> Result<(), ImapError> {
+    ) -> Result<usize, ImapError> {
         let m = &self.src.cfg;
         let label = &self.src.label;
+        let mut total = 0;
         let moving = !m.processed_folder.is_empty() && (caps.mv || caps.uidplus);
         let mut last = match self.store.imap_cursor(label, &m.folder).await? {
             Some((v, u)) if v == validity => u,
             Some((v, _)) => {
                 tracing::warn!(mailbox = %label, old = v, new = validity, "UIDVALIDITY changed: reading the folder again");
+                let now = crate::store::ts(jiff::Timestamp::now());
+                self.store
+                    .set_imap_cursor(label, &m.folder, validity, 0, &now)
+                    .await?;
                 0
             }
             None => 0,
@@ -432,7 +442,7 @@ impl Ctx<'_> {
                     .await?;
             }
             if fresh.is_empty() {
-                return Ok(());
+                return Ok(total);
             }
             fresh.sort_unstable();
             fresh.truncate(m.batch_size);
@@ -518,6 +528,7 @@ impl Ctx<'_> {
                 last = next;
             }
             if !stored.is_empty() {
+                total += stored.len();
                 self.wake.notify_one();
             }
             let quarantine_to = if m.quarantine_folder.is_empty() {
@@ -549,14 +560,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         let set = uid_set(uids);
-        timed("UID STORE", async {
-            session
-                .uid_store(&set, "+FLAGS.SILENT (\\Seen)")
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })
-        .await?;
+        add_flags(session, &set, "\\Seen").await?;
         if to.is_empty() {
             return Ok(());
         }
@@ -564,14 +568,7 @@ impl Ctx<'_> {
             timed("UID MOVE", session.uid_mv(&set, to)).await?;
         } else if caps.uidplus {
             timed("UID COPY", session.uid_copy(&set, to)).await?;
-            timed("UID STORE", async {
-                session
-                    .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-                    .await?
-                    .try_collect::<Vec<_>>()
-                    .await
-            })
-            .await?;
+            add_flags(session, &set, "\\Deleted").await?;
             timed("UID EXPUNGE", async {
                 session
                     .uid_expunge(&set)
@@ -583,6 +580,19 @@ impl Ctx<'_> {
         }
         Ok(())
     }
+}
+
+/// `UID STORE set +FLAGS.SILENT (flag)`, its answers drained.
+async fn add_flags(session: &mut Session, set: &str, flag: &str) -> Result<(), ImapError> {
+    timed("UID STORE", async {
+        session
+            .uid_store(set, format!("+FLAGS.SILENT ({flag})"))
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    Ok(())
 }
 
 /// Reads the server greeting, which `Client::new` does not.
