@@ -377,7 +377,15 @@ impl Intake {
             Ok(p) => (p.sha256.clone(), p.message_id.clone()),
             Err(_) => (sha256_hex(&item.raw), None),
         };
-        let span = tracing::info_span!("message", message_id = mid.as_ref().map(|m| m.as_str()).unwrap_or(""), sha256 = %&sha[..12]);
+        // The ticket number is recorded into the span once it is known, so
+        // every later line of this message carries it.
+        let span = tracing::info_span!(
+            "message",
+            message_id = mid.as_ref().map(|m| m.as_str()).unwrap_or(""),
+            sha256 = %&sha[..12],
+            source = %item.source,
+            ticket = tracing::field::Empty,
+        );
         self.store_one_in(conn, item, parsed, now, now_s, sha, mid, cfg)
             .instrument(span)
             .await
@@ -518,6 +526,9 @@ impl Intake {
             &now_s,
         )
         .await?;
+        if let Some(n) = &applied.ticket {
+            tracing::Span::current().record("ticket", n.as_str());
+        }
         tracing::info!(
             action = decision.action.as_str(),
             ticket = applied.ticket.as_ref().map(|t| t.as_str()),
