@@ -1,4 +1,5 @@
-//! `ticketd run`: watches the Maildirs, runs the outbox worker, reloads
+//! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Maildirs
+//! and the hand-over socket, runs the outbox worker, reloads
 //! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
 //! ([`crate::http`]) and tells systemd when it is ready, alive and stopping
