@@ -6,7 +6,7 @@
 #[path = "support/mailstack.rs"]
 mod mailstack;
 
-use mailstack::{MailStack, ALICE, SUPPORT};
+use mailstack::{MailStack, ALERTS, ALICE, SUPPORT};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -749,5 +749,72 @@ async fn retries_give_up_after_retry_hours_with_a_note() {
         "{t}"
     );
     stack.start_smtp();
+    assert_eq!(desk.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mailboxes_the_monitoring_one_sends_no_confirmations() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "");
+    // A second mailbox, alerts@, whose senders are machines: no
+    // confirmations, severity 2 when no rule matches.
+    let mut text = std::fs::read_to_string(&desk.config).expect("config");
+    text.push_str(&format!(
+        "\n[[imap]]\nname = \"alerts\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+         user = \"{ALERTS}\"\npassword_env = \"{PASSWORD_ENV}\"\n\
+         [imap.defaults]\nconfirm = false\ndefault_severity = 2\n",
+        stack.imap_port()
+    ));
+    std::fs::write(&desk.config, text).expect("config");
+    desk.start();
+    stack
+        .append(
+            SUPPORT,
+            "INBOX",
+            customer_mail(ALICE, 1, "Question about invoices"),
+        )
+        .await;
+    stack
+        .append(
+            ALERTS,
+            "INBOX",
+            customer_mail("monitor@customer.test", 2, "Disk /var almost full"),
+        )
+        .await;
+    until(
+        Duration::from_secs(30),
+        "a ticket from each mailbox",
+        || desk.tickets().len() == 2,
+    )
+    .await;
+    let tickets = desk.tickets();
+    let alert = tickets
+        .iter()
+        .find(|t| t["requester"] == "monitor@customer.test")
+        .expect("the alert's ticket");
+    assert_eq!(alert["severity"], 2, "the mailbox's default severity");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to: Vec<String> = desk
+        .outbox()
+        .iter()
+        .flat_map(|m| m["to"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        to,
+        vec![ALICE.to_string()],
+        "only the customer is confirmed"
+    );
+    count_until(&stack, ALERTS, "INBOX", 0, Duration::from_secs(10)).await;
+    count_until(&stack, ALERTS, "Processed", 1, Duration::from_secs(10)).await;
+    let (_, metrics) = desk.get("/metrics");
+    assert!(
+        metrics.contains("ticketd_mailbox_up{mailbox=\"alerts\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ticketd_mailbox_up{mailbox=\"support\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(desk.stop(), Some(0));
 }
