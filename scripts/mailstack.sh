@@ -29,6 +29,8 @@
 #                           domains is a mailbox (created on first use), its
 #                           login is the full address, password MAIL_PASSWORD
 #   MAIL_PASSWORD [secret]
+#   IMAP_CAPABILITY [Dovecot's own]: the capability list Dovecot advertises
+#                           instead of its own (e.g. one without MOVE, IDLE)
 #   MAILSTACK_OWNER_PID     when set, a watcher takes the stack down once that
 #                           process has exited (a test run that was killed
 #                           leaves no servers behind); MAILSTACK_OWNER_RM=1
@@ -234,8 +236,15 @@ CNF
 }
 
 write_config() {
-  local d u filter=""
+  local d u filter="" imap_capability=""
   for d in $MAIL_DOMAINS; do filter="$filter *@$d"; done
+  # IMAP_CAPABILITY replaces what Dovecot advertises (to test a client
+  # against a server without, say, MOVE or IDLE)
+  if [ -n "${IMAP_CAPABILITY:-}" ]; then
+    imap_capability="protocol imap {
+  imap_capability = $IMAP_CAPABILITY
+}"
+  fi
   mkdir -p "$S/dovecot/run" "$S/dovecot/state" "$S/mail" \
     "$S/postfix/etc" "$S/postfix/queue" "$S/postfix/data" "$S/postfix/log"
   chown mail:mail "$S/mail"
@@ -287,6 +296,7 @@ userdb {
 protocol lmtp {
   postmaster_address = postmaster@example.test
 }
+$imap_capability
 service imap-login {
   inet_listener imap {
     address = 127.0.0.1
@@ -424,6 +434,7 @@ SUBMISSION_PORT=$SUBMISSION_PORT
 SMTPS_PORT=$SMTPS_PORT
 MAIL_DOMAINS="$MAIL_DOMAINS"
 MAIL_PASSWORD=$MAIL_PASSWORD
+IMAP_CAPABILITY="$IMAP_CAPABILITY"
 TLS_CA=$S/tls/ca.pem
 TLS_SERVER_NAME=localhost
 DOVECOT_LOG=$S/dovecot/dovecot.log
@@ -556,6 +567,7 @@ case "$cmd" in
       SMTP_PORT=${SMTP_PORT:-10025} SUBMISSION_PORT=${SUBMISSION_PORT:-10587} SMTPS_PORT=${SMTPS_PORT:-10465}
       MAIL_DOMAINS=${MAIL_DOMAINS:-"example.test customer.test"}
       MAIL_PASSWORD=${MAIL_PASSWORD:-secret}
+      IMAP_CAPABILITY=${IMAP_CAPABILITY:-}
       for v in IMAP_PORT IMAPS_PORT LMTP_PORT SMTP_PORT SUBMISSION_PORT SMTPS_PORT; do
         [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a port number, not '${!v}'"
       done

@@ -818,3 +818,32 @@ async fn two_mailboxes_the_monitoring_one_sends_no_confirmations() {
     );
     assert_eq!(desk.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_move_and_idle_gets_copy_expunge_and_polling() {
+    // Dovecot's own list without MOVE and IDLE (UIDPLUS stays).
+    let stack = MailStack::start_with(&[(
+        "IMAP_CAPABILITY",
+        "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UIDPLUS NAMESPACE CHILDREN UNSELECT MULTIAPPEND",
+    )]);
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "poll_seconds = 1\n");
+    desk.start();
+    stack
+        .append_many(
+            SUPPORT,
+            "INBOX",
+            [
+                customer_mail(ALICE, 1, "Printer"),
+                customer_mail(ALICE, 2, "Scanner"),
+            ],
+        )
+        .await;
+    until(Duration::from_secs(30), "two tickets", || {
+        desk.tickets().len() == 2
+    })
+    .await;
+    count_until(&stack, SUPPORT, "Processed", 2, Duration::from_secs(10)).await;
+    count_until(&stack, SUPPORT, "INBOX", 0, Duration::from_secs(10)).await;
+    assert!(desk.log().contains("idle=false"), "polled: {}", desk.log());
+    assert_eq!(desk.stop(), Some(0));
+}

@@ -149,6 +149,12 @@ impl MailStack {
     /// directory (installing the packages first if they are missing).
     /// Panics with the script's output when that fails.
     pub fn start() -> MailStack {
+        MailStack::start_with(&[])
+    }
+
+    /// [`MailStack::start`] with settings for `mailstack.sh up` (e.g.
+    /// `IMAP_CAPABILITY`).
+    pub fn start_with(env: &[(&str, &str)]) -> MailStack {
         let base = std::env::var_os("MAILSTACK_TMPDIR").unwrap_or_else(|| "/tmp".into());
         let dir = tempfile::Builder::new()
             .prefix("mailstack-")
@@ -175,7 +181,12 @@ impl MailStack {
             {
                 cmd.env(key, port.to_string());
             }
-            cmd.env_remove("MAIL_DOMAINS").env_remove("MAIL_PASSWORD");
+            cmd.env_remove("MAIL_DOMAINS")
+                .env_remove("MAIL_PASSWORD")
+                .env_remove("IMAP_CAPABILITY");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
             // the stack goes down by itself if this test process is killed
             cmd.env("MAILSTACK_OWNER_PID", std::process::id().to_string());
             cmd.env("MAILSTACK_OWNER_RM", "1");
