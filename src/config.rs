@@ -62,6 +62,8 @@ pub struct Config {
     pub maildir: Vec<MaildirConfig>,
     /// IMAP mailboxes watched by `ticketd run` (IDLE, else polling).
     pub imap: Vec<ImapConfig>,
+    /// The customer directory.
+    pub customers: CustomersConfig,
     /// Logging.
     pub log: LogConfig,
     /// The database.
@@ -318,6 +320,14 @@ pub enum SmtpTls {
 pub struct MaildirConfig {
     /// The Maildir (containing `new/`, `cur/`, `tmp/`).
     pub path: PathBuf,
+}
+
+/// Where the customer directory lives.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomersConfig {
+    /// Directory of `*.toml` files; default `<data_dir>/customers`.
+    pub dir: Option<PathBuf>,
 }
 
 /// An IMAP mailbox to take mail from.

@@ -9,19 +9,21 @@
 //! Modules:
 //! - [`domain`]: plain types shared by everything (ticket numbers, severities, …).
 //! - [`config`]: the TOML configuration with its defaults and validation.
+//! - [`customers`]: the customer directory (organisations, contacts, plans).
 //! - [`ingest`]: the pure pipeline; no I/O, `now` is an argument.
 //! - [`keys`]: the MAC key that signs our outgoing Message-IDs.
 //! - [`store`]: the database (SQLite now; the seam for PostgreSQL).
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
-//! - [`sources`]: stdin and Maildir intake.
+//! - [`sources`]: stdin, Maildir, IMAP and hand-over intake.
 //! - [`service`]: what the commands do, wiring the layers together.
 //! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
 //! - [`http`]: `/healthz` and `/metrics` of `ticketd run`.
 //! - [`systemd`]: readiness, watchdog and stop notices for `Type=notify`.
-//! - [`daemon`]: `ticketd run`: Maildir watcher and outbox worker until a signal.
+//! - [`daemon`]: `ticketd run`: the sources and the outbox worker until a signal.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod customers;
 pub mod daemon;
 pub mod domain;
 pub mod http;

@@ -76,6 +76,33 @@ enum Command {
     Migrate,
     /// Validate the configuration, rules and templates.
     CheckConfig,
+    /// The customer directory.
+    Customers {
+        #[command(subcommand)]
+        cmd: CustomersCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CustomersCmd {
+    /// Organisations with plan, domains and contacts.
+    List {
+        /// JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds the organisations of a CSV file (header row: id, name, plan,
+    /// domains, contacts, …) to the directory as NAME.toml.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Name of the TOML file written (default: the CSV file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing NAME.toml.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,7 +263,76 @@ async fn open(
 
 fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {
     let key = MacKey::load_or_create(&data.root).context("Message-ID key")?;
-    Ok(Intake::new(cfg, key))
+    Ok(Intake::new(cfg, key).with_customers(customers_dir(cfg, &data.root))?)
+}
+
+/// `[customers] dir`, else `<data_dir>/customers`.
+fn customers_dir(cfg: &Config, data_dir: &Path) -> PathBuf {
+    cfg.customers
+        .dir
+        .as_ref()
+        .map(|d| cfg.resolve(d))
+        .unwrap_or_else(|| data_dir.join("customers"))
+}
+
+/// `customers import`: writes NAME.toml, then checks the whole directory;
+/// a file that makes it invalid is taken back out.
+fn import_customers(
+    dir: &Path,
+    file: &Path,
+    name: Option<String>,
+    replace: bool,
+) -> anyhow::Result<()> {
+    use ticketd::customers::{from_csv, Directory, DirectoryFile};
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let organisations = from_csv(&text, &file.display().to_string())?;
+    let name = name.unwrap_or_else(|| {
+        file.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "imported".into())
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(anyhow!(
+            "--name {name:?}: use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let target = dir.join(format!("{name}.toml"));
+    let before = std::fs::read(&target).ok();
+    if before.is_some() && !replace {
+        return Err(anyhow!(
+            "{} exists; --replace to overwrite it",
+            target.display()
+        ));
+    }
+    let n = organisations.len();
+    let body = toml::to_string(&DirectoryFile {
+        plans: Vec::new(),
+        organisations,
+    })?;
+    let header = format!(
+        "# Imported by `ticketd customers import` from {}.\n",
+        file.display()
+    );
+    std::fs::write(&target, header + &body)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    if let Err(e) = Directory::load(dir) {
+        match before {
+            Some(old) => std::fs::write(&target, old)?,
+            None => std::fs::remove_file(&target)?,
+        }
+        return Err(anyhow!("not imported: {e}"));
+    }
+    println!(
+        "imported {n} organisations into {} (a running daemon reads them on SIGHUP)",
+        target.display()
+    );
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -373,15 +469,46 @@ async fn dispatch(
             println!("database {} is up to date", data.database().display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Customers { cmd } => {
+            let dir = customers_dir(&cfg, data_dir);
+            match cmd {
+                CustomersCmd::List { json } => {
+                    let d = ticketd::customers::Directory::load(&dir)?;
+                    if json {
+                        print_json(&d.organisations())?;
+                    } else {
+                        println!("{:<16} {:<10} {:<30} NAME", "ID", "PLAN", "DOMAINS");
+                        for o in d.organisations() {
+                            println!(
+                                "{:<16} {:<10} {:<30} {}",
+                                o.id,
+                                o.plan.as_deref().unwrap_or("-"),
+                                o.domains.join(","),
+                                o.name
+                            );
+                        }
+                    }
+                }
+                CustomersCmd::Import {
+                    file,
+                    name,
+                    replace,
+                } => import_customers(&dir, &file, name, replace)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig => {
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
             let rules = intake.rules().map_err(|e| anyhow!("rules: {e}"))?;
             intake.templates().map_err(|e| anyhow!("templates: {e}"))?;
             ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
                 .map_err(|e| anyhow!("outbound: {e}"))?;
+            let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
+                .map_err(|e| anyhow!("customers: {e}"))?;
             println!(
-                "configuration ok: {} rules, desk {} <{}>, language {}, time zone {}",
+                "configuration ok: {} rules, {} customer organisations, desk {} <{}>, language {}, time zone {}",
                 rules.len(),
+                customers.organisations().len(),
                 cfg.desk.name,
                 cfg.desk.from_address(),
                 cfg.desk.language,
@@ -474,6 +601,9 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     );
     println!("Subject:   {}", s.subject);
     println!("Requester: {}", s.requester);
+    if let Some(o) = &s.organisation {
+        println!("Customer:  {o}");
+    }
     println!("Created:   {}   updated {}", s.created_at, s.updated_at);
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");

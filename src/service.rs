@@ -8,6 +8,7 @@
 //! each message still succeeds or fails on its own.
 
 use crate::config::Config;
+use crate::customers::{Directory, DirectoryError};
 use crate::domain::{Action, Mailbox, Severity, TicketNumber};
 use crate::ingest::classify::{RuleError, RuleSet};
 use crate::ingest::decide::{decide, DecideConfig};
@@ -169,6 +170,8 @@ pub struct Intake {
     template_dir: Option<PathBuf>,
     rules: RwLock<Option<Arc<RuleSet>>>,
     templates: RwLock<Option<Arc<Templates>>>,
+    customers_dir: Option<PathBuf>,
+    customers: RwLock<Arc<Directory>>,
 }
 
 impl Intake {
@@ -216,7 +219,26 @@ impl Intake {
             template_dir: cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
             rules: RwLock::new(None),
             templates: RwLock::new(None),
+            customers_dir: None,
+            customers: RwLock::new(Arc::new(Directory::default())),
         }
+    }
+
+    /// Reads the customer directory from `dir` (reloaded with the rules on
+    /// SIGHUP); without it no sender belongs to an organisation.
+    pub fn with_customers(mut self, dir: PathBuf) -> Result<Intake, DirectoryError> {
+        let d = Directory::load(&dir)?;
+        self.customers = RwLock::new(Arc::new(d));
+        self.customers_dir = Some(dir);
+        Ok(self)
+    }
+
+    /// The customer directory as loaded.
+    pub fn customers(&self) -> Arc<Directory> {
+        self.customers
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|_| Arc::new(Directory::default()))
     }
 
     /// The compiled rules, compiling them on first use.
@@ -253,10 +275,23 @@ impl Intake {
         let templates = Arc::new(
             Templates::load(self.template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
         );
+        let customers = match &self.customers_dir {
+            Some(dir) => Some(Arc::new(
+                Directory::load(dir).map_err(|e| format!("customers: {e}"))?,
+            )),
+            None => None,
+        };
         let n = rules.len();
-        if let (Ok(mut r), Ok(mut t)) = (self.rules.write(), self.templates.write()) {
+        if let (Ok(mut r), Ok(mut t), Ok(mut c)) = (
+            self.rules.write(),
+            self.templates.write(),
+            self.customers.write(),
+        ) {
             *r = Some(rules);
             *t = Some(templates);
+            if let Some(d) = customers {
+                *c = d;
+            }
         }
         Ok(n)
     }
@@ -448,6 +483,7 @@ impl Intake {
             }
             Claim::New { row, lookups, next } => (row, *lookups, next),
         };
+        let mut look = look;
         let Some((mail, verdict, _)) = &probe else {
             let reason = match parsed {
                 Err(e) => e.0.as_str(),
@@ -466,6 +502,10 @@ impl Intake {
             });
         };
         let mail = *mail;
+        look.organisation = mail
+            .from
+            .as_ref()
+            .and_then(|f| self.customers().lookup(&f.address).map(|o| o.id.clone()));
         let mut extra_notes = Vec::new();
         let mut classify = |m: &ParsedMail| match self.rules() {
             Ok(r) => {

@@ -1182,3 +1182,104 @@ fn run_without_watchdog_sends_none_and_reload_is_announced() {
     assert!(!seen.iter().any(|l| l == "WATCHDOG=1"), "{seen:?}");
     stop(&mut child);
 }
+
+#[test]
+fn tickets_belong_to_the_organisation_of_their_sender() {
+    let d = Desk::new();
+    let customers = d.data().join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(
+        customers.join("main.toml"),
+        "[[plan]]\nname = \"Premium\"\n\n[[organisation]]\nid = \"stadtwerke\"\nname = \"Stadtwerke Beispiel\"\n\
+         plan = \"Premium\"\ndomains = [\"kunde.de\"]\ncontacts = [\"it@partner.example\"]\n",
+    )
+    .unwrap();
+    let by_domain = d.ingest(&mail(
+        "anna@mail.kunde.de",
+        "VPN down",
+        "o1@kunde.de",
+        "",
+        "x",
+    ));
+    let by_contact = d.ingest(&mail(
+        "it@partner.example",
+        "Printer",
+        "o2@partner.example",
+        "",
+        "x",
+    ));
+    let stranger = d.ingest(&mail("someone@gmail.com", "Hello", "o3@gmail.com", "", "x"));
+    let org = |o: &Value| {
+        d.ticket(o["ticket"].as_str().unwrap())["organisation"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(org(&by_domain).as_deref(), Some("stadtwerke"));
+    assert_eq!(org(&by_contact).as_deref(), Some("stadtwerke"));
+    assert_eq!(org(&stranger), None);
+    let list = d.json(&["tickets", "list", "--json"]);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["organisation"] == "stadtwerke"));
+}
+
+#[test]
+fn customers_import_adds_a_csv_and_refuses_conflicts() {
+    let d = Desk::new();
+    let csv = d.dir.path().join("kunden.csv");
+    std::fs::write(
+        &csv,
+        "id,name,plan,domains,contacts,account_manager\n\
+         korn,\"Bäckerei Korn, Inh. Meier\",Basic,korn.example,,am@provider.example\n\
+         stadtwerke,Stadtwerke Beispiel,Premium,\"kunde.de;sw.example\",anna@kunde.de,\n",
+    )
+    .unwrap();
+    let o = d.run(&["customers", "import", csv.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(d.data().join("customers").join("kunden.toml").exists());
+    let list = d.json(&["customers", "list", "--json"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["korn", "stadtwerke"]);
+    // Mail from an imported domain is the organisation's.
+    let m = d.ingest(&mail("hans@sw.example", "Backup", "i1@sw.example", "", "x"));
+    assert_eq!(
+        d.ticket(m["ticket"].as_str().unwrap())["organisation"],
+        "stadtwerke"
+    );
+
+    // A second file that claims a domain already taken is refused whole.
+    let again = d.dir.path().join("more.csv");
+    std::fs::write(&again, "id,name,domains\nother,Other,korn.example\n").unwrap();
+    let o = d.run(&["customers", "import", again.to_str().unwrap()], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("korn.example") && err.contains("not imported"),
+        "{err}"
+    );
+    assert!(!d.data().join("customers").join("more.toml").exists());
+    // The same file twice needs --replace.
+    let o = d.run(&["customers", "import", csv.to_str().unwrap()], None);
+    assert!(!o.status.success());
+    let o = d.run(
+        &["customers", "import", "--replace", csv.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A broken directory stops check-config with file and line.
+    std::fs::write(
+        d.data().join("customers").join("zz.toml"),
+        "[[organisation]]\nid = \"x\"\n",
+    )
+    .unwrap();
+    let o = d.run(&["check-config"], None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("zz.toml"));
+}

@@ -37,6 +37,8 @@ pub struct Lookups {
     /// Automatic mails sent to the would-be confirmation recipient in the
     /// last hour.
     pub auto_mails_last_hour: u32,
+    /// The sender's organisation in the customer directory (its id).
+    pub organisation: Option<String>,
 }
 
 /// Settings the decision depends on.
@@ -87,6 +89,8 @@ pub struct NewTicket {
     pub linked: Option<TicketNumber>,
     /// Addresses to record as participants (lower case).
     pub participants: Vec<String>,
+    /// The requester's organisation (its directory id), if known.
+    pub organisation: Option<String>,
 }
 
 /// What kind of article the message becomes.
@@ -283,6 +287,7 @@ pub fn decide(
             rule,
             linked,
             participants: people(mail, cfg),
+            organisation: look.organisation.clone(),
         }),
         confirm_to,
         new_participants: Vec::new(),

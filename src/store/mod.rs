@@ -154,6 +154,8 @@ pub struct TicketSummary {
     pub article_count: i64,
     /// The ticket a stranger's tagged mail referred to.
     pub linked_ticket: Option<String>,
+    /// The customer organisation (directory id), if the requester is known.
+    pub organisation: Option<String>,
 }
 
 /// An attachment as listed.
@@ -719,6 +721,7 @@ pub async fn claim(
             by_tag: first_ticket(&rows, "tag", &tag)?,
             bounced_ticket,
             auto_mails_last_hour: u32::try_from(auto).unwrap_or(u32::MAX),
+            organisation: None,
         }),
         next,
     })
@@ -987,11 +990,12 @@ pub async fn apply(
                 s.arg(t.requester.name.as_deref()),
                 s.arg(t.linked.as_ref().map(|n| n.as_str())),
                 s.arg(now),
+                s.arg(t.organisation.as_deref()),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9]
             ));
             s.end();
             let people: Vec<&str> = t.participants.iter().map(String::as_str).collect();
@@ -1219,17 +1223,18 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
         updated_at: r.try_get("updated_at")?,
         article_count: r.try_get("article_count")?,
         linked_ticket: r.try_get("linked_number")?,
+        organisation: r.try_get("organisation")?,
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule,
+const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
 
 impl Store {
     /// All tickets, newest first.
     pub async fn list_tickets(&self) -> Result<Vec<TicketSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule,
+            "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation,
               (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t ORDER BY t.id DESC",
         )
         .fetch_all(&self.pool)
