@@ -138,11 +138,28 @@ impl Alert {
 /// Characters of the summary kept.
 const MAX_SUMMARY_CHARS: usize = 500;
 
+/// Bytes of the body read: every default template fits many times over, and
+/// a large mail must not make every message pay for a scan of all of it.
+const MAX_BODY_BYTES: usize = 32 * 1024;
+
 /// A generic alert parser as written in the configuration (TOML).
 ///
 /// All patterns are regular expressions (the `regex` crate's syntax).
 /// `host`, `service` and `state` are searched in the subject, then in the
 /// body; they must have the named groups `host`, `service` and `state`.
+/// A state that is a recovery (OK, UP) makes the alert a recovery.
+///
+/// ```toml
+/// name = "acme"
+/// from = '^alerts@acme\.example$'
+/// subject = '^ACME '
+/// host = 'host=(?P<host>\S+)'
+/// service = 'check=(?P<service>[^;]+)'
+/// state = 'state=(?P<state>\w+)'
+/// [states]
+/// bad = "critical"
+/// good = "ok"
+/// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GenericAlertConfig {
@@ -199,12 +216,13 @@ fn compile_pattern(
 
 impl GenericAlertRule {
     /// Compiles and validates a configured rule; the error says which rule and
-    /// which field is wrong.
+    /// which field is wrong. `name` (e.g. the key of the rule's TOML table)
+    /// names the rule; when it is empty, `cfg.name` does.
     pub fn compile(name: &str, cfg: &GenericAlertConfig) -> Result<GenericAlertRule, String> {
-        let name = if cfg.name.trim().is_empty() {
-            name.trim()
-        } else {
+        let name = if name.trim().is_empty() {
             cfg.name.trim()
+        } else {
+            name.trim()
         };
         if name.is_empty() {
             return Err("alert rule without a name".into());
@@ -344,7 +362,11 @@ fn may_be_alert(mail: &ParsedMail) -> bool {
 /// Content-Transfer-Encoding header but written in quoted-printable (seen
 /// with Icinga 2's scripts piping into `mail`).
 fn liberal_body(mail: &ParsedMail) -> String {
-    let body = mail.body.replace("\r\n", "\n");
+    let mut end = mail.body.len().min(MAX_BODY_BYTES);
+    while !mail.body.is_char_boundary(end) {
+        end -= 1;
+    }
+    let body = mail.body[..end].replace("\r\n", "\n");
     if mail.header("content-transfer-encoding").is_some() {
         return body;
     }
@@ -948,6 +970,70 @@ mod tests {
         let mut bad = cfg;
         bad.states.insert("meh".into(), "so-so".into());
         assert!(GenericAlertRule::compile("acme", &bad).is_err());
+    }
+
+    #[test]
+    fn built_in_patterns_compile() {
+        let all: [&LazyLock<Option<Regex>>; 17] = [
+            &NAGIOS_BANNER,
+            &NAGIOS_SUBJECT,
+            &ICINGA_SUBJECT,
+            &ICINGA2_BANNER,
+            &ICINGA2_HOST_SUBJECT,
+            &ICINGA2_SERVICE_SUBJECT,
+            &ICINGA2_STATE_LINE,
+            &CHECKMK_SUBJECT,
+            &CHECKMK_TRANSITION,
+            &CHECKMK_PAREN,
+            &CHECKMK_OUTPUT_STATE,
+            &ZABBIX_SUBJECT,
+            &ZABBIX_STARTED,
+            &PRTG_SUBJECT,
+            &TRAILING_PAREN,
+            &MONIT_SUBJECT,
+            &MONIT_LINE,
+        ];
+        for (i, r) in all.iter().enumerate() {
+            assert!(r.is_some(), "pattern {i}");
+        }
+    }
+
+    #[test]
+    fn subject_only_icinga1_and_person_with_fields() {
+        // Icinga 1 banner with the state only in the subject.
+        let m = mail("From: icinga@x\r\nSubject: PROBLEM - h2 - Load is CRITICAL\r\n\r\n***** Icinga *****\r\n\r\nNotification Type: PROBLEM\r\n");
+        let a = parse_alert(&m, &[]).unwrap();
+        assert_eq!(a.source, AlertSource::Icinga);
+        assert_eq!(
+            (a.host.as_str(), a.service.as_deref()),
+            ("h2", Some("Load"))
+        );
+        assert_eq!(
+            (a.state, a.kind),
+            (AlertState::Critical, AlertKind::Problem)
+        );
+        // Fields a person may well write, without any template's frame.
+        let m = mail("From: a@b\r\nSubject: Problem: printer\r\n\r\nProblem name: printer\r\nHost: pc12\r\nSeverity: High\r\n");
+        assert!(parse_alert(&m, &[]).is_none());
+        let m = mail(
+            "From: a@b\r\nSubject: Check_MK: questions\r\n\r\nWe want to know: is it fine?\r\n",
+        );
+        assert!(parse_alert(&m, &[]).is_none());
+        // A bounce quoting an alert.
+        let mut m = mail("From: MAILER-DAEMON@x\r\nSubject: ** PROBLEM Service Alert: h1/Disk is CRITICAL **\r\n\r\n***** Nagios *****\r\nNotification Type: PROBLEM\r\nService: Disk\r\nHost: h1\r\nState: CRITICAL\r\n");
+        assert!(parse_alert(&m, &[]).is_some());
+        m.bounced = Some(Default::default());
+        assert!(parse_alert(&m, &[]).is_none());
+    }
+
+    #[test]
+    fn long_bodies_are_cut_at_a_char_boundary() {
+        let m = ParsedMail {
+            subject: "monit alert -- x".into(),
+            body: "ä".repeat(MAX_BODY_BYTES),
+            ..Default::default()
+        };
+        assert!(parse_alert(&m, &[]).is_none());
     }
 
     #[test]
