@@ -336,6 +336,15 @@ fn expectations() -> Vec<Row> {
             "prtg",
         ),
         (
+            "prtg/06-html-sensor-down.eml",
+            Prtg,
+            "web02.example.com",
+            Some("Ping"),
+            Critical,
+            Problem,
+            "prtg-html",
+        ),
+        (
             "monit/01-service-problem.eml",
             Monit,
             h,

@@ -446,6 +446,18 @@ fn split_field(line: &str) -> Option<(String, &str)> {
     Some((key, v.trim()))
 }
 
+/// A two-column table row of an HTML mail as the HTML-to-text conversion
+/// draws it (`Sensor│Ping`): PRTG's default mail is such a table.
+fn table_cell_field(line: &str) -> Option<(String, &str)> {
+    let mut cells = line.trim_matches('│').split('│').map(str::trim);
+    let (k, v) = (cells.next()?, cells.next()?);
+    if cells.next().is_some() || k.is_empty() {
+        return None;
+    }
+    let (key, _) = split_field(&format!("{k}:"))?;
+    Some((key, v))
+}
+
 impl Fields {
     fn new(body: &str) -> Fields {
         let lines: Vec<&str> = body.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -455,7 +467,7 @@ impl Fields {
             if t.starts_with('>') {
                 continue;
             }
-            let Some((key, value)) = split_field(t) else {
+            let Some((key, value)) = split_field(t).or_else(|| table_cell_field(t)) else {
                 continue;
             };
             let mut value = value.to_string();
