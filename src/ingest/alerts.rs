@@ -147,7 +147,8 @@ const MAX_BODY_BYTES: usize = 32 * 1024;
 /// All patterns are regular expressions (the `regex` crate's syntax).
 /// `host`, `service` and `state` are searched in the subject, then in the
 /// body; they must have the named groups `host`, `service` and `state`.
-/// A state that is a recovery (OK, UP) makes the alert a recovery.
+/// A state that is a recovery (OK, UP) makes the alert a recovery. At least
+/// one of `from` and `subject` is required.
 ///
 /// ```toml
 /// name = "acme"
@@ -226,6 +227,13 @@ impl GenericAlertRule {
         };
         if name.is_empty() {
             return Err("alert rule without a name".into());
+        }
+        // Without a sender or subject to anchor it, a rule would read any
+        // person's "host=… state=…" as an alert.
+        if cfg.from.is_none() && cfg.subject.is_none() {
+            return Err(format!(
+                "alert rule {name:?}: needs `from` or `subject`, so that people's mail is never read as an alert"
+            ));
         }
         let from = cfg
             .from
@@ -979,6 +987,11 @@ mod tests {
         let mut bad = cfg.clone();
         bad.state = "(".into();
         assert!(GenericAlertRule::compile("acme", &bad).is_err());
+        let mut bad = cfg.clone();
+        (bad.from, bad.subject) = (None, None);
+        assert!(GenericAlertRule::compile("acme", &bad)
+            .unwrap_err()
+            .contains("`from` or `subject`"));
         let mut bad = cfg;
         bad.states.insert("meh".into(), "so-so".into());
         assert!(GenericAlertRule::compile("acme", &bad).is_err());
