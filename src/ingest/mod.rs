@@ -4,6 +4,7 @@
 //! message needs ([`decide::Lookups`]) and passes it in, so every stage is
 //! unit-tested and benchmarked without a database or a server.
 
+pub mod alerts;
 pub mod classify;
 pub mod decide;
 pub mod guard;
