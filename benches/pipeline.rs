@@ -63,6 +63,7 @@ impl Desk {
                 default_severity: Severity::try_from(c.tickets.default_severity)
                     .unwrap_or(Severity::Malfunction),
                 tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
+                unknown_senders: c.intake.unknown_senders,
             },
             tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
             signer: IdSigner::new(MacKey(vec![0x5a; 32]), &c.desk.id_domain()),

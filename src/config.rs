@@ -162,6 +162,10 @@ pub struct IntakeConfig {
     pub freemail_domains: Vec<String>,
     /// Messages per transaction when one process ingests many files.
     pub batch_size: usize,
+    /// Mail from a sender of no known organisation: `accept` (default),
+    /// `unverified` (a ticket marked so) or `reject` (no ticket; a
+    /// registration notice). Per IMAP mailbox in `[imap.defaults]`.
+    pub unknown_senders: crate::domain::UnknownSenders,
 }
 
 impl Default for IntakeConfig {
@@ -195,6 +199,7 @@ impl Default for IntakeConfig {
             .map(|s| s.to_string())
             .collect(),
             batch_size: 256,
+            unknown_senders: crate::domain::UnknownSenders::Accept,
         }
     }
 }
@@ -450,6 +455,8 @@ pub struct SourceDefaultsConfig {
     pub confirm: Option<bool>,
     /// Severity when no rule matches (default: `tickets.default_severity`).
     pub default_severity: Option<u8>,
+    /// Mail from unknown senders (default: `intake.unknown_senders`).
+    pub unknown_senders: Option<crate::domain::UnknownSenders>,
 }
 
 /// Reads a password from the environment variable or the file named, for

@@ -4,6 +4,20 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// What happens to mail from a sender no customer organisation knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSenders {
+    /// A ticket like any other.
+    #[default]
+    Accept,
+    /// A ticket, marked `unverified` for staff.
+    Unverified,
+    /// No ticket (the message is stored): a polite mail says how to
+    /// register.
+    Reject,
+}
+
 /// A ticket's public number (prefix + digits), as staff read it on the phone
 /// and as it appears in the subject tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

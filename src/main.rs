@@ -604,6 +604,9 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     if let Some(o) = &s.organisation {
         println!("Customer:  {o}");
     }
+    if !s.flags.is_empty() {
+        println!("Flags:     {}", s.flags.join(", "));
+    }
     println!("Created:   {}   updated {}", s.created_at, s.updated_at);
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::customers::{Directory, DirectoryError};
 use crate::domain::{Action, Mailbox, Severity, TicketNumber};
 use crate::ingest::classify::{RuleError, RuleSet};
-use crate::ingest::decide::{decide, DecideConfig};
+use crate::ingest::decide::{decide, DecideConfig, Notice, NoticeKind, OrgFacts};
 use crate::ingest::guard;
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
@@ -92,6 +92,8 @@ pub struct SourceDefaults {
     pub confirm: Option<bool>,
     /// Severity when no rule matches.
     pub default_severity: Option<Severity>,
+    /// Mail from unknown senders.
+    pub unknown_senders: Option<crate::domain::UnknownSenders>,
 }
 
 impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
@@ -101,6 +103,7 @@ impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
             default_severity: c
                 .default_severity
                 .and_then(|s| Severity::try_from(i64::from(s)).ok()),
+            unknown_senders: c.unknown_senders,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Intake {
                 default_severity: Severity::try_from(cfg.tickets.default_severity)
                     .unwrap_or(Severity::Malfunction),
                 tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
+                unknown_senders: cfg.intake.unknown_senders,
             },
             tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
             signer: IdSigner::new(key, &cfg.desk.id_domain()),
@@ -334,6 +338,9 @@ impl Intake {
                 default_severity: defaults
                     .default_severity
                     .unwrap_or(self.decide_cfg.default_severity),
+                unknown_senders: defaults
+                    .unknown_senders
+                    .unwrap_or(self.decide_cfg.unknown_senders),
                 ..self.decide_cfg.clone()
             };
             &cfg_for_source
@@ -444,6 +451,12 @@ impl Intake {
             (mail, verdict, keys)
         });
         let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
+        let quarter_start = quarter_start(now, &self.tz);
+        let directory = self.customers();
+        let org = probe
+            .as_ref()
+            .and_then(|(mail, _, _)| mail.from.as_ref())
+            .and_then(|f| directory.lookup(&f.address));
         let claim = store::claim(
             conn,
             &NewMessage {
@@ -463,12 +476,14 @@ impl Intake {
                         mail.reply_address().map(|m| m.address.as_str())
                     },
                     hour_ago: &hour_ago,
+                    organisation: org.map(|o| o.id.as_str()),
+                    quarter_start: &quarter_start,
                 })
                 .as_ref(),
             &now_s,
         )
         .await?;
-        let (row, look, next) = match claim {
+        let (row, look, next, org_cases) = match claim {
             Claim::Duplicate { ticket, severity } => {
                 tracing::info!(ticket = ticket.as_ref().map(|t| t.as_str()), "duplicate");
                 return Ok(Outcome {
@@ -481,9 +496,24 @@ impl Intake {
                     reason: "this message was stored before".into(),
                 });
             }
-            Claim::New { row, lookups, next } => (row, *lookups, next),
+            Claim::New {
+                row,
+                lookups,
+                next,
+                org_cases,
+            } => (row, *lookups, next, org_cases),
         };
         let mut look = look;
+        look.organisation = org.map(|o| OrgFacts {
+            id: o.id.clone(),
+            account_manager: o.account_manager.clone(),
+            cases_per_quarter: o
+                .plan
+                .as_deref()
+                .and_then(|p| directory.plan(p))
+                .and_then(|p| p.cases_per_quarter),
+            cases_this_quarter: org_cases,
+        });
         let Some((mail, verdict, _)) = &probe else {
             let reason = match parsed {
                 Err(e) => e.0.as_str(),
@@ -502,10 +532,6 @@ impl Intake {
             });
         };
         let mail = *mail;
-        look.organisation = mail
-            .from
-            .as_ref()
-            .and_then(|f| self.customers().lookup(&f.address).map(|o| o.id.clone()));
         let mut extra_notes = Vec::new();
         let mut classify = |m: &ParsedMail| match self.rules() {
             Ok(r) => {
@@ -527,28 +553,54 @@ impl Intake {
             .strftime("%d.%m.%Y %H:%M:%S %Z")
             .to_string();
         let clean_subject = self.tag.strip(&mail.subject);
-        let mut build = |n: &TicketNumber, to: &Mailbox, sev: Severity| {
+        let customer = mail
+            .from
+            .as_ref()
+            .map(|f| f.address.clone())
+            .unwrap_or_default();
+        let mut build = |notice: Option<&Notice>,
+                         n: Option<&TicketNumber>,
+                         to: &Mailbox,
+                         sev: Option<Severity>| {
             let templates = self.templates()?;
             let templates = &*templates;
             let mut nonce = [0u8; 6];
             getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-            let mid = self.signer.message_id(n, &hex::encode(nonce));
-            let tag = self.tag.render(n);
+            let nonce = hex::encode(nonce);
+            let mid = match n {
+                Some(n) => self.signer.message_id(n, &nonce),
+                None => self.signer.notice_id(&nonce),
+            };
+            let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
+            // An answer to the customer's mail threads with it; a notice
+            // to the account manager is a mail of its own.
+            let (template, answer) = match notice.map(|x| x.kind) {
+                None => ("confirmation", true),
+                Some(k) => (k.as_str(), k == NoticeKind::Registration),
+            };
             confirmation(
                 templates,
                 &Confirmation {
+                    template,
+                    auto_submitted: if answer {
+                        "auto-replied"
+                    } else {
+                        "auto-generated"
+                    },
                     number: n,
                     tag: &tag,
+                    customer: &customer,
+                    facts: notice.map(|x| x.facts.as_slice()).unwrap_or(&[]),
                     subject: &clean_subject,
                     body: &mail.body,
-                    severity: sev,
+                    severity: sev.unwrap_or(Severity::Malfunction),
                     received_at: &received_at,
                     language: &self.language,
                     desk_name: &self.desk_name,
                     from: &self.from,
                     to,
-                    in_reply_to: mail.message_id.as_ref(),
-                    references: &mail.references,
+                    in_reply_to: mail.message_id.as_ref().filter(|_| answer),
+                    references: if answer { &mail.references } else { &[] },
                     message_id: &mid,
                     date: SystemTime::from(now),
                 },
@@ -585,6 +637,16 @@ impl Intake {
             reason: decision.reason,
         })
     }
+}
+
+/// The first instant of the calendar quarter `now` is in, in `tz`.
+fn quarter_start(now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    let z = now.to_zoned(tz.clone());
+    let month = (z.month() - 1) / 3 * 3 + 1;
+    jiff::civil::date(z.year(), month, 1)
+        .to_zoned(tz.clone())
+        .map(|start| store::ts(start.timestamp()))
+        .unwrap_or_else(|_| store::ts(now))
 }
 
 /// Opens the store of a data directory (or the configured URL) and applies

@@ -1283,3 +1283,95 @@ fn customers_import_adds_a_csv_and_refuses_conflicts() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("zz.toml"));
 }
+
+#[test]
+fn unknown_senders_get_a_registration_notice_and_cases_over_quota_are_reported() {
+    let d = Desk::new();
+    let customers = d.data().join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(
+        customers.join("c.toml"),
+        "[[plan]]\nname = \"Basic\"\ncases_per_quarter = 1\n\n[[organisation]]\nid = \"korn\"\n\
+         name = \"Bäckerei Korn\"\nplan = \"Basic\"\ndomains = [\"korn.example\"]\n\
+         account_manager = \"vertrieb@provider.example\"\n",
+    )
+    .unwrap();
+    let cfg = d.dir.path().join("reject.toml");
+    std::fs::write(&cfg, "[intake]\nunknown_senders = \"reject\"\n").unwrap();
+    let ingest = |raw: &str| -> Value {
+        let o = d.run(
+            &["--config", cfg.to_str().unwrap(), "ingest"],
+            Some(raw.as_bytes()),
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // A stranger: stored, no ticket, told how to register.
+    let o = ingest(&mail(
+        "eve@unbekannt.example",
+        "Frage",
+        "u1@unbekannt.example",
+        "",
+        "Hallo",
+    ));
+    assert_eq!(o["action"], "suppressed");
+    assert!(o["ticket"].is_null());
+    assert!(o["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no registered customer"));
+    let out = d.outbox();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["to"][0], "eve@unbekannt.example");
+    assert_eq!(out[0]["kind"], "registration");
+    let raw = out[0]["raw"].as_str().unwrap();
+    assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
+    assert!(raw.contains("In-Reply-To: <u1@unbekannt.example>"), "{raw}");
+    // The customer's first case of the quarter is within the plan …
+    let first = ingest(&mail(
+        "hans@korn.example",
+        "Kasse",
+        "k1@korn.example",
+        "",
+        "x",
+    ));
+    assert_eq!(first["action"], "created");
+    assert_eq!(
+        d.ticket(first["ticket"].as_str().unwrap())["flags"],
+        serde_json::json!([])
+    );
+    // … the second is over it: a ticket all the same, flagged, and the
+    // account manager hears of it.
+    let second = ingest(&mail(
+        "hans@korn.example",
+        "Waage",
+        "k2@korn.example",
+        "",
+        "x",
+    ));
+    assert_eq!(second["action"], "created");
+    let t = d.ticket(second["ticket"].as_str().unwrap());
+    assert_eq!(t["flags"], serde_json::json!(["over-quota"]));
+    let am: Vec<Value> = d
+        .outbox()
+        .into_iter()
+        .filter(|m| m["kind"] == "over-quota")
+        .collect();
+    assert_eq!(am.len(), 1);
+    assert_eq!(am[0]["to"][0], "vertrieb@provider.example");
+    let raw = am[0]["raw"].as_str().unwrap();
+    assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+    assert!(raw.contains("korn"), "{raw}");
+    // Both tickets still got their confirmations.
+    let confirmations = d
+        .outbox()
+        .into_iter()
+        .filter(|m| m["kind"] == "confirmation")
+        .count();
+    assert_eq!(confirmations, 2);
+}

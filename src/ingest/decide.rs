@@ -4,7 +4,7 @@
 
 use super::guard::Verdict;
 use super::parse::ParsedMail;
-use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber};
+use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber, UnknownSenders};
 
 /// A ticket as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +37,51 @@ pub struct Lookups {
     /// Automatic mails sent to the would-be confirmation recipient in the
     /// last hour.
     pub auto_mails_last_hour: u32,
-    /// The sender's organisation in the customer directory (its id).
-    pub organisation: Option<String>,
+    /// The sender's organisation in the customer directory.
+    pub organisation: Option<OrgFacts>,
+}
+
+/// What the decision needs to know of the sender's organisation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgFacts {
+    /// Its directory id.
+    pub id: String,
+    /// Who hears of a ticket over the plan's quota.
+    pub account_manager: Option<String>,
+    /// The plan's cases per quarter, if limited.
+    pub cases_per_quarter: Option<u32>,
+    /// Tickets of this organisation opened this quarter so far.
+    pub cases_this_quarter: u32,
+}
+
+/// A mail the decision asks for besides the confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Which mail.
+    pub kind: NoticeKind,
+    /// To whom.
+    pub to: Mailbox,
+    /// Facts for the template (`organisation`, `cases`, `quota`, …).
+    pub facts: Vec<(String, String)>,
+}
+
+/// The kinds of [`Notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// To an unknown sender whose mail was refused: how to register.
+    Registration,
+    /// To the account manager: a ticket over the plan's quota.
+    OverQuota,
+}
+
+impl NoticeKind {
+    /// The name used for templates and outbox rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Registration => "registration",
+            NoticeKind::OverQuota => "over-quota",
+        }
+    }
 }
 
 /// Settings the decision depends on.
@@ -56,6 +99,8 @@ pub struct DecideConfig {
     pub default_severity: Severity,
     /// Our subject tag, removed from the subject of a new ticket.
     pub tag: super::thread::SubjectTag,
+    /// What mail from a sender of no known organisation gets.
+    pub unknown_senders: UnknownSenders,
 }
 
 /// Where the message goes.
@@ -91,6 +136,8 @@ pub struct NewTicket {
     pub participants: Vec<String>,
     /// The requester's organisation (its directory id), if known.
     pub organisation: Option<String>,
+    /// Marks for staff: `unverified` (unknown sender), `over-quota`.
+    pub flags: Vec<String>,
 }
 
 /// What kind of article the message becomes.
@@ -134,6 +181,8 @@ pub struct Decision {
     /// Notes for the ticket (or the message record): why something was not
     /// done, links, skipped confirmations.
     pub notes: Vec<String>,
+    /// Further mails to queue (registration notice, over-quota notice).
+    pub notices: Vec<Notice>,
     /// One line on why this decision was taken.
     pub reason: String,
 }
@@ -189,6 +238,7 @@ pub fn decide(
                 },
                 confirm_to: None,
                 new_participants: Vec::new(),
+                notices: Vec::new(),
                 notes,
             },
             None => Decision {
@@ -197,6 +247,7 @@ pub fn decide(
                 target: Target::Nothing,
                 confirm_to: None,
                 new_participants: Vec::new(),
+                notices: Vec::new(),
                 notes,
                 reason: format!(
                     "{} ({}): no ticket of its own, not answered",
@@ -239,6 +290,7 @@ pub fn decide(
             target: Target::Existing { ticket, reopen },
             confirm_to: None,
             new_participants,
+            notices: Vec::new(),
             notes,
         };
     }
@@ -252,10 +304,87 @@ pub fn decide(
             target: Target::Nothing,
             confirm_to: None,
             new_participants: Vec::new(),
+            notices: Vec::new(),
             notes,
             reason: "no sender address".into(),
         };
     };
+
+    // Who is writing: a registered customer, or someone unknown.
+    let mut flags = Vec::new();
+    let mut notices = Vec::new();
+    match &look.organisation {
+        None => match cfg.unknown_senders {
+            UnknownSenders::Accept => {}
+            UnknownSenders::Unverified => {
+                flags.push("unverified".to_string());
+                notes.push(format!(
+                    "{} belongs to no registered customer: ticket marked unverified.",
+                    from.address
+                ));
+            }
+            UnknownSenders::Reject => {
+                let to = if cfg.confirm {
+                    confirmation_recipient(mail, cfg, look, &mut notes)
+                } else {
+                    None
+                };
+                let reason = match &to {
+                    Some(m) => format!(
+                        "{} belongs to no registered customer: no ticket; told {} how to register",
+                        from.address, m.address
+                    ),
+                    None => format!(
+                        "{} belongs to no registered customer: no ticket",
+                        from.address
+                    ),
+                };
+                return Decision {
+                    action: Action::Suppressed,
+                    kind: Kind::Mail,
+                    target: Target::Nothing,
+                    confirm_to: None,
+                    new_participants: Vec::new(),
+                    notices: to
+                        .map(|m| Notice {
+                            kind: NoticeKind::Registration,
+                            to: m,
+                            facts: Vec::new(),
+                        })
+                        .into_iter()
+                        .collect(),
+                    notes,
+                    reason,
+                };
+            }
+        },
+        Some(org) => {
+            if let Some(quota) = org.cases_per_quarter {
+                if org.cases_this_quarter >= quota {
+                    flags.push("over-quota".to_string());
+                    notes.push(format!(
+                        "Case {} this quarter for {}, whose plan allows {quota}: over quota (the ticket is handled all the same).",
+                        org.cases_this_quarter + 1,
+                        org.id
+                    ));
+                    if let Some(am) = &org.account_manager {
+                        notices.push(Notice {
+                            kind: NoticeKind::OverQuota,
+                            to: Mailbox {
+                                address: am.clone(),
+                                name: None,
+                            },
+                            facts: vec![
+                                ("organisation".into(), org.id.clone()),
+                                ("cases".into(), (org.cases_this_quarter + 1).to_string()),
+                                ("quota".into(), quota.to_string()),
+                            ],
+                        });
+                    }
+                }
+            }
+        }
+    }
 
     let (severity, rule) = classify(mail);
     let severity = severity.unwrap_or(cfg.default_severity);
@@ -287,11 +416,13 @@ pub fn decide(
             rule,
             linked,
             participants: people(mail, cfg),
-            organisation: look.organisation.clone(),
+            organisation: look.organisation.as_ref().map(|o| o.id.clone()),
+            flags,
         }),
         confirm_to,
         new_participants: Vec::new(),
         notes,
+        notices,
     }
 }
 
@@ -380,7 +511,88 @@ mod tests {
             max_auto_per_hour: 10,
             default_severity: Severity::Malfunction,
             tag: crate::ingest::thread::SubjectTag::new("Ticket", ""),
+            unknown_senders: UnknownSenders::Accept,
         }
+    }
+
+    fn run_with(headers: &str, look: &Lookups, cfg: &DecideConfig) -> Decision {
+        let raw = format!("{headers}\r\nTo: support@example.com\r\n\r\nText\r\n");
+        let m = parse(raw.as_bytes()).unwrap();
+        let v = guard::check(&m, &cfg.own_addresses);
+        decide(&m, &v, look, cfg, &mut |_| (None, None))
+    }
+
+    fn org(cases: u32, quota: Option<u32>) -> Option<OrgFacts> {
+        Some(OrgFacts {
+            id: "kunde".into(),
+            account_manager: Some("am@provider.de".into()),
+            cases_per_quarter: quota,
+            cases_this_quarter: cases,
+        })
+    }
+
+    #[test]
+    fn unknown_senders_are_accepted_marked_or_refused_with_a_notice() {
+        let from = "From: Eve <eve@unbekannt.de>\r\nSubject: Frage";
+        let mut c = cfg();
+        let d = run_with(from, &Lookups::default(), &c);
+        assert_eq!(d.action, Action::Created);
+        assert!(matches!(&d.target, Target::New(t) if t.flags.is_empty()));
+
+        c.unknown_senders = UnknownSenders::Unverified;
+        let d = run_with(from, &Lookups::default(), &c);
+        assert_eq!(d.action, Action::Created);
+        assert!(matches!(&d.target, Target::New(t) if t.flags == ["unverified"]));
+        assert!(d.confirm_to.is_some(), "still confirmed");
+
+        c.unknown_senders = UnknownSenders::Reject;
+        let d = run_with(from, &Lookups::default(), &c);
+        assert_eq!(d.action, Action::Suppressed);
+        assert_eq!(d.target, Target::Nothing);
+        assert!(d.confirm_to.is_none());
+        assert_eq!(d.notices.len(), 1);
+        assert_eq!(d.notices[0].kind, NoticeKind::Registration);
+        assert_eq!(d.notices[0].to.address, "eve@unbekannt.de");
+        // The hourly limit holds for the notice too.
+        let busy = Lookups {
+            auto_mails_last_hour: 10,
+            ..Default::default()
+        };
+        let d = run_with(from, &busy, &c);
+        assert_eq!(d.action, Action::Suppressed);
+        assert!(d.notices.is_empty());
+        // A known customer is not affected.
+        let known = Lookups {
+            organisation: org(0, None),
+            ..Default::default()
+        };
+        let d = run_with(from, &known, &c);
+        assert_eq!(d.action, Action::Created);
+        assert!(matches!(&d.target, Target::New(t) if t.organisation.as_deref() == Some("kunde")));
+    }
+
+    #[test]
+    fn a_case_over_the_quota_is_created_flagged_and_reported() {
+        let from = "From: anna@kunde.de\r\nSubject: Drucker";
+        let under = Lookups {
+            organisation: org(9, Some(10)),
+            ..Default::default()
+        };
+        let d = run_with(from, &under, &cfg());
+        assert!(matches!(&d.target, Target::New(t) if t.flags.is_empty()));
+        assert!(d.notices.is_empty());
+        let over = Lookups {
+            organisation: org(10, Some(10)),
+            ..Default::default()
+        };
+        let d = run_with(from, &over, &cfg());
+        assert_eq!(d.action, Action::Created, "never refused");
+        assert!(matches!(&d.target, Target::New(t) if t.flags == ["over-quota"]));
+        assert_eq!(d.notices.len(), 1);
+        assert_eq!(d.notices[0].kind, NoticeKind::OverQuota);
+        assert_eq!(d.notices[0].to.address, "am@provider.de");
+        assert!(d.notices[0].facts.contains(&("cases".into(), "11".into())));
+        assert!(d.notes.iter().any(|n| n.contains("over quota")));
     }
 
     fn ticket(requester: &str) -> TicketInfo {

@@ -143,6 +143,13 @@ impl IdSigner {
         MessageId(format!("td.{}.{}.{}@{}", number, nonce, mac, self.domain))
     }
 
+    /// A Message-ID of ours for a mail that belongs to no ticket (a
+    /// registration notice): it names no ticket, so a reply to it threads
+    /// nowhere.
+    pub fn notice_id(&self, nonce: &str) -> MessageId {
+        MessageId(format!("td-n.{nonce}@{}", self.domain))
+    }
+
     /// The ticket number inside one of our Message-IDs, when its MAC is valid.
     pub fn verify(&self, id: &MessageId) -> Option<TicketNumber> {
         let (local, _domain) = id.as_str().rsplit_once('@')?;

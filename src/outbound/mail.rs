@@ -37,13 +37,24 @@ pub struct Outgoing {
     pub body: String,
 }
 
-/// What a confirmation says.
+/// What an automatic mail about a message says: the confirmation, a
+/// registration notice, an over-quota notice.
 #[derive(Debug, Clone)]
 pub struct Confirmation<'a> {
-    /// The ticket.
-    pub number: &'a TicketNumber,
-    /// Its subject tag, e.g. `[Ticket#10001]`.
+    /// The templates' base name: `confirmation`, `registration`,
+    /// `over-quota`.
+    pub template: &'a str,
+    /// `Auto-Submitted`: `auto-replied` for an answer to the message,
+    /// `auto-generated` for a mail of our own (RFC 3834).
+    pub auto_submitted: &'a str,
+    /// The ticket, if there is one.
+    pub number: Option<&'a TicketNumber>,
+    /// Its subject tag, e.g. `[Ticket#10001]` (empty: none).
     pub tag: &'a str,
+    /// The customer who wrote.
+    pub customer: &'a str,
+    /// Further template facts.
+    pub facts: &'a [(String, String)],
     /// The customer's subject.
     pub subject: &'a str,
     /// The customer's text, for the excerpt.
@@ -116,9 +127,10 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
     } else {
         c.severity.label_de()
     };
-    let ctx = serde_json::json!({
+    let mut ctx = serde_json::json!({
         "tag": c.tag,
-        "ticket": c.number.as_str(),
+        "ticket": c.number.map(|n| n.as_str()).unwrap_or(""),
+        "customer": c.customer,
         "subject": header_safe(c.subject),
         "body": c.body,
         "excerpt": excerpt(c.body, 600),
@@ -129,12 +141,17 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         "requester": c.to.address,
         "desk_name": c.desk_name,
     });
+    if let Some(map) = ctx.as_object_mut() {
+        for (k, v) in c.facts {
+            map.insert(k.clone(), serde_json::Value::String(header_safe(v)));
+        }
+    }
     let mut subject =
-        header_safe(&t.render(&format!("confirmation.{}.subject", c.language), &ctx)?);
-    if !subject.contains(c.tag) {
+        header_safe(&t.render(&format!("{}.{}.subject", c.template, c.language), &ctx)?);
+    if !c.tag.is_empty() && !subject.contains(c.tag) {
         subject = format!("{} {subject}", c.tag);
     }
-    let body = t.render(&format!("confirmation.{}.txt", c.language), &ctx)?;
+    let body = t.render(&format!("{}.{}.txt", c.template, c.language), &ctx)?;
     let mut refs: Vec<String> = c
         .references
         .iter()
@@ -159,16 +176,18 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         .header(ContentType::TEXT_PLAIN)
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
-            "auto-replied".into(),
+            header_safe(c.auto_submitted),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
             "All".into(),
-        ))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("X-Ticketd-Ticket"),
-            c.number.to_string(),
         ));
+    if let Some(n) = c.number {
+        b = b.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Ticketd-Ticket"),
+            n.to_string(),
+        ));
+    }
     if let Some(irt) = c.in_reply_to {
         b = b.in_reply_to(irt.bracketed());
     }
@@ -205,8 +224,12 @@ mod tests {
         let o = confirmation(
             &t,
             &Confirmation {
-                number: &n,
+                template: "confirmation",
+                auto_submitted: "auto-replied",
+                number: Some(&n),
                 tag: "[Ticket#10001]",
+                customer: "anna@kunde.de",
+                facts: &[],
                 subject: "Hilfe\r\nBcc: victim@x.de",
                 body: "Server steht.\nBitte helfen.",
                 severity: Severity::Critical,

@@ -22,6 +22,38 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "confirmation.en.txt",
         include_str!("../../templates/confirmation.en.txt"),
     ),
+    (
+        "registration.de.subject",
+        include_str!("../../templates/registration.de.subject"),
+    ),
+    (
+        "registration.de.txt",
+        include_str!("../../templates/registration.de.txt"),
+    ),
+    (
+        "registration.en.subject",
+        include_str!("../../templates/registration.en.subject"),
+    ),
+    (
+        "registration.en.txt",
+        include_str!("../../templates/registration.en.txt"),
+    ),
+    (
+        "over-quota.de.subject",
+        include_str!("../../templates/over-quota.de.subject"),
+    ),
+    (
+        "over-quota.de.txt",
+        include_str!("../../templates/over-quota.de.txt"),
+    ),
+    (
+        "over-quota.en.subject",
+        include_str!("../../templates/over-quota.en.subject"),
+    ),
+    (
+        "over-quota.en.txt",
+        include_str!("../../templates/over-quota.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered.

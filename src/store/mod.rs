@@ -9,7 +9,7 @@
 //! `Script` of several statements.
 
 use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
-use crate::ingest::decide::{Decision, Kind, Lookups, Target, TicketInfo};
+use crate::ingest::decide::{Decision, Kind, Lookups, Notice, NoticeKind, Target, TicketInfo};
 use crate::ingest::parse::{sha256_hex, ParsedMail};
 use crate::ingest::LookupKeys;
 use crate::metrics::OutboxStats;
@@ -129,9 +129,16 @@ pub struct Applied {
     pub severity: Option<Severity>,
 }
 
-/// Builds the confirmation once the ticket number is known.
-pub type ConfirmationBuilder<'a> =
-    dyn FnMut(&TicketNumber, &Mailbox, Severity) -> Result<Outgoing, String> + Send + 'a;
+/// Builds an automatic mail once the ticket number is known: the
+/// confirmation (`None` notice) or a [`Notice`] of the decision.
+pub type ConfirmationBuilder<'a> = dyn FnMut(
+        Option<&Notice>,
+        Option<&TicketNumber>,
+        &Mailbox,
+        Option<Severity>,
+    ) -> Result<Outgoing, String>
+    + Send
+    + 'a;
 
 /// A ticket for listing.
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +163,8 @@ pub struct TicketSummary {
     pub linked_ticket: Option<String>,
     /// The customer organisation (directory id), if the requester is known.
     pub organisation: Option<String>,
+    /// Marks for staff: `unverified`, `over-quota`.
+    pub flags: Vec<String>,
 }
 
 /// An attachment as listed.
@@ -527,6 +536,10 @@ pub struct Probe<'a> {
     pub reply_address: Option<&'a str>,
     /// One hour before now (`ts` format).
     pub hour_ago: &'a str,
+    /// The sender's organisation (directory id), to count its cases.
+    pub organisation: Option<&'a str>,
+    /// Start of the current quarter (`ts` format).
+    pub quarter_start: &'a str,
 }
 
 /// Result of claiming a message's dedupe key.
@@ -540,6 +553,8 @@ pub enum Claim {
         lookups: Box<Lookups>,
         /// Ids for [`apply`].
         next: NextIds,
+        /// Tickets of the probe's organisation opened this quarter.
+        org_cases: u32,
     },
     /// Seen before.
     Duplicate {
@@ -684,6 +699,15 @@ pub async fn claim(
         ));
         s.end();
     }
+    if let Some(p) = probe {
+        if let Some(org) = p.organisation {
+            let (o, q) = (s.arg(org), s.arg(p.quarter_start));
+            s.push(format_args!(
+                "SELECT 'cases', COUNT(*) FROM tickets WHERE organisation = {o} AND created_at >= {q}"
+            ));
+            s.end();
+        }
+    }
     let rows = s.run(conn).await?;
     let label = |r: &SqliteRow| r.try_get::<String, _>(0).unwrap_or_default();
     let Some(claimed) = rows.iter().find(|r| label(r) == "claim") else {
@@ -691,6 +715,7 @@ pub async fn claim(
     };
     let mut next = NextIds::default();
     let mut auto = 0i64;
+    let mut cases = 0i64;
     for r in &rows {
         match label(r).as_str() {
             "next" => {
@@ -702,6 +727,7 @@ pub async fn claim(
                 }
             }
             "auto" => auto = r.try_get(1)?,
+            "cases" => cases = r.try_get(1)?,
             _ => {}
         }
     }
@@ -724,6 +750,7 @@ pub async fn claim(
             organisation: None,
         }),
         next,
+        org_cases: u32::try_from(cases).unwrap_or(u32::MAX),
     })
 }
 
@@ -991,11 +1018,12 @@ pub async fn apply(
                 s.arg(t.linked.as_ref().map(|n| n.as_str())),
                 s.arg(now),
                 s.arg(t.organisation.as_deref()),
+                s.arg((!t.flags.is_empty()).then(|| t.flags.join(","))),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10]
             ));
             s.end();
             let people: Vec<&str> = t.participants.iter().map(String::as_str).collect();
@@ -1083,40 +1111,62 @@ pub async fn apply(
         }
     }
 
+    // Every automatic mail of this message: the confirmation, then the
+    // notices the decision asked for.
+    let mut outgoing: Vec<(&str, Outgoing)> = Vec::new();
+    if let (Some(to), Some(n), Some(sev)) = (&d.confirm_to, &number, severity) {
+        match build_confirmation(None, Some(n), to, Some(sev)) {
+            Ok(out) => outgoing.push(("confirmation", out)),
+            Err(e) => notes.push(format!("No confirmation: {e}")),
+        }
+    }
+    for notice in &d.notices {
+        match build_confirmation(Some(notice), number.as_ref(), &notice.to, severity) {
+            Ok(out) => outgoing.push((notice.kind.as_str(), out)),
+            Err(e) => notes.push(format!("No {} mail: {e}", notice.kind.as_str())),
+        }
+    }
+    let outbox_ids: Vec<i64> = (1..=outgoing.len() as i64)
+        .map(|i| next.outbox + i)
+        .collect();
+    for ((kind, out), id) in outgoing.iter().zip(&outbox_ids) {
+        let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
+        let ps = [
+            s.arg(*id),
+            s.arg(ticket_id),
+            s.arg(*kind),
+            s.arg(recipients),
+            s.arg(out.sender.as_str()),
+            s.arg(out.subject.as_str()),
+            s.arg(out.message_id.as_str()),
+            s.arg(out.raw.as_slice()),
+            s.arg(now),
+        ];
+        s.push(format_args!(
+            "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, 'queued', {}, {})",
+            ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8]
+        ));
+        s.end();
+        // Answers to the customer count against the hourly limit; a notice
+        // to the account manager does not.
+        if *kind != NoticeKind::OverQuota.as_str() {
+            s.rows(
+                "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
+                &out.to,
+                "",
+                |s, r| {
+                    let (r, at) = (s.arg(r.to_ascii_lowercase()), s.arg(now));
+                    format!("({r}, {at})")
+                },
+            );
+        }
+    }
+
     if let Some(tid) = ticket_id {
         let plan = inbound_plan(mail, limits);
         notes.extend(plan.2.iter().cloned());
         notes.extend(mail.warnings.iter().cloned());
-        let confirmation = match (&d.confirm_to, &number, severity) {
-            (Some(to), Some(n), Some(sev)) => match build_confirmation(n, to, sev) {
-                Ok(out) => Some(out),
-                Err(e) => {
-                    notes.push(format!("No confirmation: {e}"));
-                    None
-                }
-            },
-            _ => None,
-        };
-        let outbox_id = next.outbox + 1;
-        if let Some(out) = &confirmation {
-            let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
-            let ps = [
-                s.arg(outbox_id),
-                s.arg(tid),
-                s.arg(recipients),
-                s.arg(out.sender.as_str()),
-                s.arg(out.subject.as_str()),
-                s.arg(out.message_id.as_str()),
-                s.arg(out.raw.as_slice()),
-                s.arg(now),
-            ];
-            s.push(format_args!(
-                "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
-                 VALUES ({}, {}, 'confirmation', {}, {}, {}, {}, {}, 'queued', {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[7]
-            ));
-            s.end();
-        }
         let mut list = Vec::with_capacity(2 + notes.len());
         list.push(Article {
             direction: "in",
@@ -1131,8 +1181,8 @@ pub async fn apply(
             message_ref: Some(message_row),
             outbox_ref: None,
         });
-        if let Some(out) = &confirmation {
-            list.push(Article::outgoing("confirmation", out, outbox_id));
+        for ((kind, out), id) in outgoing.iter().zip(&outbox_ids) {
+            list.push(Article::outgoing(kind, out, *id));
         }
         list.extend(notes.iter().map(|n| Article::note(n)));
         let inbound = next.article + 1;
@@ -1153,30 +1203,17 @@ pub async fn apply(
                 format!("({id}, {f}, {ct}, {sz}, {sh}, {c})")
             },
         );
-        let mut ids = Vec::with_capacity(2);
+        let mut ids = Vec::with_capacity(1 + outgoing.len());
         if let Some(id) = &mail.message_id {
             ids.push(id.as_str());
         }
-        if let Some(out) = &confirmation {
-            ids.push(out.message_id.as_str());
-        }
+        ids.extend(outgoing.iter().map(|(_, out)| out.message_id.as_str()));
         ticket_texts(
             &mut s,
             "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
             tid,
             &ids,
         );
-        if let Some(out) = &confirmation {
-            s.rows(
-                "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
-                &out.to,
-                "",
-                |s, r| {
-                    let (r, at) = (s.arg(r.to_ascii_lowercase()), s.arg(now));
-                    format!("({r}, {at})")
-                },
-            );
-        }
     }
 
     let reason = if notes.is_empty() || ticket_id.is_some() {
@@ -1224,17 +1261,21 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
         article_count: r.try_get("article_count")?,
         linked_ticket: r.try_get("linked_number")?,
         organisation: r.try_get("organisation")?,
+        flags: r
+            .try_get::<Option<String>, _>("flags")?
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation,
+const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
 
 impl Store {
     /// All tickets, newest first.
     pub async fn list_tickets(&self) -> Result<Vec<TicketSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation,
+            "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags,
               (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t ORDER BY t.id DESC",
         )
         .fetch_all(&self.pool)
