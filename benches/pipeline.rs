@@ -64,6 +64,7 @@ impl Desk {
                     .unwrap_or(Severity::Malfunction),
                 tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
                 unknown_senders: c.intake.unknown_senders,
+                alert_severity: Default::default(),
             },
             tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
             signer: IdSigner::new(MacKey(vec![0x5a; 32]), &c.desk.id_domain()),

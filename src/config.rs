@@ -64,6 +64,8 @@ pub struct Config {
     pub imap: Vec<ImapConfig>,
     /// The customer directory.
     pub customers: CustomersConfig,
+    /// Monitoring alerts: severities, flap window, generic parsers.
+    pub alerts: AlertsConfig,
     /// Logging.
     pub log: LogConfig,
     /// The database.
@@ -325,6 +327,35 @@ pub enum SmtpTls {
 pub struct MaildirConfig {
     /// The Maildir (containing `new/`, `cur/`, `tmp/`).
     pub path: PathBuf,
+}
+
+/// Monitoring alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A problem this soon after its incident's recovery re-opens the ticket.
+    pub flap_window_minutes: u64,
+    /// Severity of CRITICAL/DOWN on a host the customer marks critical.
+    pub critical_host_severity: u8,
+    /// Severity of CRITICAL/DOWN elsewhere.
+    pub critical_severity: u8,
+    /// Severity of WARNING/UNKNOWN.
+    pub warning_severity: u8,
+    /// Parsers for systems without a built-in one (regexes with named
+    /// groups `host`, `service`, `state`).
+    pub generic: Vec<crate::ingest::alerts::GenericAlertConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            flap_window_minutes: 30,
+            critical_host_severity: 1,
+            critical_severity: 2,
+            warning_severity: 3,
+            generic: Vec::new(),
+        }
+    }
 }
 
 /// Where the customer directory lives.
@@ -672,6 +703,19 @@ impl Config {
                     "two mailboxes have this name; give each a distinct name",
                 ));
             }
+        }
+        for s in [
+            self.alerts.critical_host_severity,
+            self.alerts.critical_severity,
+            self.alerts.warning_severity,
+        ] {
+            if !(1..=4).contains(&s) {
+                return Err(bad("alerts: severities must be 1–4".into()));
+            }
+        }
+        for g in &self.alerts.generic {
+            crate::ingest::alerts::GenericAlertRule::compile(&g.name, g)
+                .map_err(|e| bad(format!("alerts.generic {:?}: {e}", g.name)))?;
         }
         self.http.listen_addr().map_err(bad)?;
         if self.http.max_sync_age_seconds == 0 {

@@ -615,6 +615,12 @@ fn print_ticket(t: &ticketd::store::TicketView) {
         println!("Linked:    refers to ticket {l} (subject tag from a sender who is not a participant there)");
     }
     println!("Participants: {}", t.participants.join(", "));
+    if let Some(i) = &t.incident {
+        println!(
+            "Incident:  {} {} ({} problem alerts, last {}: {})",
+            i.key, i.state, i.occurrences, i.last_at, i.last_text
+        );
+    }
     for b in &t.bounces {
         println!(
             "Bounce:    {} {} {}",

@@ -10,8 +10,11 @@
 use crate::config::Config;
 use crate::customers::{Directory, DirectoryError};
 use crate::domain::{Action, Mailbox, Severity, TicketNumber};
+use crate::ingest::alerts::{parse_alert, GenericAlertRule};
 use crate::ingest::classify::{RuleError, RuleSet};
-use crate::ingest::decide::{decide, DecideConfig, Notice, NoticeKind, OrgFacts};
+use crate::ingest::decide::{
+    decide, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind, OrgFacts,
+};
 use crate::ingest::guard;
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
@@ -175,6 +178,12 @@ pub struct Intake {
     templates: RwLock<Option<Arc<Templates>>>,
     customers_dir: Option<PathBuf>,
     customers: RwLock<Arc<Directory>>,
+    alert_rules: Vec<GenericAlertRule>,
+    flap_window: jiff::SignedDuration,
+}
+
+fn sev(level: u8, fallback: Severity) -> Severity {
+    Severity::try_from(i64::from(level)).unwrap_or(fallback)
 }
 
 impl Intake {
@@ -202,7 +211,21 @@ impl Intake {
                     .unwrap_or(Severity::Malfunction),
                 tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
                 unknown_senders: cfg.intake.unknown_senders,
+                alert_severity: AlertSeverity {
+                    critical_host: sev(cfg.alerts.critical_host_severity, Severity::Critical),
+                    critical: sev(cfg.alerts.critical_severity, Severity::Production),
+                    warning: sev(cfg.alerts.warning_severity, Severity::Malfunction),
+                },
             },
+            alert_rules: cfg
+                .alerts
+                .generic
+                .iter()
+                .filter_map(|g| GenericAlertRule::compile(&g.name, g).ok())
+                .collect(),
+            flap_window: jiff::SignedDuration::from_mins(
+                i64::try_from(cfg.alerts.flap_window_minutes).unwrap_or(i64::MAX / 120),
+            ),
             tag: SubjectTag::new(&cfg.tickets.tag, &cfg.tickets.number_prefix),
             signer: IdSigner::new(key, &cfg.desk.id_domain()),
             limits: ApplyLimits {
@@ -452,11 +475,18 @@ impl Intake {
         });
         let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
         let quarter_start = quarter_start(now, &self.tz);
+        let flap_since = store::ts(now - self.flap_window);
         let directory = self.customers();
         let org = probe
             .as_ref()
             .and_then(|(mail, _, _)| mail.from.as_ref())
             .and_then(|f| directory.lookup(&f.address));
+        let alert = probe
+            .as_ref()
+            .and_then(|(mail, _, _)| parse_alert(mail, &self.alert_rules));
+        let incident = alert
+            .as_ref()
+            .map(|a| incident_key(org.map(|o| o.id.as_str()), a));
         let claim = store::claim(
             conn,
             &NewMessage {
@@ -478,6 +508,8 @@ impl Intake {
                     hour_ago: &hour_ago,
                     organisation: org.map(|o| o.id.as_str()),
                     quarter_start: &quarter_start,
+                    incident: incident.as_deref(),
+                    flap_since: &flap_since,
                 })
                 .as_ref(),
             &now_s,
@@ -504,6 +536,7 @@ impl Intake {
             } => (row, *lookups, next, org_cases),
         };
         let mut look = look;
+        look.alert = alert;
         look.organisation = org.map(|o| OrgFacts {
             id: o.id.clone(),
             account_manager: o.account_manager.clone(),
@@ -513,6 +546,7 @@ impl Intake {
                 .and_then(|p| directory.plan(p))
                 .and_then(|p| p.cases_per_quarter),
             cases_this_quarter: org_cases,
+            critical_hosts: o.critical_hosts.clone(),
         });
         let Some((mail, verdict, _)) = &probe else {
             let reason = match parsed {

@@ -1375,3 +1375,75 @@ fn unknown_senders_get_a_registration_notice_and_cases_over_quota_are_reported()
         .count();
     assert_eq!(confirmations, 2);
 }
+
+#[test]
+fn monitoring_alerts_make_one_ticket_per_incident_and_recoveries_resolve_it() {
+    let d = Desk::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts/nagios");
+    let run = |name: &str| -> Value {
+        let raw = std::fs::read(dir.join(name)).unwrap();
+        let o = d.run(&["ingest"], Some(&raw));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let problem = run("01-service-problem.eml");
+    assert_eq!(problem["action"], "created");
+    assert_eq!(problem["kind"], "alert");
+    assert_eq!(problem["severity"], 3, "WARNING");
+    let number = problem["ticket"].as_str().unwrap().to_string();
+    let repeat = run("02-service-problem-repeat.eml");
+    assert_eq!(repeat["action"], "appended");
+    assert_eq!(repeat["ticket"], number.as_str());
+    let t = d.ticket(&number);
+    assert_eq!(t["incident"]["occurrences"], 2, "{t}");
+    assert_eq!(
+        t["articles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["direction"] == "in")
+            .count(),
+        1,
+        "a repeat only counts"
+    );
+    let recovery = run("03-service-recovery.eml");
+    assert_eq!(recovery["action"], "appended");
+    assert_eq!(d.ticket(&number)["status"], "resolved");
+    // A problem within the flap window re-opens the same ticket.
+    let again = run("04-service-problem-again.eml");
+    assert_eq!(again["ticket"], number.as_str(), "{again}");
+    assert_eq!(d.ticket(&number)["status"], "open");
+    // A host alert is an incident of its own; its recovery resolves it.
+    let down = run("06-host-down.eml");
+    assert_eq!(down["action"], "created");
+    assert_eq!(down["severity"], 2, "DOWN on a host nobody marked critical");
+    assert_ne!(down["ticket"], number.as_str());
+    let up = run("07-host-up.eml");
+    assert_eq!(
+        d.ticket(up["ticket"].as_str().unwrap())["status"],
+        "resolved"
+    );
+    // A recovery with nothing open is stored and ignored.
+    let raw = std::fs::read_to_string(dir.join("03-service-recovery.eml"))
+        .unwrap()
+        .replace("Disk /", "Swap")
+        .replace("Message-Id: <", "Message-Id: <stray.");
+    let o = d.run(&["ingest"], Some(raw.as_bytes()));
+    let stray: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(stray["action"], "suppressed", "{stray}");
+    assert!(stray["ticket"].is_null());
+    // Alerts are never answered.
+    assert!(d.outbox().is_empty(), "{:?}", d.outbox());
+    assert_eq!(
+        d.json(&["tickets", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

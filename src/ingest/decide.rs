@@ -39,6 +39,54 @@ pub struct Lookups {
     pub auto_mails_last_hour: u32,
     /// The sender's organisation in the customer directory.
     pub organisation: Option<OrgFacts>,
+    /// The monitoring alert this mail is, if it is one.
+    pub alert: Option<super::alerts::Alert>,
+    /// The incident that alert belongs to, if one was recorded.
+    pub incident: Option<Incident>,
+}
+
+/// A recorded monitoring incident and its ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// The incident's ticket.
+    pub ticket: TicketInfo,
+    /// Whether the problem is open (no recovery since).
+    pub problem: bool,
+    /// Whether the last recovery came within the flap window: a problem now
+    /// re-opens the ticket instead of opening a new one.
+    pub flapping: bool,
+}
+
+/// What a decision does to an incident record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentChange {
+    /// The incident key (organisation, host, service).
+    pub key: String,
+    /// What happened.
+    pub event: IncidentEvent,
+    /// The alert's state, as text.
+    pub state: String,
+    /// The alert's one-line summary.
+    pub text: String,
+}
+
+/// The events of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentEvent {
+    /// A problem opened a new ticket (or replaced a closed one).
+    Opened,
+    /// The same problem again: counted.
+    Repeated,
+    /// A problem again soon after a recovery: counted, ticket re-opened.
+    Reopened,
+    /// A recovery: the ticket is resolved.
+    Recovered,
+}
+
+/// The key of `alert` for the organisation `org` (none: a sender no
+/// customer knows).
+pub fn incident_key(org: Option<&str>, alert: &super::alerts::Alert) -> String {
+    format!("{}\u{1f}{}", org.unwrap_or(""), alert.key())
 }
 
 /// What the decision needs to know of the sender's organisation.
@@ -52,6 +100,8 @@ pub struct OrgFacts {
     pub cases_per_quarter: Option<u32>,
     /// Tickets of this organisation opened this quarter so far.
     pub cases_this_quarter: u32,
+    /// Hosts whose outage is business-critical (lower case).
+    pub critical_hosts: Vec<String>,
 }
 
 /// A mail the decision asks for besides the confirmation.
@@ -101,6 +151,29 @@ pub struct DecideConfig {
     pub tag: super::thread::SubjectTag,
     /// What mail from a sender of no known organisation gets.
     pub unknown_senders: UnknownSenders,
+    /// Severities of alert states.
+    pub alert_severity: AlertSeverity,
+}
+
+/// The severity a monitoring problem's ticket gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSeverity {
+    /// CRITICAL/DOWN/UNREACHABLE on a host the customer marks critical.
+    pub critical_host: Severity,
+    /// CRITICAL/DOWN/UNREACHABLE elsewhere.
+    pub critical: Severity,
+    /// WARNING/UNKNOWN.
+    pub warning: Severity,
+}
+
+impl Default for AlertSeverity {
+    fn default() -> Self {
+        AlertSeverity {
+            critical_host: Severity::Critical,
+            critical: Severity::Production,
+            warning: Severity::Malfunction,
+        }
+    }
 }
 
 /// Where the message goes.
@@ -114,6 +187,10 @@ pub enum Target {
         ticket: TicketInfo,
         /// Re-open it (a customer wrote to a resolved or closed ticket).
         reopen: bool,
+        /// Resolve it (a monitoring recovery).
+        resolve: bool,
+        /// Only count the message (a repeated alert): no article.
+        quiet: bool,
     },
     /// Neither: the message is only stored.
     Nothing,
@@ -151,6 +228,8 @@ pub enum Kind {
     Bounce,
     /// Our own mail come back.
     Loop,
+    /// A monitoring system's notification.
+    Alert,
 }
 
 impl Kind {
@@ -161,6 +240,7 @@ impl Kind {
             Kind::AutoReply => "auto-reply",
             Kind::Bounce => "bounce",
             Kind::Loop => "loop",
+            Kind::Alert => "alert",
         }
     }
 }
@@ -183,6 +263,8 @@ pub struct Decision {
     pub notes: Vec<String>,
     /// Further mails to queue (registration notice, over-quota notice).
     pub notices: Vec<Notice>,
+    /// What happens to the monitoring incident, for an alert.
+    pub incident: Option<IncidentChange>,
     /// One line on why this decision was taken.
     pub reason: String,
 }
@@ -201,6 +283,14 @@ pub fn decide(
 ) -> Decision {
     let sender = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
     let mut notes = Vec::new();
+
+    // Monitoring: one ticket per incident, never an answer. (A bounce or
+    // our own mail come back is not an alert, whatever it says.)
+    if let Some(alert) = &look.alert {
+        if !matches!(verdict, Verdict::Bounce(_) | Verdict::Loop(_)) {
+            return decide_alert(mail, alert, look, cfg);
+        }
+    }
 
     // Machines: never a new ticket, never an answer.
     if verdict.is_machine() {
@@ -235,10 +325,13 @@ pub fn decide(
                 target: Target::Existing {
                     ticket: t,
                     reopen: false,
+                    resolve: false,
+                    quiet: false,
                 },
                 confirm_to: None,
                 new_participants: Vec::new(),
                 notices: Vec::new(),
+                incident: None,
                 notes,
             },
             None => Decision {
@@ -248,6 +341,7 @@ pub fn decide(
                 confirm_to: None,
                 new_participants: Vec::new(),
                 notices: Vec::new(),
+                incident: None,
                 notes,
                 reason: format!(
                     "{} ({}): no ticket of its own, not answered",
@@ -287,10 +381,16 @@ pub fn decide(
             action: Action::Appended,
             kind: Kind::Mail,
             reason: format!("follow-up to ticket {} by {how}", ticket.number),
-            target: Target::Existing { ticket, reopen },
+            target: Target::Existing {
+                ticket,
+                reopen,
+                resolve: false,
+                quiet: false,
+            },
             confirm_to: None,
             new_participants,
             notices: Vec::new(),
+            incident: None,
             notes,
         };
     }
@@ -305,6 +405,7 @@ pub fn decide(
             confirm_to: None,
             new_participants: Vec::new(),
             notices: Vec::new(),
+            incident: None,
             notes,
             reason: "no sender address".into(),
         };
@@ -353,6 +454,7 @@ pub fn decide(
                         })
                         .into_iter()
                         .collect(),
+                    incident: None,
                     notes,
                     reason,
                 };
@@ -423,6 +525,7 @@ pub fn decide(
         new_participants: Vec::new(),
         notes,
         notices,
+        incident: None,
     }
 }
 
@@ -458,6 +561,164 @@ fn people(mail: &ParsedMail, cfg: &DecideConfig) -> Vec<String> {
         }
     }
     out
+}
+
+/// The decision for a monitoring alert: a problem opens a ticket for its
+/// incident or counts on the open one (re-opens it within the flap window);
+/// a recovery resolves it; nothing is ever answered.
+fn decide_alert(
+    mail: &ParsedMail,
+    alert: &super::alerts::Alert,
+    look: &Lookups,
+    cfg: &DecideConfig,
+) -> Decision {
+    use super::alerts::{AlertKind, AlertState};
+    let org = look.organisation.as_ref();
+    let key = incident_key(org.map(|o| o.id.as_str()), alert);
+    let what = match &alert.service {
+        Some(s) => format!("{s} on {}", alert.host),
+        None => format!("host {}", alert.host),
+    };
+    let state = format!("{:?}", alert.state).to_uppercase();
+    let change = |event| {
+        Some(IncidentChange {
+            key: key.clone(),
+            event,
+            state: state.clone(),
+            text: alert.summary.clone(),
+        })
+    };
+    let open = look
+        .incident
+        .as_ref()
+        .filter(|i| !matches!(i.ticket.status, Status::Resolved | Status::Closed));
+    let decision = |action, target, incident, notes: Vec<String>, reason: String| Decision {
+        action,
+        kind: Kind::Alert,
+        target,
+        confirm_to: None,
+        new_participants: Vec::new(),
+        notes,
+        notices: Vec::new(),
+        incident,
+        reason,
+    };
+    let existing = |ticket: &TicketInfo, reopen, resolve, quiet| Target::Existing {
+        ticket: ticket.clone(),
+        reopen,
+        resolve,
+        quiet,
+    };
+    if alert.kind == AlertKind::Recovery || alert.state.is_recovery() {
+        return match open.filter(|i| i.problem) {
+            Some(i) => decision(
+                Action::Appended,
+                existing(&i.ticket, false, true, false),
+                change(IncidentEvent::Recovered),
+                vec![format!("Recovery: {what} is {state}; ticket resolved.")],
+                format!("recovery of {what}: ticket {} resolved", i.ticket.number),
+            ),
+            None => decision(
+                Action::Suppressed,
+                Target::Nothing,
+                None,
+                Vec::new(),
+                format!("recovery of {what} with no open problem: stored, ignored"),
+            ),
+        };
+    }
+    if matches!(alert.kind, AlertKind::Acknowledgement | AlertKind::Other) {
+        return match open {
+            Some(i) => decision(
+                Action::Appended,
+                existing(&i.ticket, false, false, false),
+                None,
+                Vec::new(),
+                format!("{what}: notice kept on ticket {}", i.ticket.number),
+            ),
+            None => decision(
+                Action::Suppressed,
+                Target::Nothing,
+                None,
+                Vec::new(),
+                format!("{what}: monitoring notice without an open ticket: stored"),
+            ),
+        };
+    }
+    // A problem.
+    if let Some(i) = open {
+        return decision(
+            Action::Appended,
+            existing(&i.ticket, false, false, true),
+            change(IncidentEvent::Repeated),
+            Vec::new(),
+            format!(
+                "{what} is {state} again: counted on ticket {}",
+                i.ticket.number
+            ),
+        );
+    }
+    if let Some(i) = look.incident.as_ref().filter(|i| i.flapping) {
+        return decision(
+            Action::Appended,
+            existing(&i.ticket, true, false, false),
+            change(IncidentEvent::Reopened),
+            vec![format!(
+                "{what} is {state} again soon after its recovery (flapping): ticket re-opened."
+            )],
+            format!(
+                "{what} is {state} again: ticket {} re-opened",
+                i.ticket.number
+            ),
+        );
+    }
+    let critical = matches!(
+        alert.state,
+        AlertState::Critical | AlertState::Down | AlertState::Unreachable
+    );
+    let host = alert.host.to_lowercase();
+    let severity = if critical {
+        if org.is_some_and(|o| o.critical_hosts.iter().any(|h| h.to_lowercase() == host)) {
+            cfg.alert_severity.critical_host
+        } else {
+            cfg.alert_severity.critical
+        }
+    } else {
+        cfg.alert_severity.warning
+    };
+    let Some(from) = mail.from.clone() else {
+        return decision(
+            Action::Suppressed,
+            Target::Nothing,
+            None,
+            Vec::new(),
+            format!("alert for {what} without a sender"),
+        );
+    };
+    let rule = format!(
+        "alert:{}:{}",
+        format!("{:?}", alert.source).to_lowercase(),
+        state
+    );
+    decision(
+        Action::Created,
+        Target::New(NewTicket {
+            subject: cfg.tag.strip(&mail.subject),
+            requester: from,
+            severity,
+            rule: Some(rule),
+            linked: None,
+            participants: Vec::new(),
+            organisation: org.map(|o| o.id.clone()),
+            flags: Vec::new(),
+        }),
+        change(IncidentEvent::Opened),
+        Vec::new(),
+        format!(
+            "{what} is {state}: new ticket, severity {}",
+            severity.level()
+        ),
+    )
 }
 
 /// Reply-To or From, unless it is ours, a robot, or over the hourly limit.
@@ -512,6 +773,7 @@ mod tests {
             default_severity: Severity::Malfunction,
             tag: crate::ingest::thread::SubjectTag::new("Ticket", ""),
             unknown_senders: UnknownSenders::Accept,
+            alert_severity: AlertSeverity::default(),
         }
     }
 
@@ -528,6 +790,7 @@ mod tests {
             account_manager: Some("am@provider.de".into()),
             cases_per_quarter: quota,
             cases_this_quarter: cases,
+            critical_hosts: vec!["erp01".into()],
         })
     }
 

@@ -9,7 +9,9 @@
 //! `Script` of several statements.
 
 use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
-use crate::ingest::decide::{Decision, Kind, Lookups, Notice, NoticeKind, Target, TicketInfo};
+use crate::ingest::decide::{
+    Decision, Incident, IncidentEvent, Kind, Lookups, Notice, NoticeKind, Target, TicketInfo,
+};
 use crate::ingest::parse::{sha256_hex, ParsedMail};
 use crate::ingest::LookupKeys;
 use crate::metrics::OutboxStats;
@@ -215,6 +217,25 @@ pub struct TicketView {
     pub articles: Vec<ArticleView>,
     /// Bounces recorded against recipients.
     pub bounces: Vec<BounceView>,
+    /// The monitoring incident this ticket is for, if any.
+    pub incident: Option<IncidentView>,
+}
+
+/// A monitoring incident as shown on its ticket.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentView {
+    /// Organisation, host and service.
+    pub key: String,
+    /// The last alert's state.
+    pub state: String,
+    /// Whether the problem is open.
+    pub problem: bool,
+    /// Problem alerts so far.
+    pub occurrences: i64,
+    /// The last alert's text.
+    pub last_text: String,
+    /// When the last alert came.
+    pub last_at: String,
 }
 
 /// A recorded delivery failure.
@@ -540,6 +561,10 @@ pub struct Probe<'a> {
     pub organisation: Option<&'a str>,
     /// Start of the current quarter (`ts` format).
     pub quarter_start: &'a str,
+    /// The incident key of a monitoring alert.
+    pub incident: Option<&'a str>,
+    /// Start of the flap window (`ts` format).
+    pub flap_since: &'a str,
 }
 
 /// Result of claiming a message's dedupe key.
@@ -699,6 +724,16 @@ pub async fn claim(
         ));
         s.end();
     }
+    let incident_keys: Vec<&str> = probe.and_then(|p| p.incident).into_iter().collect();
+    if let Some(key) = incident_keys.first() {
+        let k = s.arg(*key);
+        s.push(format_args!(
+            "SELECT 'incident', i.key, {TICKET_INFO_COLUMNS}, i.problem, i.recovered_at FROM incidents i
+             JOIN tickets t ON t.id = i.ticket_id
+             LEFT JOIN participants p ON p.ticket_id = t.id WHERE i.key = {k}"
+        ));
+        s.end();
+    }
     if let Some(p) = probe {
         if let Some(org) = p.organisation {
             let (o, q) = (s.arg(org), s.arg(p.quarter_start));
@@ -748,6 +783,27 @@ pub async fn claim(
             bounced_ticket,
             auto_mails_last_hour: u32::try_from(auto).unwrap_or(u32::MAX),
             organisation: None,
+            alert: None,
+            incident: match first_ticket(&rows, "incident", &incident_keys)? {
+                Some(ticket) => {
+                    let row = rows
+                        .iter()
+                        .find(|r| r.try_get::<&str, _>(0).is_ok_and(|l| l == "incident"));
+                    let problem = row
+                        .map(|r| r.try_get::<i64, _>(7))
+                        .transpose()?
+                        .unwrap_or(0);
+                    let recovered: Option<String> =
+                        row.map(|r| r.try_get(8)).transpose()?.flatten();
+                    Some(Incident {
+                        ticket,
+                        problem: problem != 0,
+                        flapping: recovered
+                            .is_some_and(|r| probe.is_some_and(|p| r.as_str() >= p.flap_since)),
+                    })
+                }
+                None => None,
+            },
         }),
         next,
         org_cases: u32::try_from(cases).unwrap_or(u32::MAX),
@@ -1048,9 +1104,20 @@ pub async fn apply(
             events(&mut s, Some(id), Some(message_row), &list, now);
             (Some(id), Some(number), Some(t.severity))
         }
-        Target::Existing { ticket, reopen } => {
+        Target::Existing {
+            ticket,
+            reopen,
+            resolve,
+            quiet: _,
+        } => {
             let (at, id) = (s.arg(now), s.arg(ticket.id));
-            let status = if *reopen { "status = 'open', " } else { "" };
+            let status = if *reopen {
+                "status = 'open', "
+            } else if *resolve {
+                "status = 'resolved', "
+            } else {
+                ""
+            };
             s.push(format_args!(
                 "UPDATE tickets SET {status}updated_at = {at} WHERE id = {id} RETURNING 'severity', severity"
             ));
@@ -1065,6 +1132,9 @@ pub async fn apply(
             let mut list = vec![("appended", d.reason.as_str())];
             if *reopen {
                 list.push(("reopened", "the customer wrote again"));
+            }
+            if *resolve {
+                list.push(("resolved", d.reason.as_str()));
             }
             events(&mut s, Some(ticket.id), Some(message_row), &list, now);
             (Some(ticket.id), Some(ticket.number.clone()), None)
@@ -1163,7 +1233,39 @@ pub async fn apply(
         }
     }
 
-    if let Some(tid) = ticket_id {
+    if let Some(c) = &d.incident {
+        if let Some(tid) = ticket_id {
+            let (k, t, st, tx, at) = (
+                s.arg(c.key.as_str()),
+                s.arg(tid),
+                s.arg(c.state.as_str()),
+                s.arg(c.text.as_str()),
+                s.arg(now),
+            );
+            match c.event {
+                IncidentEvent::Opened => s.push(format_args!(
+                    "INSERT INTO incidents (key, ticket_id, state, problem, occurrences, last_text, last_at)
+                     VALUES ({k}, {t}, {st}, 1, 1, {tx}, {at})
+                     ON CONFLICT (key) DO UPDATE SET ticket_id = excluded.ticket_id, state = excluded.state,
+                       problem = 1, occurrences = 1, last_text = excluded.last_text, last_at = excluded.last_at,
+                       recovered_at = NULL"
+                )),
+                IncidentEvent::Repeated | IncidentEvent::Reopened => s.push(format_args!(
+                    "UPDATE incidents SET occurrences = occurrences + 1, problem = 1, state = {st},
+                       last_text = {tx}, last_at = {at}, recovered_at = NULL WHERE key = {k} AND ticket_id = {t}"
+                )),
+                IncidentEvent::Recovered => s.push(format_args!(
+                    "UPDATE incidents SET problem = 0, state = {st}, last_text = {tx}, last_at = {at},
+                       recovered_at = {at} WHERE key = {k} AND ticket_id = {t}"
+                )),
+            }
+            s.end();
+        }
+    }
+
+    // A repeated alert only counts: no article of its own.
+    let quiet = matches!(d.target, Target::Existing { quiet: true, .. });
+    if let Some(tid) = ticket_id.filter(|_| !quiet) {
         let plan = inbound_plan(mail, limits);
         notes.extend(plan.2.iter().cloned());
         notes.extend(mail.warnings.iter().cloned());
@@ -1358,12 +1460,30 @@ impl Store {
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;
+        let incident = sqlx::query(
+            "SELECT key, state, problem, occurrences, last_text, last_at FROM incidents WHERE ticket_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| -> Result<IncidentView, sqlx::Error> {
+            Ok(IncidentView {
+                key: r.try_get::<String, _>("key")?.replace('\u{1f}', "/"),
+                state: r.try_get("state")?,
+                problem: r.try_get::<i64, _>("problem")? != 0,
+                occurrences: r.try_get("occurrences")?,
+                last_text: r.try_get("last_text")?,
+                last_at: r.try_get("last_at")?,
+            })
+        })
+        .transpose()?;
         Ok(Some(TicketView {
             summary,
             severity_rule,
             participants,
             articles,
             bounces,
+            incident,
         }))
     }
 
