@@ -547,6 +547,8 @@ impl Intake {
                 .and_then(|p| p.cases_per_quarter),
             cases_this_quarter: org_cases,
             critical_hosts: o.critical_hosts.clone(),
+            notify_new: o.notify_new.clone(),
+            notify_status: o.notify_status.clone(),
         });
         let Some((mail, verdict, _)) = &probe else {
             let reason = match parsed {

@@ -1191,7 +1191,8 @@ fn tickets_belong_to_the_organisation_of_their_sender() {
     std::fs::write(
         customers.join("main.toml"),
         "[[plan]]\nname = \"Premium\"\n\n[[organisation]]\nid = \"stadtwerke\"\nname = \"Stadtwerke Beispiel\"\n\
-         plan = \"Premium\"\ndomains = [\"kunde.de\"]\ncontacts = [\"it@partner.example\"]\n",
+         plan = \"Premium\"\ndomains = [\"kunde.de\"]\ncontacts = [\"it@partner.example\"]\n\
+         notify_new = [\"leitung@kunde.de\"]\n",
     )
     .unwrap();
     let by_domain = d.ingest(&mail(
@@ -1217,6 +1218,16 @@ fn tickets_belong_to_the_organisation_of_their_sender() {
     assert_eq!(org(&by_domain).as_deref(), Some("stadtwerke"));
     assert_eq!(org(&by_contact).as_deref(), Some("stadtwerke"));
     assert_eq!(org(&stranger), None);
+    // The organisation's chosen recipient hears of both its new tickets.
+    let told: Vec<Value> = d
+        .outbox()
+        .into_iter()
+        .filter(|m| m["kind"] == "new-ticket")
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|m| m["to"][0] == "leitung@kunde.de"));
+    let raw = told[0]["raw"].as_str().unwrap();
+    assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
     let list = d.json(&["tickets", "list", "--json"]);
     assert!(list
         .as_array()

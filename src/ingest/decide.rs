@@ -102,6 +102,44 @@ pub struct OrgFacts {
     pub cases_this_quarter: u32,
     /// Hosts whose outage is business-critical (lower case).
     pub critical_hosts: Vec<String>,
+    /// Who is told of each new ticket.
+    pub notify_new: Vec<String>,
+    /// Who is told of each status change.
+    pub notify_status: Vec<String>,
+}
+
+/// Tells the organisation's chosen recipients of a new ticket or a status
+/// change the decision makes (not the sender, who knows).
+fn add_customer_notices(d: &mut Decision, org: &OrgFacts, sender: &str) {
+    let (kind, list, facts) = match &d.target {
+        Target::New(_) => (NoticeKind::NewTicket, &org.notify_new, Vec::new()),
+        Target::Existing { reopen: true, .. } | Target::Existing { resolve: true, .. } => {
+            let status = if matches!(d.target, Target::Existing { reopen: true, .. }) {
+                "open"
+            } else {
+                "resolved"
+            };
+            (
+                NoticeKind::Status,
+                &org.notify_status,
+                vec![
+                    ("status".to_string(), status.to_string()),
+                    ("why".to_string(), d.reason.clone()),
+                ],
+            )
+        }
+        _ => return,
+    };
+    for a in list.iter().filter(|a| !a.eq_ignore_ascii_case(sender)) {
+        d.notices.push(Notice {
+            kind,
+            to: Mailbox {
+                address: a.clone(),
+                name: None,
+            },
+            facts: facts.clone(),
+        });
+    }
 }
 
 /// A mail the decision asks for besides the confirmation.
@@ -122,6 +160,10 @@ pub enum NoticeKind {
     Registration,
     /// To the account manager: a ticket over the plan's quota.
     OverQuota,
+    /// To the organisation's chosen recipients: a new ticket.
+    NewTicket,
+    /// To the organisation's chosen recipients: a ticket's status changed.
+    Status,
 }
 
 impl NoticeKind {
@@ -130,6 +172,8 @@ impl NoticeKind {
         match self {
             NoticeKind::Registration => "registration",
             NoticeKind::OverQuota => "over-quota",
+            NoticeKind::NewTicket => "new-ticket",
+            NoticeKind::Status => "status",
         }
     }
 }
@@ -275,6 +319,23 @@ pub type Classifier<'a> = dyn FnMut(&ParsedMail) -> (Option<Severity>, Option<St
 /// Decides what happens to a parsed message. `classify` is called only when a
 /// ticket is created, so replies never pay for the rules.
 pub fn decide(
+    mail: &ParsedMail,
+    verdict: &Verdict,
+    look: &Lookups,
+    cfg: &DecideConfig,
+    classify: &mut Classifier<'_>,
+) -> Decision {
+    let mut d = decide_target(mail, verdict, look, cfg, classify);
+    if let Some(org) = &look.organisation {
+        let sender = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
+        add_customer_notices(&mut d, org, &sender);
+    }
+    d
+}
+
+/// Where the message goes and why: [`decide`] without the customer's
+/// notification wishes.
+fn decide_target(
     mail: &ParsedMail,
     verdict: &Verdict,
     look: &Lookups,
@@ -791,6 +852,8 @@ mod tests {
             cases_per_quarter: quota,
             cases_this_quarter: cases,
             critical_hosts: vec!["erp01".into()],
+            notify_new: vec!["it@kunde.de".into(), "anna@kunde.de".into()],
+            notify_status: vec!["it@kunde.de".into()],
         })
     }
 
@@ -835,6 +898,49 @@ mod tests {
     }
 
     #[test]
+    fn the_organisations_recipients_hear_of_new_tickets_and_status_changes() {
+        let known = Lookups {
+            organisation: org(0, None),
+            ..Default::default()
+        };
+        // anna is on the list but wrote the mail herself: only it@ is told.
+        let d = run_with("From: anna@kunde.de\r\nSubject: Drucker", &known, &cfg());
+        let to: Vec<(NoticeKind, &str)> = d
+            .notices
+            .iter()
+            .map(|n| (n.kind, n.to.address.as_str()))
+            .collect();
+        assert_eq!(to, [(NoticeKind::NewTicket, "it@kunde.de")]);
+        // A customer writing to a resolved ticket re-opens it: a status mail.
+        let mut t = ticket("anna@kunde.de");
+        t.status = Status::Resolved;
+        let reply = Lookups {
+            by_reference: Some(t),
+            organisation: org(0, None),
+            ..Default::default()
+        };
+        let d = run_with(
+            "From: anna@kunde.de\r\nSubject: Re: Drucker",
+            &reply,
+            &cfg(),
+        );
+        assert!(matches!(d.target, Target::Existing { reopen: true, .. }));
+        assert_eq!(d.notices.len(), 1);
+        assert_eq!(d.notices[0].kind, NoticeKind::Status);
+        assert!(d.notices[0]
+            .facts
+            .contains(&("status".into(), "open".into())));
+        // A plain follow-up changes no status: nobody is told.
+        let open = Lookups {
+            by_reference: Some(ticket("anna@kunde.de")),
+            organisation: org(0, None),
+            ..Default::default()
+        };
+        let d = run_with("From: anna@kunde.de\r\nSubject: Re: Drucker", &open, &cfg());
+        assert!(d.notices.is_empty());
+    }
+
+    #[test]
     fn a_case_over_the_quota_is_created_flagged_and_reported() {
         let from = "From: anna@kunde.de\r\nSubject: Drucker";
         let under = Lookups {
@@ -843,7 +949,7 @@ mod tests {
         };
         let d = run_with(from, &under, &cfg());
         assert!(matches!(&d.target, Target::New(t) if t.flags.is_empty()));
-        assert!(d.notices.is_empty());
+        assert!(!d.notices.iter().any(|n| n.kind == NoticeKind::OverQuota));
         let over = Lookups {
             organisation: org(10, Some(10)),
             ..Default::default()
@@ -851,10 +957,14 @@ mod tests {
         let d = run_with(from, &over, &cfg());
         assert_eq!(d.action, Action::Created, "never refused");
         assert!(matches!(&d.target, Target::New(t) if t.flags == ["over-quota"]));
-        assert_eq!(d.notices.len(), 1);
-        assert_eq!(d.notices[0].kind, NoticeKind::OverQuota);
-        assert_eq!(d.notices[0].to.address, "am@provider.de");
-        assert!(d.notices[0].facts.contains(&("cases".into(), "11".into())));
+        let over: Vec<&Notice> = d
+            .notices
+            .iter()
+            .filter(|n| n.kind == NoticeKind::OverQuota)
+            .collect();
+        assert_eq!(over.len(), 1);
+        assert_eq!(over[0].to.address, "am@provider.de");
+        assert!(over[0].facts.contains(&("cases".into(), "11".into())));
         assert!(d.notes.iter().any(|n| n.contains("over quota")));
     }
 

@@ -54,6 +54,38 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "over-quota.en.txt",
         include_str!("../../templates/over-quota.en.txt"),
     ),
+    (
+        "new-ticket.de.subject",
+        include_str!("../../templates/new-ticket.de.subject"),
+    ),
+    (
+        "new-ticket.de.txt",
+        include_str!("../../templates/new-ticket.de.txt"),
+    ),
+    (
+        "new-ticket.en.subject",
+        include_str!("../../templates/new-ticket.en.subject"),
+    ),
+    (
+        "new-ticket.en.txt",
+        include_str!("../../templates/new-ticket.en.txt"),
+    ),
+    (
+        "status.de.subject",
+        include_str!("../../templates/status.de.subject"),
+    ),
+    (
+        "status.de.txt",
+        include_str!("../../templates/status.de.txt"),
+    ),
+    (
+        "status.en.subject",
+        include_str!("../../templates/status.en.subject"),
+    ),
+    (
+        "status.en.txt",
+        include_str!("../../templates/status.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered.
