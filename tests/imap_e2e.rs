@@ -71,6 +71,13 @@ impl Desk {
         self.dir.path().join("data")
     }
 
+    /// Replaces `from` with `to` in the configuration (before `start`).
+    fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        assert!(text.contains(from), "{from:?} not in\n{text}");
+        std::fs::write(&self.config, text.replace(from, to)).expect("config");
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--config")
@@ -349,9 +356,10 @@ async fn a_wrong_certificate_authority_is_refused_and_nothing_is_taken() {
     let stack = MailStack::start();
     // Trust only the public roots: the test certificate must not pass.
     let mut desk = Desk::new(&stack, Tls::Secure, false, "");
-    let text = std::fs::read_to_string(&desk.config).expect("config");
-    let ca_line = format!("ca_file = \"{}\"\n", stack.ca_cert_path().display());
-    std::fs::write(&desk.config, text.replace(&ca_line, "")).expect("config");
+    desk.edit_config(
+        &format!("ca_file = \"{}\"\n", stack.ca_cert_path().display()),
+        "",
+    );
     stack
         .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "Printer"))
         .await;
@@ -375,12 +383,10 @@ async fn dovecot_down_for_30_s_and_postfix_down_lose_nothing() {
     let stack = MailStack::start();
     // IDLE re-issued every 10 s; health fails after 20 s without a sync.
     let mut desk = Desk::new(&stack, Tls::Plain, true, "idle_seconds = 10\n");
-    let text = std::fs::read_to_string(&desk.config).expect("config");
-    let text = text.replace(
+    desk.edit_config(
         "listen = \"127.0.0.1:0\"",
         "listen = \"127.0.0.1:0\"\nmax_sync_age_seconds = 20",
     );
-    std::fs::write(&desk.config, text).expect("config");
     desk.start();
     stack
         .append(SUPPORT, "INBOX", customer_mail(ALICE, 1, "First"))
@@ -583,16 +589,13 @@ async fn smtps_with_auth_delivers_the_confirmation() {
     let stack = MailStack::start();
     let mut desk = Desk::new(&stack, Tls::Secure, true, "");
     // Implicit TLS on the SMTPS port, AUTH as the support account.
-    let text = std::fs::read_to_string(&desk.config).expect("config");
-    let text = text.replace(
+    desk.edit_config(
         &format!("port = {}\ntls = \"starttls\"", stack.smtp_port()),
         &format!(
             "port = {}\ntls = \"tls\"\nuser = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"",
             stack.smtps_port()
         ),
     );
-    assert!(text.contains("tls = \"tls\""), "{text}");
-    std::fs::write(&desk.config, text).expect("config");
     desk.start();
     stack
         .append(
@@ -709,12 +712,10 @@ async fn retries_give_up_after_retry_hours_with_a_note() {
     let stack = MailStack::start();
     let mut desk = Desk::new(&stack, Tls::Plain, true, "");
     // Give up after ~2 s of temporary failures.
-    let text = std::fs::read_to_string(&desk.config).expect("config");
-    let text = text.replace(
+    desk.edit_config(
         "retry_base_seconds = 0.5",
         "retry_base_seconds = 0.5\nretry_hours = 0.0006",
     );
-    std::fs::write(&desk.config, text).expect("config");
     stack.stop_smtp();
     desk.start();
     stack
