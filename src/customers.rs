@@ -42,7 +42,12 @@ pub struct Organisation {
     /// The account manager's address (over-quota and routed mail).
     #[serde(default)]
     pub account_manager: Option<String>,
-    /// Hosts whose outage is business-critical (monitoring: severity 1).
+    /// Hosts monitored for this organisation: an alert about one belongs
+    /// to it, whoever sends it (the provider's own monitoring, say).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Hosts whose outage is business-critical (monitoring: severity 1);
+    /// they count as the organisation's hosts too.
     #[serde(default)]
     pub critical_hosts: Vec<String>,
     /// Who gets a mail on each new ticket.
@@ -98,6 +103,7 @@ pub struct Directory {
     plans: Vec<Plan>,
     by_address: HashMap<String, usize>,
     by_domain: HashMap<String, usize>,
+    by_host: HashMap<String, usize>,
 }
 
 impl Directory {
@@ -175,6 +181,8 @@ impl Directory {
                 normalise(&mut o.domains);
                 normalise(&mut o.notify_new);
                 normalise(&mut o.notify_status);
+                normalise(&mut o.hosts);
+                normalise(&mut o.critical_hosts);
                 o.main_contact = o.main_contact.map(|a| a.trim().to_ascii_lowercase());
                 o.account_manager = o.account_manager.map(|a| a.trim().to_ascii_lowercase());
                 let at = d.organisations.len();
@@ -211,6 +219,16 @@ impl Directory {
                         )));
                     }
                 }
+                for h in o.hosts.iter().chain(&o.critical_hosts) {
+                    if let Some(prev) = d.by_host.insert(h.clone(), at) {
+                        if prev != at {
+                            return Err(bad(format!(
+                                "host {h} belongs to both {} and {}",
+                                d.organisations[prev].id, o.id
+                            )));
+                        }
+                    }
+                }
                 d.organisations.push(o);
             }
         }
@@ -245,6 +263,14 @@ impl Directory {
                 return None;
             }
         }
+    }
+
+    /// The organisation a monitored host belongs to (case-insensitive).
+    pub fn lookup_host(&self, host: &str) -> Option<&Organisation> {
+        let h = host.trim().to_ascii_lowercase();
+        self.by_host
+            .get(&h)
+            .and_then(|&i| self.organisations.get(i))
     }
 
     /// The organisation with this id.
@@ -296,6 +322,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "language",
     "timezone",
     "account_manager",
+    "hosts",
     "critical_hosts",
     "notify_new",
     "notify_status",
@@ -364,6 +391,7 @@ pub fn from_csv(text: &str, file: &str) -> Result<Vec<Organisation>, DirectoryEr
             language: opt("language"),
             timezone: opt("timezone"),
             account_manager: opt("account_manager"),
+            hosts: list("hosts"),
             critical_hosts: list("critical_hosts"),
             notify_new: list("notify_new"),
             notify_status: list("notify_status"),
@@ -431,6 +459,11 @@ domains = ["korn.example"]
         assert_eq!(d.lookup("stranger@gmail.com"), None);
         assert_eq!(d.lookup("no-at-sign"), None);
         assert_eq!(d.plan("BASIC").and_then(|p| p.cases_per_quarter), Some(10));
+        assert_eq!(
+            d.lookup_host("ERP01").map(|o| o.id.as_str()),
+            Some("stadtwerke")
+        );
+        assert_eq!(d.lookup_host("web99"), None);
     }
 
     #[test]

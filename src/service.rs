@@ -477,13 +477,20 @@ impl Intake {
         let quarter_start = quarter_start(now, &self.tz);
         let flap_since = store::ts(now - self.flap_window);
         let directory = self.customers();
-        let org = probe
-            .as_ref()
-            .and_then(|(mail, _, _)| mail.from.as_ref())
-            .and_then(|f| directory.lookup(&f.address));
         let alert = probe
             .as_ref()
             .and_then(|(mail, _, _)| parse_alert(mail, &self.alert_rules));
+        // An alert belongs to the owner of its host, whoever sent it (the
+        // provider's own monitoring); other mail to the sender's.
+        let org = alert
+            .as_ref()
+            .and_then(|a| directory.lookup_host(&a.host))
+            .or_else(|| {
+                probe
+                    .as_ref()
+                    .and_then(|(mail, _, _)| mail.from.as_ref())
+                    .and_then(|f| directory.lookup(&f.address))
+            });
         let incident = alert
             .as_ref()
             .map(|a| incident_key(org.map(|o| o.id.as_str()), a));

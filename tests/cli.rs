@@ -1458,3 +1458,38 @@ fn monitoring_alerts_make_one_ticket_per_incident_and_recoveries_resolve_it() {
         2
     );
 }
+
+#[test]
+fn an_alert_belongs_to_the_owner_of_its_host_and_a_critical_host_is_severity_1() {
+    let d = Desk::new();
+    let customers = d.data().join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    // The provider's own Nagios sends; the host says whose incident it is.
+    std::fs::write(
+        customers.join("c.toml"),
+        "[[organisation]]\nid = \"shop\"\nname = \"Webshop GmbH\"\ndomains = [\"shop.example\"]\n\
+         critical_hosts = [\"WEB01.example.com\"]\nnotify_new = [\"ops@shop.example\"]\n",
+    )
+    .unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts/nagios");
+    let raw = std::fs::read(dir.join("06-host-down.eml")).unwrap();
+    let o = d.run(&["ingest"], Some(&raw));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["action"], "created", "{v}");
+    assert_eq!(v["severity"], 1, "DOWN on a critical host");
+    let t = d.ticket(v["ticket"].as_str().unwrap());
+    assert_eq!(t["organisation"], "shop");
+    // No confirmation to the monitoring system; the customer's ops are told.
+    let to: Vec<String> = d
+        .outbox()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m["kind"].as_str().unwrap(),
+                m["to"][0].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(to, ["new-ticket ops@shop.example"]);
+}
