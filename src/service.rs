@@ -103,9 +103,7 @@ impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
     fn from(c: &crate::config::SourceDefaultsConfig) -> Self {
         SourceDefaults {
             confirm: c.confirm,
-            default_severity: c
-                .default_severity
-                .and_then(|s| Severity::try_from(i64::from(s)).ok()),
+            default_severity: c.default_severity.and_then(|s| Severity::try_from(s).ok()),
             unknown_senders: c.unknown_senders,
         }
     }
@@ -368,7 +366,11 @@ impl Intake {
             };
             &cfg_for_source
         };
-        match self.store_batch(store, items, &parsed, now, cfg).await {
+        let instants = self.instants(now);
+        match self
+            .store_batch(store, items, &parsed, &instants, cfg)
+            .await
+        {
             Ok(results) => results,
             Err(e) => {
                 let msg = e.to_string();
@@ -389,7 +391,7 @@ impl Intake {
         store: &Store,
         items: &[Incoming],
         parsed: &[Result<ParsedMail, ParseFailure>],
-        now: jiff::Timestamp,
+        t: &Instants,
         cfg: &DecideConfig,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         if items.len() > 1 {
@@ -397,7 +399,7 @@ impl Intake {
             let mut results = Vec::with_capacity(items.len());
             let mut failed = false;
             for (item, p) in items.iter().zip(parsed) {
-                match self.store_one(&mut tx, item, p, now, cfg).await {
+                match self.store_one(&mut tx, item, p, t, cfg).await {
                     Ok(o) => results.push(Ok(o)),
                     Err(e) => {
                         tracing::warn!(source = %item.source, error = %e, "batch rolled back; storing one by one");
@@ -416,7 +418,7 @@ impl Intake {
         for (item, p) in items.iter().zip(parsed) {
             let one = async {
                 let mut tx = store.begin().await?;
-                let o = self.store_one(&mut tx, item, p, now, cfg).await?;
+                let o = self.store_one(&mut tx, item, p, t, cfg).await?;
                 tx.commit().await?;
                 Ok(o)
             }
@@ -434,10 +436,9 @@ impl Intake {
         conn: &mut sqlx::SqliteConnection,
         item: &Incoming,
         parsed: &Result<ParsedMail, ParseFailure>,
-        now: jiff::Timestamp,
+        t: &Instants,
         cfg: &DecideConfig,
     ) -> Result<Outcome, StoreError> {
-        let now_s = store::ts(now);
         let (sha, mid) = match parsed {
             Ok(p) => (p.sha256.clone(), p.message_id.clone()),
             Err(_) => (sha256_hex(&item.raw), None),
@@ -451,7 +452,7 @@ impl Intake {
             source = %item.source,
             ticket = tracing::field::Empty,
         );
-        self.store_one_in(conn, item, parsed, now, now_s, sha, mid, cfg)
+        self.store_one_in(conn, item, parsed, t, sha, mid, cfg)
             .instrument(span)
             .await
     }
@@ -462,8 +463,7 @@ impl Intake {
         conn: &mut sqlx::SqliteConnection,
         item: &Incoming,
         parsed: &Result<ParsedMail, ParseFailure>,
-        now: jiff::Timestamp,
-        now_s: String,
+        t: &Instants,
         sha: String,
         mid: Option<crate::domain::MessageId>,
         cfg: &DecideConfig,
@@ -473,9 +473,6 @@ impl Intake {
             let keys = lookup_keys(mail, &self.tag, &self.signer);
             (mail, verdict, keys)
         });
-        let hour_ago = store::ts(now - jiff::SignedDuration::from_hours(1));
-        let quarter_start = quarter_start(now, &self.tz);
-        let flap_since = store::ts(now - self.flap_window);
         let directory = self.customers();
         let alert = probe
             .as_ref()
@@ -512,17 +509,17 @@ impl Intake {
                     } else {
                         mail.reply_address().map(|m| m.address.as_str())
                     },
-                    hour_ago: &hour_ago,
+                    hour_ago: &t.hour_ago,
                     organisation: org.map(|o| o.id.as_str()),
-                    quarter_start: &quarter_start,
+                    quarter_start: &t.quarter_start,
                     incident: incident.as_deref(),
-                    flap_since: &flap_since,
+                    flap_since: &t.flap_since,
                 })
                 .as_ref(),
-            &now_s,
+            &t.at,
         )
         .await?;
-        let (row, look, next, org_cases) = match claim {
+        let (row, mut look, next, org_cases) = match claim {
             Claim::Duplicate { ticket, severity } => {
                 tracing::info!(ticket = ticket.as_ref().map(|t| t.as_str()), "duplicate");
                 return Ok(Outcome {
@@ -542,7 +539,6 @@ impl Intake {
                 org_cases,
             } => (row, *lookups, next, org_cases),
         };
-        let mut look = look;
         look.alert = alert;
         look.organisation = org.map(|o| OrgFacts {
             id: o.id.clone(),
@@ -562,7 +558,7 @@ impl Intake {
                 Err(e) => e.0.as_str(),
                 Ok(_) => "not parsed",
             };
-            store::quarantine(conn, row, reason, &now_s).await?;
+            store::quarantine(conn, row, reason, &t.at).await?;
             tracing::warn!(reason = %reason, "quarantined");
             return Ok(Outcome {
                 action: Action::Quarantined,
@@ -591,10 +587,6 @@ impl Intake {
         };
         let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
-        let received_at = now
-            .to_zoned(self.tz.clone())
-            .strftime("%d.%m.%Y %H:%M:%S %Z")
-            .to_string();
         let clean_subject = self.tag.strip(&mail.subject);
         let customer = mail
             .from
@@ -637,7 +629,7 @@ impl Intake {
                     subject: &clean_subject,
                     body: &mail.body,
                     severity: sev.unwrap_or(Severity::Malfunction),
-                    received_at: &received_at,
+                    received_at: &t.received_at,
                     language: &self.language,
                     desk_name: &self.desk_name,
                     from: &self.from,
@@ -645,7 +637,7 @@ impl Intake {
                     in_reply_to: mail.message_id.as_ref().filter(|_| answer),
                     references: if answer { &mail.references } else { &[] },
                     message_id: &mid,
-                    date: SystemTime::from(now),
+                    date: SystemTime::from(t.now),
                 },
             )
             .map_err(|e| e.to_string())
@@ -658,7 +650,7 @@ impl Intake {
             &decision,
             &self.limits,
             &mut build,
-            &now_s,
+            &t.at,
         )
         .await?;
         if let Some(n) = &applied.ticket {
@@ -679,6 +671,39 @@ impl Intake {
             kind: Some(decision.kind.as_str().to_string()),
             reason: decision.reason,
         })
+    }
+}
+
+/// The instants of one batch, formatted once: every message of a batch is
+/// stored at the same `now`.
+#[derive(Debug)]
+struct Instants {
+    now: jiff::Timestamp,
+    /// `now` as stored.
+    at: String,
+    /// One hour before, for the hourly limit of automatic mails.
+    hour_ago: String,
+    /// The start of the calendar quarter, for plan quotas.
+    quarter_start: String,
+    /// The start of the flap window of monitoring incidents.
+    flap_since: String,
+    /// The receipt timestamp for customers (desk time zone).
+    received_at: String,
+}
+
+impl Intake {
+    fn instants(&self, now: jiff::Timestamp) -> Instants {
+        Instants {
+            now,
+            at: store::ts(now),
+            hour_ago: store::ts(now - jiff::SignedDuration::from_hours(1)),
+            quarter_start: quarter_start(now, &self.tz),
+            flap_since: store::ts(now - self.flap_window),
+            received_at: now
+                .to_zoned(self.tz.clone())
+                .strftime("%d.%m.%Y %H:%M:%S %Z")
+                .to_string(),
+        }
     }
 }
 

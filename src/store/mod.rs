@@ -133,7 +133,7 @@ pub struct Applied {
 
 /// Builds an automatic mail once the ticket number is known: the
 /// confirmation (`None` notice) or a [`Notice`] of the decision.
-pub type ConfirmationBuilder<'a> = dyn FnMut(
+pub type AutoMailBuilder<'a> = dyn FnMut(
         Option<&Notice>,
         Option<&TicketNumber>,
         &Mailbox,
@@ -1046,7 +1046,7 @@ pub async fn apply(
     mail: &ParsedMail,
     d: &Decision,
     limits: &ApplyLimits,
-    build_confirmation: &mut ConfirmationBuilder<'_>,
+    build_mail: &mut AutoMailBuilder<'_>,
     now: &str,
 ) -> Result<Applied, StoreError> {
     let mut s = Script::default();
@@ -1185,13 +1185,13 @@ pub async fn apply(
     // notices the decision asked for.
     let mut outgoing: Vec<(&str, Outgoing)> = Vec::new();
     if let (Some(to), Some(n), Some(sev)) = (&d.confirm_to, &number, severity) {
-        match build_confirmation(None, Some(n), to, Some(sev)) {
+        match build_mail(None, Some(n), to, Some(sev)) {
             Ok(out) => outgoing.push(("confirmation", out)),
             Err(e) => notes.push(format!("No confirmation: {e}")),
         }
     }
     for notice in &d.notices {
-        match build_confirmation(Some(notice), number.as_ref(), &notice.to, severity) {
+        match build_mail(Some(notice), number.as_ref(), &notice.to, severity) {
             Ok(out) => outgoing.push((notice.kind.as_str(), out)),
             Err(e) => notes.push(format!("No {} mail: {e}", notice.kind.as_str())),
         }
