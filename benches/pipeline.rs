@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::time::Duration;
 use ticketd::config::Config;
 use ticketd::domain::{Action, Severity, Status, TicketNumber};
-use ticketd::ingest::classify::RuleSet;
+use ticketd::ingest::classify::{Facts, RuleSet};
 use ticketd::ingest::decide::{decide, DecideConfig, Decision, Lookups, Target, TicketInfo};
 use ticketd::ingest::parse::{parse, ParsedMail};
 use ticketd::ingest::thread::{IdSigner, SubjectTag};
@@ -65,6 +65,7 @@ impl Desk {
                 tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
                 unknown_senders: c.intake.unknown_senders,
                 alert_severity: Default::default(),
+                default_account_manager: None,
             },
             tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
             signer: IdSigner::new(MacKey(vec![0x5a; 32]), &c.desk.id_domain()),
@@ -78,10 +79,7 @@ impl Desk {
         let verdict = guard::check(&mail, &self.cfg.own_addresses);
         let keys = lookup_keys(&mail, &self.tag, &self.signer);
         black_box(&keys);
-        let mut classify = |m: &ParsedMail| {
-            let c = self.rules.classify(m);
-            (c.severity, c.rule)
-        };
+        let mut classify = |m: &ParsedMail, f: &Facts<'_>| self.rules.classify(m, f);
         decide(&mail, &verdict, look, &self.cfg, &mut classify)
     }
 }
@@ -192,7 +190,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("classify", |b| {
         b.iter(|| {
             for p in &parsed {
-                black_box(desk.rules.classify(black_box(p)));
+                black_box(desk.rules.classify(black_box(p), &Facts::default()));
             }
         })
     });

@@ -53,7 +53,7 @@ pub struct Config {
     /// Automatic mails (confirmations).
     pub autoreply: AutoReplyConfig,
     /// Where to find classification rules other than the embedded ones.
-    pub rules: DirConfig,
+    pub rules: RulesConfig,
     /// Where to find templates other than the embedded ones.
     pub templates: DirConfig,
     /// How queued mail leaves.
@@ -225,6 +225,18 @@ impl Default for AutoReplyConfig {
     }
 }
 
+/// `[rules]`: the desk's rule files.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// The directory of `*.toml` rule files; relative to the config file.
+    pub dir: Option<PathBuf>,
+    /// Keep the embedded default files besides the directory's (a file of
+    /// the same name in the directory replaces the default one); without
+    /// it the directory replaces the defaults completely.
+    pub defaults: bool,
+}
+
 /// A directory that overrides embedded files.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -364,6 +376,10 @@ impl Default for AlertsConfig {
 pub struct CustomersConfig {
     /// Directory of `*.toml` files; default `<data_dir>/customers`.
     pub dir: Option<PathBuf>,
+    /// The account manager of senders of no registered organisation
+    /// (prospects): where a route rule's `account-manager` forwards their
+    /// mail. Unset: such mail is handled as a support request.
+    pub default_account_manager: Option<String>,
 }
 
 /// An IMAP mailbox to take mail from.

@@ -24,13 +24,7 @@ pub async fn run(
     intake: Arc<Intake>,
 ) -> anyhow::Result<()> {
     // Fail at start, not on the first mail, when rules or templates are broken.
-    let n = intake
-        .rules()
-        .map_err(|e| anyhow::anyhow!("rules: {e}"))?
-        .len();
-    intake
-        .templates()
-        .map_err(|e| anyhow::anyhow!("templates: {e}"))?;
+    let n = intake.verify().map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(rules = n, "rules loaded");
     let metrics = Arc::new(Metrics::with_max_sync_age(cfg.http.max_sync_age()));
     // Bound before anything starts: a taken port is a start-up error.

@@ -198,6 +198,11 @@ pub enum Action {
     Suppressed,
     /// Could not be parsed; stored raw with the reason.
     Quarantined,
+    /// Not a support request by a route rule: forwarded and/or answered
+    /// with a template, no ticket.
+    Routed,
+    /// Dropped by an ignore rule: stored, no ticket, no mail.
+    Ignored,
 }
 
 impl Action {
@@ -209,6 +214,8 @@ impl Action {
             Action::Duplicate => "duplicate",
             Action::Suppressed => "suppressed",
             Action::Quarantined => "quarantined",
+            Action::Routed => "routed",
+            Action::Ignored => "ignored",
         }
     }
 }

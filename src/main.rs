@@ -67,6 +67,10 @@ enum Command {
         /// Print every matching rule and the text that matched.
         #[arg(long)]
         explain: bool,
+        /// The mailbox the message came in by, for rules that match on it
+        /// (an `[[imap]]` mailbox's name, `pipe`, `maildir`, `stdin`).
+        #[arg(long)]
+        mailbox: Option<String>,
         /// The message file.
         file: PathBuf,
     },
@@ -359,14 +363,15 @@ async fn dispatch(
                         print_json(&list)?;
                     } else {
                         println!(
-                            "NUMBER       STATUS   SEV REQUESTER                 ART  SUBJECT"
+                            "NUMBER       STATUS   SEV QUEUE      REQUESTER                 ART  SUBJECT"
                         );
                         for t in list {
                             println!(
-                                "{:<12} {:<8} {:>3} {:<24} {:>4}  {}",
+                                "{:<12} {:<8} {:>3} {:<10} {:<24} {:>4}  {}",
                                 t.number,
                                 t.status,
                                 t.severity,
+                                t.queue.as_deref().unwrap_or("-"),
                                 t.requester,
                                 t.article_count,
                                 t.subject
@@ -430,7 +435,11 @@ async fn dispatch(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Classify { explain, file } => {
+        Command::Classify {
+            explain,
+            mailbox,
+            file,
+        } => {
             let raw = ticketd::sources::read_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mail = ticketd::ingest::parse::parse(&raw)
@@ -439,22 +448,45 @@ async fn dispatch(
                 root: data_dir.to_path_buf(),
             };
             let key = MacKey(vec![0; 32]);
-            let _ = data;
-            let intake = Intake::new(&cfg, key);
+            let intake = Intake::new(&cfg, key).with_customers(customers_dir(&cfg, &data.root))?;
             let rules = intake.rules()?;
+            let directory = intake.customers();
+            let (alert, org) = intake.context(&directory, &mail);
+            let facts = ticketd::ingest::classify::Facts {
+                customer: org.map(|o| o.id.as_str()),
+                plan: org.and_then(|o| o.plan.as_deref()),
+                mailbox: mailbox.as_deref(),
+                alert: alert.as_ref(),
+            };
             if explain {
-                print!("{}", rules.explain(&mail, intake.default_severity()));
+                print!(
+                    "{}",
+                    rules.explain(&mail, &facts, intake.default_severity())
+                );
             } else {
-                let c = rules.classify(&mail);
-                let sev = c.severity.unwrap_or(intake.default_severity());
-                println!(
-                    "severity {} ({}) — {}",
-                    sev.level(),
-                    sev.label_en(),
+                let c = rules.classify(&mail, &facts);
+                let sev = match (c.severity, &alert) {
+                    (Some(s), _) => format!("severity {} ({})", s.level(), s.label_en()),
+                    (None, Some(_)) => "severity by the alert's state".into(),
+                    (None, None) => {
+                        let s = intake.default_severity();
+                        format!("severity {} ({})", s.level(), s.label_en())
+                    }
+                };
+                let mut line = format!(
+                    "{sev} — {}; action {}",
                     c.rule
                         .map(|r| format!("rule {r}"))
-                        .unwrap_or_else(|| "default".into())
+                        .unwrap_or_else(|| "default".into()),
+                    c.action.describe()
                 );
+                if let Some(q) = &c.queue {
+                    line.push_str(&format!("; queue {q}"));
+                }
+                if !c.tags.is_empty() {
+                    line.push_str(&format!("; tags {}", c.tags.join(", ")));
+                }
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -499,8 +531,8 @@ async fn dispatch(
         }
         Command::CheckConfig => {
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
+            intake.verify().map_err(|e| anyhow!(e))?;
             let rules = intake.rules().map_err(|e| anyhow!("rules: {e}"))?;
-            intake.templates().map_err(|e| anyhow!("templates: {e}"))?;
             ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
                 .map_err(|e| anyhow!("outbound: {e}"))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
@@ -606,6 +638,12 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     }
     if !s.flags.is_empty() {
         println!("Flags:     {}", s.flags.join(", "));
+    }
+    if let Some(q) = &s.queue {
+        println!("Queue:     {q}");
+    }
+    if !s.tags.is_empty() {
+        println!("Tags:      {}", s.tags.join(", "));
     }
     println!("Created:   {}   updated {}", s.created_at, s.updated_at);
     if let Some(r) = &t.severity_rule {

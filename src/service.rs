@@ -8,10 +8,10 @@
 //! each message still succeeds or fails on its own.
 
 use crate::config::Config;
-use crate::customers::{Directory, DirectoryError};
+use crate::customers::{Directory, DirectoryError, Organisation};
 use crate::domain::{Action, Mailbox, Severity, TicketNumber};
-use crate::ingest::alerts::{parse_alert, GenericAlertRule};
-use crate::ingest::classify::{RuleError, RuleSet};
+use crate::ingest::alerts::{parse_alert, Alert, GenericAlertRule};
+use crate::ingest::classify::{Classification, Facts, RuleError, RuleSet};
 use crate::ingest::decide::{
     decide, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind, OrgFacts,
 };
@@ -114,8 +114,9 @@ impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
 pub enum RuleSource {
     /// The defaults compiled into the binary.
     Embedded,
-    /// Every `*.toml` file in this directory, in name order.
-    Dir(PathBuf),
+    /// Every `*.toml` file in this directory, in name order; with `true`
+    /// merged with the embedded defaults by file name.
+    Dir(PathBuf, bool),
 }
 
 impl RuleSource {
@@ -123,7 +124,7 @@ impl RuleSource {
     pub fn load(&self) -> Result<RuleSet, RuleError> {
         match self {
             RuleSource::Embedded => RuleSet::embedded(),
-            RuleSource::Dir(dir) => {
+            RuleSource::Dir(dir, with_defaults) => {
                 let io = |e: std::io::Error| RuleError {
                     file: dir.display().to_string(),
                     line: 0,
@@ -143,6 +144,22 @@ impl RuleSource {
                         reason: e.to_string(),
                     })?;
                     texts.push((f.display().to_string(), text));
+                }
+                if *with_defaults {
+                    // By file name: a file of the directory replaces the
+                    // default of the same name.
+                    let name = |p: &str| {
+                        std::path::Path::new(p)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    };
+                    for (n, t) in crate::ingest::classify::EMBEDDED {
+                        if !texts.iter().any(|(f, _)| name(f) == *n) {
+                            texts.push((n.to_string(), t.to_string()));
+                        }
+                    }
+                    texts.sort_by_key(|(f, _)| name(f));
                 }
                 if texts.is_empty() {
                     return Err(RuleError {
@@ -214,6 +231,12 @@ impl Intake {
                     critical: sev(cfg.alerts.critical_severity, Severity::Production),
                     warning: sev(cfg.alerts.warning_severity, Severity::Malfunction),
                 },
+                default_account_manager: cfg
+                    .customers
+                    .default_account_manager
+                    .as_ref()
+                    .map(|a| a.trim().to_ascii_lowercase())
+                    .filter(|a| !a.is_empty()),
             },
             alert_rules: cfg
                 .alerts
@@ -238,7 +261,7 @@ impl Intake {
             desk_name: cfg.desk.name.clone(),
             from: cfg.desk.from_address().to_string(),
             rule_source: match &cfg.rules.dir {
-                Some(d) => RuleSource::Dir(cfg.resolve(d)),
+                Some(d) => RuleSource::Dir(cfg.resolve(d), cfg.rules.defaults),
                 None => RuleSource::Embedded,
             },
             template_dir: cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
@@ -264,6 +287,27 @@ impl Intake {
             .read()
             .map(|d| d.clone())
             .unwrap_or_else(|_| Arc::new(Directory::default()))
+    }
+
+    /// What the rules see of a message besides the mail itself: the
+    /// monitoring alert it is, and its organisation — an alert's belongs to
+    /// the owner of its host, whoever sent it (the provider's own
+    /// monitoring), other mail to the sender's.
+    pub fn context<'d>(
+        &self,
+        directory: &'d Directory,
+        mail: &ParsedMail,
+    ) -> (Option<Alert>, Option<&'d Organisation>) {
+        let alert = parse_alert(mail, &self.alert_rules);
+        let org = alert
+            .as_ref()
+            .and_then(|a| directory.lookup_host(&a.host))
+            .or_else(|| {
+                mail.from
+                    .as_ref()
+                    .and_then(|f| directory.lookup(&f.address))
+            });
+        (alert, org)
     }
 
     /// The compiled rules, compiling them on first use.
@@ -293,6 +337,49 @@ impl Intake {
         Ok(t)
     }
 
+    /// Loads rules and templates and checks that they fit together (every
+    /// template a route rule answers with exists in the desk's language);
+    /// returns the number of rules. For start-up and `check-config`.
+    pub fn verify(&self) -> Result<usize, String> {
+        let rules = self.rules().map_err(|e| format!("rules: {e}"))?;
+        let templates = self.templates().map_err(|e| format!("templates: {e}"))?;
+        self.check_replies(&rules, &templates)?;
+        Ok(rules.len())
+    }
+
+    fn check_replies(&self, rules: &RuleSet, templates: &Templates) -> Result<(), String> {
+        for (rule, t) in rules.replies() {
+            for part in ["subject", "txt"] {
+                let name = format!("{t}.{}.{part}", self.language);
+                if !templates.has(&name) {
+                    return Err(format!(
+                        "rules: {rule}: reply template {name} does not exist (put it in the templates directory)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The language of mails to `org`: its own when the template exists in
+    /// it, else the desk's.
+    fn language_for<'a>(
+        &'a self,
+        org: Option<&'a Organisation>,
+        templates: &Templates,
+        template: &str,
+    ) -> &'a str {
+        match org.and_then(|o| o.language.as_deref()) {
+            Some(l)
+                if templates.has(&format!("{template}.{l}.txt"))
+                    && templates.has(&format!("{template}.{l}.subject")) =>
+            {
+                l
+            }
+            _ => &self.language,
+        }
+    }
+
     /// Re-reads rules and templates together; when either has an error
     /// neither is replaced, and the error is returned.
     pub fn reload(&self) -> Result<usize, String> {
@@ -300,6 +387,7 @@ impl Intake {
         let templates = Arc::new(
             Templates::load(self.template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
         );
+        self.check_replies(&rules, &templates)?;
         let customers = match &self.customers_dir {
             Some(dir) => Some(Arc::new(
                 Directory::load(dir).map_err(|e| format!("customers: {e}"))?,
@@ -474,20 +562,10 @@ impl Intake {
             (mail, verdict, keys)
         });
         let directory = self.customers();
-        let alert = probe
-            .as_ref()
-            .and_then(|(mail, _, _)| parse_alert(mail, &self.alert_rules));
-        // An alert belongs to the owner of its host, whoever sent it (the
-        // provider's own monitoring); other mail to the sender's.
-        let org = alert
-            .as_ref()
-            .and_then(|a| directory.lookup_host(&a.host))
-            .or_else(|| {
-                probe
-                    .as_ref()
-                    .and_then(|(mail, _, _)| mail.from.as_ref())
-                    .and_then(|f| directory.lookup(&f.address))
-            });
+        let (alert, org) = match &probe {
+            Some((mail, _, _)) => self.context(&directory, mail),
+            None => (None, None),
+        };
         let incident = alert
             .as_ref()
             .map(|a| incident_key(org.map(|o| o.id.as_str()), a));
@@ -540,8 +618,10 @@ impl Intake {
             } => (row, *lookups, next, org_cases),
         };
         look.alert = alert;
+        look.mailbox = Some(mailbox_of(&item.source).to_string());
         look.organisation = org.map(|o| OrgFacts {
             id: o.id.clone(),
+            plan: o.plan.clone(),
             account_manager: o.account_manager.clone(),
             cases_per_quarter: o
                 .plan
@@ -572,17 +652,14 @@ impl Intake {
         };
         let mail = *mail;
         let mut extra_notes = Vec::new();
-        let mut classify = |m: &ParsedMail| match self.rules() {
-            Ok(r) => {
-                let c = r.classify(m);
-                (c.severity, c.rule)
-            }
+        let mut classify = |m: &ParsedMail, facts: &Facts<'_>| match self.rules() {
+            Ok(r) => r.classify(m, facts),
             Err(e) => {
                 tracing::error!(error = %e, "rules cannot be loaded; default severity used");
                 extra_notes.push(format!(
                     "Rules could not be loaded ({e}); default severity used."
                 ));
-                (None, None)
+                Classification::default()
             }
         };
         let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
@@ -609,10 +686,13 @@ impl Intake {
             let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
             // An answer to the customer's mail threads with it; a notice
             // to the account manager is a mail of its own.
-            let (template, answer) = match notice.map(|x| x.kind) {
+            let (template, answer) = match notice {
                 None => ("confirmation", true),
-                Some(k) => (k.as_str(), k == NoticeKind::Registration),
+                Some(x) => (x.template(), x.kind.answers()),
             };
+            // A forward carries the message whole, and answers go to its
+            // sender.
+            let forward = notice.is_some_and(|x| x.kind == NoticeKind::Forward);
             confirmation(
                 templates,
                 &Confirmation {
@@ -630,7 +710,7 @@ impl Intake {
                     body: &mail.body,
                     severity: sev.unwrap_or(Severity::Malfunction),
                     received_at: &t.received_at,
-                    language: &self.language,
+                    language: self.language_for(org, templates, template),
                     desk_name: &self.desk_name,
                     from: &self.from,
                     to,
@@ -638,6 +718,8 @@ impl Intake {
                     references: if answer { &mail.references } else { &[] },
                     message_id: &mid,
                     date: SystemTime::from(t.now),
+                    attach: forward.then_some(item.raw.as_slice()),
+                    reply_to: mail.reply_address().filter(|_| forward),
                 },
             )
             .map_err(|e| e.to_string())
@@ -671,6 +753,17 @@ impl Intake {
             kind: Some(decision.kind.as_str().to_string()),
             reason: decision.reason,
         })
+    }
+}
+
+/// The mailbox name rules see for a message's source: an IMAP mailbox's
+/// name (`imap:NAME/folder/validity/uid`), else the kind of source (`pipe`,
+/// `stdin`, `file`, `maildir`).
+pub fn mailbox_of(source: &str) -> &str {
+    match source.split_once(':') {
+        Some(("imap", rest)) => rest.split('/').next().unwrap_or(rest),
+        Some((kind, _)) => kind,
+        None => source,
     }
 }
 

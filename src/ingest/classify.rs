@@ -27,12 +27,14 @@
 //! word boundaries, byte classes) keep their original form and run on the
 //! original text.
 
+use super::alerts::{Alert, AlertSource, AlertState};
 use super::parse::ParsedMail;
 use crate::domain::Severity;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use regex_syntax::hir::{Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -71,7 +73,26 @@ struct RuleSpec {
     name: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
-    severity: Spanned<i64>,
+    #[serde(default)]
+    severity: Option<Spanned<i64>>,
+    #[serde(default)]
+    action: Option<Spanned<String>>,
+    #[serde(default)]
+    forward: Vec<Spanned<String>>,
+    #[serde(default)]
+    reply: Option<Spanned<String>>,
+    #[serde(default)]
+    queue: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    customer: Vec<Spanned<String>>,
+    #[serde(default)]
+    plan: Vec<Spanned<String>>,
+    #[serde(default)]
+    mailbox: Vec<Spanned<String>>,
+    #[serde(default)]
+    alert: Option<Spanned<AlertSpec>>,
     #[serde(default)]
     subject: Vec<Spanned<String>>,
     #[serde(default)]
@@ -86,6 +107,107 @@ struct RuleSpec {
     header: BTreeMap<String, Vec<Spanned<String>>>,
     #[serde(default)]
     unless: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertSpec {
+    #[serde(default)]
+    source: Vec<Spanned<String>>,
+    #[serde(default)]
+    state: Vec<Spanned<String>>,
+    #[serde(default)]
+    host: Vec<Spanned<String>>,
+    #[serde(default)]
+    service: Vec<Spanned<String>>,
+}
+
+/// What becomes of a message a rule decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RuleAction {
+    /// A ticket (the default).
+    #[default]
+    Ticket,
+    /// Not a support request: forward it and/or answer it with a template
+    /// instead of opening a ticket.
+    Route {
+        /// Forward to these: addresses, or `account-manager` (the sender's
+        /// organisation's account manager).
+        forward: Vec<String>,
+        /// Answer the sender with this template (base name).
+        reply: Option<String>,
+    },
+    /// Stored, no ticket, no mail.
+    Ignore,
+}
+
+impl RuleAction {
+    /// The action with its destinations, for explanations.
+    pub fn describe(&self) -> String {
+        match self {
+            RuleAction::Route { forward, reply } => {
+                let mut parts = Vec::new();
+                if !forward.is_empty() {
+                    parts.push(format!("forward to {}", forward.join(", ")));
+                }
+                if let Some(r) = reply {
+                    parts.push(format!("reply {r}"));
+                }
+                format!("route ({})", parts.join("; "))
+            }
+            a => a.as_str().to_string(),
+        }
+    }
+
+    /// The action's name as written in rule files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleAction::Ticket => "ticket",
+            RuleAction::Route { .. } => "route",
+            RuleAction::Ignore => "ignore",
+        }
+    }
+}
+
+/// The `forward` entry that means the sender's account manager.
+pub const ACCOUNT_MANAGER: &str = "account-manager";
+
+/// What a rule may match besides the mail itself: who the sender is to the
+/// desk, where the mail came in, and the monitoring alert it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    /// The sender's (or the alert host's) organisation id.
+    pub customer: Option<&'a str>,
+    /// That organisation's plan.
+    pub plan: Option<&'a str>,
+    /// The mailbox the mail came in by (an IMAP mailbox's name, `pipe`,
+    /// `maildir`, `stdin`, `file`).
+    pub mailbox: Option<&'a str>,
+    /// The alert, when the mail is a monitoring notification.
+    pub alert: Option<&'a Alert>,
+}
+
+/// The name of an alert's source in rules (`nagios`, `zabbix`, …; a
+/// generic parser by its configured name).
+pub fn alert_source_name(a: &Alert) -> String {
+    match &a.source {
+        AlertSource::Generic(n) => n.to_lowercase(),
+        s => format!("{s:?}").to_lowercase(),
+    }
+}
+
+/// The name of an alert's state in rules (`critical`, `down`, `ok`, …).
+pub fn alert_state_name(a: &Alert) -> String {
+    format!("{:?}", a.state).to_lowercase()
+}
+
+/// The alert conditions of a rule.
+#[derive(Debug, Clone, Default)]
+struct AlertCond {
+    source: Vec<String>,
+    state: Vec<String>,
+    host: Vec<Regex>,
+    service: Vec<Regex>,
 }
 
 /// How a group picks among its matching rules.
@@ -104,7 +226,18 @@ struct Rule {
     description: Option<String>,
     file: String,
     line: usize,
-    severity: Severity,
+    severity: Option<Severity>,
+    action: Option<RuleAction>,
+    queue: Option<String>,
+    tags: Vec<String>,
+    /// Organisation ids (lower case); `*`: any registered one.
+    customer: Vec<String>,
+    /// Plan names (lower case).
+    plan: Vec<String>,
+    /// Mailbox names (lower case).
+    mailbox: Vec<String>,
+    /// Set: the rule applies to monitoring alerts only.
+    alert: Option<AlertCond>,
     /// Indices into the content set, matched against the subject.
     subject: Vec<usize>,
     /// Indices into the content set, matched against the body.
@@ -360,20 +493,34 @@ struct Sources {
     header: Vec<String>,
 }
 
-/// What the rules said about one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the rules said about one message. Each setting comes from the
+/// first group with a matching rule that sets it; tags from every matching
+/// rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classification {
-    /// The deciding severity; `None` when no rule matched.
+    /// The deciding severity; `None` when no rule set one.
     pub severity: Option<Severity>,
-    /// The deciding rule's name.
+    /// The rule that decided the severity.
     pub rule: Option<String>,
-    /// Every matching rule, `file:line name (severity)`, in evaluation order.
+    /// What becomes of the message (default: a ticket).
+    pub action: RuleAction,
+    /// The rule that decided the action (`None`: the default).
+    pub action_rule: Option<String>,
+    /// The ticket's queue, if a rule set one.
+    pub queue: Option<String>,
+    /// The rule that decided the queue.
+    pub queue_rule: Option<String>,
+    /// Tags of every matching rule, in order, each once.
+    pub tags: Vec<String>,
+    /// Every matching rule, `file:line name (settings)`, in evaluation order.
     pub matched: Vec<String>,
 }
 
 /// The default rules compiled into the binary: (file name, text).
-pub const EMBEDDED: &[(&str, &str)] =
-    &[("severity.toml", include_str!("../../rules/severity.toml"))];
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("routing.toml", include_str!("../../rules/routing.toml")),
+    ("severity.toml", include_str!("../../rules/severity.toml")),
+];
 
 impl RuleSet {
     /// Compiles the embedded default rules.
@@ -445,14 +592,103 @@ impl RuleSet {
                 if !names.insert(name.clone()) {
                     return Err(err(r.name.span(), format!("rule name {name:?} used twice")));
                 }
-                let severity = Severity::try_from(*r.severity.get_ref())
-                    .map_err(|e| err(r.severity.span(), e))?;
+                let severity = match &r.severity {
+                    Some(s) => {
+                        Some(Severity::try_from(*s.get_ref()).map_err(|e| err(s.span(), e))?)
+                    }
+                    None => None,
+                };
+                let action = rule_action(r, &err)?;
+                if severity.is_none() && action.is_none() && r.queue.is_none() && r.tags.is_empty()
+                {
+                    return Err(err(
+                        rspan,
+                        format!("rule {name:?} sets nothing (severity, action, queue or tags)"),
+                    ));
+                }
+                let words =
+                    |list: &[Spanned<String>], what: &str| -> Result<Vec<String>, RuleError> {
+                        list.iter()
+                            .map(|v| {
+                                let w = v.get_ref().trim().to_lowercase();
+                                if w.is_empty() {
+                                    Err(err(v.span(), format!("empty {what}")))
+                                } else {
+                                    Ok(w)
+                                }
+                            })
+                            .collect()
+                    };
+                let alert = match &r.alert {
+                    None => None,
+                    Some(a) => {
+                        let aspan = a.span();
+                        let a = a.get_ref();
+                        let states = words(&a.state, "alert state")?;
+                        for (s, w) in a.state.iter().zip(&states) {
+                            if AlertState::from_word(w).is_none() {
+                                return Err(err(
+                                    s.span(),
+                                    format!("unknown alert state {w:?} (ok, up, warning, critical, unknown, down, unreachable)"),
+                                ));
+                            }
+                        }
+                        let states = states
+                            .iter()
+                            .filter_map(|w| AlertState::from_word(w))
+                            .map(|s| format!("{s:?}").to_lowercase())
+                            .collect();
+                        let regexes = |list: &[Spanned<String>]| -> Result<Vec<Regex>, RuleError> {
+                            list.iter()
+                                .map(|p| {
+                                    RegexBuilder::new(p.get_ref())
+                                        .case_insensitive(!spec.case_sensitive)
+                                        .build()
+                                        .map_err(|e| {
+                                            err(
+                                                p.span(),
+                                                format!(
+                                                    "invalid regular expression {:?}: {}",
+                                                    p.get_ref(),
+                                                    e.to_string().lines().last().unwrap_or("")
+                                                ),
+                                            )
+                                        })
+                                })
+                                .collect()
+                        };
+                        let cond = AlertCond {
+                            source: words(&a.source, "alert source")?,
+                            state: states,
+                            host: regexes(&a.host)?,
+                            service: regexes(&a.service)?,
+                        };
+                        let _ = aspan;
+                        Some(cond)
+                    }
+                };
                 let mut rule = Rule {
                     name,
                     description: r.description.clone(),
                     file: file.clone(),
                     line: line(rspan.clone()),
                     severity,
+                    action,
+                    queue: r
+                        .queue
+                        .as_ref()
+                        .map(|q| q.get_ref().trim().to_string())
+                        .filter(|q| !q.is_empty()),
+                    tags: r
+                        .tags
+                        .iter()
+                        .map(|t| t.get_ref().trim().to_lowercase())
+                        .filter(|t| !t.is_empty())
+                        .collect(),
+                    customer: words(&r.customer, "customer")?,
+                    plan: words(&r.plan, "plan")?,
+                    mailbox: words(&r.mailbox, "mailbox")?,
+                    alert,
                     subject: Vec::new(),
                     body: Vec::new(),
                     text: Vec::new(),
@@ -492,11 +728,15 @@ impl RuleSet {
                     && rule.from.is_empty()
                     && rule.to.is_empty()
                     && rule.header.is_empty()
+                    && rule.customer.is_empty()
+                    && rule.plan.is_empty()
+                    && rule.mailbox.is_empty()
+                    && rule.alert.is_none()
                 {
                     return Err(err(
                         rspan,
                         format!(
-                            "rule {:?} has no condition (subject, body, text, from, to or header)",
+                            "rule {:?} has no condition (subject, body, text, from, to, header, customer, plan, mailbox or alert)",
                             rule.name
                         ),
                     ));
@@ -536,6 +776,21 @@ impl RuleSet {
         })
     }
 
+    /// Every `reply` template the rules name: (rule as `file:line name`,
+    /// template base name).
+    pub fn replies(&self) -> Vec<(String, &str)> {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.rules)
+            .filter_map(|r| match &r.action {
+                Some(RuleAction::Route { reply: Some(t), .. }) => {
+                    Some((format!("{}:{} {}", r.file, r.line, r.name), t.as_str()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Number of rules over all groups.
     pub fn len(&self) -> usize {
         self.groups.iter().map(|g| g.rules.len()).sum()
@@ -546,118 +801,144 @@ impl RuleSet {
         self.len() == 0
     }
 
-    /// Classifies a message. `recipients` are the addresses it was sent to.
-    pub fn classify(&self, mail: &ParsedMail) -> Classification {
-        let body = truncate(&mail.body, BODY_SCAN_LIMIT);
-        let subj = self.content.matches(&mail.subject);
-        let bod = self.content.matches(body);
-        let from = mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
-        let frm = self.from.matches(from);
-        let mut to_hits = vec![false; self.to.len];
-        for rcpt in mail.to.iter().chain(mail.cc.iter()) {
-            for (hit, m) in to_hits.iter_mut().zip(self.to.matches(&rcpt.address)) {
-                *hit |= m;
-            }
+    /// Classifies a message with what the desk knows of it. A rule with an
+    /// `alert` table applies to monitoring alerts only, any other rule to
+    /// every other message.
+    pub fn classify(&self, mail: &ParsedMail, facts: &Facts<'_>) -> Classification {
+        let mut out = Classification::default();
+        let for_alert = facts.alert.is_some();
+        if !self
+            .groups
+            .iter()
+            .flat_map(|g| &g.rules)
+            .any(|r| r.alert.is_some() == for_alert)
+        {
+            return out;
         }
-        let mut out = Classification {
-            severity: None,
-            rule: None,
-            matched: Vec::new(),
-        };
-        // Header patterns are few; evaluate them lazily per rule.
-        let header_match = |name: &str, idx: &[usize]| -> bool {
-            mail.headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .any(|(_, v)| {
-                    let m = self.header.matches(v);
-                    idx.iter().any(|&i| m[i])
-                })
-        };
+        let scan = Scan::new(self, mail, facts);
         for g in &self.groups {
-            let mut best: Option<&Rule> = None;
-            for r in &g.rules {
-                let ok = (r.subject.is_empty() || r.subject.iter().any(|&i| subj[i]))
-                    && (r.body.is_empty() || r.body.iter().any(|&i| bod[i]))
-                    && (r.text.is_empty() || r.text.iter().any(|&i| subj[i] || bod[i]))
-                    && (r.from.is_empty() || r.from.iter().any(|&i| frm[i]))
-                    && (r.to.is_empty() || r.to.iter().any(|&i| to_hits[i]))
-                    && r.header.iter().all(|(h, idx)| header_match(h, idx))
-                    && !r.unless.iter().any(|&i| subj[i] || bod[i]);
-                if !ok {
-                    continue;
-                }
-                out.matched.push(format!(
-                    "{}:{} {} (severity {})",
-                    r.file,
-                    r.line,
-                    r.name,
-                    r.severity.level()
-                ));
-                match (g.mode, best) {
-                    (Mode::First, None) => best = Some(r),
-                    (Mode::Highest, None) => best = Some(r),
-                    (Mode::Highest, Some(b)) if r.severity < b.severity => best = Some(r),
-                    _ => {}
+            let matching: Vec<&Rule> = g
+                .rules
+                .iter()
+                .filter(|r| r.alert.is_some() == for_alert && scan.holds(r))
+                .collect();
+            for r in &matching {
+                out.matched.push(r.label());
+                for t in &r.tags {
+                    if !out.tags.contains(t) {
+                        out.tags.push(t.clone());
+                    }
                 }
             }
-            if let Some(b) = best {
-                if out.rule.is_none() {
-                    out.severity = Some(b.severity);
-                    out.rule = Some(b.name.clone());
+            if out.rule.is_none() {
+                if let Some(r) = pick(g.mode, matching.iter().filter(|r| r.severity.is_some())) {
+                    out.severity = r.severity;
+                    out.rule = Some(r.name.clone());
+                }
+            }
+            if out.action_rule.is_none() {
+                if let Some(r) = pick(g.mode, matching.iter().filter(|r| r.action.is_some())) {
+                    out.action = r.action.clone().unwrap_or_default();
+                    out.action_rule = Some(r.name.clone());
+                }
+            }
+            if out.queue_rule.is_none() {
+                if let Some(r) = pick(g.mode, matching.iter().filter(|r| r.queue.is_some())) {
+                    out.queue = r.queue.clone();
+                    out.queue_rule = Some(r.name.clone());
                 }
             }
         }
         out
     }
 
-    /// A human explanation of how a message was classified: each group, each
-    /// matching rule, and the text each of its patterns matched.
-    pub fn explain(&self, mail: &ParsedMail, default: Severity) -> String {
+    /// A human explanation of how a message was classified: the facts, each
+    /// group, each matching rule and the text each of its patterns matched,
+    /// and which rule decided severity, action and queue.
+    pub fn explain(&self, mail: &ParsedMail, facts: &Facts<'_>, default: Severity) -> String {
         use std::fmt::Write;
-        let c = self.classify(mail);
+        let c = self.classify(mail, facts);
+        let for_alert = facts.alert.is_some();
+        let scan = Scan::new(self, mail, facts);
         let mut s = String::new();
-        let _ = writeln!(s, "subject: {}", mail.subject);
+        let _ = writeln!(s, "subject:  {}", mail.subject);
         let _ = writeln!(
             s,
-            "from:    {}",
+            "from:     {}",
             mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("")
         );
-        let body = truncate(&mail.body, BODY_SCAN_LIMIT);
-        for g in &self.groups {
+        let _ = writeln!(
+            s,
+            "customer: {}{}",
+            facts
+                .customer
+                .unwrap_or("(none: no registered organisation)"),
+            facts
+                .plan
+                .map(|p| format!(", plan {p}"))
+                .unwrap_or_default()
+        );
+        if let Some(m) = facts.mailbox {
+            let _ = writeln!(s, "mailbox:  {m}");
+        }
+        if let Some(a) = facts.alert {
             let _ = writeln!(
                 s,
-                "\nrule file {} (mode {}, {} rules)",
+                "alert:    source {}, host {}, service {}, state {}",
+                alert_source_name(a),
+                a.host,
+                a.service.as_deref().unwrap_or("(none: host alert)"),
+                alert_state_name(a)
+            );
+        }
+        let body = truncate(&mail.body, BODY_SCAN_LIMIT);
+        for g in &self.groups {
+            let applicable = g
+                .rules
+                .iter()
+                .filter(|r| r.alert.is_some() == for_alert)
+                .count();
+            let _ = writeln!(
+                s,
+                "\nrule file {} (mode {}, {} rules{})",
                 g.file,
                 if g.mode == Mode::First {
                     "first"
                 } else {
                     "highest"
                 },
-                g.rules.len()
+                g.rules.len(),
+                if applicable == g.rules.len() {
+                    String::new()
+                } else if for_alert {
+                    format!(", {applicable} for alerts")
+                } else {
+                    format!(", {} for alerts only", g.rules.len() - applicable)
+                }
             );
-            for r in &g.rules {
-                let hits = self.rule_hits(r, mail, body);
-                if hits.is_empty() {
+            for r in g.rules.iter().filter(|r| r.alert.is_some() == for_alert) {
+                let matched = scan.holds(r);
+                let hits = self.rule_hits(r, mail, body, facts);
+                if hits.is_empty() && !matched {
                     continue;
                 }
-                let decided = c.rule.as_deref() == Some(r.name.as_str())
-                    && c.matched
-                        .iter()
-                        .any(|m| m.starts_with(&format!("{}:{} ", r.file, r.line)));
-                let matched = c.matched.iter().any(|m| {
-                    m == &format!(
-                        "{}:{} {} (severity {})",
-                        r.file,
-                        r.line,
-                        r.name,
-                        r.severity.level()
-                    )
-                });
+                let mut decides = Vec::new();
+                if matched {
+                    let me = Some(r.name.as_str());
+                    if r.severity.is_some() && c.rule.as_deref() == me {
+                        decides.push("severity");
+                    }
+                    if r.action.is_some() && c.action_rule.as_deref() == me {
+                        decides.push("action");
+                    }
+                    if r.queue.is_some() && c.queue_rule.as_deref() == me {
+                        decides.push("queue");
+                    }
+                }
                 let _ = writeln!(
                     s,
-                    "  {} {}:{} {} → severity {}{}",
-                    if decided {
+                    "  {} {}:{} {} → {}{}{}",
+                    if !decides.is_empty() {
                         "=>"
                     } else if matched {
                         " +"
@@ -667,48 +948,122 @@ impl RuleSet {
                     r.file,
                     r.line,
                     r.name,
-                    r.severity.level(),
+                    r.settings(),
                     r.description
                         .as_deref()
                         .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if decides.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [decides {}]", decides.join(", "))
+                    }
                 );
                 if !matched {
-                    let _ = writeln!(
-                        s,
-                        "      (some patterns matched, but not every condition held)"
-                    );
+                    let _ = writeln!(s, "      (some conditions held, but not every one)");
                 }
                 for h in hits {
                     let _ = writeln!(s, "      {h}");
                 }
             }
         }
+        let sev_default = || {
+            if for_alert {
+                "by the alert's state (no rule set it)".to_string()
+            } else {
+                format!(
+                    "{} ({}): no rule set it, the default",
+                    default.level(),
+                    default.label_en()
+                )
+            }
+        };
+        let _ = writeln!(s);
         match (&c.rule, c.severity) {
             (Some(rule), Some(sev)) => {
                 let _ = writeln!(
                     s,
-                    "\ndecision: severity {} ({}) by rule {rule}",
+                    "decision: severity {} ({}) by rule {rule}",
                     sev.level(),
                     sev.label_en()
                 );
             }
             _ => {
-                let _ = writeln!(
-                    s,
-                    "\ndecision: no rule matched; default severity {} ({})",
-                    default.level(),
-                    default.label_en()
-                );
+                let _ = writeln!(s, "decision: severity {}", sev_default());
             }
+        }
+        let _ = writeln!(
+            s,
+            "          action {}{}",
+            c.action.describe(),
+            c.action_rule
+                .as_deref()
+                .map(|r| format!(" by rule {r}"))
+                .unwrap_or_else(|| " (default)".into())
+        );
+        if let (Some(q), Some(r)) = (&c.queue, &c.queue_rule) {
+            let _ = writeln!(s, "          queue {q} by rule {r}");
+        }
+        if !c.tags.is_empty() {
+            let _ = writeln!(s, "          tags {}", c.tags.join(", "));
         }
         s
     }
 
     /// The pattern matches of one rule, for `explain`; compiles the few
     /// patterns involved one by one (only ever on demand).
-    fn rule_hits(&self, r: &Rule, mail: &ParsedMail, body: &str) -> Vec<String> {
+    fn rule_hits(&self, r: &Rule, mail: &ParsedMail, body: &str, facts: &Facts<'_>) -> Vec<String> {
         let mut out = Vec::new();
+        let lower = |v: Option<&str>| v.map(str::to_lowercase);
+        for (field, list, value) in [
+            ("customer", &r.customer, lower(facts.customer)),
+            ("plan", &r.plan, lower(facts.plan)),
+            ("mailbox", &r.mailbox, lower(facts.mailbox)),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let shown = value.clone().unwrap_or_else(|| "(none)".into());
+            let held = value.as_ref().is_some_and(|v| {
+                list.contains(v) || (field == "customer" && list.iter().any(|x| x == "*"))
+            });
+            out.push(format!(
+                "{field} {shown} {} [{}]",
+                if held { "in" } else { "not in" },
+                list.join(", ")
+            ));
+        }
+        if let (Some(c), Some(a)) = (&r.alert, facts.alert) {
+            let mut fact = |field: &str, value: &str, held: bool, list: String| {
+                out.push(format!(
+                    "alert {field} {value} {} [{list}]",
+                    if held { "in" } else { "not in" }
+                ));
+            };
+            if !c.source.is_empty() {
+                let v = alert_source_name(a);
+                fact("source", &v, c.source.contains(&v), c.source.join(", "));
+            }
+            if !c.state.is_empty() {
+                let v = alert_state_name(a);
+                fact("state", &v, c.state.contains(&v), c.state.join(", "));
+            }
+            let show = |res: &[Regex]| {
+                res.iter()
+                    .map(|r| format!("/{}/", r.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !c.host.is_empty() {
+                let held = c.host.iter().any(|re| re.is_match(&a.host));
+                fact("host", &a.host, held, show(&c.host));
+            }
+            if !c.service.is_empty() {
+                let v = a.service.as_deref().unwrap_or("(none)");
+                let held = a.service.is_some() && c.service.iter().any(|re| re.is_match(v));
+                fact("service", v, held, show(&c.service));
+            }
+        }
         let mut probe = |field: &str, pat: &str, hay: &str| {
             if let Ok(re) = Regex::new(pat) {
                 if let Some(m) = re.find(hay) {
@@ -750,6 +1105,246 @@ impl RuleSet {
             probe("unless/body", &self.sources.content[i], body);
         }
         out
+    }
+}
+
+/// Picks a group's deciding rule among `candidates` (matching rules that
+/// set the thing decided): the first, or the most severe (rules without a
+/// severity count as less severe than 4; ties: the first).
+fn pick<'r>(mode: Mode, candidates: impl Iterator<Item = &'r &'r Rule>) -> Option<&'r Rule> {
+    let rank = |r: &Rule| r.severity.map(|s| s.level()).unwrap_or(u8::MAX);
+    match mode {
+        Mode::First => candidates.into_iter().next().copied(),
+        Mode::Highest => candidates.min_by_key(|r| rank(r)).copied(),
+    }
+}
+
+/// The checks of one message against the rules: facts lower-cased once,
+/// each pattern set run at most once and only when a rule needs it (an
+/// alert with only host/state rules never scans the body).
+struct Scan<'a> {
+    rules: &'a RuleSet,
+    mail: &'a ParsedMail,
+    body: &'a str,
+    customer: Option<String>,
+    plan: Option<String>,
+    mailbox: Option<String>,
+    alert: Option<&'a Alert>,
+    alert_source: String,
+    alert_state: String,
+    subject_hits: OnceCell<Vec<bool>>,
+    body_hits: OnceCell<Vec<bool>>,
+    from_hits: OnceCell<Vec<bool>>,
+    to_hits: OnceCell<Vec<bool>>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(rules: &'a RuleSet, mail: &'a ParsedMail, facts: &Facts<'a>) -> Scan<'a> {
+        Scan {
+            rules,
+            mail,
+            body: truncate(&mail.body, BODY_SCAN_LIMIT),
+            customer: facts.customer.map(str::to_lowercase),
+            plan: facts.plan.map(str::to_lowercase),
+            mailbox: facts.mailbox.map(str::to_lowercase),
+            alert: facts.alert,
+            alert_source: facts.alert.map(alert_source_name).unwrap_or_default(),
+            alert_state: facts.alert.map(alert_state_name).unwrap_or_default(),
+            subject_hits: OnceCell::new(),
+            body_hits: OnceCell::new(),
+            from_hits: OnceCell::new(),
+            to_hits: OnceCell::new(),
+        }
+    }
+
+    fn subject(&self, i: usize) -> bool {
+        self.subject_hits
+            .get_or_init(|| self.rules.content.matches(&self.mail.subject))[i]
+    }
+
+    fn body(&self, i: usize) -> bool {
+        self.body_hits
+            .get_or_init(|| self.rules.content.matches(self.body))[i]
+    }
+
+    fn from(&self, i: usize) -> bool {
+        self.from_hits.get_or_init(|| {
+            let from = self
+                .mail
+                .from
+                .as_ref()
+                .map(|m| m.address.as_str())
+                .unwrap_or("");
+            self.rules.from.matches(from)
+        })[i]
+    }
+
+    fn to(&self, i: usize) -> bool {
+        self.to_hits.get_or_init(|| {
+            let mut hits = vec![false; self.rules.to.len];
+            for rcpt in self.mail.to.iter().chain(self.mail.cc.iter()) {
+                for (hit, m) in hits.iter_mut().zip(self.rules.to.matches(&rcpt.address)) {
+                    *hit |= m;
+                }
+            }
+            hits
+        })[i]
+    }
+
+    fn header(&self, name: &str, idx: &[usize]) -> bool {
+        self.mail
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .any(|(_, v)| {
+                let m = self.rules.header.matches(v);
+                idx.iter().any(|&i| m[i])
+            })
+    }
+
+    /// Whether every condition of `r` holds: facts first (cheap), then
+    /// the patterns.
+    fn holds(&self, r: &Rule) -> bool {
+        let fact = |list: &[String], v: &Option<String>, any: bool| {
+            list.is_empty()
+                || v.as_ref()
+                    .is_some_and(|v| list.contains(v) || (any && list.iter().any(|x| x == "*")))
+        };
+        if !(fact(&r.customer, &self.customer, true)
+            && fact(&r.plan, &self.plan, false)
+            && fact(&r.mailbox, &self.mailbox, false))
+        {
+            return false;
+        }
+        if let Some(c) = &r.alert {
+            let Some(a) = self.alert else {
+                return false;
+            };
+            let ok = (c.source.is_empty() || c.source.contains(&self.alert_source))
+                && (c.state.is_empty() || c.state.contains(&self.alert_state))
+                && (c.host.is_empty() || c.host.iter().any(|re| re.is_match(&a.host)))
+                && (c.service.is_empty()
+                    || a.service
+                        .as_deref()
+                        .is_some_and(|s| c.service.iter().any(|re| re.is_match(s))));
+            if !ok {
+                return false;
+            }
+        }
+        (r.subject.is_empty() || r.subject.iter().any(|&i| self.subject(i)))
+            && (r.body.is_empty() || r.body.iter().any(|&i| self.body(i)))
+            && (r.text.is_empty() || r.text.iter().any(|&i| self.subject(i) || self.body(i)))
+            && (r.from.is_empty() || r.from.iter().any(|&i| self.from(i)))
+            && (r.to.is_empty() || r.to.iter().any(|&i| self.to(i)))
+            && r.header.iter().all(|(h, idx)| self.header(h, idx))
+            && !r.unless.iter().any(|&i| self.subject(i) || self.body(i))
+    }
+}
+
+impl Rule {
+    /// `file:line name (what it sets)`, as listed in [`Classification::matched`].
+    fn label(&self) -> String {
+        format!(
+            "{}:{} {} ({})",
+            self.file,
+            self.line,
+            self.name,
+            self.settings()
+        )
+    }
+
+    /// What the rule sets, e.g. `severity 1, queue erp, tags erp`.
+    fn settings(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(s) = self.severity {
+            v.push(format!("severity {}", s.level()));
+        }
+        if let Some(a) = &self.action {
+            v.push(format!("action {}", a.describe()));
+        }
+        if let Some(q) = &self.queue {
+            v.push(format!("queue {q}"));
+        }
+        if !self.tags.is_empty() {
+            v.push(format!("tags {}", self.tags.join(" ")));
+        }
+        v.join(", ")
+    }
+}
+
+/// Reads a rule's `action`, `forward` and `reply`.
+fn rule_action<E>(r: &RuleSpec, err: &E) -> Result<Option<RuleAction>, RuleError>
+where
+    E: Fn(std::ops::Range<usize>, String) -> RuleError,
+{
+    let mut forward = Vec::new();
+    for f in &r.forward {
+        let v = f.get_ref().trim();
+        let address = v.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !v.contains(char::is_whitespace)
+        });
+        if v != ACCOUNT_MANAGER && !address {
+            return Err(err(
+                f.span(),
+                format!("forward must be an address or \"{ACCOUNT_MANAGER}\", not {v:?}"),
+            ));
+        }
+        forward.push(v.to_ascii_lowercase());
+    }
+    let reply = match &r.reply {
+        None => None,
+        Some(t) => {
+            let v = t.get_ref().trim();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    t.span(),
+                    format!("reply must name a template (letters, digits, - and _), not {v:?}"),
+                ));
+            }
+            Some(v.to_string())
+        }
+    };
+    let routing_span = r
+        .forward
+        .first()
+        .map(|f| f.span())
+        .or_else(|| r.reply.as_ref().map(|t| t.span()));
+    match r.action.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        None => match routing_span {
+            Some(span) => Err(err(
+                span,
+                "forward and reply need action = \"route\"".into(),
+            )),
+            None => Ok(None),
+        },
+        Some((a @ ("ticket" | "ignore"), _)) => match routing_span {
+            Some(span) => Err(err(
+                span,
+                format!("forward and reply belong to action = \"route\", not {a:?}"),
+            )),
+            None => Ok(Some(if a == "ticket" {
+                RuleAction::Ticket
+            } else {
+                RuleAction::Ignore
+            })),
+        },
+        Some(("route", span)) => {
+            if forward.is_empty() && reply.is_none() {
+                return Err(err(
+                    span,
+                    "action \"route\" needs forward (addresses or \"account-manager\"), reply (a template) or both".into(),
+                ));
+            }
+            Ok(Some(RuleAction::Route { forward, reply }))
+        }
+        Some((other, span)) => Err(err(
+            span,
+            format!("action must be \"ticket\", \"route\" or \"ignore\", not {other:?}"),
+        )),
     }
 }
 
@@ -999,7 +1594,7 @@ mod tests {
     fn sev(subject: &str, body: &str) -> Option<u8> {
         RuleSet::embedded()
             .unwrap()
-            .classify(&mail(subject, body))
+            .classify(&mail(subject, body), &Facts::default())
             .severity
             .map(|s| s.level())
     }
@@ -1042,9 +1637,15 @@ mod tests {
         };
         let m = mail("x", "");
         let first = RuleSet::compile(&[("a.toml".into(), text("first"))]).unwrap();
-        assert_eq!(first.classify(&m).rule.as_deref(), Some("low"));
+        assert_eq!(
+            first.classify(&m, &Facts::default()).rule.as_deref(),
+            Some("low")
+        );
         let highest = RuleSet::compile(&[("a.toml".into(), text("highest"))]).unwrap();
-        assert_eq!(highest.classify(&m).rule.as_deref(), Some("high"));
+        assert_eq!(
+            highest.classify(&m, &Facts::default()).rule.as_deref(),
+            Some("high")
+        );
     }
 
     #[test]
@@ -1137,10 +1738,15 @@ mod tests {
             "case_sensitive = true\n[[rule]]\nname = \"sap\"\nseverity = 2\nsubject = [\"SAP\"]\n";
         let rs = RuleSet::compile(&[("c.toml".into(), t.into())]).unwrap();
         assert_eq!(
-            rs.classify(&mail("SAP hängt", "")).severity,
+            rs.classify(&mail("SAP hängt", ""), &Facts::default())
+                .severity,
             Some(Severity::Production)
         );
-        assert_eq!(rs.classify(&mail("sap hängt", "")).severity, None);
+        assert_eq!(
+            rs.classify(&mail("sap hängt", ""), &Facts::default())
+                .severity,
+            None
+        );
     }
 
     /// Pieces of text the rules care about, in every case, with the
@@ -1331,10 +1937,15 @@ mod tests {
         let rs = RuleSet::compile(&[("h.toml".into(), t.into())]).unwrap();
         let raw = b"From: a@b.de\r\nX-Priority: 1 (Highest)\r\nSubject: hallo\r\n\r\nx\r\n";
         assert_eq!(
-            rs.classify(&parse(raw).unwrap()).severity,
+            rs.classify(&parse(raw).unwrap(), &Facts::default())
+                .severity,
             Some(Severity::Production)
         );
         let raw = b"From: a@b.de\r\nX-Priority: 1 (Highest)\r\nSubject: nur ein test\r\n\r\nx\r\n";
-        assert_eq!(rs.classify(&parse(raw).unwrap()).severity, None);
+        assert_eq!(
+            rs.classify(&parse(raw).unwrap(), &Facts::default())
+                .severity,
+            None
+        );
     }
 }

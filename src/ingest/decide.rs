@@ -2,6 +2,7 @@
 //! found for it. Pure: the same message and lookups always give the same
 //! decision.
 
+use super::classify::{Classification, Facts, RuleAction, ACCOUNT_MANAGER};
 use super::guard::Verdict;
 use super::parse::ParsedMail;
 use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber, UnknownSenders};
@@ -43,6 +44,20 @@ pub struct Lookups {
     pub alert: Option<super::alerts::Alert>,
     /// The incident that alert belongs to, if one was recorded.
     pub incident: Option<Incident>,
+    /// The mailbox the message came in by (for rules).
+    pub mailbox: Option<String>,
+}
+
+impl Lookups {
+    /// What the rules may match besides the mail itself.
+    pub fn facts(&self) -> Facts<'_> {
+        Facts {
+            customer: self.organisation.as_ref().map(|o| o.id.as_str()),
+            plan: self.organisation.as_ref().and_then(|o| o.plan.as_deref()),
+            mailbox: self.mailbox.as_deref(),
+            alert: self.alert.as_ref(),
+        }
+    }
 }
 
 /// A recorded monitoring incident and its ticket.
@@ -94,6 +109,8 @@ pub fn incident_key(org: Option<&str>, alert: &super::alerts::Alert) -> String {
 pub struct OrgFacts {
     /// Its directory id.
     pub id: String,
+    /// Its plan's name.
+    pub plan: Option<String>,
     /// Who hears of a ticket over the plan's quota.
     pub account_manager: Option<String>,
     /// The plan's cases per quarter, if limited.
@@ -138,6 +155,7 @@ fn add_customer_notices(d: &mut Decision, org: &OrgFacts, sender: &str) {
                 name: None,
             },
             facts: facts.clone(),
+            template: None,
         });
     }
 }
@@ -151,6 +169,15 @@ pub struct Notice {
     pub to: Mailbox,
     /// Facts for the template (`organisation`, `cases`, `quota`, …).
     pub facts: Vec<(String, String)>,
+    /// The template, when not the kind's own (a route rule's `reply`).
+    pub template: Option<String>,
+}
+
+impl Notice {
+    /// The template's base name.
+    pub fn template(&self) -> &str {
+        self.template.as_deref().unwrap_or(self.kind.as_str())
+    }
 }
 
 /// The kinds of [`Notice`].
@@ -164,6 +191,11 @@ pub enum NoticeKind {
     NewTicket,
     /// To the organisation's chosen recipients: a ticket's status changed.
     Status,
+    /// A routed message, forwarded (attached whole) to someone of the
+    /// provider's: the account manager, billing, sales.
+    Forward,
+    /// A routed message's answer to its sender (a route rule's template).
+    Answer,
 }
 
 impl NoticeKind {
@@ -174,7 +206,16 @@ impl NoticeKind {
             NoticeKind::OverQuota => "over-quota",
             NoticeKind::NewTicket => "new-ticket",
             NoticeKind::Status => "status",
+            NoticeKind::Forward => "forward",
+            NoticeKind::Answer => "answer",
         }
+    }
+
+    /// Whether the mail answers the message (threads with it, counts
+    /// against the sender's hourly limit of automatic mails) rather than
+    /// being a mail of our own to someone else.
+    pub fn answers(self) -> bool {
+        matches!(self, NoticeKind::Registration | NoticeKind::Answer)
     }
 }
 
@@ -197,6 +238,8 @@ pub struct DecideConfig {
     pub unknown_senders: UnknownSenders,
     /// Severities of alert states.
     pub alert_severity: AlertSeverity,
+    /// The account manager of senders of no known organisation.
+    pub default_account_manager: Option<String>,
 }
 
 /// The severity a monitoring problem's ticket gets.
@@ -259,6 +302,10 @@ pub struct NewTicket {
     pub organisation: Option<String>,
     /// Marks for staff: `unverified` (unknown sender), `over-quota`.
     pub flags: Vec<String>,
+    /// The queue a rule put it in.
+    pub queue: Option<String>,
+    /// Tags from the rules.
+    pub tags: Vec<String>,
 }
 
 /// What kind of article the message becomes.
@@ -313,8 +360,8 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Gives a new ticket's severity and the deciding rule's name.
-pub type Classifier<'a> = dyn FnMut(&ParsedMail) -> (Option<Severity>, Option<String>) + 'a;
+/// The rules: what they say of a message that would open a ticket.
+pub type Classifier<'a> = dyn FnMut(&ParsedMail, &Facts<'_>) -> Classification + 'a;
 
 /// Decides what happens to a parsed message. `classify` is called only when a
 /// ticket is created, so replies never pay for the rules.
@@ -349,7 +396,7 @@ fn decide_target(
     // our own mail come back is not an alert, whatever it says.)
     if let Some(alert) = &look.alert {
         if !matches!(verdict, Verdict::Bounce(_) | Verdict::Loop(_)) {
-            return decide_alert(mail, alert, look, cfg);
+            return decide_alert(mail, alert, look, cfg, classify);
         }
     }
 
@@ -472,6 +519,34 @@ fn decide_target(
         };
     };
 
+    // What the desk's rules say: severity, queue, tags, and whether this is
+    // a support request at all.
+    let c = classify(mail, &look.facts());
+    match &c.action {
+        RuleAction::Ticket => {}
+        RuleAction::Ignore => {
+            return Decision {
+                action: Action::Ignored,
+                kind: Kind::Mail,
+                target: Target::Nothing,
+                confirm_to: None,
+                new_participants: Vec::new(),
+                notices: Vec::new(),
+                incident: None,
+                notes,
+                reason: format!(
+                    "ignored by rule {}: stored, no ticket, no mail",
+                    c.action_rule.as_deref().unwrap_or("?")
+                ),
+            };
+        }
+        RuleAction::Route { forward, reply } => {
+            if let Some(d) = route(mail, look, cfg, &c, forward, reply.as_deref(), &mut notes) {
+                return d;
+            }
+        }
+    }
+
     // Who is writing: a registered customer, or someone unknown.
     let mut flags = Vec::new();
     let mut notices = Vec::new();
@@ -512,6 +587,7 @@ fn decide_target(
                             kind: NoticeKind::Registration,
                             to: m,
                             facts: Vec::new(),
+                            template: None,
                         })
                         .into_iter()
                         .collect(),
@@ -542,6 +618,7 @@ fn decide_target(
                                 ("cases".into(), (org.cases_this_quarter + 1).to_string()),
                                 ("quota".into(), quota.to_string()),
                             ],
+                            template: None,
                         });
                     }
                 }
@@ -549,7 +626,13 @@ fn decide_target(
         }
     }
 
-    let (severity, rule) = classify(mail);
+    let Classification {
+        severity,
+        rule,
+        queue,
+        tags,
+        ..
+    } = c;
     let severity = severity.unwrap_or(cfg.default_severity);
     let linked = look.by_tag.as_ref().map(|t| t.number.clone());
     if linked.is_none() {
@@ -581,6 +664,8 @@ fn decide_target(
             participants: people(mail, cfg),
             organisation: look.organisation.as_ref().map(|o| o.id.clone()),
             flags,
+            queue,
+            tags,
         }),
         confirm_to,
         new_participants: Vec::new(),
@@ -588,6 +673,120 @@ fn decide_target(
         notices,
         incident: None,
     }
+}
+
+/// The decision for a message a rule routes (not a support request): a
+/// forward of it to each destination and/or an answer to its sender with
+/// the rule's template. `None` when the rule forwards but no destination is
+/// known (a sender with no account manager): then the message is handled
+/// as a support request, so that nobody's mail is left unread.
+fn route(
+    mail: &ParsedMail,
+    look: &Lookups,
+    cfg: &DecideConfig,
+    c: &Classification,
+    forward: &[String],
+    reply: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Option<Decision> {
+    let rule = c.action_rule.as_deref().unwrap_or("?");
+    let sender = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
+    let account_manager = match &look.organisation {
+        Some(o) => o.account_manager.as_deref(),
+        None => cfg.default_account_manager.as_deref(),
+    };
+    let mut to: Vec<String> = Vec::new();
+    let mut unknown_am = false;
+    for f in forward {
+        let a = if f == ACCOUNT_MANAGER {
+            match account_manager {
+                Some(a) => a.to_ascii_lowercase(),
+                None => {
+                    unknown_am = true;
+                    continue;
+                }
+            }
+        } else {
+            f.clone()
+        };
+        if !to.contains(&a) && !cfg.own_addresses.contains(&a) {
+            to.push(a);
+        }
+    }
+    let who = match &look.organisation {
+        Some(o) => format!("{} ({}) has no account manager", sender, o.id),
+        None => format!("{sender} belongs to no registered customer"),
+    };
+    if !forward.is_empty() && to.is_empty() {
+        notes.push(format!(
+            "Rule {rule} routes this mail to the account manager, but {who}: handled as a support request instead."
+        ));
+        return None;
+    }
+    if unknown_am {
+        notes.push(format!(
+            "Rule {rule} names the account manager, but {who}: forwarded to {} only.",
+            to.join(", ")
+        ));
+    }
+    let facts = vec![
+        ("rule".to_string(), rule.to_string()),
+        ("sender".to_string(), sender.clone()),
+        ("forwarded_to".to_string(), to.join(", ")),
+    ];
+    let mut notices: Vec<Notice> = to
+        .iter()
+        .map(|a| Notice {
+            kind: NoticeKind::Forward,
+            to: Mailbox {
+                address: a.clone(),
+                name: None,
+            },
+            facts: facts.clone(),
+            template: None,
+        })
+        .collect();
+    let mut answered = None;
+    if let Some(t) = reply {
+        if look.alert.is_some() {
+            notes.push(format!(
+                "Rule {rule} would answer with {t}, but monitoring alerts are never answered."
+            ));
+        } else if let Some(m) = confirmation_recipient(mail, cfg, look, notes) {
+            answered = Some(m.address.clone());
+            notices.push(Notice {
+                kind: NoticeKind::Answer,
+                to: m,
+                facts,
+                template: Some(t.to_string()),
+            });
+        }
+    }
+    let mut what = Vec::new();
+    if !to.is_empty() {
+        what.push(format!("forwarded to {}", to.join(", ")));
+    }
+    if let (Some(t), Some(a)) = (reply, &answered) {
+        what.push(format!("{a} answered with {t}"));
+    }
+    if what.is_empty() {
+        what.push("stored only".into());
+    }
+    Some(Decision {
+        action: Action::Routed,
+        kind: if look.alert.is_some() {
+            Kind::Alert
+        } else {
+            Kind::Mail
+        },
+        target: Target::Nothing,
+        confirm_to: None,
+        new_participants: Vec::new(),
+        notices,
+        incident: None,
+        notes: std::mem::take(notes),
+        reason: format!("not a support request (rule {rule}): {}", what.join("; ")),
+    })
 }
 
 /// May this sender write into the ticket by subject tag alone?
@@ -632,6 +831,7 @@ fn decide_alert(
     alert: &super::alerts::Alert,
     look: &Lookups,
     cfg: &DecideConfig,
+    classify: &mut Classifier<'_>,
 ) -> Decision {
     use super::alerts::{AlertKind, AlertState};
     let org = look.organisation.as_ref();
@@ -670,6 +870,38 @@ fn decide_alert(
         resolve,
         quiet,
     };
+    // Rules with an `alert` table: ignore a host, route a source, or set a
+    // severity other than the state's.
+    let c = classify(mail, &look.facts());
+    let mut route_notes = Vec::new();
+    match &c.action {
+        RuleAction::Ticket => {}
+        RuleAction::Ignore => {
+            return decision(
+                Action::Ignored,
+                Target::Nothing,
+                None,
+                Vec::new(),
+                format!(
+                    "{what} is {state}: ignored by rule {}",
+                    c.action_rule.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+        RuleAction::Route { forward, reply } => {
+            if let Some(d) = route(
+                mail,
+                look,
+                cfg,
+                &c,
+                forward,
+                reply.as_deref(),
+                &mut route_notes,
+            ) {
+                return d;
+            }
+        }
+    }
     if alert.kind == AlertKind::Recovery || alert.state.is_recovery() {
         return match open.filter(|i| i.problem) {
             Some(i) => decision(
@@ -738,7 +970,7 @@ fn decide_alert(
         AlertState::Critical | AlertState::Down | AlertState::Unreachable
     );
     let host = alert.host.to_lowercase();
-    let severity = if critical {
+    let by_state = if critical {
         if org.is_some_and(|o| o.critical_hosts.iter().any(|h| h.to_lowercase() == host)) {
             cfg.alert_severity.critical_host
         } else {
@@ -747,6 +979,7 @@ fn decide_alert(
     } else {
         cfg.alert_severity.warning
     };
+    let severity = c.severity.unwrap_or(by_state);
     let Some(from) = mail.from.clone() else {
         return decision(
             Action::Suppressed,
@@ -756,11 +989,13 @@ fn decide_alert(
             format!("alert for {what} without a sender"),
         );
     };
-    let rule = format!(
-        "alert:{}:{}",
-        format!("{:?}", alert.source).to_lowercase(),
-        state
-    );
+    let rule = c.rule.clone().unwrap_or_else(|| {
+        format!(
+            "alert:{}:{}",
+            format!("{:?}", alert.source).to_lowercase(),
+            state
+        )
+    });
     decision(
         Action::Created,
         Target::New(NewTicket {
@@ -772,9 +1007,11 @@ fn decide_alert(
             participants: Vec::new(),
             organisation: org.map(|o| o.id.clone()),
             flags: Vec::new(),
+            queue: c.queue.clone(),
+            tags: c.tags.clone(),
         }),
         change(IncidentEvent::Opened),
-        Vec::new(),
+        route_notes,
         format!(
             "{what} is {state}: new ticket, severity {}",
             severity.level()
@@ -835,6 +1072,7 @@ mod tests {
             tag: crate::ingest::thread::SubjectTag::new("Ticket", ""),
             unknown_senders: UnknownSenders::Accept,
             alert_severity: AlertSeverity::default(),
+            default_account_manager: None,
         }
     }
 
@@ -842,12 +1080,13 @@ mod tests {
         let raw = format!("{headers}\r\nTo: support@example.com\r\n\r\nText\r\n");
         let m = parse(raw.as_bytes()).unwrap();
         let v = guard::check(&m, &cfg.own_addresses);
-        decide(&m, &v, look, cfg, &mut |_| (None, None))
+        decide(&m, &v, look, cfg, &mut |_, _| Classification::default())
     }
 
     fn org(cases: u32, quota: Option<u32>) -> Option<OrgFacts> {
         Some(OrgFacts {
             id: "kunde".into(),
+            plan: Some("Premium".into()),
             account_manager: Some("am@provider.de".into()),
             cases_per_quarter: quota,
             cases_this_quarter: cases,
@@ -982,7 +1221,7 @@ mod tests {
         let raw = format!("{headers}\r\nTo: support@example.com\r\n\r\nText\r\n");
         let m = parse(raw.as_bytes()).unwrap();
         let v = guard::check(&m, &cfg().own_addresses);
-        decide(&m, &v, look, &cfg(), &mut |_| (None, None))
+        decide(&m, &v, look, &cfg(), &mut |_, _| Classification::default())
     }
 
     #[test]

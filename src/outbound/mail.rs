@@ -3,7 +3,10 @@
 
 use super::templates::{TemplateError, Templates};
 use crate::domain::{header_safe, Mailbox, MessageId, Severity, TicketNumber};
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::header::{
+    ContentDisposition, ContentTransferEncoding, ContentType, HeaderName, HeaderValue,
+};
+use lettre::message::{Body, MultiPart, SinglePart};
 use std::time::SystemTime;
 
 /// Why a mail could not be built.
@@ -79,6 +82,10 @@ pub struct Confirmation<'a> {
     pub message_id: &'a MessageId,
     /// Date header.
     pub date: SystemTime,
+    /// A message to attach whole (`message/rfc822`): a forward.
+    pub attach: Option<&'a [u8]>,
+    /// `Reply-To`: the original sender of a forwarded message.
+    pub reply_to: Option<&'a Mailbox>,
 }
 
 /// The first lines of a text, quoted, at most `max` characters.
@@ -118,6 +125,32 @@ fn mailbox(name: Option<&str>, address: &str) -> Result<lettre::message::Mailbox
         name.map(header_safe).filter(|n| !n.is_empty()),
         addr,
     ))
+}
+
+/// A message enclosed whole: `message/rfc822` in 7bit or 8bit (the only
+/// encodings RFC 2046 allows for it), or, for a message that does not fit
+/// them (NUL bytes, lines over 998 bytes), the same bytes base64-encoded as
+/// `application/octet-stream` named `message.eml`, which mail programs open
+/// alike.
+fn enclosed(raw: &[u8]) -> Result<SinglePart, BuildError> {
+    let bad = |e: lettre::message::header::ContentTypeErr| BuildError::Build(e.to_string());
+    let part = SinglePart::builder().header(ContentDisposition::attachment("message.eml"));
+    for enc in [
+        ContentTransferEncoding::SevenBit,
+        ContentTransferEncoding::EightBit,
+    ] {
+        if let Ok(body) = Body::new_with_encoding(raw.to_vec(), enc) {
+            return Ok(part
+                .header(ContentType::parse("message/rfc822").map_err(bad)?)
+                .body(body));
+        }
+    }
+    Ok(part
+        .header(ContentType::parse("application/octet-stream").map_err(bad)?)
+        .body(
+            Body::new_with_encoding(raw.to_vec(), ContentTransferEncoding::Base64)
+                .unwrap_or_else(Body::new),
+        ))
 }
 
 /// Builds the confirmation for a new ticket.
@@ -173,7 +206,6 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         .subject(subject.clone())
         .message_id(Some(c.message_id.bracketed()))
         .date(c.date)
-        .header(ContentType::TEXT_PLAIN)
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             header_safe(c.auto_submitted),
@@ -194,9 +226,22 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
     if !refs.is_empty() {
         b = b.references(refs.join(" "));
     }
-    let msg = b
-        .body(body.clone())
-        .map_err(|e| BuildError::Build(e.to_string()))?;
+    if let Some(r) = c.reply_to {
+        b = b.reply_to(mailbox(r.name.as_deref(), &r.address)?);
+    }
+    let msg = match c.attach {
+        None => b.header(ContentType::TEXT_PLAIN).body(body.clone()),
+        Some(raw) => b.multipart(
+            MultiPart::mixed()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(body.clone()),
+                )
+                .singlepart(enclosed(raw)?),
+        ),
+    }
+    .map_err(|e| BuildError::Build(e.to_string()))?;
     Ok(Outgoing {
         to: vec![c.to.address.clone()],
         sender: c.from.to_string(),
@@ -242,6 +287,8 @@ mod tests {
                 references: &[],
                 message_id: &mid,
                 date: SystemTime::UNIX_EPOCH,
+                attach: None,
+                reply_to: None,
             },
         )
         .unwrap();

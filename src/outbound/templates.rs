@@ -86,6 +86,38 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "status.en.txt",
         include_str!("../../templates/status.en.txt"),
     ),
+    (
+        "forward.de.subject",
+        include_str!("../../templates/forward.de.subject"),
+    ),
+    (
+        "forward.de.txt",
+        include_str!("../../templates/forward.de.txt"),
+    ),
+    (
+        "forward.en.subject",
+        include_str!("../../templates/forward.en.subject"),
+    ),
+    (
+        "forward.en.txt",
+        include_str!("../../templates/forward.en.txt"),
+    ),
+    (
+        "not-support.de.subject",
+        include_str!("../../templates/not-support.de.subject"),
+    ),
+    (
+        "not-support.de.txt",
+        include_str!("../../templates/not-support.de.txt"),
+    ),
+    (
+        "not-support.en.subject",
+        include_str!("../../templates/not-support.en.subject"),
+    ),
+    (
+        "not-support.en.txt",
+        include_str!("../../templates/not-support.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered.
@@ -109,7 +141,9 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// The embedded templates, overridden by files of the same name in `dir`.
+    /// The embedded templates, overridden by files of the same name in
+    /// `dir`, and the further templates of `dir` (`NAME.LANG.subject`,
+    /// `NAME.LANG.txt`: a route rule's `reply = "NAME"`).
     pub fn load(dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -122,7 +156,35 @@ impl Templates {
             env.add_template_owned(name.to_string(), source)
                 .map_err(|e| TemplateError::Syntax(name.to_string(), detail(&e)))?;
         }
+        if let Some(dir) = dir {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Templates { env }),
+                Err(e) => return Err(TemplateError::Read(dir.display().to_string(), e)),
+            };
+            let mut extra: Vec<(String, std::path::PathBuf)> = entries
+                .filter_map(Result::ok)
+                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                .filter(|(n, _)| {
+                    (n.ends_with(".subject") || n.ends_with(".txt"))
+                        && !n.starts_with('.')
+                        && !EMBEDDED.iter().any(|(e, _)| e == n)
+                })
+                .collect();
+            extra.sort();
+            for (name, path) in extra {
+                let source = std::fs::read_to_string(&path)
+                    .map_err(|e| TemplateError::Read(path.display().to_string(), e))?;
+                env.add_template_owned(name.clone(), source)
+                    .map_err(|e| TemplateError::Syntax(name, detail(&e)))?;
+            }
+        }
         Ok(Templates { env })
+    }
+
+    /// Whether template `name` (e.g. `billing.de.txt`) exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
     }
 
     /// Renders template `name` with `ctx`.

@@ -167,6 +167,10 @@ pub struct TicketSummary {
     pub organisation: Option<String>,
     /// Marks for staff: `unverified`, `over-quota`.
     pub flags: Vec<String>,
+    /// The queue a rule put it in.
+    pub queue: Option<String>,
+    /// Its tags, in alphabetical order.
+    pub tags: Vec<String>,
 }
 
 /// An attachment as listed.
@@ -784,6 +788,7 @@ pub async fn claim(
             auto_mails_last_hour: u32::try_from(auto).unwrap_or(u32::MAX),
             organisation: None,
             alert: None,
+            mailbox: None,
             incident: match first_ticket(&rows, "incident", &incident_keys)? {
                 Some(ticket) => {
                     let row = rows
@@ -1075,13 +1080,21 @@ pub async fn apply(
                 s.arg(now),
                 s.arg(t.organisation.as_deref()),
                 s.arg((!t.flags.is_empty()).then(|| t.flags.join(","))),
+                s.arg(t.queue.as_deref()),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11]
             ));
             s.end();
+            let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
+            ticket_texts(
+                &mut s,
+                "INSERT INTO ticket_tags (ticket_id, tag) VALUES ",
+                id,
+                &tags,
+            );
             let people: Vec<&str> = t.participants.iter().map(String::as_str).collect();
             ticket_texts(
                 &mut s,
@@ -1219,8 +1232,8 @@ pub async fn apply(
         ));
         s.end();
         // Answers to the customer count against the hourly limit; a notice
-        // to the account manager does not.
-        if *kind != NoticeKind::OverQuota.as_str() {
+        // or a forward to the account manager does not.
+        if *kind != NoticeKind::OverQuota.as_str() && *kind != NoticeKind::Forward.as_str() {
             s.rows(
                 "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
                 &out.to,
@@ -1367,21 +1380,25 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
             .try_get::<Option<String>, _>("flags")?
             .map(|f| f.split(',').map(str::to_string).collect())
             .unwrap_or_default(),
+        queue: r.try_get("queue")?,
+        tags: r
+            .try_get::<Option<String>, _>("tags")?
+            .map(|f| f.split('\u{1f}').map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags,
+const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags, t.queue,
+  (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM ticket_tags g WHERE g.ticket_id = t.id ORDER BY tag)) AS tags,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
 
 impl Store {
     /// All tickets, newest first.
     pub async fn list_tickets(&self) -> Result<Vec<TicketSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags,
-              (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t ORDER BY t.id DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!("{SUMMARY_SELECT} ORDER BY t.id DESC");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(summary_from_row)
