@@ -1493,3 +1493,196 @@ fn an_alert_belongs_to_the_owner_of_its_host_and_a_critical_host_is_severity_1()
         .collect();
     assert_eq!(to, ["new-ticket ops@shop.example"]);
 }
+
+#[test]
+fn route_rules_forward_and_answer_and_ignore_rules_only_store() {
+    let d = Desk::new();
+    let customers = d.data().join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(
+        customers.join("main.toml"),
+        "[[organisation]]\nid = \"stadtwerke\"\nname = \"Stadtwerke Beispiel\"\n\
+         domains = [\"kunde.de\"]\naccount_manager = \"vertrieb@desk.example\"\n",
+    )
+    .unwrap();
+    // The embedded routing rules: an invoice question goes to the account
+    // manager, and the sender is told so; nothing is a ticket.
+    let o = d.ingest(&mail(
+        "Birgit Haake <haake@kunde.de>",
+        "Rechnung 2026-10-4471 – Position doppelt",
+        "inv1@kunde.de",
+        "",
+        "Bitte korrigieren Sie die Rechnung.",
+    ));
+    assert_eq!(o["action"], "routed", "{o}");
+    assert_eq!(o["ticket"], Value::Null);
+    let out = d.outbox();
+    let forward = out
+        .iter()
+        .find(|m| m["kind"] == "forward")
+        .expect("forward");
+    assert_eq!(forward["to"][0], "vertrieb@desk.example");
+    let raw = forward["raw"].as_str().unwrap();
+    assert!(raw.contains("Content-Type: message/rfc822"), "{raw}");
+    assert!(
+        raw.contains("Message-ID: <inv1@kunde.de>"),
+        "the message whole: {raw}"
+    );
+    assert!(
+        raw.contains("Reply-To: \"Birgit Haake\" <haake@kunde.de>")
+            || raw.contains("Reply-To: Birgit Haake <haake@kunde.de>"),
+        "{raw}"
+    );
+    assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+    let answer = out.iter().find(|m| m["kind"] == "answer").expect("answer");
+    assert_eq!(answer["to"][0], "haake@kunde.de");
+    let raw = answer["raw"].as_str().unwrap();
+    assert!(raw.contains("In-Reply-To: <inv1@kunde.de>"), "{raw}");
+    assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
+    assert_eq!(out.len(), 2, "no confirmation: {out:?}");
+    assert!(d
+        .json(&["tickets", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Spam-flagged mail: stored, nothing else.
+    let o = d.ingest(&mail(
+        "win@lottery.example",
+        "You won",
+        "spam1@lottery.example",
+        "X-Spam-Flag: YES\r\n",
+        "Claim now",
+    ));
+    assert_eq!(o["action"], "ignored", "{o}");
+    assert_eq!(d.outbox().len(), 2);
+    // Kept whole: a second delivery is a duplicate of the stored message.
+    let again = d.ingest(&mail(
+        "win@lottery.example",
+        "You won",
+        "spam1@lottery.example",
+        "X-Spam-Flag: YES\r\n",
+        "Claim now",
+    ));
+    assert_eq!(again["action"], "duplicate");
+
+    // A stranger's invoice question has no account manager to go to: a
+    // ticket, with a note saying why.
+    let o = d.ingest(&mail(
+        "eve@elsewhere.example",
+        "Invoice INV-1 missing PO",
+        "inv2@elsewhere.example",
+        "",
+        "Please reissue.",
+    ));
+    assert_eq!(o["action"], "created", "{o}");
+    let t = d.ticket(o["ticket"].as_str().unwrap());
+    assert!(
+        t.to_string().contains("handled as a support request"),
+        "{t}"
+    );
+}
+
+#[test]
+fn queues_tags_and_customer_overrides_reach_the_ticket_and_explain() {
+    let d = Desk::new();
+    let customers = d.data().join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(
+        customers.join("main.toml"),
+        "[[plan]]\nname = \"Premium\"\n\n[[organisation]]\nid = \"stadtwerke\"\nname = \"Stadtwerke\"\n\
+         plan = \"Premium\"\ndomains = [\"kunde.de\"]\n",
+    )
+    .unwrap();
+    let rules = d.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-customers.toml"),
+        "mode = \"first\"\n[[rule]]\nname = \"premium-erp\"\ncustomer = [\"stadtwerke\"]\nplan = [\"premium\"]\n\
+         text = [\"erp (steht|hängt)\"]\nseverity = 1\nqueue = \"erp\"\ntags = [\"erp\", \"premium\"]\n",
+    )
+    .unwrap();
+    let cfg = write_config(
+        d.dir.path(),
+        &format!("[rules]\ndir = {:?}\ndefaults = true\n", rules),
+    );
+    let c = cfg.to_str().unwrap();
+    let raw = mail(
+        "anna@kunde.de",
+        "ERP hängt",
+        "erp1@kunde.de",
+        "",
+        "Seit 8 Uhr.",
+    );
+    let o = d.run(&["--config", c, "ingest"], Some(raw.as_bytes()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o["severity"], 1, "{o}");
+    let t = d.run(
+        &[
+            "--config",
+            c,
+            "tickets",
+            "show",
+            o["ticket"].as_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    let t: Value = serde_json::from_slice(&t.stdout).unwrap();
+    assert_eq!(t["queue"], "erp", "{t}");
+    assert_eq!(t["tags"], serde_json::json!(["erp", "premium"]), "{t}");
+    // The same words from a stranger: the defaults decide.
+    let f = d.dir.path().join("erp.eml");
+    std::fs::write(
+        &f,
+        mail(
+            "x@gmail.com",
+            "ERP hängt",
+            "erp2@gmail.com",
+            "",
+            "Seit 8 Uhr.",
+        ),
+    )
+    .unwrap();
+    let o = d.run(
+        &["--config", c, "classify", "--explain", f.to_str().unwrap()],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("customer: (none"), "{text}");
+    assert!(
+        !text.contains("=> ") || !text.contains("premium-erp ["),
+        "{text}"
+    );
+    let f2 = d.dir.path().join("erp-kunde.eml");
+    std::fs::write(&f2, &raw).unwrap();
+    let o = d.run(
+        &["--config", c, "classify", "--explain", f2.to_str().unwrap()],
+        None,
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("customer: stadtwerke, plan Premium"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "premium-erp → severity 1, queue erp, tags erp premium [decides severity, queue]"
+        ),
+        "{text}"
+    );
+    // A route rule naming a template that does not exist is a config error.
+    std::fs::write(
+        rules.join("20-route.toml"),
+        "[[rule]]\nname = \"sales\"\nsubject = [\"angebot\"]\naction = \"route\"\nreply = \"sales-answer\"\n",
+    )
+    .unwrap();
+    let o = d.run(&["--config", c, "check-config"], None);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("reply template sales-answer.de.subject does not exist"),
+        "{e}"
+    );
+}

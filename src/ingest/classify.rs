@@ -1948,4 +1948,217 @@ mod tests {
             None
         );
     }
+
+    fn alert(host: &str, service: Option<&str>, state: AlertState) -> Alert {
+        Alert {
+            source: AlertSource::Zabbix,
+            host: host.into(),
+            service: service.map(str::to_string),
+            state,
+            kind: crate::ingest::alerts::AlertKind::Problem,
+            event_id: None,
+            summary: String::new(),
+        }
+    }
+
+    const DESK: &str = r#"
+mode = "first"
+
+[[rule]]
+name = "premium-erp"
+customer = ["stadtwerke"]
+plan = ["premium"]
+text = ["erp steht"]
+severity = 1
+queue = "erp"
+tags = ["erp", "premium"]
+
+[[rule]]
+name = "invoices"
+subject = ["rechnung"]
+action = "route"
+forward = ["account-manager", "billing@desk.example"]
+reply = "not-support"
+tags = ["billing"]
+
+[[rule]]
+name = "monitoring-box"
+mailbox = ["monitoring"]
+tags = ["via-monitoring"]
+
+[[rule]]
+name = "test-hosts"
+action = "ignore"
+[rule.alert]
+host = ["^test-"]
+
+[[rule]]
+name = "db-critical"
+severity = 1
+queue = "dba"
+[rule.alert]
+source = ["zabbix"]
+service = ["mysql|postgres"]
+state = ["critical", "DOWN"]
+"#;
+
+    #[test]
+    fn rules_match_on_customer_plan_and_mailbox() {
+        let rs = RuleSet::compile(&[("desk.toml".into(), DESK.into())]).unwrap();
+        let m = mail("ERP steht", "seit 8 Uhr");
+        let premium = Facts {
+            customer: Some("Stadtwerke"),
+            plan: Some("Premium"),
+            mailbox: Some("support"),
+            alert: None,
+        };
+        let c = rs.classify(&m, &premium);
+        assert_eq!(c.severity, Some(Severity::Critical));
+        assert_eq!(c.rule.as_deref(), Some("premium-erp"));
+        assert_eq!(c.queue.as_deref(), Some("erp"));
+        assert_eq!(c.tags, ["erp", "premium"]);
+        assert_eq!(c.action, RuleAction::Ticket);
+        // Another customer, or the same one on another plan: not the override.
+        for f in [
+            Facts {
+                customer: Some("andere"),
+                ..premium
+            },
+            Facts {
+                plan: Some("Basic"),
+                ..premium
+            },
+            Facts::default(),
+        ] {
+            assert_eq!(rs.classify(&m, &f).rule, None);
+        }
+        let c = rs.classify(
+            &m,
+            &Facts {
+                mailbox: Some("Monitoring"),
+                ..Facts::default()
+            },
+        );
+        assert_eq!(c.tags, ["via-monitoring"]);
+        assert_eq!(c.severity, None);
+    }
+
+    #[test]
+    fn route_rules_carry_their_destinations_and_tags_add_up() {
+        let rs = RuleSet::compile(&[("desk.toml".into(), DESK.into())]).unwrap();
+        let c = rs.classify(&mail("Rechnung 4711", ""), &Facts::default());
+        assert_eq!(
+            c.action,
+            RuleAction::Route {
+                forward: vec!["account-manager".into(), "billing@desk.example".into()],
+                reply: Some("not-support".into()),
+            }
+        );
+        assert_eq!(c.action_rule.as_deref(), Some("invoices"));
+        assert_eq!(
+            rs.replies(),
+            [("desk.toml:13 invoices".to_string(), "not-support")]
+        );
+        // Each setting from the first group that sets it: a later group
+        // still gives the severity, tags come from both.
+        let later = "[[rule]]\nname = \"sev\"\nsubject = [\"rechnung\"]\nseverity = 4\ntags = [\"later\"]\n";
+        let rs = RuleSet::compile(&[
+            ("10.toml".into(), DESK.into()),
+            ("20.toml".into(), later.into()),
+        ])
+        .unwrap();
+        let c = rs.classify(&mail("Rechnung 4711", ""), &Facts::default());
+        assert_eq!(c.action_rule.as_deref(), Some("invoices"));
+        assert_eq!(c.severity, Some(Severity::Question));
+        assert_eq!(c.tags, ["billing", "later"]);
+    }
+
+    #[test]
+    fn alert_rules_apply_to_alerts_only() {
+        let rs = RuleSet::compile(&[("desk.toml".into(), DESK.into())]).unwrap();
+        let m = mail("PROBLEM", "");
+        let facts = |a| Facts {
+            alert: Some(a),
+            ..Facts::default()
+        };
+        let test = alert("test-web01", Some("http"), AlertState::Critical);
+        assert_eq!(rs.classify(&m, &facts(&test)).action, RuleAction::Ignore);
+        let db = alert("db01", Some("MySQL replication"), AlertState::Critical);
+        let c = rs.classify(&m, &facts(&db));
+        assert_eq!(
+            (c.severity, c.queue.as_deref()),
+            (Some(Severity::Critical), Some("dba"))
+        );
+        let warn = alert("db01", Some("MySQL replication"), AlertState::Warning);
+        assert_eq!(rs.classify(&m, &facts(&warn)).rule, None);
+        let host = alert("db01", None, AlertState::Down);
+        assert_eq!(
+            rs.classify(&m, &facts(&host)).rule,
+            None,
+            "no service: no match"
+        );
+        // An alert rule never decides a person's mail, nor a mail rule an alert.
+        assert_eq!(
+            rs.classify(&mail("test-web01", ""), &Facts::default())
+                .action_rule,
+            None
+        );
+        let erp = mail("ERP steht", "");
+        let premium = Facts {
+            customer: Some("stadtwerke"),
+            plan: Some("premium"),
+            mailbox: None,
+            alert: Some(&db),
+        };
+        assert_eq!(
+            rs.classify(&erp, &premium).rule.as_deref(),
+            Some("db-critical")
+        );
+    }
+
+    #[test]
+    fn bad_actions_are_refused_with_their_line() {
+        let cases = [
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\naction = \"drop\"\n", "action must be"),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\naction = \"route\"\n", "needs forward"),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\nforward = [\"x@y.de\"]\n", "need action = \"route\""),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\naction = \"ignore\"\nreply = \"t\"\n", "belong to action"),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\naction = \"route\"\nforward = [\"boss\"]\n", "forward must be"),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\naction = \"route\"\nreply = \"../etc\"\n", "reply must name"),
+            ("[[rule]]\nname = \"a\"\nsubject = [\"x\"]\n", "sets nothing"),
+            ("[[rule]]\nname = \"a\"\nseverity = 2\n[rule.alert]\nstate = [\"purple\"]\n", "unknown alert state"),
+            ("[[rule]]\nname = \"a\"\nseverity = 2\n[rule.alert]\nhost = [\"(\"]\n", "invalid regular expression"),
+        ];
+        for (text, want) in cases {
+            let e = RuleSet::compile(&[("r.toml".into(), text.into())]).unwrap_err();
+            assert!(e.reason.contains(want), "{text}: {e}");
+            assert!(e.line >= 1, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn explain_names_the_facts_and_what_each_rule_decided() {
+        let rs = RuleSet::compile(&[("desk.toml".into(), DESK.into())]).unwrap();
+        let f = Facts {
+            customer: Some("stadtwerke"),
+            plan: Some("Premium"),
+            mailbox: Some("support"),
+            alert: None,
+        };
+        let text = rs.explain(&mail("ERP steht", ""), &f, Severity::Malfunction);
+        assert!(
+            text.contains("customer: stadtwerke, plan Premium"),
+            "{text}"
+        );
+        assert!(text.contains("=> desk.toml:4 premium-erp"), "{text}");
+        assert!(text.contains("[decides severity, queue]"), "{text}");
+        assert!(
+            text.contains("customer stadtwerke in [stadtwerke]"),
+            "{text}"
+        );
+        assert!(text.contains("decision: severity 1"), "{text}");
+        assert!(text.contains("action ticket (default)"), "{text}");
+        assert!(text.contains("queue erp by rule premium-erp"), "{text}");
+        assert!(text.contains("tags erp, premium"), "{text}");
+    }
 }

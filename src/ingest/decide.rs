@@ -1353,4 +1353,192 @@ mod tests {
         let d = run("From: anna@kunde.de\r\nSubject: Re: x", &look);
         assert!(matches!(d.target, Target::Existing { reopen: true, .. }));
     }
+
+    fn run_rules(headers: &str, look: &Lookups, cfg: &DecideConfig, c: Classification) -> Decision {
+        let raw = format!("{headers}\r\nTo: support@example.com\r\n\r\nText\r\n");
+        let m = parse(raw.as_bytes()).unwrap();
+        let v = guard::check(&m, &cfg.own_addresses);
+        decide(&m, &v, look, cfg, &mut |_, _| c.clone())
+    }
+
+    fn routing(forward: &[&str], reply: Option<&str>) -> Classification {
+        Classification {
+            action: RuleAction::Route {
+                forward: forward.iter().map(|s| s.to_string()).collect(),
+                reply: reply.map(str::to_string),
+            },
+            action_rule: Some("invoices".into()),
+            ..Classification::default()
+        }
+    }
+
+    #[test]
+    fn route_forwards_to_the_account_manager_and_answers_the_sender() {
+        let look = Lookups {
+            organisation: org(0, None),
+            ..Lookups::default()
+        };
+        let from = "From: Anna <anna@kunde.de>\r\nSubject: Rechnung 4711";
+        let d = run_rules(
+            from,
+            &look,
+            &cfg(),
+            routing(
+                &["account-manager", "billing@desk.example"],
+                Some("not-support"),
+            ),
+        );
+        assert_eq!(d.action, Action::Routed);
+        assert_eq!(d.target, Target::Nothing);
+        assert_eq!(d.confirm_to, None, "no confirmation: there is no ticket");
+        let kinds: Vec<(NoticeKind, &str)> = d
+            .notices
+            .iter()
+            .map(|n| (n.kind, n.to.address.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (NoticeKind::Forward, "am@provider.de"),
+                (NoticeKind::Forward, "billing@desk.example"),
+                (NoticeKind::Answer, "anna@kunde.de"),
+            ]
+        );
+        assert_eq!(d.notices[2].template(), "not-support");
+        assert!(d.reason.contains("rule invoices"), "{}", d.reason);
+        // Over the hourly limit the answer is skipped, the forward is not.
+        let busy = Lookups {
+            auto_mails_last_hour: 10,
+            ..look.clone()
+        };
+        let d = run_rules(
+            from,
+            &busy,
+            &cfg(),
+            routing(&["account-manager"], Some("not-support")),
+        );
+        assert_eq!(d.notices.len(), 1);
+        assert_eq!(d.notices[0].kind, NoticeKind::Forward);
+    }
+
+    #[test]
+    fn route_without_anyone_to_forward_to_becomes_a_ticket() {
+        let from = "From: Eve <eve@prospect.de>\r\nSubject: Angebot";
+        let d = run_rules(
+            from,
+            &Lookups::default(),
+            &cfg(),
+            routing(&["account-manager"], Some("not-support")),
+        );
+        assert_eq!(d.action, Action::Created);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("handled as a support request")),
+            "{:?}",
+            d.notes
+        );
+        // With a desk-wide account manager for prospects it is routed.
+        let mut c = cfg();
+        c.default_account_manager = Some("vertrieb@desk.example".into());
+        let d = run_rules(
+            from,
+            &Lookups::default(),
+            &c,
+            routing(&["account-manager"], None),
+        );
+        assert_eq!(d.action, Action::Routed);
+        assert_eq!(d.notices[0].to.address, "vertrieb@desk.example");
+        // A reply-only route needs nobody.
+        let d = run_rules(
+            from,
+            &Lookups::default(),
+            &cfg(),
+            routing(&[], Some("not-support")),
+        );
+        assert_eq!(d.action, Action::Routed);
+        assert_eq!(d.notices[0].kind, NoticeKind::Answer);
+    }
+
+    #[test]
+    fn ignore_stores_only_and_rule_settings_reach_the_ticket() {
+        let from = "From: Anna <anna@kunde.de>\r\nSubject: Sicherungsbericht";
+        let ignore = Classification {
+            action: RuleAction::Ignore,
+            action_rule: Some("backup-report".into()),
+            ..Classification::default()
+        };
+        let d = run_rules(from, &Lookups::default(), &cfg(), ignore);
+        assert_eq!(d.action, Action::Ignored);
+        assert_eq!(d.target, Target::Nothing);
+        assert!(d.notices.is_empty() && d.confirm_to.is_none());
+        let set = Classification {
+            severity: Some(Severity::Critical),
+            rule: Some("erp".into()),
+            queue: Some("erp".into()),
+            tags: vec!["erp".into(), "premium".into()],
+            ..Classification::default()
+        };
+        let d = run_rules(from, &Lookups::default(), &cfg(), set);
+        match d.target {
+            Target::New(t) => {
+                assert_eq!(t.severity, Severity::Critical);
+                assert_eq!(t.queue.as_deref(), Some("erp"));
+                assert_eq!(t.tags, ["erp", "premium"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_on_alerts_ignore_or_set_the_severity_and_never_answer() {
+        use crate::ingest::alerts::{Alert, AlertKind, AlertSource, AlertState};
+        let look = Lookups {
+            alert: Some(Alert {
+                source: AlertSource::Nagios,
+                host: "web01".into(),
+                service: Some("HTTP".into()),
+                state: AlertState::Warning,
+                kind: AlertKind::Problem,
+                event_id: None,
+                summary: "slow".into(),
+            }),
+            organisation: org(0, None),
+            ..Lookups::default()
+        };
+        let from = "From: nagios@mon.kunde.de\r\nSubject: ** PROBLEM Service Alert: web01/HTTP is WARNING **";
+        let ignore = Classification {
+            action: RuleAction::Ignore,
+            action_rule: Some("test".into()),
+            ..Classification::default()
+        };
+        let d = run_rules(from, &look, &cfg(), ignore);
+        assert_eq!((d.action, d.kind), (Action::Ignored, Kind::Alert));
+        assert!(d.incident.is_none());
+        let sev = Classification {
+            severity: Some(Severity::Critical),
+            rule: Some("web-critical".into()),
+            ..Classification::default()
+        };
+        let d = run_rules(from, &look, &cfg(), sev);
+        match &d.target {
+            Target::New(t) => {
+                assert_eq!(t.severity, Severity::Critical);
+                assert_eq!(t.rule.as_deref(), Some("web-critical"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = run_rules(
+            from,
+            &look,
+            &cfg(),
+            routing(&["account-manager"], Some("not-support")),
+        );
+        assert_eq!(d.action, Action::Routed);
+        assert!(
+            d.notices.iter().all(|n| n.kind == NoticeKind::Forward),
+            "{:?}",
+            d.notices
+        );
+    }
 }

@@ -135,15 +135,29 @@ fn mailbox(name: Option<&str>, address: &str) -> Result<lettre::message::Mailbox
 fn enclosed(raw: &[u8]) -> Result<SinglePart, BuildError> {
     let bad = |e: lettre::message::header::ContentTypeErr| BuildError::Build(e.to_string());
     let part = SinglePart::builder().header(ContentDisposition::attachment("message.eml"));
-    for enc in [
-        ContentTransferEncoding::SevenBit,
-        ContentTransferEncoding::EightBit,
-    ] {
-        if let Ok(body) = Body::new_with_encoding(raw.to_vec(), enc) {
-            return Ok(part
-                .header(ContentType::parse("message/rfc822").map_err(bad)?)
-                .body(body));
+    // SMTP's limits: no NUL, lines of at most 998 octets; line ends become
+    // CRLF (as they are on the wire anyway).
+    let fits = !raw.contains(&0) && raw.split(|&b| b == b'\n').all(|l| l.len() <= 999);
+    if fits {
+        let mut crlf = Vec::with_capacity(raw.len() + raw.len() / 40);
+        for (i, &b) in raw.iter().enumerate() {
+            if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+                crlf.push(b'\r');
+            }
+            if b == b'\r' && raw.get(i + 1) != Some(&b'\n') {
+                crlf.extend_from_slice(b"\r\n");
+                continue;
+            }
+            crlf.push(b);
         }
+        let enc = if crlf.is_ascii() {
+            ContentTransferEncoding::SevenBit
+        } else {
+            ContentTransferEncoding::EightBit
+        };
+        return Ok(part
+            .header(ContentType::parse("message/rfc822").map_err(bad)?)
+            .body(Body::dangerous_pre_encoded(crlf, enc)));
     }
     Ok(part
         .header(ContentType::parse("application/octet-stream").map_err(bad)?)
@@ -310,5 +324,21 @@ mod tests {
         assert_eq!(e, "> Hallo\n> Welt");
         let long = "x".repeat(1000);
         assert!(excerpt(&long, 50).chars().count() < 70);
+    }
+
+    #[test]
+    fn enclosed_messages_stay_whole_or_fall_back_to_base64() {
+        let raw = b"From: a@kunde.de\nSubject: R\xc3\xa9chnung\n\nText\r\n".to_vec();
+        let p = String::from_utf8(enclosed(&raw).unwrap().formatted()).unwrap();
+        assert!(p.contains("Content-Type: message/rfc822"), "{p}");
+        assert!(p.contains("Content-Transfer-Encoding: 8bit"), "{p}");
+        assert!(
+            p.contains("From: a@kunde.de\r\nSubject: R\u{e9}chnung\r\n\r\nText\r\n"),
+            "{p}"
+        );
+        let long = format!("From: a@kunde.de\r\n\r\n{}\r\n", "x".repeat(2000));
+        let p = String::from_utf8(enclosed(long.as_bytes()).unwrap().formatted()).unwrap();
+        assert!(p.contains("Content-Type: application/octet-stream"), "{p}");
+        assert!(p.contains("Content-Transfer-Encoding: base64"), "{p}");
     }
 }
