@@ -11,7 +11,7 @@ use ticketd::ingest::alerts::{parse_alert, Alert, AlertKind, AlertSource, AlertS
 use ticketd::ingest::parse::{parse, ParsedMail};
 
 use AlertKind::{Acknowledgement as Ack, Other, Problem, Recovery};
-use AlertState::{Critical, Down, Ok as OkS, Up, Warning};
+use AlertState::{Critical, Down, Ok as OkS, Unknown, Up, Warning};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts")
@@ -309,7 +309,7 @@ fn expectations() -> Vec<Row> {
             "prtg",
         ),
         (
-            "prtg/03-sensor-up.eml",
+            "prtg/03-sensor-down-ended.eml",
             Prtg,
             h,
             Some("Ping"),
@@ -343,6 +343,42 @@ fn expectations() -> Vec<Row> {
             Critical,
             Problem,
             "prtg-html",
+        ),
+        (
+            "prtg/07-disk-warning.eml",
+            Prtg,
+            h,
+            Some("Disk Free: C:\\ Label:System"),
+            Warning,
+            Problem,
+            "prtg-disk",
+        ),
+        (
+            "prtg/08-disk-warning-ended-now-down.eml",
+            Prtg,
+            h,
+            Some("Disk Free: C:\\ Label:System"),
+            Critical,
+            Problem,
+            "prtg-disk",
+        ),
+        (
+            "prtg/09-disk-down-ended-now-warning.eml",
+            Prtg,
+            h,
+            Some("Disk Free: C:\\ Label:System"),
+            Warning,
+            Problem,
+            "prtg-disk",
+        ),
+        (
+            "prtg/10-disk-down-ended-now-paused.eml",
+            Prtg,
+            h,
+            Some("Disk Free: C:\\ Label:System"),
+            Unknown,
+            Other,
+            "prtg-disk",
         ),
         (
             "monit/01-service-problem.eml",
@@ -415,6 +451,42 @@ fn expectations() -> Vec<Row> {
             OkS,
             Recovery,
             "monit-sys",
+        ),
+        (
+            "monit/09-instance-changed.eml",
+            Monit,
+            h,
+            Some("web01.example.com"),
+            Unknown,
+            Other,
+            "monit-sys",
+        ),
+        (
+            "monit/10-load-average-matched-limit.eml",
+            Monit,
+            h,
+            Some("web01.example.com"),
+            Critical,
+            Problem,
+            "monit-sys",
+        ),
+        (
+            "monit/11-load-average-ok.eml",
+            Monit,
+            h,
+            Some("web01.example.com"),
+            OkS,
+            Recovery,
+            "monit-sys",
+        ),
+        (
+            "monit/12-content-match.eml",
+            Monit,
+            h,
+            Some("app-log"),
+            Warning,
+            Problem,
+            "monit-log",
         ),
     ]);
     rows

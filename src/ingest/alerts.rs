@@ -768,6 +768,12 @@ static ZABBIX_STARTED: LazyLock<Option<Regex>> =
 /// `Host:`, `Severity:`, `Operational data:`, `Original problem ID:`. The
 /// service is the problem name; the state follows the severity. Update
 /// notifications carry no host and are not read.
+///
+/// Source: the defaults of the Email media type, as Zabbix 5.0 created them
+/// (zabbix/zabbix `src/libs/zbxdbupgrade/dbupgrade_4050.c`, the patch that
+/// moved the messages from the action to the media type); Zabbix 6.0 and
+/// 7.x put the duration into the recovery (`Resolved in {EVENT.DURATION}:
+/// {EVENT.NAME}`, `Problem has been resolved in {EVENT.DURATION} at …`).
 fn zabbix(subject: &str, body: &str, f: &Fields) -> Option<Alert> {
     let started = ZABBIX_STARTED.as_ref()?.captures(body)?;
     let subj = ZABBIX_SUBJECT.as_ref().and_then(|r| r.captures(subject));
@@ -815,9 +821,26 @@ static PRTG_SUBJECT: LazyLock<Option<Regex>> =
     LazyLock::new(|| re(r"^\[(?P<site>[^\]]+)\]\s+(?P<rest>.+)$"));
 static TRAILING_PAREN: LazyLock<Option<Regex>> = LazyLock::new(|| re(r"\s*\([^()]*\)\s*$"));
 
-/// PRTG's default e-mail notification: subject `[%sitename] %device %name
-/// %status %down (%message)`; body fields `Device:`, `Sensor:`, `Status:`,
-/// `Last Message:`, `Probe:`, `Group:`. The sensor is the service.
+/// PRTG's default e-mail notification ("Email and push notification to
+/// admin", and every new notification template).
+///
+/// The defaults, as the new-template form fills them in (its fields as
+/// posted in the public proofs of concept for CVE-2018-9276): subject
+/// `subject_1=[%sitename] %device %name %status %down (%message)`, format
+/// `contenttype_1=text/html`, no custom text. PRTG's HTML and text bodies
+/// are built into PRTG (closed source, no public template file); they
+/// carry the fields of PRTG's own default ticket text from the same form
+/// (`message_16`): `Sensor: %name`, `Status: %status %down`, `Date/Time:
+/// %datetime (%timezone)`, `Last Result:`, `Last Message: %message`,
+/// `Probe:`, `Group:`, `Device: %device (%host)`, `Last Scan:`, `Last
+/// Up:`, `Last Down:`, `Uptime:`, `Downtime:`, `Cumulated since:`,
+/// `Location:`. The HTML form is a two-column table, read through
+/// [`table_cell_field`]. The sensor is the service, the device without its
+/// address the host.
+///
+/// Recognised by the `[site]` subject or a PRTG sender, together with the
+/// `Probe:` or `Group:` field. The state comes from `Status:`, see
+/// [`prtg_status`].
 fn prtg(mail: &ParsedMail, subject: &str, f: &Fields) -> Option<Alert> {
     let from_prtg = mail
         .from
@@ -840,22 +863,7 @@ fn prtg(mail: &ParsedMail, subject: &str, f: &Fields) -> Option<Alert> {
         None => device.to_string(),
     };
     let sensor = f.get("sensor")?.to_string();
-    let status = f.get("status")?.to_ascii_lowercase();
-    let (state, kind) = if status.contains("now: up") || status.starts_with("up") {
-        (AlertState::Ok, AlertKind::Recovery)
-    } else if status.contains("acknowledged") {
-        (AlertState::Critical, AlertKind::Acknowledgement)
-    } else if status.starts_with("down") {
-        (AlertState::Critical, AlertKind::Problem)
-    } else if status.starts_with("warning") || status.starts_with("unusual") {
-        (AlertState::Warning, AlertKind::Problem)
-    } else if status.starts_with("unknown") {
-        (AlertState::Unknown, AlertKind::Problem)
-    } else if status.starts_with("paused") {
-        (AlertState::Unknown, AlertKind::Other)
-    } else {
-        return None;
-    };
+    let (state, kind) = prtg_status(f.get("status")?)?;
     Some(Alert {
         source: AlertSource::Prtg,
         host,
@@ -867,6 +875,42 @@ fn prtg(mail: &ParsedMail, subject: &str, f: &Fields) -> Option<Alert> {
     })
 }
 
+/// A PRTG `%status %down` as its notifications write it: a sensor status
+/// (`Up`, `Warning`, `Down`, `Down (Partial)`, `Down (Acknowledged)`,
+/// `Unusual`, `Unknown`, `Paused …`), the escalation step of the default
+/// trigger (`Down ESCALATION`), or a transition (`Down (before: Warning)`,
+/// `Down ended (now: Up)`, `Warning ended (now: Down)`, `Down ended (now:
+/// Paused)`). A transition's `now:` names the state the sensor is in; an
+/// `… ended` without it is over. None for anything else.
+fn prtg_status(status: &str) -> Option<(AlertState, AlertKind)> {
+    let s = status.trim().to_ascii_lowercase();
+    if s.contains("acknowledged") {
+        return Some((AlertState::Critical, AlertKind::Acknowledgement));
+    }
+    let now = s
+        .split_once("(now:")
+        .map(|(_, rest)| rest.trim_start().trim_end_matches(')').trim());
+    if now.is_none() && s.contains(" ended") {
+        return Some((AlertState::Ok, AlertKind::Recovery));
+    }
+    let word = now.unwrap_or(&s);
+    Some(if word.starts_with("up") {
+        (AlertState::Ok, AlertKind::Recovery)
+    } else if word.starts_with("down") {
+        (AlertState::Critical, AlertKind::Problem)
+    } else if word.starts_with("warning") || word.starts_with("unusual") {
+        (AlertState::Warning, AlertKind::Problem)
+    } else if word.starts_with("unknown") {
+        (AlertState::Unknown, AlertKind::Problem)
+    } else if word.starts_with("paused") {
+        // Someone (or a schedule, or a dependency) paused the sensor: a
+        // notice, neither a problem nor its end.
+        (AlertState::Unknown, AlertKind::Other)
+    } else {
+        return None;
+    })
+}
+
 // ---------------------------------------------------------------- Monit
 
 static MONIT_SUBJECT: LazyLock<Option<Regex>> =
@@ -874,9 +918,28 @@ static MONIT_SUBJECT: LazyLock<Option<Regex>> =
 static MONIT_LINE: LazyLock<Option<Regex>> =
     LazyLock::new(|| re(r"(?m)^\s*(?P<event>\S.*?)\s+Service\s+(?P<service>\S.*?)\s*$"));
 
-/// Monit's default alert mail: subject `monit alert --  $EVENT $SERVICE`,
-/// body `$EVENT Service $SERVICE`, then `Date:`, `Action:`, `Host:`,
-/// `Description:`.
+/// Monit's default alert mail, used when monitrc has no `set mail-format`
+/// (tildeslash's Monit, GitHub mirror MMonit/monit: `src/alert.h`
+/// `ALERT_FROM`, `ALERT_SUBJECT`, `ALERT_MESSAGE`, sent by `src/alert.c`):
+/// from `monit@$HOST`, subject `monit alert --  $EVENT $SERVICE` (two
+/// spaces), body (CRLF line ends; the first line ends in a space, the
+/// fields start with a tab)
+///
+/// ```text
+/// $EVENT Service $SERVICE
+///
+///     Date:        $DATE
+///     Action:      $ACTION
+///     Host:        $HOST
+///     Description: $DESCRIPTION
+///
+/// Your faithful employee,
+/// Monit
+/// ```
+///
+/// `$EVENT` is the event's description in its state (see
+/// [`monit_event`]), `$SERVICE` the service's name (the system service is
+/// named after the host), `$HOST` the name of the host Monit runs on.
 fn monit(subject: &str, body: &str, f: &Fields) -> Option<Alert> {
     let from_subject = MONIT_SUBJECT.as_ref()?.is_match(subject);
     let line = MONIT_LINE.as_ref()?.captures(body)?;
@@ -887,7 +950,9 @@ fn monit(subject: &str, body: &str, f: &Fields) -> Option<Alert> {
     let event = line["event"].trim().to_string();
     let service = line["service"].trim().to_string();
     let (state, kind) = monit_event(&event);
-    let summary = f.get("description").unwrap_or(&event);
+    let summary = monit_description(body)
+        .or_else(|| f.get("description").map(str::to_string))
+        .unwrap_or(event);
     Some(Alert {
         source: AlertSource::Monit,
         host,
@@ -895,26 +960,67 @@ fn monit(subject: &str, body: &str, f: &Fields) -> Option<Alert> {
         state,
         kind,
         event_id: None,
-        summary: one_line(summary),
+        summary: one_line(&summary),
     })
 }
 
-/// Monit's event names (monit's Event.c): the "succeeded" / "recovery" /
-/// "Exists" / "Action done" halves are recoveries; "changed" notices are
-/// informational; the rest are problems.
+/// `$DESCRIPTION` with its continuation lines: a content match is
+/// `content match:` and then the matching lines, a program's status test
+/// its output.
+fn monit_description(body: &str) -> Option<String> {
+    let mut lines = body.lines().map(|l| l.trim_end_matches('\r'));
+    let first = lines.find_map(|l| l.trim_start().strip_prefix("Description:"))?;
+    let mut text = first.trim().to_string();
+    for l in lines.take_while(|l| !l.trim().is_empty()) {
+        text.push(' ');
+        text.push_str(l.trim());
+    }
+    Some(text).filter(|t| !t.is_empty())
+}
+
+/// Monit's `$EVENT`: each event type has four descriptions, for its failed,
+/// succeeded, changed and changed-not states (`Event_Table` in Monit's
+/// `src/event.c`; the manual's event list). Monit 5.x and 6.0 name them by
+/// event class: `Does not exist`/`Exists`, `Connection failed`/`Connection
+/// succeeded`, `Resource limit matched`/`Resource limit succeeded`,
+/// `Timeout`/`Timeout recovery`, `Link down`/`Link up`, `Download bytes
+/// exceeded`/`Download bytes ok`, `Does exist`/`Exists not` (the `if exist`
+/// test), `Content match`/`Content doesn't match`, `Checksum
+/// changed`/`Checksum not changed`, `Action done`, `Monit instance
+/// changed`; the development version after 6.0 names them by test (`CPU
+/// usage matched limit`/`CPU usage ok`, `Load average (1min) matched
+/// limit`/`Load average (1min) ok`, `Program start failed`/`Program
+/// started`, `Process is a zombie`/`Zombie check succeeded`, …).
+///
+/// The succeeded and changed-not halves end the incident (OK, recovery),
+/// and so does `Action done` (an action an administrator asked for is
+/// done). A change (`… changed`, `Content match`) is what the test looks
+/// for, and Monit runs the failure action on it: a problem, WARNING. Monit's
+/// own start, stop and reload (`Monit instance changed`) is a notice that
+/// must not resolve anything. Everything else is a failure: CRITICAL.
 fn monit_event(event: &str) -> (AlertState, AlertKind) {
-    let e = event.to_ascii_lowercase();
-    let recovered = e.contains("succeeded")
-        || e.contains("recovery")
-        || e.contains("not changed")
-        || e.contains("doesn't match")
-        || e == "exists"
-        || e == "action done"
-        || e == "running";
+    let e = event.trim().to_ascii_lowercase();
+    if e.starts_with("monit instance") {
+        return (AlertState::Unknown, AlertKind::Other);
+    }
+    let recovered = matches!(
+        e.as_str(),
+        "exists"
+            | "exists not"
+            | "timeout recovery"
+            | "link up"
+            | "program started"
+            | "action done"
+            | "running"
+    ) || e.ends_with(" succeeded")
+        || e.ends_with(" ok")
+        || e.ends_with(" not changed")
+        || e.ends_with(" changed not")
+        || e.ends_with(" doesn't match");
     if recovered {
         (AlertState::Ok, AlertKind::Recovery)
-    } else if e.contains("changed") || e.contains("instance") {
-        (AlertState::Ok, AlertKind::Other)
+    } else if e.ends_with(" changed") || e.ends_with(" match") {
+        (AlertState::Warning, AlertKind::Problem)
     } else {
         (AlertState::Critical, AlertKind::Problem)
     }
@@ -1066,6 +1172,149 @@ mod tests {
         assert_eq!(qp_decode("a=3Db=\nc=20\n="), "a=bc \n");
         assert_eq!(qp_decode("loss = 0%"), "loss = 0%");
         assert_eq!(qp_decode("=4"), "=4");
+    }
+
+    #[test]
+    fn monit_event_names_map_to_problems_and_recoveries() {
+        use AlertKind::{Other, Problem, Recovery};
+        use AlertState::{Critical, Ok, Unknown, Warning};
+        let cases: &[(&str, AlertState, AlertKind)] = &[
+            // Monit 5.x / 6.0 event table (src/event.c) and manual.
+            ("Does not exist", Critical, Problem),
+            ("Exists", Ok, Recovery),
+            ("Does exist", Critical, Problem),
+            ("Exists not", Ok, Recovery),
+            ("Connection failed", Critical, Problem),
+            ("Connection succeeded", Ok, Recovery),
+            ("Resource limit matched", Critical, Problem),
+            ("Resource limit succeeded", Ok, Recovery),
+            ("Status failed", Critical, Problem),
+            ("Status succeeded", Ok, Recovery),
+            ("Checksum failed", Critical, Problem),
+            ("Checksum succeeded", Ok, Recovery),
+            ("Checksum changed", Warning, Problem),
+            ("Checksum not changed", Ok, Recovery),
+            ("Content match", Warning, Problem),
+            ("Content doesn't match", Ok, Recovery),
+            ("Timeout", Critical, Problem),
+            ("Timeout recovery", Ok, Recovery),
+            ("Invalid type", Critical, Problem),
+            ("Type succeeded", Ok, Recovery),
+            ("Data access error", Critical, Problem),
+            ("Execution failed", Critical, Problem),
+            ("Ping failed", Critical, Problem),
+            ("ICMP succeeded", Ok, Recovery),
+            ("Link down", Critical, Problem),
+            ("Link up", Ok, Recovery),
+            ("Speed failed", Critical, Problem),
+            ("Speed ok", Ok, Recovery),
+            ("Saturation exceeded", Critical, Problem),
+            ("Saturation ok", Ok, Recovery),
+            ("Download bytes exceeded", Critical, Problem),
+            ("Upload packets ok", Ok, Recovery),
+            ("Uptime failed", Critical, Problem),
+            ("Action done", Ok, Recovery),
+            ("Monit instance changed", Unknown, Other),
+            ("Monit instance changed not", Unknown, Other),
+            // The per-test names of the development version after 6.0.
+            ("CPU usage matched limit", Critical, Problem),
+            ("CPU usage ok", Ok, Recovery),
+            ("Load average (1min) matched limit", Critical, Problem),
+            ("Load average (1min) ok", Ok, Recovery),
+            ("Service time matched limit", Critical, Problem),
+            ("Download errors detected", Critical, Problem),
+            ("Program start failed", Critical, Problem),
+            ("Program started", Ok, Recovery),
+            ("Process is a zombie", Critical, Problem),
+            ("Zombie check succeeded", Ok, Recovery),
+            ("Program output match", Warning, Problem),
+            ("Program output doesn't match", Ok, Recovery),
+            ("Certificate validity failed", Critical, Problem),
+        ];
+        for (event, state, kind) in cases {
+            assert_eq!(monit_event(event), (*state, *kind), "{event}");
+        }
+    }
+
+    #[test]
+    fn monit_default_mail_with_a_per_test_event_and_a_notice() {
+        let mail_for = |event: &str, service: &str, desc: &str| {
+            mail(&format!(
+                "From: monit@web01.example.com\r\nSubject: monit alert --  {event} {service}\r\nX-Mailer: Monit 6.1.0\r\nPrecedence: Bulk\r\n\r\n{event} Service {service} \r\n\r\n\tDate:        Mon, 04 Mar 2024 10:00:00\r\n\tAction:      alert\r\n\tHost:        web01\r\n\tDescription: {desc}\r\n\r\nYour faithful employee,\r\nMonit\r\n"
+            ))
+        };
+        let a = parse_alert(
+            &mail_for(
+                "Service time matched limit",
+                "datafs",
+                "service time of 31.2 ms matches limit [service time > 10 ms]",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.service.as_deref(), a.state, a.kind),
+            (
+                "web01",
+                Some("datafs"),
+                AlertState::Critical,
+                AlertKind::Problem
+            )
+        );
+        // Monit starting is a notice; it must not read as the system's recovery.
+        let a = parse_alert(
+            &mail_for("Monit instance changed", "web01", "Monit 6.1.0 started"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(a.kind, AlertKind::Other);
+        assert!(!a.state.is_recovery());
+        assert_eq!(a.summary, "Monit 6.1.0 started");
+        // A multi-line description is kept whole, on one line.
+        let a = parse_alert(
+            &mail_for(
+                "Content match",
+                "app-log",
+                "content match:\r\n10:01 ERROR db lost\r\n10:02 ERROR db lost",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            a.summary,
+            "content match: 10:01 ERROR db lost 10:02 ERROR db lost"
+        );
+        assert_eq!((a.state, a.kind), (AlertState::Warning, AlertKind::Problem));
+    }
+
+    #[test]
+    fn prtg_statuses_and_transitions() {
+        use AlertKind::{Acknowledgement, Other, Problem, Recovery};
+        use AlertState::{Critical, Ok, Unknown, Warning};
+        let cases: &[(&str, Option<(AlertState, AlertKind)>)] = &[
+            ("Up", Some((Ok, Recovery))),
+            ("Down", Some((Critical, Problem))),
+            ("Down ESCALATION", Some((Critical, Problem))),
+            ("Down (Partial)", Some((Critical, Problem))),
+            ("Down (before: Warning)", Some((Critical, Problem))),
+            ("Down (Acknowledged)", Some((Critical, Acknowledgement))),
+            ("Warning", Some((Warning, Problem))),
+            ("Warning (before: Down)", Some((Warning, Problem))),
+            ("Unusual", Some((Warning, Problem))),
+            ("Unknown", Some((Unknown, Problem))),
+            ("Paused (paused by user)", Some((Unknown, Other))),
+            ("Down ended (now: Up)", Some((Ok, Recovery))),
+            ("Warning ended (now: Up)", Some((Ok, Recovery))),
+            ("Down ended (now: Warning)", Some((Warning, Problem))),
+            ("Warning ended (now: Down)", Some((Critical, Problem))),
+            ("Down ended (now: Paused)", Some((Unknown, Other))),
+            ("Down ended", Some((Ok, Recovery))),
+            ("Scanning", None),
+            ("", None),
+        ];
+        for (status, want) in cases {
+            assert_eq!(prtg_status(status), *want, "{status:?}");
+        }
     }
 
     #[test]
