@@ -347,6 +347,9 @@ pub struct MaildirConfig {
 pub struct AlertsConfig {
     /// A problem this soon after its incident's recovery re-opens the ticket.
     pub flap_window_minutes: u64,
+    /// A recovery resolves its ticket only after this long without the
+    /// problem coming back (0: at once).
+    pub recovery_hold_minutes: u64,
     /// Severity of CRITICAL/DOWN on a host the customer marks critical.
     pub critical_host_severity: u8,
     /// Severity of CRITICAL/DOWN elsewhere.
@@ -362,6 +365,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             flap_window_minutes: 30,
+            recovery_hold_minutes: 0,
             critical_host_severity: 1,
             critical_severity: 2,
             warning_severity: 3,

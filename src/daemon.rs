@@ -94,6 +94,7 @@ pub async fn run(
     }
 
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
+    tasks.spawn(timers(store.clone(), stop_rx.clone()));
     {
         let path = data.root.join(crate::sources::socket::SOCKET_FILE);
         match crate::sources::socket::listen(&path) {
@@ -196,6 +197,39 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Fires due timers (rows of `timers`): checks once a second, and at once
+/// after a start, so that what fell due while the daemon was down is done
+/// first.
+async fn timers(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = crate::store::ts(jiff::Timestamp::now());
+        match store.next_timer().await {
+            Ok(Some(due)) if due <= now => match store.fire_due_timers(&now).await {
+                Ok(fired) => {
+                    for f in &fired {
+                        tracing::info!(
+                            timer = %f.kind,
+                            ticket = f.ticket.as_deref().unwrap_or(""),
+                            resolved = f.resolved,
+                            "timer fired"
+                        );
+                    }
+                    if fired.len() == 100 {
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "timers could not be fired; retrying"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "timers could not be read; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -195,6 +195,8 @@ pub struct Intake {
     customers: RwLock<Arc<Directory>>,
     alert_rules: Vec<GenericAlertRule>,
     flap_window: jiff::SignedDuration,
+    /// How long a recovery waits before it resolves (zero: at once).
+    recovery_hold: jiff::SignedDuration,
 }
 
 fn sev(level: u8, fallback: Severity) -> Severity {
@@ -244,6 +246,9 @@ impl Intake {
                 .iter()
                 .filter_map(|g| GenericAlertRule::compile(&g.name, g).ok())
                 .collect(),
+            recovery_hold: jiff::SignedDuration::from_mins(
+                i64::try_from(cfg.alerts.recovery_hold_minutes).unwrap_or(i64::MAX / 120),
+            ),
             flap_window: jiff::SignedDuration::from_mins(
                 i64::try_from(cfg.alerts.flap_window_minutes).unwrap_or(i64::MAX / 120),
             ),
@@ -619,6 +624,7 @@ impl Intake {
         };
         look.alert = alert;
         look.mailbox = Some(mailbox_of(&item.source).to_string());
+        look.hold_until = t.hold_until.clone();
         look.organisation = org.map(|o| OrgFacts {
             id: o.id.clone(),
             plan: o.plan.clone(),
@@ -780,6 +786,8 @@ struct Instants {
     quarter_start: String,
     /// The start of the flap window of monitoring incidents.
     flap_since: String,
+    /// When a recovery received now resolves its ticket, if not at once.
+    hold_until: Option<String>,
     /// The receipt timestamp for customers (desk time zone).
     received_at: String,
 }
@@ -792,6 +800,8 @@ impl Intake {
             hour_ago: store::ts(now - jiff::SignedDuration::from_hours(1)),
             quarter_start: quarter_start(now, &self.tz),
             flap_since: store::ts(now - self.flap_window),
+            hold_until: (!self.recovery_hold.is_zero())
+                .then(|| store::ts(now + self.recovery_hold)),
             received_at: now
                 .to_zoned(self.tz.clone())
                 .strftime("%d.%m.%Y %H:%M:%S %Z")

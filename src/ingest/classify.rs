@@ -960,7 +960,10 @@ impl RuleSet {
                     }
                 );
                 if !matched {
-                    let _ = writeln!(s, "      (some conditions held, but not every one)");
+                    let _ = writeln!(
+                        s,
+                        "      (not every condition held, or an unless pattern vetoed it)"
+                    );
                 }
                 for h in hits {
                     let _ = writeln!(s, "      {h}");

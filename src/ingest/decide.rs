@@ -46,6 +46,9 @@ pub struct Lookups {
     pub incident: Option<Incident>,
     /// The mailbox the message came in by (for rules).
     pub mailbox: Option<String>,
+    /// When a monitoring recovery received now resolves its ticket; `None`:
+    /// at once (no hold-down).
+    pub hold_until: Option<String>,
 }
 
 impl Lookups {
@@ -83,6 +86,9 @@ pub struct IncidentChange {
     pub state: String,
     /// The alert's one-line summary.
     pub text: String,
+    /// For a recovery under a hold-down: when its ticket is resolved if
+    /// the problem has not come back by then.
+    pub resolve_at: Option<String>,
 }
 
 /// The events of an incident.
@@ -847,6 +853,7 @@ fn decide_alert(
             event,
             state: state.clone(),
             text: alert.summary.clone(),
+            resolve_at: None,
         })
     };
     let open = look
@@ -904,6 +911,22 @@ fn decide_alert(
     }
     if alert.kind == AlertKind::Recovery || alert.state.is_recovery() {
         return match open.filter(|i| i.problem) {
+            Some(i) if look.hold_until.is_some() => decision(
+                Action::Appended,
+                existing(&i.ticket, false, false, false),
+                change(IncidentEvent::Recovered).map(|c| IncidentChange {
+                    resolve_at: look.hold_until.clone(),
+                    ..c
+                }),
+                vec![format!(
+                    "Recovery: {what} is {state}; the ticket is resolved at {} unless the problem comes back.",
+                    look.hold_until.as_deref().unwrap_or("")
+                )],
+                format!(
+                    "recovery of {what}: ticket {} resolved after the hold-down unless the problem returns",
+                    i.ticket.number
+                ),
+            ),
             Some(i) => decision(
                 Action::Appended,
                 existing(&i.ticket, false, true, false),
@@ -939,6 +962,22 @@ fn decide_alert(
         };
     }
     // A problem.
+    if let Some(i) = open.filter(|i| !i.problem) {
+        // Back before the hold-down of its recovery ended: the ticket
+        // stays open, and says so.
+        return decision(
+            Action::Appended,
+            existing(&i.ticket, false, false, false),
+            change(IncidentEvent::Repeated),
+            vec![format!(
+                "{what} is {state} again before the recovery's hold-down ended: the ticket stays open."
+            )],
+            format!(
+                "{what} is {state} again: ticket {} stays open",
+                i.ticket.number
+            ),
+        );
+    }
     if let Some(i) = open {
         return decision(
             Action::Appended,

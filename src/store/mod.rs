@@ -131,6 +131,17 @@ pub struct Applied {
     pub severity: Option<Severity>,
 }
 
+/// What a fired timer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredTimer {
+    /// The timer's kind (`recovery-hold`).
+    pub kind: String,
+    /// The ticket it concerned.
+    pub ticket: Option<String>,
+    /// Whether it resolved the ticket.
+    pub resolved: bool,
+}
+
 /// Builds an automatic mail once the ticket number is known: the
 /// confirmation (`None` notice) or a [`Notice`] of the decision.
 pub type AutoMailBuilder<'a> = dyn FnMut(
@@ -789,6 +800,7 @@ pub async fn claim(
             organisation: None,
             alert: None,
             mailbox: None,
+            hold_until: None,
             incident: match first_ticket(&rows, "incident", &incident_keys)? {
                 Some(ticket) => {
                     let row = rows
@@ -1273,6 +1285,14 @@ pub async fn apply(
                 )),
             }
             s.end();
+            if let (IncidentEvent::Recovered, Some(due)) = (c.event, &c.resolve_at) {
+                let due = s.arg(due.as_str());
+                s.push(format_args!(
+                    "INSERT INTO timers (kind, ticket_id, key, due_at, created_at)
+                     VALUES ('recovery-hold', {t}, {k}, {due}, {at})"
+                ));
+                s.end();
+            }
         }
     }
 
@@ -1653,6 +1673,104 @@ impl Store {
         .rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Fires the timers due at `now` (at most 100 per call): a
+    /// recovery-hold resolves its ticket when the incident is still
+    /// recovered and the ticket still open; otherwise it lapses. Returns
+    /// what each did, for the log.
+    pub async fn fire_due_timers(&self, now: &str) -> Result<Vec<FiredTimer>, StoreError> {
+        let mut tx = self.begin().await?;
+        let due: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT id, kind, ticket_id, key FROM timers WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT 100",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fired = Vec::with_capacity(due.len());
+        for (id, kind, ticket, key) in due {
+            let outcome = match (kind.as_str(), ticket) {
+                ("recovery-hold", Some(tid)) => {
+                    let state: Option<(i64, String, String)> = sqlx::query_as(
+                        "SELECT i.problem, t.status, t.number FROM incidents i JOIN tickets t ON t.id = i.ticket_id
+                         WHERE i.key = $1 AND i.ticket_id = $2",
+                    )
+                    .bind(key.as_deref().unwrap_or(""))
+                    .bind(tid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match state {
+                        Some((0, status, number)) if status != "resolved" && status != "closed" => {
+                            let why = "the monitoring recovery held through its hold-down time";
+                            sqlx::query("UPDATE tickets SET status = 'resolved', updated_at = $1 WHERE id = $2")
+                                .bind(now)
+                                .bind(tid)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query("INSERT INTO events (ticket_id, message_ref, kind, detail, created_at) VALUES ($1, NULL, 'resolved', $2, $3)")
+                                .bind(tid)
+                                .bind(why)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query("INSERT INTO articles (ticket_id, direction, kind, body, created_at) VALUES ($1, 'note', 'note', $2, $3)")
+                                .bind(tid)
+                                .bind("Resolved: no new problem during the recovery hold-down.")
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            fired.push(FiredTimer {
+                                kind: kind.clone(),
+                                ticket: Some(number),
+                                resolved: true,
+                            });
+                            "resolved"
+                        }
+                        Some((_, _, number)) => {
+                            fired.push(FiredTimer {
+                                kind: kind.clone(),
+                                ticket: Some(number),
+                                resolved: false,
+                            });
+                            "lapsed: the problem came back or the ticket was closed"
+                        }
+                        None => {
+                            fired.push(FiredTimer {
+                                kind: kind.clone(),
+                                ticket: None,
+                                resolved: false,
+                            });
+                            "lapsed: the incident has another ticket now"
+                        }
+                    }
+                }
+                _ => {
+                    fired.push(FiredTimer {
+                        kind: kind.clone(),
+                        ticket: None,
+                        resolved: false,
+                    });
+                    "unknown kind: left alone"
+                }
+            };
+            sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2 WHERE id = $3")
+                .bind(now)
+                .bind(outcome)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    /// When the next timer is due, if any is pending.
+    pub async fn next_timer(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// The UID cursor of a mailbox's folder: `(uidvalidity, last_uid)`.
