@@ -350,6 +350,9 @@ pub struct AlertsConfig {
     /// A recovery resolves its ticket only after this long without the
     /// problem coming back (0: at once).
     pub recovery_hold_minutes: u64,
+    /// While a host is DOWN (its ticket open), its services' problems join
+    /// the host's ticket instead of opening their own.
+    pub join_host_down: bool,
     /// Severity of CRITICAL/DOWN on a host the customer marks critical.
     pub critical_host_severity: u8,
     /// Severity of CRITICAL/DOWN elsewhere.
@@ -366,6 +369,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             flap_window_minutes: 30,
             recovery_hold_minutes: 0,
+            join_host_down: true,
             critical_host_severity: 1,
             critical_severity: 2,
             warning_severity: 3,

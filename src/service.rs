@@ -13,7 +13,8 @@ use crate::domain::{Action, Mailbox, Severity, TicketNumber};
 use crate::ingest::alerts::{parse_alert, Alert, GenericAlertRule};
 use crate::ingest::classify::{Classification, Facts, RuleError, RuleSet};
 use crate::ingest::decide::{
-    decide, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind, OrgFacts,
+    decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind,
+    OrgFacts,
 };
 use crate::ingest::guard;
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
@@ -197,6 +198,8 @@ pub struct Intake {
     flap_window: jiff::SignedDuration,
     /// How long a recovery waits before it resolves (zero: at once).
     recovery_hold: jiff::SignedDuration,
+    /// A service's problems join its DOWN host's ticket.
+    join_host_down: bool,
 }
 
 fn sev(level: u8, fallback: Severity) -> Severity {
@@ -246,6 +249,7 @@ impl Intake {
                 .iter()
                 .filter_map(|g| GenericAlertRule::compile(&g.name, g).ok())
                 .collect(),
+            join_host_down: cfg.alerts.join_host_down,
             recovery_hold: jiff::SignedDuration::from_mins(
                 i64::try_from(cfg.alerts.recovery_hold_minutes).unwrap_or(i64::MAX / 120),
             ),
@@ -574,6 +578,10 @@ impl Intake {
         let incident = alert
             .as_ref()
             .map(|a| incident_key(org.map(|o| o.id.as_str()), a));
+        let host_incident = alert
+            .as_ref()
+            .filter(|_| self.join_host_down)
+            .and_then(|a| host_incident_key(org.map(|o| o.id.as_str()), a));
         let claim = store::claim(
             conn,
             &NewMessage {
@@ -596,6 +604,7 @@ impl Intake {
                     organisation: org.map(|o| o.id.as_str()),
                     quarter_start: &t.quarter_start,
                     incident: incident.as_deref(),
+                    host_incident: host_incident.as_deref(),
                     flap_since: &t.flap_since,
                 })
                 .as_ref(),

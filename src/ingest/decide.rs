@@ -44,6 +44,9 @@ pub struct Lookups {
     pub alert: Option<super::alerts::Alert>,
     /// The incident that alert belongs to, if one was recorded.
     pub incident: Option<Incident>,
+    /// For a service alert: its host's incident (a DOWN host's ticket the
+    /// service's problems join).
+    pub host_incident: Option<Incident>,
     /// The mailbox the message came in by (for rules).
     pub mailbox: Option<String>,
     /// When a monitoring recovery received now resolves its ticket; `None`:
@@ -108,6 +111,17 @@ pub enum IncidentEvent {
 /// customer knows).
 pub fn incident_key(org: Option<&str>, alert: &super::alerts::Alert) -> String {
     format!("{}\u{1f}{}", org.unwrap_or(""), alert.key())
+}
+
+/// The key of the host incident of a service alert (`None` for a host
+/// alert): the incident a DOWN host's alerts are recorded under.
+pub fn host_incident_key(org: Option<&str>, alert: &super::alerts::Alert) -> Option<String> {
+    alert.service.as_ref()?;
+    let host = super::alerts::Alert {
+        service: None,
+        ..alert.clone()
+    };
+    Some(incident_key(org, &host))
 }
 
 /// What the decision needs to know of the sender's organisation.
@@ -987,6 +1001,27 @@ fn decide_alert(
             format!(
                 "{what} is {state} again: counted on ticket {}",
                 i.ticket.number
+            ),
+        );
+    }
+    // While its host is DOWN (its ticket open), a service's new problem is
+    // part of the host's incident: it joins that ticket.
+    if let Some(h) = look.host_incident.as_ref().filter(|h| {
+        h.problem
+            && alert.service.is_some()
+            && !matches!(h.ticket.status, Status::Resolved | Status::Closed)
+    }) {
+        return decision(
+            Action::Appended,
+            existing(&h.ticket, false, false, false),
+            None,
+            vec![format!(
+                "{what} is {state} while host {} is down: kept on the host's ticket.",
+                alert.host
+            )],
+            format!(
+                "{what} is {state} while its host is down: joined ticket {}",
+                h.ticket.number
             ),
         );
     }

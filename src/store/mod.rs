@@ -578,6 +578,9 @@ pub struct Probe<'a> {
     pub quarter_start: &'a str,
     /// The incident key of a monitoring alert.
     pub incident: Option<&'a str>,
+    /// For a service alert: the incident key of its host, whose open
+    /// DOWN ticket the alert joins.
+    pub host_incident: Option<&'a str>,
     /// Start of the flap window (`ts` format).
     pub flap_since: &'a str,
 }
@@ -740,14 +743,17 @@ pub async fn claim(
         s.end();
     }
     let incident_keys: Vec<&str> = probe.and_then(|p| p.incident).into_iter().collect();
-    if let Some(key) = incident_keys.first() {
-        let k = s.arg(*key);
-        s.push(format_args!(
-            "SELECT 'incident', i.key, {TICKET_INFO_COLUMNS}, i.problem, i.recovered_at FROM incidents i
-             JOIN tickets t ON t.id = i.ticket_id
-             LEFT JOIN participants p ON p.ticket_id = t.id WHERE i.key = {k}"
-        ));
-        s.end();
+    let host_keys: Vec<&str> = probe.and_then(|p| p.host_incident).into_iter().collect();
+    for (label, keys) in [("incident", &incident_keys), ("hostinc", &host_keys)] {
+        if let Some(key) = keys.first() {
+            let k = s.arg(*key);
+            s.push(format_args!(
+                "SELECT '{label}', i.key, {TICKET_INFO_COLUMNS}, i.problem, i.recovered_at FROM incidents i
+                 JOIN tickets t ON t.id = i.ticket_id
+                 LEFT JOIN participants p ON p.ticket_id = t.id WHERE i.key = {k}"
+            ));
+            s.end();
+        }
     }
     if let Some(p) = probe {
         if let Some(org) = p.organisation {
@@ -801,30 +807,37 @@ pub async fn claim(
             alert: None,
             mailbox: None,
             hold_until: None,
-            incident: match first_ticket(&rows, "incident", &incident_keys)? {
-                Some(ticket) => {
-                    let row = rows
-                        .iter()
-                        .find(|r| r.try_get::<&str, _>(0).is_ok_and(|l| l == "incident"));
-                    let problem = row
-                        .map(|r| r.try_get::<i64, _>(7))
-                        .transpose()?
-                        .unwrap_or(0);
-                    let recovered: Option<String> =
-                        row.map(|r| r.try_get(8)).transpose()?.flatten();
-                    Some(Incident {
-                        ticket,
-                        problem: problem != 0,
-                        flapping: recovered
-                            .is_some_and(|r| probe.is_some_and(|p| r.as_str() >= p.flap_since)),
-                    })
-                }
-                None => None,
-            },
+            incident: incident_from(&rows, "incident", &incident_keys, probe)?,
+            host_incident: incident_from(&rows, "hostinc", &host_keys, probe)?,
         }),
         next,
         org_cases: u32::try_from(cases).unwrap_or(u32::MAX),
     })
+}
+
+/// The incident the claim's rows labelled `label` found, with its ticket.
+fn incident_from(
+    rows: &[SqliteRow],
+    label: &str,
+    keys: &[&str],
+    probe: Option<&Probe<'_>>,
+) -> Result<Option<Incident>, StoreError> {
+    let Some(ticket) = first_ticket(rows, label, keys)? else {
+        return Ok(None);
+    };
+    let row = rows
+        .iter()
+        .find(|r| r.try_get::<&str, _>(0).is_ok_and(|l| l == label));
+    let problem = row
+        .map(|r| r.try_get::<i64, _>(7))
+        .transpose()?
+        .unwrap_or(0);
+    let recovered: Option<String> = row.map(|r| r.try_get(8)).transpose()?.flatten();
+    Ok(Some(Incident {
+        ticket,
+        problem: problem != 0,
+        flapping: recovered.is_some_and(|r| probe.is_some_and(|p| r.as_str() >= p.flap_since)),
+    }))
 }
 
 /// At most 50 of `items` as text: a References header of thousands of ids

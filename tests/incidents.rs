@@ -1,6 +1,7 @@
-//! Timers are rows: a monitoring recovery under a hold-down resolves its
-//! ticket only when the hold-down passes without the problem coming back.
-//! Real SQLite, the real intake, and the clock passed in.
+//! Monitoring incidents over time: a recovery under a hold-down resolves
+//! its ticket only when the hold-down passes without the problem coming
+//! back (timers are rows); a service's problems join its DOWN host's
+//! ticket. Real SQLite, the real intake, and the clock passed in.
 
 use std::path::Path;
 use ticketd::config::Config;
@@ -32,11 +33,11 @@ fn again(name: &str, n: u32) -> Vec<u8> {
 }
 
 async fn desk(dir: &Path) -> (Intake, Store) {
-    let cfg = Config::parse_str(
-        "[alerts]\nrecovery_hold_minutes = 10\n",
-        &dir.join("ticketd.toml"),
-    )
-    .unwrap();
+    desk_with(dir, "[alerts]\nrecovery_hold_minutes = 10\n").await
+}
+
+async fn desk_with(dir: &Path, config: &str) -> (Intake, Store) {
+    let cfg = Config::parse_str(config, &dir.join("ticketd.toml")).unwrap();
     let store = Store::open_sqlite(&dir.join("t.db"), 2).await.unwrap();
     store.migrate().await.unwrap();
     (Intake::new(&cfg, MacKey(vec![7; 32])), store)
@@ -153,4 +154,53 @@ async fn a_problem_back_within_the_hold_down_keeps_the_ticket_open() {
         .unwrap();
     assert!(fired[0].resolved);
     assert_eq!(status(&store, &n).await, "resolved");
+}
+
+/// The service problem fixture on the host of the host fixtures.
+fn service_on_host(n: u32) -> Vec<u8> {
+    String::from_utf8(again("01-service-problem.eml", n))
+        .unwrap()
+        .replace("web01", "web01.example.com")
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn service_problems_join_the_ticket_of_their_down_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (intake, store) = desk_with(dir.path(), "").await;
+    let t0: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+    let min = |m: i64| t0 + jiff::SignedDuration::from_mins(m);
+
+    let down = take(&intake, &store, fixture("06-host-down.eml"), t0).await;
+    assert_eq!(down.action, Action::Created);
+    let host_ticket = down.ticket.unwrap().to_string();
+    let svc = take(&intake, &store, service_on_host(1), min(1)).await;
+    assert_eq!(svc.action, Action::Appended, "{}", svc.reason);
+    assert_eq!(svc.ticket.map(|t| t.to_string()), Some(host_ticket.clone()));
+    assert!(
+        svc.reason.contains("while its host is down"),
+        "{}",
+        svc.reason
+    );
+    // The host is back: a service problem now is an incident of its own.
+    let up = take(&intake, &store, fixture("07-host-up.eml"), min(5)).await;
+    assert_eq!(
+        status(&store, &host_ticket).await,
+        "resolved",
+        "{}",
+        up.reason
+    );
+    let own = take(&intake, &store, service_on_host(2), min(6)).await;
+    assert_eq!(own.action, Action::Created, "{}", own.reason);
+    assert_ne!(own.ticket.map(|t| t.to_string()), Some(host_ticket));
+}
+
+#[tokio::test]
+async fn joining_the_host_ticket_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (intake, store) = desk_with(dir.path(), "[alerts]\njoin_host_down = false\n").await;
+    let t0: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+    take(&intake, &store, fixture("06-host-down.eml"), t0).await;
+    let svc = take(&intake, &store, service_on_host(1), t0).await;
+    assert_eq!(svc.action, Action::Created, "{}", svc.reason);
 }
