@@ -33,6 +33,11 @@ pub struct Organisation {
     /// The main contact (a plan may allow only one).
     #[serde(default)]
     pub main_contact: Option<String>,
+    /// Further main contacts, for plans that allow several. Tickets from
+    /// other people of the organisation are flagged `not-main-contact`
+    /// when the plan limits main contacts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub main_contacts: Vec<String>,
     /// Language of mails to this customer (`de`, `en`); default the desk's.
     #[serde(default)]
     pub language: Option<String>,
@@ -104,6 +109,21 @@ pub struct Directory {
     by_address: HashMap<String, usize>,
     by_domain: HashMap<String, usize>,
     by_host: HashMap<String, usize>,
+}
+
+impl Organisation {
+    /// Every main contact: `main_contact` and `main_contacts`, each once.
+    pub fn main_contact_list(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .main_contact
+            .iter()
+            .chain(&self.main_contacts)
+            .map(String::as_str)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 impl Directory {
@@ -183,6 +203,7 @@ impl Directory {
                 normalise(&mut o.notify_status);
                 normalise(&mut o.hosts);
                 normalise(&mut o.critical_hosts);
+                normalise(&mut o.main_contacts);
                 o.main_contact = o.main_contact.map(|a| a.trim().to_ascii_lowercase());
                 o.account_manager = o.account_manager.map(|a| a.trim().to_ascii_lowercase());
                 let at = d.organisations.len();
@@ -192,13 +213,19 @@ impl Directory {
                     .chain(&o.notify_new)
                     .chain(&o.notify_status)
                     .chain(o.main_contact.iter())
+                    .chain(&o.main_contacts)
                     .chain(o.account_manager.iter())
                 {
                     if !is_address(a) {
                         return Err(bad(format!("{}: {a:?} is not a mail address", o.id)));
                     }
                 }
-                for a in o.contacts.iter().chain(o.main_contact.iter()) {
+                for a in o
+                    .contacts
+                    .iter()
+                    .chain(o.main_contact.iter())
+                    .chain(&o.main_contacts)
+                {
                     if let Some(prev) = d.by_address.insert(a.clone(), at) {
                         if prev != at {
                             return Err(bad(format!(
@@ -239,6 +266,20 @@ impl Directory {
                         file: "customers".into(),
                         line: 0,
                         reason: format!("{}: plan {p:?} is not defined", o.id),
+                    });
+                }
+                let allowed = d.plan(p).and_then(|p| p.main_contacts);
+                let named = o.main_contact_list();
+                if let Some(n) = allowed.filter(|&n| named.len() > n as usize) {
+                    return Err(DirectoryError {
+                        file: "customers".into(),
+                        line: 0,
+                        reason: format!(
+                            "{}: {} main contacts ({}), but plan {p} allows {n}",
+                            o.id,
+                            named.len(),
+                            named.join(", ")
+                        ),
                     });
                 }
             }
@@ -388,6 +429,7 @@ pub fn from_csv(text: &str, file: &str) -> Result<Vec<Organisation>, DirectoryEr
             domains: list("domains"),
             contacts: list("contacts"),
             main_contact: opt("main_contact"),
+            main_contacts: Vec::new(),
             language: opt("language"),
             timezone: opt("timezone"),
             account_manager: opt("account_manager"),
@@ -519,5 +561,23 @@ domains = ["korn.example"]
         assert!(e.reason.contains("\"id\""), "{e}");
         let e = from_csv("id,name\n,A\n", "k.csv").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn a_plan_limits_its_main_contacts() {
+        let base = "[[plan]]\nname = \"Basic\"\nmain_contacts = 1\n\n[[organisation]]\nid = \"k\"\nname = \"K\"\nplan = \"Basic\"\ndomains = [\"k.de\"]\n";
+        let ok = dir(&format!("{base}main_contact = \"Chef@k.de\"\n")).unwrap();
+        assert_eq!(
+            ok.lookup("chef@k.de").unwrap().main_contact_list(),
+            ["chef@k.de"]
+        );
+        let e = dir(&format!(
+            "{base}main_contact = \"chef@k.de\"\nmain_contacts = [\"it@k.de\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.reason.contains("2 main contacts") && e.reason.contains("allows 1"),
+            "{e}"
+        );
     }
 }

@@ -643,6 +643,16 @@ impl Intake {
                 .as_deref()
                 .and_then(|p| directory.plan(p))
                 .and_then(|p| p.cases_per_quarter),
+            main_contacts_allowed: o
+                .plan
+                .as_deref()
+                .and_then(|p| directory.plan(p))
+                .and_then(|p| p.main_contacts),
+            main_contacts: o
+                .main_contact_list()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             cases_this_quarter: org_cases,
             critical_hosts: o.critical_hosts.clone(),
             notify_new: o.notify_new.clone(),

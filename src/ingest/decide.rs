@@ -135,6 +135,10 @@ pub struct OrgFacts {
     pub account_manager: Option<String>,
     /// The plan's cases per quarter, if limited.
     pub cases_per_quarter: Option<u32>,
+    /// The plan's number of main contacts, if limited.
+    pub main_contacts_allowed: Option<u32>,
+    /// The organisation's main contacts (lower case).
+    pub main_contacts: Vec<String>,
     /// Tickets of this organisation opened this quarter so far.
     pub cases_this_quarter: u32,
     /// Hosts whose outage is business-critical (lower case).
@@ -618,6 +622,20 @@ fn decide_target(
             }
         },
         Some(org) => {
+            // A plan with a limited number of main contacts: cases come
+            // from them; anyone else's is handled, and marked.
+            if org.main_contacts_allowed.is_some()
+                && !org.main_contacts.is_empty()
+                && !org.main_contacts.contains(&from.key())
+            {
+                flags.push("not-main-contact".to_string());
+                notes.push(format!(
+                    "{} is not a main contact of {} (its plan names {}): handled all the same.",
+                    from.address,
+                    org.id,
+                    org.main_contacts.join(", ")
+                ));
+            }
             if let Some(quota) = org.cases_per_quarter {
                 if org.cases_this_quarter >= quota {
                     flags.push("over-quota".to_string());
@@ -1161,6 +1179,8 @@ mod tests {
         Some(OrgFacts {
             id: "kunde".into(),
             plan: Some("Premium".into()),
+            main_contacts_allowed: None,
+            main_contacts: Vec::new(),
             account_manager: Some("am@provider.de".into()),
             cases_per_quarter: quota,
             cases_this_quarter: cases,
@@ -1614,5 +1634,27 @@ mod tests {
             "{:?}",
             d.notices
         );
+    }
+
+    #[test]
+    fn a_case_from_someone_not_a_main_contact_is_flagged_not_refused() {
+        let mut o = org(0, None).unwrap();
+        o.main_contacts_allowed = Some(1);
+        o.main_contacts = vec!["chef@kunde.de".into()];
+        let look = Lookups {
+            organisation: Some(o),
+            ..Lookups::default()
+        };
+        let d = run("From: Anna <anna@kunde.de>\r\nSubject: Drucker", &look);
+        assert_eq!(d.action, Action::Created);
+        match &d.target {
+            Target::New(t) => assert_eq!(t.flags, ["not-main-contact"]),
+            other => panic!("{other:?}"),
+        }
+        let d = run("From: Chef <chef@kunde.de>\r\nSubject: Drucker", &look);
+        match &d.target {
+            Target::New(t) => assert!(t.flags.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 }
