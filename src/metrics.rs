@@ -36,12 +36,14 @@ const LATENCY_BUCKETS: [f64; 15] = [
 const SOURCES: [&str; 3] = ["imap", "maildir", "pipe"];
 
 /// The decisions of [`crate::domain::Action`], likewise created at 0.
-const ACTIONS: [&str; 5] = [
+const ACTIONS: [&str; 7] = [
     "created",
     "appended",
     "duplicate",
     "suppressed",
     "quarantined",
+    "routed",
+    "ignored",
 ];
 
 /// The outbox by status, read from the database when metrics are scraped
@@ -198,7 +200,7 @@ impl Metrics {
         lock(&self.mailboxes).insert(mailbox.to_string(), Some(at));
     }
 
-    /// One message's decision ("created", "appended", "duplicate", "suppressed", "quarantined") from a source kind ("imap", "maildir", "pipe").
+    /// One message's decision ("created", "appended", "duplicate", "suppressed", "quarantined", "routed", "ignored") from a source kind ("imap", "maildir", "pipe").
     pub fn message_decided(&self, source: &str, action: &str) {
         self.messages.with_label_values(&[source, action]).inc();
     }

@@ -334,12 +334,14 @@ async fn every_corpus_mail_gets_a_decision() {
 /// Prints counts per category × action and per category × kind, what the
 /// whole messages that were quarantined or suppressed say, and the slowest.
 fn report(runs: &[Run], total: Duration) {
-    const ACTIONS: [&str; 6] = [
+    const ACTIONS: [&str; 8] = [
         "created",
         "appended",
         "duplicate",
         "suppressed",
         "quarantined",
+        "routed",
+        "ignored",
         "ERROR",
     ];
     let mut by_cat: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();

@@ -563,21 +563,23 @@ impl RuleSet {
                 }
             };
             let flags = if spec.case_sensitive { "" } else { "(?i)" };
+            // The last line of the engine's message says what is wrong.
+            let bad_regex = |p: &Spanned<String>, e: &dyn std::fmt::Display| {
+                err(
+                    p.span(),
+                    format!(
+                        "invalid regular expression {:?}: {}",
+                        p.get_ref(),
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                )
+            };
             let mut add = |field: usize, p: &Spanned<String>| -> Result<usize, RuleError> {
                 let pat = format!("{flags}{}", p.get_ref());
                 let hir = regex_syntax::ParserBuilder::new()
                     .build()
                     .parse(&pat)
-                    .map_err(|e| {
-                        err(
-                            p.span(),
-                            format!(
-                                "invalid regular expression {:?}: {}",
-                                p.get_ref(),
-                                e.to_string().lines().last().unwrap_or("")
-                            ),
-                        )
-                    })?;
+                    .map_err(|e| bad_regex(p, &e))?;
                 Ok(lists[field].push(pat, &hir))
             };
             let mut rules = Vec::new();
@@ -622,7 +624,6 @@ impl RuleSet {
                 let alert = match &r.alert {
                     None => None,
                     Some(a) => {
-                        let aspan = a.span();
                         let a = a.get_ref();
                         let states = words(&a.state, "alert state")?;
                         for (s, w) in a.state.iter().zip(&states) {
@@ -644,27 +645,16 @@ impl RuleSet {
                                     RegexBuilder::new(p.get_ref())
                                         .case_insensitive(!spec.case_sensitive)
                                         .build()
-                                        .map_err(|e| {
-                                            err(
-                                                p.span(),
-                                                format!(
-                                                    "invalid regular expression {:?}: {}",
-                                                    p.get_ref(),
-                                                    e.to_string().lines().last().unwrap_or("")
-                                                ),
-                                            )
-                                        })
+                                        .map_err(|e| bad_regex(p, &e))
                                 })
                                 .collect()
                         };
-                        let cond = AlertCond {
+                        Some(AlertCond {
                             source: words(&a.source, "alert source")?,
                             state: states,
                             host: regexes(&a.host)?,
                             service: regexes(&a.service)?,
-                        };
-                        let _ = aspan;
-                        Some(cond)
+                        })
                     }
                 };
                 let mut rule = Rule {
