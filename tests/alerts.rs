@@ -245,6 +245,35 @@ fn expectations() -> Vec<Row> {
             Recovery,
             "cmk-host",
         ),
+        // The HTML mail (mail.py, the default plugin): multipart/related with
+        // multipart/alternative, "Host: name (alias)", "Summary:" for the output.
+        (
+            "checkmk/08-html-service-problem.eml",
+            Checkmk,
+            "db01",
+            Some("Filesystem /var"),
+            Critical,
+            Problem,
+            "cmk-html-fs",
+        ),
+        (
+            "checkmk/09-html-service-recovery.eml",
+            Checkmk,
+            "db01",
+            Some("Filesystem /var"),
+            OkS,
+            Recovery,
+            "cmk-html-fs",
+        ),
+        (
+            "checkmk/10-html-host-down.eml",
+            Checkmk,
+            "db01",
+            None,
+            Down,
+            Problem,
+            "cmk-html-host",
+        ),
         (
             "zabbix/01-problem.eml",
             Zabbix,

@@ -29,7 +29,7 @@ pub enum AlertSource {
     Icinga,
     /// Icinga 2 mail-host-notification.sh / mail-service-notification.sh.
     Icinga2,
-    /// Checkmk ASCII mail notification.
+    /// Checkmk mail notification: the HTML mail (its text part) or the ASCII mail.
     Checkmk,
     /// Zabbix default message templates.
     Zabbix,
@@ -708,15 +708,20 @@ static CHECKMK_PAREN: LazyLock<Option<Regex>> = LazyLock::new(|| re(r"\((?P<stat
 static CHECKMK_OUTPUT_STATE: LazyLock<Option<Regex>> =
     LazyLock::new(|| re(r"^(?P<state>[A-Z]+)\b"));
 
-/// Checkmk's ASCII mail (asciimail.py): subject `Check_MK: host/service OK
-/// -> CRIT` or `Check_MK: host - UP -> DOWN`; body `Host:`, `Alias:`,
-/// `Address:`, `Service:`, `Event:`, `Output:`, `Perfdata:`.
+/// Checkmk's mails, both with the subject `Check_MK: host/service OK ->
+/// CRIT` or `Check_MK: host - UP -> DOWN`:
+///
+/// - the ASCII mail (asciimail.py): body `Host:`, `Alias:`, `Address:`,
+///   `Service:`, `Event:`, `Output:`, `Perfdata:`;
+/// - the HTML mail (mail.py, Checkmk's default notification method): its
+///   text part has `Host:` (`name (alias)` when the alias differs),
+///   `Service:`, `Event:`, `Address:`, `Time:`, `Summary:`, `Details:`.
 fn checkmk(subject: &str, f: &Fields) -> Option<Alert> {
     CHECKMK_SUBJECT.as_ref()?.captures(subject)?;
-    let host = f.get("host")?.to_string();
+    let host = checkmk_host(f.get("host")?);
     let event = f.get("event")?;
     let service = f.get("service").map(str::to_string);
-    let output = f.get("output").unwrap_or("");
+    let output = f.get("output").or_else(|| f.get("summary")).unwrap_or("");
     let (state, kind) = if let Some(c) = CHECKMK_TRANSITION.as_ref().and_then(|r| r.captures(event))
     {
         let st = AlertState::from_word(&c["to"])?;
@@ -750,6 +755,17 @@ fn checkmk(subject: &str, f: &Fields) -> Option<Alert> {
         event_id: None,
         summary: one_line(output),
     })
+}
+
+/// The host name of a `Host:` line: the HTML mail writes `name (alias)`
+/// when the alias differs; Checkmk host names have no whitespace.
+fn checkmk_host(value: &str) -> String {
+    match value.split_once(" (") {
+        Some((name, rest)) if rest.ends_with(')') && !name.contains(char::is_whitespace) => {
+            name.to_string()
+        }
+        _ => value.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------- Zabbix
@@ -1127,6 +1143,20 @@ mod tests {
         for (i, r) in all.iter().enumerate() {
             assert!(r.is_some(), "pattern {i}");
         }
+    }
+
+    #[test]
+    fn checkmk_html_mail_host_line_and_summary() {
+        assert_eq!(checkmk_host("db01 (db01.example.com)"), "db01");
+        assert_eq!(checkmk_host("db01"), "db01");
+        assert_eq!(checkmk_host("db 01 (x)"), "db 01 (x)");
+        // The text part of mail.py without an alias: only "Summary:" carries the output.
+        let m = mail("From: site@cmk\r\nSubject: Check_MK: db01 - UP -> DOWN\r\n\r\nHost:                db01\r\nEvent:               UP -> DOWN\r\nAddress:             192.0.2.20\r\nSummary:             CRIT - 192.0.2.20: rta nan, lost 100%\r\n");
+        let a = parse_alert(&m, &[]).unwrap();
+        assert_eq!(a.source, AlertSource::Checkmk);
+        assert_eq!((a.host.as_str(), a.service.as_deref()), ("db01", None));
+        assert_eq!((a.state, a.kind), (AlertState::Down, AlertKind::Problem));
+        assert_eq!(a.summary, "CRIT - 192.0.2.20: rta nan, lost 100%");
     }
 
     #[test]
