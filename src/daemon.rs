@@ -94,7 +94,12 @@ pub async fn run(
     }
 
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
-    tasks.spawn(timers(store.clone(), stop_rx.clone()));
+    tasks.spawn(timers(
+        store.clone(),
+        intake.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
     {
         let path = data.root.join(crate::sources::socket::SOCKET_FILE);
         match crate::sources::socket::listen(&path) {
@@ -205,12 +210,22 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
 /// Fires due timers (rows of `timers`): checks once a second, and at once
 /// after a start, so that what fell due while the daemon was down is done
 /// first.
-async fn timers(store: Store, mut shutdown: watch::Receiver<bool>) {
+async fn timers(
+    store: Store,
+    intake: Arc<Intake>,
+    wake_outbox: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
-        let now = crate::store::ts(jiff::Timestamp::now());
+        let at = jiff::Timestamp::now();
+        let now = crate::store::ts(at);
+        let mut mails = |t: &crate::store::ResolvedTicket| intake.status_mails(t, at);
         match store.next_timer().await {
-            Ok(Some(due)) if due <= now => match store.fire_due_timers(&now).await {
+            Ok(Some(due)) if due <= now => match store.fire_due_timers(&now, &mut mails).await {
                 Ok(fired) => {
+                    if fired.iter().any(|f| f.resolved) {
+                        wake_outbox.notify_one();
+                    }
                     for f in &fired {
                         tracing::info!(
                             timer = %f.kind,

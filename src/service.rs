@@ -21,7 +21,7 @@ use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
 use crate::ingest::{lookup_keys, parse::ParseFailure};
 use crate::keys::MacKey;
-use crate::outbound::mail::{confirmation, Confirmation};
+use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
 use crate::outbound::templates::{TemplateError, Templates};
 use crate::store::{self, ApplyLimits, Claim, NewMessage, Store, StoreError};
 use serde::Serialize;
@@ -387,6 +387,76 @@ impl Intake {
             }
             _ => &self.language,
         }
+    }
+
+    /// The mails telling an organisation's `notify_status` recipients that
+    /// a ticket was resolved by a timer (a monitoring recovery's
+    /// hold-down); a mail that cannot be built is logged and left out.
+    pub fn status_mails(&self, t: &store::ResolvedTicket, now: jiff::Timestamp) -> Vec<Outgoing> {
+        let directory = self.customers();
+        let Some(org) = t.organisation.as_deref().and_then(|id| directory.get(id)) else {
+            return Vec::new();
+        };
+        let templates = match self.templates() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "templates cannot be loaded; no status mail");
+                return Vec::new();
+            }
+        };
+        let received_at = now
+            .to_zoned(self.tz.clone())
+            .strftime("%d.%m.%Y %H:%M:%S %Z")
+            .to_string();
+        let tag = self.tag.render(&t.number);
+        let facts = [
+            ("status".to_string(), "resolved".to_string()),
+            ("why".to_string(), t.why.clone()),
+        ];
+        let mut out = Vec::new();
+        for a in &org.notify_status {
+            let mut nonce = [0u8; 6];
+            if getrandom::fill(&mut nonce).is_err() {
+                continue;
+            }
+            let mid = self.signer.message_id(&t.number, &hex::encode(nonce));
+            let to = Mailbox {
+                address: a.clone(),
+                name: None,
+            };
+            let built = confirmation(
+                &templates,
+                &Confirmation {
+                    template: "status",
+                    auto_submitted: "auto-generated",
+                    number: Some(&t.number),
+                    tag: &tag,
+                    customer: "",
+                    facts: &facts,
+                    subject: &t.subject,
+                    body: "",
+                    severity: t.severity,
+                    received_at: &received_at,
+                    language: self.language_for(Some(org), &templates, "status"),
+                    desk_name: &self.desk_name,
+                    from: &self.from,
+                    to: &to,
+                    in_reply_to: None,
+                    references: &[],
+                    message_id: &mid,
+                    date: SystemTime::from(now),
+                    attach: None,
+                    reply_to: None,
+                },
+            );
+            match built {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    tracing::error!(ticket = %t.number, to = %a, error = %e, "no status mail")
+                }
+            }
+        }
+        out
     }
 
     /// Re-reads rules and templates together; when either has an error

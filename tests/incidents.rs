@@ -40,7 +40,18 @@ async fn desk_with(dir: &Path, config: &str) -> (Intake, Store) {
     let cfg = Config::parse_str(config, &dir.join("ticketd.toml")).unwrap();
     let store = Store::open_sqlite(&dir.join("t.db"), 2).await.unwrap();
     store.migrate().await.unwrap();
-    (Intake::new(&cfg, MacKey(vec![7; 32])), store)
+    // The organisation owning the fixtures' host wants status mails.
+    let customers = dir.join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(
+        customers.join("c.toml"),
+        "[[organisation]]\nid = \"webshop\"\nname = \"Webshop\"\nhosts = [\"web01\"]\nnotify_status = [\"ops@webshop.example\"]\n",
+    )
+    .unwrap();
+    let intake = Intake::new(&cfg, MacKey(vec![7; 32]))
+        .with_customers(customers)
+        .unwrap();
+    (intake, store)
 }
 
 async fn take(
@@ -94,12 +105,15 @@ async fn a_recovery_resolves_only_after_its_hold_down() {
     assert_eq!(store.next_timer().await.unwrap(), Some(ts(min(11))));
     // Not due yet: nothing happens.
     assert!(store
-        .fire_due_timers(&ts(min(10)))
+        .fire_due_timers(&ts(min(10)), &mut |t| intake.status_mails(t, min(10)))
         .await
         .unwrap()
         .is_empty());
     // Due: resolved, with a note.
-    let fired = store.fire_due_timers(&ts(min(11))).await.unwrap();
+    let fired = store
+        .fire_due_timers(&ts(min(11)), &mut |t| intake.status_mails(t, min(11)))
+        .await
+        .unwrap();
     assert_eq!(fired.len(), 1);
     assert!(fired[0].resolved);
     assert_eq!(status(&store, &n).await, "resolved");
@@ -109,6 +123,16 @@ async fn a_recovery_resolves_only_after_its_hold_down() {
         "{:?}",
         view.articles
     );
+    // The organisation's status recipient is told, through the outbox.
+    let status_mails: Vec<_> = store
+        .list_outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == "status")
+        .collect();
+    assert_eq!(status_mails.len(), 1, "{status_mails:?}");
+    assert_eq!(status_mails[0].to, ["ops@webshop.example"]);
     assert_eq!(store.next_timer().await.unwrap(), None, "fired once");
 }
 
@@ -131,7 +155,9 @@ async fn a_problem_back_within_the_hold_down_keeps_the_ticket_open() {
         "same ticket"
     );
     let fired = store
-        .fire_due_timers(&ticketd::store::ts(min(30)))
+        .fire_due_timers(&ticketd::store::ts(min(30)), &mut |t| {
+            intake.status_mails(t, min(30))
+        })
         .await
         .unwrap();
     assert_eq!(fired.len(), 1);
@@ -149,7 +175,9 @@ async fn a_problem_back_within_the_hold_down_keeps_the_ticket_open() {
     )
     .await;
     let fired = store
-        .fire_due_timers(&ticketd::store::ts(min(41)))
+        .fire_due_timers(&ticketd::store::ts(min(41)), &mut |t| {
+            intake.status_mails(t, min(41))
+        })
         .await
         .unwrap();
     assert!(fired[0].resolved);

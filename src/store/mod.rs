@@ -131,6 +131,21 @@ pub struct Applied {
     pub severity: Option<Severity>,
 }
 
+/// A ticket a timer resolved, for the mails that tell its organisation.
+#[derive(Debug, Clone)]
+pub struct ResolvedTicket {
+    /// Its number.
+    pub number: TicketNumber,
+    /// Its subject.
+    pub subject: String,
+    /// Its organisation (directory id).
+    pub organisation: Option<String>,
+    /// Its severity.
+    pub severity: Severity,
+    /// Why it was resolved.
+    pub why: String,
+}
+
 /// What a fired timer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredTimer {
@@ -1692,7 +1707,15 @@ impl Store {
     /// recovery-hold resolves its ticket when the incident is still
     /// recovered and the ticket still open; otherwise it lapses. Returns
     /// what each did, for the log.
-    pub async fn fire_due_timers(&self, now: &str) -> Result<Vec<FiredTimer>, StoreError> {
+    ///
+    /// `status_mails` builds the mails telling the ticket's organisation of
+    /// a resolution (its `notify_status` recipients); they are queued in the
+    /// same transaction.
+    pub async fn fire_due_timers(
+        &self,
+        now: &str,
+        status_mails: &mut (dyn FnMut(&ResolvedTicket) -> Vec<Outgoing> + Send),
+    ) -> Result<Vec<FiredTimer>, StoreError> {
         let mut tx = self.begin().await?;
         let due: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
             "SELECT id, kind, ticket_id, key FROM timers WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT 100",
@@ -1704,16 +1727,18 @@ impl Store {
         for (id, kind, ticket, key) in due {
             let outcome = match (kind.as_str(), ticket) {
                 ("recovery-hold", Some(tid)) => {
-                    let state: Option<(i64, String, String)> = sqlx::query_as(
-                        "SELECT i.problem, t.status, t.number FROM incidents i JOIN tickets t ON t.id = i.ticket_id
-                         WHERE i.key = $1 AND i.ticket_id = $2",
+                    let state: Option<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
+                        "SELECT i.problem, t.status, t.number, t.subject, t.organisation, t.severity FROM incidents i
+                         JOIN tickets t ON t.id = i.ticket_id WHERE i.key = $1 AND i.ticket_id = $2",
                     )
                     .bind(key.as_deref().unwrap_or(""))
                     .bind(tid)
                     .fetch_optional(&mut *tx)
                     .await?;
                     match state {
-                        Some((0, status, number)) if status != "resolved" && status != "closed" => {
+                        Some((0, status, number, subject, organisation, severity))
+                            if status != "resolved" && status != "closed" =>
+                        {
                             let why = "the monitoring recovery held through its hold-down time";
                             sqlx::query("UPDATE tickets SET status = 'resolved', updated_at = $1 WHERE id = $2")
                                 .bind(now)
@@ -1732,6 +1757,40 @@ impl Store {
                                 .bind(now)
                                 .execute(&mut *tx)
                                 .await?;
+                            let resolved = ResolvedTicket {
+                                number: TicketNumber(number.clone()),
+                                subject,
+                                organisation,
+                                severity: Severity::try_from(severity)
+                                    .unwrap_or(Severity::Malfunction),
+                                why: why.to_string(),
+                            };
+                            for out in status_mails(&resolved) {
+                                let recipients =
+                                    serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
+                                sqlx::query(
+                                    "INSERT INTO outbox (ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
+                                     VALUES ($1, 'status', $2, $3, $4, $5, $6, 'queued', $7, $7)",
+                                )
+                                .bind(tid)
+                                .bind(recipients)
+                                .bind(&out.sender)
+                                .bind(&out.subject)
+                                .bind(out.message_id.as_str())
+                                .bind(out.raw.as_slice())
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                                sqlx::query("INSERT INTO articles (ticket_id, direction, kind, to_addrs, subject, message_id, body, created_at) VALUES ($1, 'out', 'status', $2, $3, $4, $5, $6)")
+                                    .bind(tid)
+                                    .bind(out.to.join(", "))
+                                    .bind(&out.subject)
+                                    .bind(out.message_id.as_str())
+                                    .bind(&out.body)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                             fired.push(FiredTimer {
                                 kind: kind.clone(),
                                 ticket: Some(number),
@@ -1739,7 +1798,7 @@ impl Store {
                             });
                             "resolved"
                         }
-                        Some((_, _, number)) => {
+                        Some((_, _, number, ..)) => {
                             fired.push(FiredTimer {
                                 kind: kind.clone(),
                                 ticket: Some(number),
