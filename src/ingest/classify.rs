@@ -2154,4 +2154,37 @@ state = ["critical", "DOWN"]
         assert!(text.contains("queue erp by rule premium-erp"), "{text}");
         assert!(text.contains("tags erp, premium"), "{text}");
     }
+
+    #[test]
+    fn default_routing_sends_commercial_mail_away_but_not_incidents() {
+        let rs = RuleSet::embedded().unwrap();
+        let action = |subject: &str| rs.classify(&mail(subject, ""), &Facts::default()).action;
+        for routed in [
+            "Rechnung 2026-10-4471 – Position doppelt",
+            "Kündigung Wartungsvertrag zum 31.12.",
+            "Angebot für zwei Arbeitsplätze",
+            "Invoice INV-88231 - PO number missing",
+            "Quote for 25 additional licences",
+        ] {
+            assert!(
+                matches!(action(routed), RuleAction::Route { .. }),
+                "{routed}"
+            );
+        }
+        for incident in [
+            "Rechnungsdruck fällt aus",
+            "Rechnungen werden nicht gedruckt",
+            "Invoices not printing since this morning",
+            "Invoice run failed",
+            "Lohnabrechnung steht",
+        ] {
+            assert_eq!(action(incident), RuleAction::Ticket, "{incident}");
+        }
+        let spam =
+            parse(b"From: x@y.example\r\nSubject: Win\r\nX-Spam-Flag: YES\r\n\r\nx\r\n").unwrap();
+        assert_eq!(
+            rs.classify(&spam, &Facts::default()).action,
+            RuleAction::Ignore
+        );
+    }
 }
