@@ -32,6 +32,7 @@ pub mod keys;
 pub mod metrics;
 pub mod outbound;
 pub mod service;
+pub mod sla;
 pub mod sources;
 pub mod store;
 pub mod systemd;
