@@ -389,6 +389,18 @@ impl Intake {
         }
     }
 
+    /// A fresh signed Message-ID for an automatic mail: one that names the
+    /// ticket, or (none) a notice's of its own.
+    fn new_message_id(&self, n: Option<&TicketNumber>) -> Result<crate::domain::MessageId, String> {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let nonce = hex::encode(nonce);
+        Ok(match n {
+            Some(n) => self.signer.message_id(n, &nonce),
+            None => self.signer.notice_id(&nonce),
+        })
+    }
+
     /// The mails telling an organisation's `notify_status` recipients that
     /// a ticket was resolved by a timer (a monitoring recovery's
     /// hold-down); a mail that cannot be built is logged and left out.
@@ -404,10 +416,7 @@ impl Intake {
                 return Vec::new();
             }
         };
-        let received_at = now
-            .to_zoned(self.tz.clone())
-            .strftime("%d.%m.%Y %H:%M:%S %Z")
-            .to_string();
+        let received_at = self.local_time(now);
         let tag = self.tag.render(&t.number);
         let facts = [
             ("status".to_string(), "resolved".to_string()),
@@ -415,11 +424,13 @@ impl Intake {
         ];
         let mut out = Vec::new();
         for a in &org.notify_status {
-            let mut nonce = [0u8; 6];
-            if getrandom::fill(&mut nonce).is_err() {
-                continue;
-            }
-            let mid = self.signer.message_id(&t.number, &hex::encode(nonce));
+            let mid = match self.new_message_id(Some(&t.number)) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(ticket = %t.number, error = %e, "no status mail");
+                    continue;
+                }
+            };
             let to = Mailbox {
                 address: a.clone(),
                 name: None,
@@ -771,13 +782,7 @@ impl Intake {
                          sev: Option<Severity>| {
             let templates = self.templates()?;
             let templates = &*templates;
-            let mut nonce = [0u8; 6];
-            getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-            let nonce = hex::encode(nonce);
-            let mid = match n {
-                Some(n) => self.signer.message_id(n, &nonce),
-                None => self.signer.notice_id(&nonce),
-            };
+            let mid = self.new_message_id(n)?;
             let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
             // An answer to the customer's mail threads with it; a notice
             // to the account manager is a mail of its own.
@@ -891,11 +896,15 @@ impl Intake {
             flap_since: store::ts(now - self.flap_window),
             hold_until: (!self.recovery_hold.is_zero())
                 .then(|| store::ts(now + self.recovery_hold)),
-            received_at: now
-                .to_zoned(self.tz.clone())
-                .strftime("%d.%m.%Y %H:%M:%S %Z")
-                .to_string(),
+            received_at: self.local_time(now),
         }
+    }
+
+    /// An instant as customers read it in mails (desk time zone).
+    fn local_time(&self, t: jiff::Timestamp) -> String {
+        t.to_zoned(self.tz.clone())
+            .strftime("%d.%m.%Y %H:%M:%S %Z")
+            .to_string()
     }
 }
 
