@@ -210,6 +210,23 @@ struct AlertCond {
     service: Vec<Regex>,
 }
 
+/// Whether `value` (lower case) is in `list`; with `any`, `*` in the list
+/// takes every value.
+fn listed(list: &[String], value: Option<&str>, any: bool) -> bool {
+    value.is_some_and(|v| list.iter().any(|x| x == v || (any && x == "*")))
+}
+
+impl AlertCond {
+    fn host_holds(&self, host: &str) -> bool {
+        self.host.iter().any(|re| re.is_match(host))
+    }
+
+    /// A host alert (no service) never matches a service condition.
+    fn service_holds(&self, service: Option<&str>) -> bool {
+        service.is_some_and(|s| self.service.iter().any(|re| re.is_match(s)))
+    }
+}
+
 /// How a group picks among its matching rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -476,6 +493,10 @@ impl FieldSet {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     groups: Vec<Group>,
+    /// Whether any rule applies to monitoring alerts / to other mail: a
+    /// message no rule can apply to is not scanned.
+    for_alerts: bool,
+    for_mail: bool,
     /// Subject, body, text and unless patterns.
     content: FieldSet,
     from: FieldSet,
@@ -751,7 +772,12 @@ impl RuleSet {
             })
         };
         let [c, f, t, h] = &lists;
+        let all = || groups.iter().flat_map(|g: &Group| &g.rules);
+        let for_alerts = all().any(|r| r.alert.is_some());
+        let for_mail = all().any(|r| r.alert.is_none());
         Ok(RuleSet {
+            for_alerts,
+            for_mail,
             groups,
             content: build(c)?,
             from: build(f)?,
@@ -797,12 +823,11 @@ impl RuleSet {
     pub fn classify(&self, mail: &ParsedMail, facts: &Facts<'_>) -> Classification {
         let mut out = Classification::default();
         let for_alert = facts.alert.is_some();
-        if !self
-            .groups
-            .iter()
-            .flat_map(|g| &g.rules)
-            .any(|r| r.alert.is_some() == for_alert)
-        {
+        if !(if for_alert {
+            self.for_alerts
+        } else {
+            self.for_mail
+        }) {
             return out;
         }
         let scan = Scan::new(self, mail, facts);
@@ -1017,9 +1042,7 @@ impl RuleSet {
                 continue;
             }
             let shown = value.clone().unwrap_or_else(|| "(none)".into());
-            let held = value.as_ref().is_some_and(|v| {
-                list.contains(v) || (field == "customer" && list.iter().any(|x| x == "*"))
-            });
+            let held = listed(list, value.as_deref(), field == "customer");
             out.push(format!(
                 "{field} {shown} {} [{}]",
                 if held { "in" } else { "not in" },
@@ -1035,11 +1058,21 @@ impl RuleSet {
             };
             if !c.source.is_empty() {
                 let v = alert_source_name(a);
-                fact("source", &v, c.source.contains(&v), c.source.join(", "));
+                fact(
+                    "source",
+                    &v,
+                    listed(&c.source, Some(&v), false),
+                    c.source.join(", "),
+                );
             }
             if !c.state.is_empty() {
                 let v = alert_state_name(a);
-                fact("state", &v, c.state.contains(&v), c.state.join(", "));
+                fact(
+                    "state",
+                    &v,
+                    listed(&c.state, Some(&v), false),
+                    c.state.join(", "),
+                );
             }
             let show = |res: &[Regex]| {
                 res.iter()
@@ -1048,13 +1081,16 @@ impl RuleSet {
                     .join(", ")
             };
             if !c.host.is_empty() {
-                let held = c.host.iter().any(|re| re.is_match(&a.host));
-                fact("host", &a.host, held, show(&c.host));
+                fact("host", &a.host, c.host_holds(&a.host), show(&c.host));
             }
             if !c.service.is_empty() {
                 let v = a.service.as_deref().unwrap_or("(none)");
-                let held = a.service.is_some() && c.service.iter().any(|re| re.is_match(v));
-                fact("service", v, held, show(&c.service));
+                fact(
+                    "service",
+                    v,
+                    c.service_holds(a.service.as_deref()),
+                    show(&c.service),
+                );
             }
         }
         let mut probe = |field: &str, pat: &str, hay: &str| {
@@ -1199,9 +1235,7 @@ impl<'a> Scan<'a> {
     /// the patterns.
     fn holds(&self, r: &Rule) -> bool {
         let fact = |list: &[String], v: &Option<String>, any: bool| {
-            list.is_empty()
-                || v.as_ref()
-                    .is_some_and(|v| list.contains(v) || (any && list.iter().any(|x| x == "*")))
+            list.is_empty() || listed(list, v.as_deref(), any)
         };
         if !(fact(&r.customer, &self.customer, true)
             && fact(&r.plan, &self.plan, false)
@@ -1213,13 +1247,10 @@ impl<'a> Scan<'a> {
             let Some(a) = self.alert else {
                 return false;
             };
-            let ok = (c.source.is_empty() || c.source.contains(&self.alert_source))
-                && (c.state.is_empty() || c.state.contains(&self.alert_state))
-                && (c.host.is_empty() || c.host.iter().any(|re| re.is_match(&a.host)))
-                && (c.service.is_empty()
-                    || a.service
-                        .as_deref()
-                        .is_some_and(|s| c.service.iter().any(|re| re.is_match(s))));
+            let ok = (c.source.is_empty() || listed(&c.source, Some(&self.alert_source), false))
+                && (c.state.is_empty() || listed(&c.state, Some(&self.alert_state), false))
+                && (c.host.is_empty() || c.host_holds(&a.host))
+                && (c.service.is_empty() || c.service_holds(a.service.as_deref()));
             if !ok {
                 return false;
             }
