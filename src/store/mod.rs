@@ -1007,6 +1007,35 @@ impl<'a> Article<'a> {
     }
 }
 
+/// Queues one built mail in the outbox as row `id`, due at once.
+fn queue_outgoing(
+    s: &mut Script,
+    id: i64,
+    ticket: Option<i64>,
+    kind: &str,
+    out: &Outgoing,
+    now: &str,
+) {
+    let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
+    let ps = [
+        s.arg(id),
+        s.arg(ticket),
+        s.arg(kind),
+        s.arg(recipients),
+        s.arg(out.sender.as_str()),
+        s.arg(out.subject.as_str()),
+        s.arg(out.message_id.as_str()),
+        s.arg(out.raw.as_slice()),
+        s.arg(now),
+    ];
+    s.push(format_args!(
+        "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
+         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, 'queued', {}, {})",
+        ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8]
+    ));
+    s.end();
+}
+
 /// Appends articles of one ticket with ids `first`, `first + 1`, … in the
 /// order given (`None`: ids as SQLite picks them).
 fn articles(s: &mut Script, ticket: i64, first: Option<i64>, list: &[Article<'_>], now: &str) {
@@ -1253,24 +1282,7 @@ pub async fn apply(
         .map(|i| next.outbox + i)
         .collect();
     for ((kind, out), id) in outgoing.iter().zip(&outbox_ids) {
-        let recipients = serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
-        let ps = [
-            s.arg(*id),
-            s.arg(ticket_id),
-            s.arg(*kind),
-            s.arg(recipients),
-            s.arg(out.sender.as_str()),
-            s.arg(out.subject.as_str()),
-            s.arg(out.message_id.as_str()),
-            s.arg(out.raw.as_slice()),
-            s.arg(now),
-        ];
-        s.push(format_args!(
-            "INSERT INTO outbox (id, ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, 'queued', {}, {})",
-            ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8]
-        ));
-        s.end();
+        queue_outgoing(&mut s, *id, ticket_id, kind, out, now);
         // Answers to the customer count against the hourly limit; a notice
         // or a forward to the account manager does not.
         if *kind != NoticeKind::OverQuota.as_str() && *kind != NoticeKind::Forward.as_str() {
@@ -1740,23 +1752,6 @@ impl Store {
                             if status != "resolved" && status != "closed" =>
                         {
                             let why = "the monitoring recovery held through its hold-down time";
-                            sqlx::query("UPDATE tickets SET status = 'resolved', updated_at = $1 WHERE id = $2")
-                                .bind(now)
-                                .bind(tid)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query("INSERT INTO events (ticket_id, message_ref, kind, detail, created_at) VALUES ($1, NULL, 'resolved', $2, $3)")
-                                .bind(tid)
-                                .bind(why)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query("INSERT INTO articles (ticket_id, direction, kind, body, created_at) VALUES ($1, 'note', 'note', $2, $3)")
-                                .bind(tid)
-                                .bind("Resolved: no new problem during the recovery hold-down.")
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
                             let resolved = ResolvedTicket {
                                 number: TicketNumber(number.clone()),
                                 subject,
@@ -1765,32 +1760,36 @@ impl Store {
                                     .unwrap_or(Severity::Malfunction),
                                 why: why.to_string(),
                             };
-                            for out in status_mails(&resolved) {
-                                let recipients =
-                                    serde_json::to_string(&out.to).unwrap_or_else(|_| "[]".into());
-                                sqlx::query(
-                                    "INSERT INTO outbox (ticket_id, kind, recipients, sender, subject, message_id, raw, status, next_attempt_at, created_at)
-                                     VALUES ($1, 'status', $2, $3, $4, $5, $6, 'queued', $7, $7)",
-                                )
-                                .bind(tid)
-                                .bind(recipients)
-                                .bind(&out.sender)
-                                .bind(&out.subject)
-                                .bind(out.message_id.as_str())
-                                .bind(out.raw.as_slice())
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                                sqlx::query("INSERT INTO articles (ticket_id, direction, kind, to_addrs, subject, message_id, body, created_at) VALUES ($1, 'out', 'status', $2, $3, $4, $5, $6)")
-                                    .bind(tid)
-                                    .bind(out.to.join(", "))
-                                    .bind(&out.subject)
-                                    .bind(out.message_id.as_str())
-                                    .bind(&out.body)
-                                    .bind(now)
-                                    .execute(&mut *tx)
+                            let mails = status_mails(&resolved);
+                            let last_outbox: i64 =
+                                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
+                                    .fetch_one(&mut *tx)
                                     .await?;
+                            let mut s = Script::default();
+                            let (t, at) = (s.arg(tid), s.arg(now));
+                            s.push(format_args!(
+                                "UPDATE tickets SET status = 'resolved', updated_at = {at} WHERE id = {t}"
+                            ));
+                            s.end();
+                            events(&mut s, Some(tid), None, &[("resolved", why)], now);
+                            let mut list = vec![Article::note(
+                                "Resolved: no new problem during the recovery hold-down.",
+                            )];
+                            for (i, out) in mails.iter().enumerate() {
+                                let id = last_outbox + 1 + i as i64;
+                                queue_outgoing(&mut s, id, Some(tid), "status", out, now);
+                                list.push(Article::outgoing("status", out, id));
                             }
+                            articles(&mut s, tid, None, &list, now);
+                            let ids: Vec<&str> =
+                                mails.iter().map(|m| m.message_id.as_str()).collect();
+                            ticket_texts(
+                                &mut s,
+                                "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
+                                tid,
+                                &ids,
+                            );
+                            s.run(&mut tx).await?;
                             fired.push(FiredTimer {
                                 kind: kind.clone(),
                                 ticket: Some(number),
