@@ -64,16 +64,23 @@ impl BusinessHours {
     /// Whether `d` is closed all day (a weekday without hours, a holiday,
     /// a closure day).
     pub fn is_closed_day(&self, d: Date) -> bool {
-        if self.closed.contains(&d) {
-            return true;
-        }
-        if self.hours_of(d).is_none() {
-            return true;
-        }
+        self.closed_given(d, &self.holidays_of(d.year()))
+    }
+
+    /// The public holidays of `year` that close this calendar.
+    fn holidays_of(&self, year: i16) -> Vec<Date> {
         match self.holidays {
-            Some(rule) => holidays(d.year(), rule.state).iter().any(|(h, _)| *h == d),
-            None => false,
+            Some(rule) => holidays(year, rule.state)
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect(),
+            None => Vec::new(),
         }
+    }
+
+    /// [`BusinessHours::is_closed_day`] with the year's holidays at hand.
+    fn closed_given(&self, d: Date, holidays: &[Date]) -> bool {
+        self.closed.contains(&d) || self.hours_of(d).is_none() || holidays.contains(&d)
     }
 
     fn hours_of(&self, d: Date) -> Option<(Time, Time)> {
@@ -81,9 +88,10 @@ impl BusinessHours {
         self.hours[i].filter(|(o, c)| o < c)
     }
 
-    /// The open interval of day `d` as instants, if it is open.
-    fn interval(&self, d: Date) -> Option<(Timestamp, Timestamp)> {
-        if self.is_closed_day(d) {
+    /// The open interval of day `d` as instants, if it is open (`holidays`:
+    /// those of `d`'s year).
+    fn interval(&self, d: Date, holidays: &[Date]) -> Option<(Timestamp, Timestamp)> {
+        if self.closed_given(d, holidays) {
             return None;
         }
         let (o, c) = self.hours_of(d)?;
@@ -98,6 +106,8 @@ impl BusinessHours {
         let first = from.to_zoned(self.tz.clone()).date();
         let mut day = Some(first);
         let mut seen = 0usize;
+        // Holidays are computed once per year walked through.
+        let mut year = (first.year(), self.holidays_of(first.year()));
         std::iter::from_fn(move || loop {
             let d = day?;
             seen += 1;
@@ -105,7 +115,10 @@ impl BusinessHours {
                 return None;
             }
             day = d.tomorrow().ok();
-            if let Some((o, c)) = self.interval(d) {
+            if d.year() != year.0 {
+                year = (d.year(), self.holidays_of(d.year()));
+            }
+            if let Some((o, c)) = self.interval(d, &year.1) {
                 if c <= from {
                     continue;
                 }
@@ -173,7 +186,8 @@ impl Calendar {
             Calendar::Always => true,
             Calendar::Business(h) => {
                 let d = t.to_zoned(h.tz.clone()).date();
-                h.interval(d).is_some_and(|(o, c)| o <= t && t < c)
+                h.interval(d, &h.holidays_of(d.year()))
+                    .is_some_and(|(o, c)| o <= t && t < c)
             }
         }
     }
