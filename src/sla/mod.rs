@@ -1,5 +1,7 @@
-//! Service levels: the calendars SLA clocks count on and the public
-//! holidays they skip. Pure: instants in, instants out.
+//! Service levels: the policies that say which targets a ticket has, the
+//! calendars SLA clocks count on, the public holidays they skip, and the
+//! clocks themselves. Pure: instants in, instants out.
 
 pub mod calendar;
 pub mod holidays;
+pub mod policy;
