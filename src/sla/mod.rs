@@ -3,5 +3,6 @@
 //! clocks themselves. Pure: instants in, instants out.
 
 pub mod calendar;
+pub mod clock;
 pub mod holidays;
 pub mod policy;
