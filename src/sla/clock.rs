@@ -648,3 +648,637 @@ fn late_cycles(ctx: &Ctx<'_>, cal: &Calendar, amount: SignedDuration, explain: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sla::policy::Policies;
+
+    fn at(s: &str) -> Timestamp {
+        // Local Berlin time, e.g. "2026-12-04 17:00".
+        let dt: jiff::civil::DateTime = s.parse().unwrap();
+        dt.to_zoned(TimeZone::get("Europe/Berlin").unwrap())
+            .unwrap()
+            .timestamp()
+    }
+
+    fn hours(h: i64) -> SignedDuration {
+        SignedDuration::from_hours(h)
+    }
+
+    fn mins(m: i64) -> SignedDuration {
+        SignedDuration::from_mins(m)
+    }
+
+    /// One policy "P" with these target lines, calendars "business"
+    /// (national holidays) and "bavaria" (DE-BY).
+    fn policies(targets: &str) -> Policies {
+        Policies::parse(&format!(
+            "[calendar.business]\n[calendar.bavaria]\nholidays = \"DE-BY\"\n\
+             [[policy]]\nplan = \"P\"\n{targets}\n"
+        ))
+        .unwrap()
+    }
+
+    fn run(p: &Policies, received: &str, happenings: &[(&str, Happening)], now: &str) -> Clock {
+        let history = History {
+            received: at(received),
+            happenings: happenings.iter().map(|(t, h)| (at(t), *h)).collect(),
+        };
+        evaluate(&p.policies()[0], p, &history, at(now))
+    }
+
+    fn target(c: &Clock, kind: TargetKind) -> &TargetClock {
+        c.targets.iter().find(|t| t.kind == kind).unwrap()
+    }
+
+    fn explains(t: &TargetClock, needle: &str) -> bool {
+        t.explain.iter().any(|l| l.contains(needle))
+    }
+
+    use Happening::*;
+
+    #[test]
+    fn business_time_skips_the_weekend() {
+        let p = policies("first_response = \"2h\"\ncalendar = \"business\"");
+        let c = run(&p, "2026-12-04 17:00", &[], "2026-12-05 12:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-12-07 10:00")));
+        assert_eq!(fr.state, SlaState::Running);
+        assert_eq!(fr.used, hours(1));
+        assert_eq!(fr.remaining, hours(1));
+        assert_eq!(fr.cycle, 0);
+        assert_eq!(fr.calendar, "business");
+        assert!(explains(fr, "nights, weekends"), "{:?}", fr.explain);
+        assert!(explains(fr, "Mon–Fri 09:00–18:00 Europe/Berlin"));
+        assert!(explains(fr, "running: due 2026-12-07 10:00 CET, 1h left"));
+    }
+
+    #[test]
+    fn public_holidays_are_skipped_and_named() {
+        let p = policies("first_response = \"36h\"\ncalendar = \"business\"");
+        // Easter 2026: Karfreitag 3 April and Ostermontag 6 April.
+        let c = run(&p, "2026-04-01 12:00", &[], "2026-04-01 12:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-04-09 12:00")));
+        assert!(explains(fr, "2026-04-03 Karfreitag"), "{:?}", fr.explain);
+        assert!(explains(fr, "2026-04-06 Ostermontag"));
+        // 1 May 2026 is a Friday: Thursday 17:00 + 2 h is Monday 10:00.
+        let c = run(&p, "2026-04-30 09:00", &[], "2026-04-30 09:00");
+        let p2 = policies("first_response = \"11h\"\ncalendar = \"business\"");
+        let c2 = run(&p2, "2026-04-30 09:00", &[], "2026-04-30 09:00");
+        let fr2 = target(&c2, TargetKind::FirstResponse);
+        assert_eq!(fr2.due, Some(at("2026-05-04 11:00")));
+        assert!(
+            explains(fr2, "2026-05-01 Tag der Arbeit"),
+            "{:?}",
+            fr2.explain
+        );
+        assert!(explains(
+            target(&c, TargetKind::FirstResponse),
+            "Tag der Arbeit"
+        ));
+        // 3 October 2025 is a Friday.
+        let c = run(&p2, "2025-10-02 09:00", &[], "2025-10-02 09:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2025-10-06 11:00")));
+        assert!(explains(fr, "2025-10-03 Tag der Deutschen Einheit"));
+    }
+
+    #[test]
+    fn state_holidays_count_only_on_their_states_calendar() {
+        // 6 January 2026 is a Tuesday: a holiday in Bavaria, not nationwide.
+        let p = policies(
+            "first_response = \"2h\"\ncalendar = \"business\"\nresolution = \"2h\"\nresolution_calendar = \"bavaria\"",
+        );
+        let c = run(&p, "2026-01-05 17:00", &[], "2026-01-05 17:00");
+        assert_eq!(
+            target(&c, TargetKind::FirstResponse).due,
+            Some(at("2026-01-06 10:00"))
+        );
+        let r = target(&c, TargetKind::Resolution);
+        assert_eq!(r.due, Some(at("2026-01-07 10:00")));
+        assert!(
+            explains(r, "2026-01-06 Heilige Drei Könige"),
+            "{:?}",
+            r.explain
+        );
+        assert!(explains(r, "holidays DE-BY"));
+    }
+
+    #[test]
+    fn daylight_saving_changes() {
+        // 24/7: 36 h across the spring change are 36 real hours.
+        let p = policies("first_response = \"36h\"");
+        let c = run(&p, "2026-03-28 12:00", &[], "2026-03-28 12:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-03-28 12:00") + hours(36)));
+        assert_eq!(fr.due, Some(at("2026-03-30 01:00")));
+        assert!(explains(fr, "UTC+01 → UTC+02"), "{:?}", fr.explain);
+        assert!(explains(fr, "24/7 counts real hours"));
+        // And across the autumn change.
+        let c = run(&p, "2026-10-24 12:00", &[], "2026-10-24 12:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-10-25 23:00")));
+        // Business: 09:00 stays 09:00 local.
+        let p = policies("first_response = \"2h\"\ncalendar = \"business\"");
+        for (from, due) in [
+            ("2026-03-27 17:00", "2026-03-30 10:00"),
+            ("2026-10-23 17:00", "2026-10-26 10:00"),
+        ] {
+            let c = run(&p, from, &[], from);
+            let fr = target(&c, TargetKind::FirstResponse);
+            assert_eq!(fr.due, Some(at(due)));
+            assert!(
+                explains(fr, "opening hours stay at local time"),
+                "{:?}",
+                fr.explain
+            );
+        }
+        // No change, no note.
+        let c = run(&p, "2026-12-04 17:00", &[], "2026-12-04 17:00");
+        assert!(!explains(target(&c, TargetKind::FirstResponse), "daylight"));
+    }
+
+    #[test]
+    fn a_pause_across_the_night_moves_the_due_by_the_open_time_only() {
+        let p = policies("first_response = \"4h\"\ncalendar = \"business\"");
+        // Without the pause: 3 h Tuesday, 1 h Wednesday.
+        let c = run(&p, "2026-12-01 15:00", &[], "2026-12-01 15:00");
+        assert_eq!(
+            target(&c, TargetKind::FirstResponse).due,
+            Some(at("2026-12-02 10:00"))
+        );
+        // Pending 17:00 Tuesday, customer reply 10:00 Wednesday: 2 open
+        // hours (17–18, 9–10) paused, so due 12:00.
+        let h = [("2026-12-01 17:00", Waiting), ("2026-12-02 10:00", Resumed)];
+        let c = run(&p, "2026-12-01 15:00", &h, "2026-12-02 10:30");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-12-02 12:00")));
+        assert_eq!(fr.used, mins(150));
+        assert_eq!(fr.state, SlaState::Running);
+        assert!(
+            explains(fr, "paused 2026-12-01 17:00 CET – 2026-12-02 10:00 CET (waiting for the customer): 2h of calendar time not counted"),
+            "{:?}",
+            fr.explain
+        );
+        // Still waiting: paused, no due, the rest remains.
+        let c = run(&p, "2026-12-01 15:00", &h[..1], "2026-12-02 10:30");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Paused);
+        assert_eq!(fr.due, None);
+        assert_eq!(fr.remaining, hours(2));
+        assert!(fr.stages.iter().all(|s| s.at.is_none()));
+        assert!(
+            explains(fr, "– now (waiting for the customer)"),
+            "{:?}",
+            fr.explain
+        );
+    }
+
+    #[test]
+    fn due_exactly_at_closing_time_and_delivery_hours() {
+        let p = policies("first_response = \"1h\"\ncalendar = \"business\"");
+        let c = run(&p, "2026-12-01 17:00", &[], "2026-12-01 17:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-12-01 18:00")));
+        let breach = fr.stages.iter().find(|s| s.percent == 100).unwrap();
+        assert_eq!(breach.at, Some(at("2026-12-01 18:00")));
+        let cal = p.calendar("business").unwrap();
+        // The team hears of it when the desk opens; on-call at once.
+        assert_eq!(
+            deliver_at(breach, cal, at("2026-12-01 18:00")),
+            at("2026-12-02 09:00")
+        );
+        let mut oncall = breach.clone();
+        oncall.to.push("oncall".into());
+        assert!(oncall.on_call());
+        assert_eq!(
+            deliver_at(&oncall, cal, at("2026-12-01 23:00")),
+            at("2026-12-01 23:00")
+        );
+        // Friday night waits for Monday; open hours and 24/7 go at once.
+        assert_eq!(
+            deliver_at(breach, cal, at("2026-12-04 22:00")),
+            at("2026-12-07 09:00")
+        );
+        assert_eq!(
+            deliver_at(breach, cal, at("2026-12-04 12:00")),
+            at("2026-12-04 12:00")
+        );
+        assert_eq!(
+            deliver_at(breach, &Calendar::Always, at("2026-12-04 22:00")),
+            at("2026-12-04 22:00")
+        );
+    }
+
+    #[test]
+    fn resolution_runs_again_after_a_reopen() {
+        let p = policies("first_response = \"1h\"\nresolution = \"8h\"");
+        let resolved = [
+            ("2026-12-01 00:30", StaffReply),
+            ("2026-12-01 02:00", Resolved),
+        ];
+        let c = run(&p, "2026-12-01 00:00", &resolved, "2026-12-01 09:00");
+        let r = target(&c, TargetKind::Resolution);
+        assert_eq!(
+            (r.state, r.ended, r.used),
+            (SlaState::Met, Some(at("2026-12-01 02:00")), hours(2))
+        );
+        assert!(r.stages.iter().all(|s| s.at.is_none()));
+        let mut h = resolved.to_vec();
+        h.push(("2026-12-01 10:00", Reopened));
+        let c = run(&p, "2026-12-01 00:00", &h, "2026-12-01 12:00");
+        let r = target(&c, TargetKind::Resolution);
+        assert_eq!(r.state, SlaState::Running);
+        assert_eq!(r.used, hours(4));
+        assert_eq!(r.due, Some(at("2026-12-01 16:00")));
+        assert_eq!(r.ended, None);
+        assert!(
+            explains(r, "(resolved): 8h of calendar time not counted"),
+            "{:?}",
+            r.explain
+        );
+        // The first response stays met.
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Met);
+        // The final resolve decides: late this time.
+        h.push(("2026-12-01 17:00", Resolved));
+        let c = run(&p, "2026-12-01 00:00", &h, "2026-12-01 18:00");
+        let r = target(&c, TargetKind::Resolution);
+        assert_eq!(r.state, SlaState::Breached);
+        assert_eq!(r.used, hours(9));
+        assert_eq!(r.due, Some(at("2026-12-01 16:00")));
+        assert!(
+            explains(r, "resolved late at 2026-12-01 17:00 CET"),
+            "{:?}",
+            r.explain
+        );
+    }
+
+    #[test]
+    fn a_severity_change_counts_the_new_targets_from_receipt() {
+        let p = Policies::embedded();
+        let history = History {
+            received: at("2026-12-01 10:00"),
+            happenings: vec![(
+                at("2026-12-01 12:00"),
+                SeverityChanged {
+                    from: Severity::Malfunction,
+                    to: Severity::Production,
+                },
+            )],
+        };
+        let now = at("2026-12-01 12:00");
+        let sev3 = p
+            .lookup(Some("Premium"), Severity::Malfunction)
+            .unwrap()
+            .policy;
+        let sev2 = p
+            .lookup(Some("Premium"), Severity::Production)
+            .unwrap()
+            .policy;
+        let before = evaluate(sev3, &p, &history, now);
+        assert_eq!(
+            target(&before, TargetKind::FirstResponse).due,
+            Some(at("2026-12-01 22:00"))
+        );
+        let after = evaluate(sev2, &p, &history, now);
+        let fr = target(&after, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-12-01 11:00")));
+        assert_eq!(fr.state, SlaState::Breached);
+        assert!(
+            explains(fr, "severity changed from 3 to 2 at 2026-12-01 12:00 CET"),
+            "{:?}",
+            fr.explain
+        );
+        assert_eq!(
+            target(&after, TargetKind::Resolution).due,
+            Some(at("2026-12-01 18:00"))
+        );
+    }
+
+    #[test]
+    fn first_response_met_late_or_stopped() {
+        let p = policies("first_response = \"2h\"\ncalendar = \"business\"");
+        let c = run(
+            &p,
+            "2026-12-01 10:00",
+            &[("2026-12-01 11:30", StaffReply)],
+            "2026-12-01 15:00",
+        );
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Met);
+        assert_eq!(fr.ended, Some(at("2026-12-01 11:30")));
+        assert_eq!(fr.used, mins(90));
+        assert_eq!(fr.remaining, mins(30));
+        assert_eq!(fr.due, Some(at("2026-12-01 12:00")));
+        assert!(fr.stages.iter().all(|s| s.at.is_none()));
+        // Exactly at the due instant is still in time.
+        let c = run(
+            &p,
+            "2026-12-01 10:00",
+            &[("2026-12-01 12:00", StaffReply)],
+            "2026-12-01 15:00",
+        );
+        assert_eq!(target(&c, TargetKind::FirstResponse).state, SlaState::Met);
+        // Late.
+        let c = run(
+            &p,
+            "2026-12-01 17:00",
+            &[("2026-12-02 11:00", StaffReply)],
+            "2026-12-02 15:00",
+        );
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Breached);
+        assert_eq!(fr.due, Some(at("2026-12-02 10:00")));
+        assert_eq!(fr.used, hours(3));
+        assert_eq!(fr.remaining, SignedDuration::ZERO);
+        assert!(
+            explains(fr, "answered late at 2026-12-02 11:00 CET"),
+            "{:?}",
+            fr.explain
+        );
+        // Pending before any answer pauses the first response.
+        let h = [("2026-12-01 10:30", Waiting), ("2026-12-01 14:00", Resumed)];
+        let c = run(&p, "2026-12-01 10:00", &h, "2026-12-01 14:00");
+        assert_eq!(
+            target(&c, TargetKind::FirstResponse).due,
+            Some(at("2026-12-01 15:30"))
+        );
+        // Resolved without any answer: stopped.
+        let c = run(
+            &p,
+            "2026-12-01 10:00",
+            &[("2026-12-01 11:00", Resolved)],
+            "2026-12-01 15:00",
+        );
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Stopped);
+        assert_eq!((fr.due, fr.ended), (None, Some(at("2026-12-01 11:00"))));
+        assert!(explains(fr, "stopped: the ticket was resolved"));
+        // ... unless it had run out already.
+        let c = run(
+            &p,
+            "2026-12-01 10:00",
+            &[("2026-12-01 13:00", Resolved)],
+            "2026-12-01 15:00",
+        );
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Breached);
+        assert!(explains(fr, "without an answer"), "{:?}", fr.explain);
+    }
+
+    #[test]
+    fn running_past_due_is_breached_with_only_the_breach_stage_pending() {
+        let p = policies("first_response = \"1h\"");
+        let c = run(&p, "2026-12-01 10:00", &[], "2026-12-01 12:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.state, SlaState::Breached);
+        assert_eq!(fr.ended, None);
+        assert_eq!(fr.used, hours(2));
+        assert_eq!(fr.remaining, SignedDuration::ZERO);
+        let pending: Vec<(u8, Option<Timestamp>)> =
+            fr.stages.iter().map(|s| (s.percent, s.at)).collect();
+        assert_eq!(
+            pending,
+            [
+                (50, None),
+                (75, None),
+                (90, None),
+                (100, Some(at("2026-12-01 11:00")))
+            ]
+        );
+        // Waiting after the breach does not hide it.
+        let c = run(
+            &p,
+            "2026-12-01 10:00",
+            &[("2026-12-01 11:30", Waiting)],
+            "2026-12-01 12:00",
+        );
+        assert_eq!(
+            target(&c, TargetKind::FirstResponse).state,
+            SlaState::Breached
+        );
+    }
+
+    #[test]
+    fn update_cycles_start_at_each_staff_reply() {
+        let p = Policies::embedded();
+        let sev2 = p
+            .lookup(Some("Premium"), Severity::Production)
+            .unwrap()
+            .policy;
+        let ev = |h: &[(&str, Happening)], now: &str| {
+            let history = History {
+                received: at("2026-12-01 10:00"),
+                happenings: h.iter().map(|(t, x)| (at(t), *x)).collect(),
+            };
+            evaluate(sev2, &p, &history, at(now))
+        };
+        // No reply yet: no update clock.
+        let c = ev(&[], "2026-12-01 10:10");
+        assert!(c.targets.iter().all(|t| t.kind != TargetKind::Update));
+        assert_eq!(c.targets.len(), 2);
+        let replies = [
+            ("2026-12-01 10:30", StaffReply),
+            ("2026-12-01 14:30", StaffReply),
+        ];
+        let c = ev(&replies[..1], "2026-12-01 11:00");
+        let u = target(&c, TargetKind::Update);
+        assert_eq!((u.cycle, u.started), (1, at("2026-12-01 10:30")));
+        assert_eq!(u.due, Some(at("2026-12-01 12:30")));
+        assert_eq!(u.stages[0].key, "update:1:50");
+        // The second reply came 4 h later: cycle 1 was late, cycle 2 runs.
+        let c = ev(&replies, "2026-12-01 15:00");
+        let u = target(&c, TargetKind::Update);
+        assert_eq!((u.cycle, u.state), (2, SlaState::Running));
+        assert_eq!(u.due, Some(at("2026-12-01 16:30")));
+        assert_eq!(u.used, mins(30));
+        let keys: Vec<&str> = u.stages.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["update:2:50", "update:2:75", "update:2:90", "update:2:100"]
+        );
+        assert!(explains(u, "update cycle 1 was late"), "{:?}", u.explain);
+        assert!(explains(u, "counted from staff reply 2"));
+        // Waiting for the customer pauses the update too.
+        let mut h = replies.to_vec();
+        h.push(("2026-12-01 15:00", Waiting));
+        let c = ev(&h, "2026-12-01 20:00");
+        let u = target(&c, TargetKind::Update);
+        assert_eq!(
+            (u.state, u.due, u.remaining),
+            (SlaState::Paused, None, mins(90))
+        );
+        // Resolved: stopped.
+        h.push(("2026-12-01 21:00", Resolved));
+        let c = ev(&h, "2026-12-01 22:00");
+        let u = target(&c, TargetKind::Update);
+        assert_eq!(
+            (u.state, u.ended),
+            (SlaState::Stopped, Some(at("2026-12-01 21:00")))
+        );
+        assert!(u.stages.iter().all(|s| s.at.is_none()));
+    }
+
+    #[test]
+    fn stage_instants_fall_at_their_percentages() {
+        let p = Policies::embedded();
+        let sev1 = p
+            .lookup(Some("Premium"), Severity::Critical)
+            .unwrap()
+            .policy;
+        let history = History {
+            received: at("2026-12-01 10:00"),
+            happenings: vec![],
+        };
+        let c = evaluate(sev1, &p, &history, at("2026-12-01 10:05"));
+        let fr = target(&c, TargetKind::FirstResponse);
+        let got: Vec<(&str, Option<Timestamp>, bool)> = fr
+            .stages
+            .iter()
+            .map(|s| (s.key.as_str(), s.at, s.on_call()))
+            .collect();
+        let t = |s: &str| Some(at(s));
+        assert_eq!(
+            got,
+            [
+                ("first-response:50", t("2026-12-01 10:15"), false),
+                ("first-response:75", t("2026-12-01 10:22:30"), true),
+                ("first-response:90", t("2026-12-01 10:27"), true),
+                ("first-response:100", t("2026-12-01 10:30"), true),
+            ]
+        );
+        let r = target(&c, TargetKind::Resolution);
+        assert_eq!(r.stages[3].key, "resolution:100");
+        assert_eq!(r.stages[0].at, t("2026-12-01 12:00"));
+        // On a business calendar the stages count business time.
+        let p = policies("first_response = \"4h\"\ncalendar = \"business\"");
+        let c = run(&p, "2026-12-04 16:00", &[], "2026-12-04 16:00");
+        let at_: Vec<Option<Timestamp>> = target(&c, TargetKind::FirstResponse)
+            .stages
+            .iter()
+            .map(|s| s.at)
+            .collect();
+        assert_eq!(
+            at_,
+            [
+                t("2026-12-04 18:00"),
+                t("2026-12-07 10:00"),
+                t("2026-12-07 10:36"),
+                t("2026-12-07 11:00")
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_histories_do_not_confuse_the_clock() {
+        let p = policies("first_response = \"2h\"\nresolution = \"4h\"");
+        // Out of order, before receipt, in the future, doubled.
+        let h = [
+            ("2026-12-01 12:00", Resumed),
+            ("2026-12-01 09:00", Waiting),
+            ("2026-12-01 11:00", Resumed),
+            ("2026-12-01 11:30", Waiting),
+            ("2026-12-01 18:00", StaffReply),
+        ];
+        let c = run(&p, "2026-12-01 10:00", &h, "2026-12-01 13:00");
+        let fr = target(&c, TargetKind::FirstResponse);
+        // Paused 10–11 (waiting since before receipt) and 11:30–12:00.
+        assert_eq!(fr.used, mins(90));
+        assert_eq!(fr.due, Some(at("2026-12-01 13:30")));
+        assert_eq!(fr.state, SlaState::Running);
+        // A policy naming a calendar another file defines counts 24/7.
+        let other = policies("first_response = \"2h\"\ncalendar = \"business\"");
+        let history = History {
+            received: at("2026-12-05 10:00"),
+            happenings: vec![],
+        };
+        let c = evaluate(
+            &other.policies()[0],
+            &Policies::none(),
+            &history,
+            at("2026-12-05 10:00"),
+        );
+        let fr = target(&c, TargetKind::FirstResponse);
+        assert_eq!(fr.due, Some(at("2026-12-05 12:00")));
+        assert!(explains(fr, "is not defined: counted 24/7"));
+        assert_eq!(SlaState::Breached.as_str(), "breached");
+    }
+
+    fn business() -> Calendar {
+        policies("first_response = \"1h\"")
+            .calendar("business")
+            .unwrap()
+            .clone()
+    }
+
+    fn pauses_from(spec: &[(i64, i64)], base: Timestamp) -> Vec<Pause> {
+        // Non-overlapping pauses: each (gap, length) in minutes after the last.
+        let mut out = Vec::new();
+        let mut t = base;
+        for (gap, len) in spec {
+            let from = t + mins(*gap);
+            let to = from + mins(*len);
+            out.push(Pause {
+                from,
+                to,
+                ongoing: false,
+                kind: PauseKind::Waiting,
+            });
+            t = to;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// With pauses, a due time is still never strictly inside a closed
+        /// gap of a business calendar, and the counted time up to it is
+        /// the amount.
+        #[test]
+        fn due_is_never_inside_a_closed_gap(
+            start in 0i64..(2 * 365 * 86_400),
+            amount in 1i64..(60 * 60),
+            spec in proptest::collection::vec((0i64..3000, 1i64..3000), 0..4),
+        ) {
+            let c = business();
+            let s = at("2026-01-01 00:00") + SignedDuration::from_secs(start);
+            let pauses = pauses_from(&spec, s);
+            let amount = mins(amount);
+            let Due::At(due) = due_after(&c, s, amount, &pauses) else {
+                return Err(proptest::test_runner::TestCaseError::fail("no due"));
+            };
+            let before = due - SignedDuration::from_nanos(1);
+            proptest::prop_assert!(c.is_open(due) || c.is_open(before), "due {due}");
+            proptest::prop_assert_eq!(counted(&c, s, due, &pauses), amount);
+        }
+
+        /// A later start or more time is never due earlier, and pauses
+        /// never make a due earlier.
+        #[test]
+        fn due_times_are_monotonic_and_pauses_only_delay(
+            start in 0i64..(2 * 365 * 86_400),
+            later in 0i64..(5 * 86_400),
+            a in 1i64..(40 * 60),
+            b in 0i64..(40 * 60),
+            spec in proptest::collection::vec((0i64..3000, 1i64..3000), 0..4),
+            always in proptest::bool::ANY,
+        ) {
+            let c = if always { Calendar::Always } else { business() };
+            let s1 = at("2026-01-01 00:00") + SignedDuration::from_secs(start);
+            let s2 = s1 + SignedDuration::from_secs(later);
+            let pauses = pauses_from(&spec, s1);
+            let (a1, a2) = (mins(a), mins(a + b));
+            let due = |s, amount, p: &[Pause]| match due_after(&c, s, amount, p) {
+                Due::At(d) => d,
+                _ => Timestamp::MAX,
+            };
+            proptest::prop_assert!(due(s1, a1, &pauses) <= due(s2, a1, &pauses));
+            proptest::prop_assert!(due(s1, a1, &pauses) <= due(s1, a2, &pauses));
+            proptest::prop_assert!(due(s1, a1, &[]) <= due(s1, a1, &pauses));
+        }
+    }
+}
