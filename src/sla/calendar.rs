@@ -193,6 +193,116 @@ impl Calendar {
     }
 }
 
+impl Calendar {
+    /// The first instant at or after `t` at which time counts: `t` itself
+    /// when open (always, for 24/7), else the next opening. `None` only for
+    /// a business calendar that never opens again. Reminders wait for it.
+    pub fn next_open(&self, t: Timestamp) -> Option<Timestamp> {
+        match self {
+            Calendar::Always => Some(t),
+            Calendar::Business(b) => b.intervals_from(t).next().map(|(o, _)| o),
+        }
+    }
+
+    /// The days from `a`'s to `b`'s date (in the calendar's zone) that
+    /// would be open by their weekday but are closed: public holidays by
+    /// name, extra closure days as "closure day". Empty for 24/7; at most
+    /// about ten years are looked at. For explaining a due time.
+    pub fn holidays_between(&self, a: Timestamp, b: Timestamp) -> Vec<(Date, &'static str)> {
+        let Calendar::Business(h) = self else {
+            return Vec::new();
+        };
+        let first = a.to_zoned(h.tz.clone()).date();
+        let last = b.to_zoned(h.tz.clone()).date();
+        let mut out = Vec::new();
+        let mut day = Some(first);
+        let mut year: Option<(i16, Vec<(Date, &'static str)>)> = None;
+        for _ in 0..MAX_CLOSED_DAYS {
+            let Some(d) = day.filter(|d| *d <= last) else {
+                break;
+            };
+            day = d.tomorrow().ok();
+            if h.hours_of(d).is_none() {
+                continue;
+            }
+            if year.as_ref().is_none_or(|(y, _)| *y != d.year()) {
+                let list = match h.holidays {
+                    Some(rule) => holidays(d.year(), rule.state),
+                    None => Vec::new(),
+                };
+                year = Some((d.year(), list));
+            }
+            let named = year
+                .as_ref()
+                .and_then(|(_, list)| list.iter().find(|(hd, _)| *hd == d))
+                .map(|(_, n)| *n);
+            if let Some(n) = named {
+                out.push((d, n));
+            } else if h.closed.contains(&d) {
+                out.push((d, "closure day"));
+            }
+        }
+        out
+    }
+
+    /// The zone of a business calendar; `None` for 24/7.
+    pub fn timezone(&self) -> Option<&TimeZone> {
+        match self {
+            Calendar::Always => None,
+            Calendar::Business(b) => Some(&b.tz),
+        }
+    }
+
+    /// A short description for people: "24/7", or e.g. "Mon–Fri
+    /// 09:00–18:00 Europe/Berlin, holidays DE-BY".
+    pub fn describe(&self) -> String {
+        let Calendar::Business(b) = self else {
+            return "24/7".to_string();
+        };
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let mut groups: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < 7 {
+            let Some((o, c)) = b.hours[i].filter(|(o, c)| o < c) else {
+                i += 1;
+                continue;
+            };
+            let mut j = i;
+            while j + 1 < 7 && b.hours[j + 1] == b.hours[i] {
+                j += 1;
+            }
+            let days = if j == i {
+                DAYS[i].to_string()
+            } else {
+                format!("{}–{}", DAYS[i], DAYS[j])
+            };
+            groups.push(format!(
+                "{days} {}–{}",
+                o.strftime("%H:%M"),
+                c.strftime("%H:%M")
+            ));
+            i = j + 1;
+        }
+        let hours = if groups.is_empty() {
+            "never open".to_string()
+        } else {
+            groups.join(", ")
+        };
+        let zone = b.tz.iana_name().unwrap_or("UTC");
+        let hol = match b.holidays {
+            None => "no public holidays".to_string(),
+            Some(HolidayRule { state: None }) => "holidays DE".to_string(),
+            Some(HolidayRule { state: Some(s) }) => format!("holidays DE-{s:?}"),
+        };
+        let closed = match b.closed.len() {
+            0 => String::new(),
+            1 => ", 1 closure day".to_string(),
+            n => format!(", {n} closure days"),
+        };
+        format!("{hours} {zone}, {hol}{closed}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +459,52 @@ mod tests {
             closed: BTreeSet::new(),
         });
         assert_eq!(never.add(at("2026-12-01 10:00"), hours(1)), None);
+    }
+
+    #[test]
+    fn next_opening_holidays_by_name_and_descriptions() {
+        let c = berlin();
+        let t = at("2026-12-01 10:00");
+        assert_eq!(c.next_open(t), Some(t));
+        assert_eq!(
+            c.next_open(at("2026-12-01 18:00")),
+            Some(at("2026-12-02 09:00"))
+        );
+        assert_eq!(
+            c.next_open(at("2026-12-04 20:00")),
+            Some(at("2026-12-07 09:00"))
+        );
+        assert_eq!(Calendar::Always.next_open(t), Some(t));
+        let names: Vec<(String, &str)> = c
+            .holidays_between(at("2026-04-01 12:00"), at("2026-04-09 12:00"))
+            .into_iter()
+            .map(|(d, n)| (d.to_string(), n))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("2026-04-03".to_string(), "Karfreitag"),
+                ("2026-04-06".to_string(), "Ostermontag")
+            ]
+        );
+        // Holidays on a weekend close nothing and are not listed.
+        assert!(c
+            .holidays_between(at("2026-12-26 00:00"), at("2026-12-27 23:00"))
+            .is_empty());
+        let Calendar::Business(mut b) = c else {
+            unreachable!()
+        };
+        b.closed.insert("2026-12-31".parse().unwrap());
+        let c = Calendar::Business(b);
+        let hol = c.holidays_between(at("2026-12-30 12:00"), at("2027-01-02 12:00"));
+        let hol: Vec<&str> = hol.iter().map(|(_, n)| *n).collect();
+        assert_eq!(hol, ["closure day", "Neujahr"]);
+        assert_eq!(
+            c.describe(),
+            "Mon–Fri 09:00–18:00 Europe/Berlin, holidays DE-BY, 1 closure day"
+        );
+        assert_eq!(Calendar::Always.describe(), "24/7");
+        assert!(Calendar::Always.holidays_between(t, t).is_empty());
     }
 
     proptest::proptest! {
