@@ -72,6 +72,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The `/healthz` and `/metrics` endpoint of `ticketd run`.
     pub http: HttpConfig,
+    /// Service levels: the policy file, who is reminded, periodic digests.
+    pub sla: SlaConfig,
     /// Directory of the config file; relative paths in it are resolved
     /// against this.
     #[serde(skip)]
@@ -375,6 +377,58 @@ impl Default for AlertsConfig {
             warning_severity: 3,
             generic: Vec::new(),
         }
+    }
+}
+
+/// Service levels: which policies apply, and who hears of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    /// Whether SLA clocks run at all.
+    pub enabled: bool,
+    /// The policy file (plans × severities, calendars, reminder stages);
+    /// default: the embedded `sla/policies.toml`.
+    pub policies: Option<PathBuf>,
+    /// Who each audience a reminder stage names is: `mail:ADDRESS` or
+    /// `chat:CHANNEL` entries. An audience without entries is only recorded
+    /// on the ticket.
+    pub audiences: std::collections::BTreeMap<String, Vec<String>>,
+    /// Periodic digests of open tickets and breaches.
+    pub digest: Vec<DigestConfig>,
+    /// The time zone cron expressions are read in (default: the desk's).
+    pub timezone: Option<String>,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        SlaConfig {
+            enabled: true,
+            policies: None,
+            audiences: std::collections::BTreeMap::new(),
+            digest: Vec::new(),
+            timezone: None,
+        }
+    }
+}
+
+/// A periodic digest: when, and to whom.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Name in logs and on the timer row; default `digest`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A crontab line (5 fields, or cron's 6 with seconds first), e.g.
+    /// `0 8 * * Mon-Fri`; numeric weekdays count as in Unix cron (1 = Monday).
+    pub cron: String,
+    /// Audiences (of `[sla.audiences]`) that get it.
+    pub to: Vec<String>,
+}
+
+impl DigestConfig {
+    /// The digest's name.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "digest".to_string())
     }
 }
 
@@ -741,6 +795,29 @@ impl Config {
             crate::ingest::alerts::GenericAlertRule::compile(&g.name, g)
                 .map_err(|e| bad(format!("alerts.generic {:?}: {e}", g.name)))?;
         }
+        for (name, list) in &self.sla.audiences {
+            for entry in list {
+                audience_entry(entry).map_err(|e| bad(format!("sla.audiences.{name}: {e}")))?;
+            }
+        }
+        let sla_tz = self.sla.timezone.as_deref().unwrap_or(&self.desk.timezone);
+        for d in &self.sla.digest {
+            crate::sla::cron::CronSchedule::parse(&d.cron, sla_tz)
+                .map_err(|e| bad(format!("sla.digest {:?}: {e}", d.label())))?;
+            for a in &d.to {
+                if !self.sla.audiences.contains_key(a) {
+                    return Err(bad(format!(
+                        "sla.digest {:?}: audience {a:?} is not defined in [sla.audiences]",
+                        d.label()
+                    )));
+                }
+            }
+        }
+        if let Some(tz) = &self.sla.timezone {
+            if jiff::tz::TimeZone::get(tz).is_err() {
+                return Err(bad(format!("sla.timezone: unknown time zone {tz:?}")));
+            }
+        }
         self.http.listen_addr().map_err(bad)?;
         if self.http.max_sync_age_seconds == 0 {
             return Err(bad("http.max_sync_age_seconds must be at least 1".into()));
@@ -770,6 +847,30 @@ impl Config {
             Some(base) if p.is_relative() => base.join(p),
             _ => p.to_path_buf(),
         }
+    }
+}
+
+/// Where one entry of an SLA audience goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudienceEntry {
+    /// A mail to this address, through the outbox.
+    Mail(String),
+    /// A post to this named chat channel, through the chat outbox.
+    Chat(String),
+}
+
+/// Reads `mail:ADDRESS` or `chat:CHANNEL`.
+pub fn audience_entry(entry: &str) -> Result<AudienceEntry, String> {
+    match entry.trim().split_once(':') {
+        Some(("mail", a))
+            if a.contains('@') && !a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(AudienceEntry::Mail(a.to_ascii_lowercase()))
+        }
+        Some(("chat", c)) if !c.trim().is_empty() => Ok(AudienceEntry::Chat(c.trim().to_string())),
+        _ => Err(format!(
+            "{entry:?} is neither \"mail:ADDRESS\" nor \"chat:CHANNEL\""
+        )),
     }
 }
 

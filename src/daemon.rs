@@ -94,6 +94,9 @@ pub async fn run(
     }
 
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
+    if let Err(e) = intake.plan_digests(&store, jiff::Timestamp::now()).await {
+        tracing::warn!(error = %e, "digests could not be planned");
+    }
     tasks.spawn(timers(
         store.clone(),
         intake.clone(),
@@ -160,7 +163,12 @@ pub async fn run(
             _ = hup.recv() => {
                 crate::systemd::reloading();
                 match intake.reload() {
-                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules and templates reloaded"),
+                    Ok(n) => {
+                        tracing::info!(rules = n, "SIGHUP: rules, templates, SLA policies and customers reloaded");
+                        if let Err(e) = intake.plan_digests(&store, jiff::Timestamp::now()).await {
+                            tracing::warn!(error = %e, "digests could not be planned");
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
                 }
                 crate::systemd::ready(&status);
@@ -219,27 +227,28 @@ async fn timers(
     loop {
         let at = jiff::Timestamp::now();
         let now = crate::store::ts(at);
-        let mut mails = |t: &crate::store::ResolvedTicket| intake.status_mails(t, at);
         match store.next_timer().await {
-            Ok(Some(due)) if due <= now => match store.fire_due_timers(&now, &mut mails).await {
-                Ok(fired) => {
-                    if fired.iter().any(|f| f.resolved) {
-                        wake_outbox.notify_one();
+            Ok(Some(due)) if due <= now => {
+                match store.fire_due_timers(at, &mut intake.hooks(at)).await {
+                    Ok(fired) => {
+                        if fired.iter().any(|f| f.queued) {
+                            wake_outbox.notify_one();
+                        }
+                        for f in &fired {
+                            tracing::info!(
+                                timer = %f.kind,
+                                ticket = f.ticket.as_deref().unwrap_or(""),
+                                resolved = f.resolved,
+                                "timer fired"
+                            );
+                        }
+                        if fired.len() == 100 {
+                            continue;
+                        }
                     }
-                    for f in &fired {
-                        tracing::info!(
-                            timer = %f.kind,
-                            ticket = f.ticket.as_deref().unwrap_or(""),
-                            resolved = f.resolved,
-                            "timer fired"
-                        );
-                    }
-                    if fired.len() == 100 {
-                        continue;
-                    }
+                    Err(e) => tracing::warn!(error = %e, "timers could not be fired; retrying"),
                 }
-                Err(e) => tracing::warn!(error = %e, "timers could not be fired; retrying"),
-            },
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "timers could not be read; retrying"),
         }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use ticketd::config::Config;
+use ticketd::domain::{Severity, Status};
 use ticketd::keys::MacKey;
-use ticketd::service::{open_store, DataDir, Incoming, Intake};
+use ticketd::service::{open_store, DataDir, Incoming, Intake, StaffAction};
 
 /// EX_TEMPFAIL: the MTA keeps the message and tries again.
 const EX_TEMPFAIL: u8 = 75;
@@ -85,6 +86,27 @@ enum Command {
         #[command(subcommand)]
         cmd: CustomersCmd,
     },
+    /// Service levels.
+    Sla {
+        #[command(subcommand)]
+        cmd: SlaCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SlaCmd {
+    /// How each due time of a ticket was computed: the policy and why,
+    /// the calendar, pauses, holidays and closed periods skipped.
+    Explain {
+        /// The ticket number.
+        number: String,
+    },
+    /// Open tickets by SLA state, and the breached or soon due ones.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,13 +139,60 @@ enum TicketsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One ticket with its articles.
+    /// One ticket with its articles and SLA.
     Show {
         /// The ticket number.
         number: String,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Mail a reply to the requester (text from --text, else stdin),
+    /// threaded on the ticket; it counts as the staff response.
+    Reply {
+        /// The ticket number.
+        number: String,
+        /// The reply's text (default: read from stdin).
+        #[arg(long)]
+        text: Option<String>,
+        /// Then wait for the customer (status pending: the SLA clock
+        /// pauses).
+        #[arg(long)]
+        pending: bool,
+        /// Who replies, as recorded on the ticket (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+    /// Set the status: open, pending (waiting for the customer), resolved,
+    /// closed.
+    Status {
+        /// The ticket number.
+        number: String,
+        /// The new status.
+        status: String,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+    /// Set the severity, 1–4 (SLA due times are recomputed from receipt).
+    Severity {
+        /// The ticket number.
+        number: String,
+        /// The new severity.
+        severity: u8,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+    /// Add an internal note (never mailed).
+    Note {
+        /// The ticket number.
+        number: String,
+        /// The note.
+        text: String,
+        /// Who writes it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
     },
 }
 
@@ -383,10 +452,144 @@ async fn dispatch(
                     let Some(t) = store.show_ticket(&number).await? else {
                         return Err(anyhow!("no ticket {number}"));
                     };
+                    let data = DataDir::open(data_dir)?;
+                    let intake = intake(&cfg, &data)?;
+                    let sla = intake
+                        .sla_view(&store, &number, jiff::Timestamp::now())
+                        .await?;
                     if json {
-                        print_json(&t)?;
+                        let mut v = serde_json::to_value(&t)?;
+                        if let Some(map) = v.as_object_mut() {
+                            map.insert("sla".into(), serde_json::to_value(&sla)?);
+                        }
+                        print_json(&v)?;
                     } else {
                         print_ticket(&t);
+                        if let Some(s) = &sla {
+                            println!();
+                            print_sla(s, false);
+                        }
+                    }
+                }
+                TicketsCmd::Reply {
+                    number,
+                    text,
+                    pending,
+                    author,
+                } => {
+                    let text = match text {
+                        Some(t) => t,
+                        None => {
+                            let raw = ticketd::sources::read_stdin()
+                                .context("cannot read the reply from stdin")?;
+                            String::from_utf8(raw)
+                                .map_err(|_| anyhow!("the reply on stdin is not UTF-8"))?
+                        }
+                    };
+                    let action = StaffAction::Reply {
+                        text,
+                        then_pending: pending,
+                    };
+                    act(&cfg, data_dir, &store, &number, &action, author).await?;
+                }
+                TicketsCmd::Status {
+                    number,
+                    status,
+                    author,
+                } => {
+                    let to = match status.trim().to_ascii_lowercase().as_str() {
+                        "open" => Status::Open,
+                        "pending" => Status::Pending,
+                        "resolved" => Status::Resolved,
+                        "closed" => Status::Closed,
+                        other => {
+                            return Err(anyhow!(
+                                "status {other:?}: use open, pending, resolved or closed"
+                            ))
+                        }
+                    };
+                    act(
+                        &cfg,
+                        data_dir,
+                        &store,
+                        &number,
+                        &StaffAction::Status(to),
+                        author,
+                    )
+                    .await?;
+                }
+                TicketsCmd::Severity {
+                    number,
+                    severity,
+                    author,
+                } => {
+                    let sev = Severity::try_from(severity).map_err(|e| anyhow!(e))?;
+                    act(
+                        &cfg,
+                        data_dir,
+                        &store,
+                        &number,
+                        &StaffAction::Severity(sev),
+                        author,
+                    )
+                    .await?;
+                }
+                TicketsCmd::Note {
+                    number,
+                    text,
+                    author,
+                } => {
+                    act(
+                        &cfg,
+                        data_dir,
+                        &store,
+                        &number,
+                        &StaffAction::Note(text),
+                        author,
+                    )
+                    .await?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sla { cmd } => {
+            let (data, store) = open(&cfg, data_dir, 1).await?;
+            let intake = intake(&cfg, &data)?;
+            let now = jiff::Timestamp::now();
+            match cmd {
+                SlaCmd::Explain { number } => {
+                    if store.show_ticket(&number).await?.is_none() {
+                        return Err(anyhow!("no ticket {number}"));
+                    }
+                    match intake.sla_view(&store, &number, now).await? {
+                        Some(s) => print_sla(&s, true),
+                        None => println!("SLA clocks are off ([sla] enabled = false)."),
+                    }
+                }
+                SlaCmd::Status { json } => {
+                    let st = intake.sla_status(&store, now).await?;
+                    if json {
+                        print_json(&st)?;
+                    } else {
+                        println!(
+                            "open {}: running {}, paused {}, breached {}, met or no SLA {}",
+                            st.open, st.running, st.paused, st.breached, st.other
+                        );
+                        for t in &st.tickets {
+                            println!(
+                                "{:<12} sev {} {:<8} {:<15} {:<22} {}",
+                                t.number,
+                                t.severity,
+                                t.state,
+                                t.target.as_deref().unwrap_or("-"),
+                                t.due
+                                    .as_deref()
+                                    .and_then(|d| d.parse::<jiff::Timestamp>().ok())
+                                    .map(|d| intake.staff_time(d))
+                                    .unwrap_or_default(),
+                                t.subject
+                            );
+                        }
                     }
                 }
             }
@@ -625,6 +828,123 @@ async fn ingest(
     })
 }
 
+/// Who does a command-line action: `cli:NAME`.
+fn author_of(author: Option<String>) -> String {
+    let name = author
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{}", ticketd::domain::header_safe(&name))
+}
+
+/// Does a staff action and says what changed.
+async fn act(
+    cfg: &Config,
+    data_dir: &Path,
+    store: &ticketd::store::Store,
+    number: &str,
+    action: &StaffAction,
+    author: Option<String>,
+) -> anyhow::Result<()> {
+    let data = DataDir::open(data_dir)?;
+    let intake = intake(cfg, &data)?;
+    let now = jiff::Timestamp::now();
+    let done = intake
+        .act(store, number, action, &author_of(author), now)
+        .await?;
+    let what = match action {
+        StaffAction::Reply { then_pending, .. } => format!(
+            "reply queued{}",
+            if *then_pending {
+                "; ticket pending"
+            } else {
+                ""
+            }
+        ),
+        StaffAction::Status(s) if done.changed => format!("status {}", s.as_str()),
+        StaffAction::Status(s) => format!("already {}", s.as_str()),
+        StaffAction::Severity(s) if done.changed => format!("severity {}", s.level()),
+        StaffAction::Severity(s) => format!("already severity {}", s.level()),
+        StaffAction::Note(_) => "note added".into(),
+    };
+    let sla = match &done.sla {
+        Some(e) => match &e.next_due {
+            Some((due, target)) => format!(
+                "; SLA {} ({target} due {})",
+                e.state,
+                intake.staff_time(*due)
+            ),
+            None => format!("; SLA {}", e.state),
+        },
+        None => String::new(),
+    };
+    println!("ticket {}: {what}{sla}", done.number);
+    Ok(())
+}
+
+/// The SLA section of a ticket; with `explain`, how each due time came
+/// about.
+fn print_sla(s: &ticketd::service::SlaView, explain: bool) {
+    match &s.policy {
+        Some(p) => println!("SLA:       {}  (policy {p})", s.state),
+        None => println!("SLA:       none"),
+    }
+    if explain || s.policy.is_none() {
+        println!("Policy:    {}", s.why);
+    }
+    for t in &s.targets {
+        let label = if t.cycle > 0 {
+            format!("{} #{}", t.target, t.cycle)
+        } else {
+            t.target.clone()
+        };
+        let when = match (&t.due_local, &t.ended_local) {
+            (_, Some(end)) => format!("ended {end}"),
+            (Some(due), None) => format!("due {due}"),
+            (None, None) => format!("{} left", t.remaining),
+        };
+        println!(
+            "  {:<16} {:>6}  {:<9} {}  (used {}, {} left)",
+            label, t.amount, t.state, when, t.used, t.remaining
+        );
+        if explain {
+            println!("      calendar: {}", t.calendar);
+            for line in &t.explain {
+                println!("      {line}");
+            }
+        }
+    }
+    let sent: Vec<_> = s
+        .reminders
+        .iter()
+        .filter(|r| r.fired_at.is_some())
+        .collect();
+    let planned: Vec<_> = s
+        .reminders
+        .iter()
+        .filter(|r| r.fired_at.is_none())
+        .collect();
+    for r in sent {
+        println!(
+            "  reminder {:<26} fired {}  {}",
+            r.key,
+            r.local.as_deref().unwrap_or(""),
+            r.outcome.as_deref().unwrap_or("")
+        );
+    }
+    for r in planned {
+        println!(
+            "  reminder {:<26} due   {}  to {}",
+            r.key,
+            r.local.as_deref().unwrap_or(&r.due_at),
+            if r.audiences.is_empty() {
+                "(record only)".to_string()
+            } else {
+                r.audiences.join(", ")
+            }
+        );
+    }
+}
+
 fn print_ticket(t: &ticketd::store::TicketView) {
     let s = &t.summary;
     println!(
@@ -666,6 +986,12 @@ fn print_ticket(t: &ticketd::store::TicketView) {
             b.status.as_deref().unwrap_or(""),
             b.diagnostic.as_deref().unwrap_or("")
         );
+    }
+    if !t.events.is_empty() {
+        println!("History:");
+        for e in &t.events {
+            println!("  {}  {:<14} {}", e.created_at, e.kind, e.detail);
+        }
     }
     for a in &t.articles {
         println!();

@@ -30,6 +30,9 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 use tracing::Instrument;
 
+mod staff;
+pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView};
+
 /// The files and directories inside the data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -200,6 +203,8 @@ pub struct Intake {
     recovery_hold: jiff::SignedDuration,
     /// A service's problems join its DOWN host's ticket.
     join_host_down: bool,
+    /// SLA policies, audiences and digests.
+    sla: staff::SlaSetup,
 }
 
 fn sev(level: u8, fallback: Severity) -> Severity {
@@ -278,6 +283,7 @@ impl Intake {
             templates: RwLock::new(None),
             customers_dir: None,
             customers: RwLock::new(Arc::new(Directory::default())),
+            sla: staff::SlaSetup::new(cfg),
         }
     }
 
@@ -353,6 +359,9 @@ impl Intake {
         let rules = self.rules().map_err(|e| format!("rules: {e}"))?;
         let templates = self.templates().map_err(|e| format!("templates: {e}"))?;
         self.check_replies(&rules, &templates)?;
+        for w in self.verify_sla()? {
+            tracing::warn!("{w}");
+        }
         Ok(rules.len())
     }
 
@@ -470,14 +479,16 @@ impl Intake {
         out
     }
 
-    /// Re-reads rules and templates together; when either has an error
-    /// neither is replaced, and the error is returned.
+    /// Re-reads rules, templates, SLA policies and the customer directory
+    /// together; when one has an error none is replaced, and the error is
+    /// returned.
     pub fn reload(&self) -> Result<usize, String> {
         let rules = Arc::new(self.rule_source.load().map_err(|e| format!("rules: {e}"))?);
         let templates = Arc::new(
             Templates::load(self.template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
         );
         self.check_replies(&rules, &templates)?;
+        let policies = self.sla.load().map_err(|e| format!("sla: {e}"))?;
         let customers = match &self.customers_dir {
             Some(dir) => Some(Arc::new(
                 Directory::load(dir).map_err(|e| format!("customers: {e}"))?,
@@ -492,6 +503,7 @@ impl Intake {
         ) {
             *r = Some(rules);
             *t = Some(templates);
+            self.set_policies(policies);
             if let Some(d) = customers {
                 *c = d;
             }
@@ -837,6 +849,9 @@ impl Intake {
         .await?;
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
+        }
+        if let (true, Some(id)) = (applied.clock_moved, applied.ticket_id) {
+            self.sync_sla(conn, id, t.now).await?;
         }
         tracing::info!(
             action = decision.action.as_str(),

@@ -105,13 +105,13 @@ async fn a_recovery_resolves_only_after_its_hold_down() {
     assert_eq!(store.next_timer().await.unwrap(), Some(ts(min(11))));
     // Not due yet: nothing happens.
     assert!(store
-        .fire_due_timers(&ts(min(10)), &mut |t| intake.status_mails(t, min(10)))
+        .fire_due_timers(min(10), &mut intake.hooks(min(10)))
         .await
         .unwrap()
         .is_empty());
     // Due: resolved, with a note.
     let fired = store
-        .fire_due_timers(&ts(min(11)), &mut |t| intake.status_mails(t, min(11)))
+        .fire_due_timers(min(11), &mut intake.hooks(min(11)))
         .await
         .unwrap();
     assert_eq!(fired.len(), 1);
@@ -155,9 +155,7 @@ async fn a_problem_back_within_the_hold_down_keeps_the_ticket_open() {
         "same ticket"
     );
     let fired = store
-        .fire_due_timers(&ticketd::store::ts(min(30)), &mut |t| {
-            intake.status_mails(t, min(30))
-        })
+        .fire_due_timers(min(30), &mut intake.hooks(min(30)))
         .await
         .unwrap();
     assert_eq!(fired.len(), 1);
@@ -175,9 +173,7 @@ async fn a_problem_back_within_the_hold_down_keeps_the_ticket_open() {
     )
     .await;
     let fired = store
-        .fire_due_timers(&ticketd::store::ts(min(41)), &mut |t| {
-            intake.status_mails(t, min(41))
-        })
+        .fire_due_timers(min(41), &mut intake.hooks(min(41)))
         .await
         .unwrap();
     assert!(fired[0].resolved);

@@ -154,6 +154,12 @@ pub struct OrgFacts {
 fn add_customer_notices(d: &mut Decision, org: &OrgFacts, sender: &str) {
     let (kind, list, facts) = match &d.target {
         Target::New(_) => (NoticeKind::NewTicket, &org.notify_new, Vec::new()),
+        // The end of a wait for the customer is no news to the customer.
+        Target::Existing {
+            reopen: true,
+            ticket,
+            ..
+        } if ticket.status == Status::Pending => return,
         Target::Existing { reopen: true, .. } | Target::Existing { resolve: true, .. } => {
             let status = if matches!(d.target, Target::Existing { reopen: true, .. }) {
                 "open"
@@ -504,7 +510,12 @@ fn decide_target(
     };
 
     if let Some((ticket, how)) = follow_up {
-        let reopen = matches!(ticket.status, Status::Resolved | Status::Closed);
+        // A customer's answer also ends the wait of a pending ticket (the
+        // SLA clock resumes).
+        let reopen = matches!(
+            ticket.status,
+            Status::Resolved | Status::Closed | Status::Pending
+        );
         let new_participants: Vec<String> = people(mail, cfg)
             .into_iter()
             .filter(|a| !ticket.participants.contains(a))
@@ -1434,6 +1445,19 @@ mod tests {
         assert_eq!(d.action, Action::Created);
         assert!(d.confirm_to.is_none());
         assert!(d.notes[0].contains("limit 10"));
+    }
+
+    #[test]
+    fn a_customer_answer_ends_the_wait() {
+        let mut t = ticket("anna@kunde.de");
+        t.status = Status::Pending;
+        let look = Lookups {
+            by_reference: Some(t),
+            ..Default::default()
+        };
+        let d = run("From: anna@kunde.de\r\nSubject: Re: x", &look);
+        assert!(matches!(d.target, Target::Existing { reopen: true, .. }));
+        assert!(d.notices.is_empty());
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct Confirmation<'a> {
     /// `over-quota`.
     pub template: &'a str,
     /// `Auto-Submitted`: `auto-replied` for an answer to the message,
-    /// `auto-generated` for a mail of our own (RFC 3834).
+    /// `auto-generated` for a mail of our own (RFC 3834); empty for a
+    /// person's reply (no such header).
     pub auto_submitted: &'a str,
     /// The ticket, if there is one.
     pub number: Option<&'a TicketNumber>,
@@ -219,15 +220,19 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         .to(mailbox(c.to.name.as_deref(), &c.to.address)?)
         .subject(subject.clone())
         .message_id(Some(c.message_id.bracketed()))
-        .date(c.date)
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Auto-Submitted"),
-            header_safe(c.auto_submitted),
-        ))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
-            "All".into(),
-        ));
+        .date(c.date);
+    // A person's reply (staff answering through ticketd) is not automatic.
+    if !c.auto_submitted.is_empty() {
+        b = b
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                header_safe(c.auto_submitted),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
+                "All".into(),
+            ));
+    }
     if let Some(n) = c.number {
         b = b.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Ticketd-Ticket"),

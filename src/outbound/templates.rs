@@ -118,6 +118,48 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "not-support.en.txt",
         include_str!("../../templates/not-support.en.txt"),
     ),
+    (
+        "reply.de.subject",
+        include_str!("../../templates/reply.de.subject"),
+    ),
+    ("reply.de.txt", include_str!("../../templates/reply.de.txt")),
+    (
+        "reply.en.subject",
+        include_str!("../../templates/reply.en.subject"),
+    ),
+    ("reply.en.txt", include_str!("../../templates/reply.en.txt")),
+    (
+        "reminder.de.subject",
+        include_str!("../../templates/reminder.de.subject"),
+    ),
+    (
+        "reminder.de.txt",
+        include_str!("../../templates/reminder.de.txt"),
+    ),
+    (
+        "reminder.en.subject",
+        include_str!("../../templates/reminder.en.subject"),
+    ),
+    (
+        "reminder.en.txt",
+        include_str!("../../templates/reminder.en.txt"),
+    ),
+    (
+        "digest.de.subject",
+        include_str!("../../templates/digest.de.subject"),
+    ),
+    (
+        "digest.de.txt",
+        include_str!("../../templates/digest.de.txt"),
+    ),
+    (
+        "digest.en.subject",
+        include_str!("../../templates/digest.en.subject"),
+    ),
+    (
+        "digest.en.txt",
+        include_str!("../../templates/digest.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered.

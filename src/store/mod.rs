@@ -25,6 +25,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod actions;
+pub mod sla;
+
 /// A database problem; the message was not stored (exit 75 for `ingest`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -129,6 +132,11 @@ pub struct Applied {
     pub ticket: Option<TicketNumber>,
     /// That ticket's severity.
     pub severity: Option<Severity>,
+    /// The ticket's row id.
+    pub ticket_id: Option<i64>,
+    /// Whether the message started, stopped or resumed the ticket's SLA
+    /// clock (a new ticket, a reopening, a resolution).
+    pub clock_moved: bool,
 }
 
 /// A ticket a timer resolved, for the mails that tell its organisation.
@@ -149,12 +157,14 @@ pub struct ResolvedTicket {
 /// What a fired timer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredTimer {
-    /// The timer's kind (`recovery-hold`).
+    /// The timer's kind (`recovery-hold`, `sla-reminder`, `digest`).
     pub kind: String,
     /// The ticket it concerned.
     pub ticket: Option<String>,
     /// Whether it resolved the ticket.
     pub resolved: bool,
+    /// Whether it queued mail or chat posts (the outbox worker should look).
+    pub queued: bool,
 }
 
 /// Builds an automatic mail once the ticket number is known: the
@@ -249,6 +259,19 @@ pub struct TicketView {
     pub bounces: Vec<BounceView>,
     /// The monitoring incident this ticket is for, if any.
     pub incident: Option<IncidentView>,
+    /// What happened to it, oldest first: the audit trail.
+    pub events: Vec<EventView>,
+}
+
+/// One entry of a ticket's audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    /// What happened (`created`, `staff-reply`, `waiting`, `severity`, …).
+    pub kind: String,
+    /// Details: why, by whom.
+    pub detail: String,
+    /// When.
+    pub created_at: String,
 }
 
 /// A monitoring incident as shown on its ticket.
@@ -1212,7 +1235,9 @@ pub async fn apply(
                 &people,
             );
             let mut list = vec![("appended", d.reason.as_str())];
-            if *reopen {
+            if *reopen && ticket.status == Status::Pending {
+                list.push(("resumed", "the customer answered"));
+            } else if *reopen {
                 list.push(("reopened", "the customer wrote again"));
             }
             if *resolve {
@@ -1421,6 +1446,13 @@ pub async fn apply(
     Ok(Applied {
         ticket: number,
         severity,
+        ticket_id,
+        clock_moved: matches!(
+            d.target,
+            Target::New(_)
+                | Target::Existing { reopen: true, .. }
+                | Target::Existing { resolve: true, .. }
+        ),
     })
 }
 
@@ -1451,6 +1483,86 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
 const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags, t.queue,
   (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM ticket_tags g WHERE g.ticket_id = t.id ORDER BY tag)) AS tags,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
+
+/// A monitoring recovery's hold-down has passed: resolves the ticket when
+/// the problem stayed away (and tells the organisation, and stops its SLA
+/// clock), else lapses.
+async fn fire_recovery_hold(
+    tx: &mut Tx,
+    tid: i64,
+    key: Option<&str>,
+    hooks: &mut dyn sla::TimerHooks,
+    at: jiff::Timestamp,
+) -> Result<(&'static str, FiredTimer), StoreError> {
+    let now_s = ts(at);
+    let now = now_s.as_str();
+    let fired = |ticket: Option<String>, resolved: bool| FiredTimer {
+        kind: "recovery-hold".into(),
+        ticket,
+        resolved,
+        queued: resolved,
+    };
+    let state: Option<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT i.problem, t.status, t.number, t.subject, t.organisation, t.severity FROM incidents i
+         JOIN tickets t ON t.id = i.ticket_id WHERE i.key = $1 AND i.ticket_id = $2",
+    )
+    .bind(key.unwrap_or(""))
+    .bind(tid)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((problem, status, number, subject, organisation, severity)) = state else {
+        return Ok((
+            "lapsed: the incident has another ticket now",
+            fired(None, false),
+        ));
+    };
+    if problem != 0 || status == "resolved" || status == "closed" {
+        return Ok((
+            "lapsed: the problem came back or the ticket was closed",
+            fired(Some(number), false),
+        ));
+    }
+    let why = "the monitoring recovery held through its hold-down time";
+    let resolved = ResolvedTicket {
+        number: TicketNumber(number.clone()),
+        subject,
+        organisation,
+        severity: Severity::try_from(severity).unwrap_or(Severity::Malfunction),
+        why: why.to_string(),
+    };
+    let mails = hooks.status_mails(&resolved);
+    let last_outbox: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut s = Script::default();
+    let (t, at_p) = (s.arg(tid), s.arg(now));
+    s.push(format_args!(
+        "UPDATE tickets SET status = 'resolved', updated_at = {at_p} WHERE id = {t}"
+    ));
+    s.end();
+    events(&mut s, Some(tid), None, &[("resolved", why)], now);
+    let mut list = vec![Article::note(
+        "Resolved: no new problem during the recovery hold-down.",
+    )];
+    for (i, out) in mails.iter().enumerate() {
+        let id = last_outbox + 1 + i as i64;
+        queue_outgoing(&mut s, id, Some(tid), "status", out, now);
+        list.push(Article::outgoing("status", out, id));
+    }
+    articles(&mut s, tid, None, &list, now);
+    let ids: Vec<&str> = mails.iter().map(|m| m.message_id.as_str()).collect();
+    ticket_texts(
+        &mut s,
+        "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
+        tid,
+        &ids,
+    );
+    s.run(tx).await?;
+    if let Some(ctx) = hooks.sla() {
+        sla::sync(tx, tid, &ctx, at).await?;
+    }
+    Ok(("resolved", fired(Some(number), true)))
+}
 
 impl Store {
     /// All tickets, newest first.
@@ -1554,6 +1666,19 @@ impl Store {
             })
         })
         .transpose()?;
+        let events = sqlx::query_as::<_, (String, String, String)>(
+            "SELECT kind, detail, created_at FROM events WHERE ticket_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(kind, detail, created_at)| EventView {
+            kind,
+            detail,
+            created_at,
+        })
+        .collect();
         Ok(Some(TicketView {
             summary,
             severity_rule,
@@ -1561,6 +1686,7 @@ impl Store {
             articles,
             bounces,
             incident,
+            events,
         }))
     }
 
@@ -1715,121 +1841,91 @@ impl Store {
         Ok(n)
     }
 
-    /// Fires the timers due at `now` (at most 100 per call): a
-    /// recovery-hold resolves its ticket when the incident is still
-    /// recovered and the ticket still open; otherwise it lapses. Returns
-    /// what each did, for the log.
-    ///
-    /// `status_mails` builds the mails telling the ticket's organisation of
-    /// a resolution (its `notify_status` recipients); they are queued in the
-    /// same transaction.
+    /// Fires the timers due at `now` (at most 100 per call), each once,
+    /// recorded with its outcome: a recovery-hold resolves its ticket when
+    /// the incident is still recovered and the ticket still open (else it
+    /// lapses); an SLA reminder stage notifies its audiences (per ticket
+    /// and target only the highest stage due, marked late when the daemon
+    /// was down); a digest reports the open tickets and plans its next
+    /// run. `hooks` builds the mails and chat posts, queued in the same
+    /// transaction. Returns what each did, for the log.
     pub async fn fire_due_timers(
         &self,
-        now: &str,
-        status_mails: &mut (dyn FnMut(&ResolvedTicket) -> Vec<Outgoing> + Send),
+        now: jiff::Timestamp,
+        hooks: &mut dyn sla::TimerHooks,
     ) -> Result<Vec<FiredTimer>, StoreError> {
+        let now_s = ts(now);
         let mut tx = self.begin().await?;
-        let due: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT id, kind, ticket_id, key FROM timers WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT 100",
+        type Row = (i64, String, Option<i64>, Option<String>, Option<String>);
+        let due: Vec<Row> = sqlx::query_as(
+            "SELECT id, kind, ticket_id, key, planned_at FROM timers WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT 100",
         )
-        .bind(now)
+        .bind(&now_s)
         .fetch_all(&mut *tx)
         .await?;
         let mut fired = Vec::with_capacity(due.len());
-        for (id, kind, ticket, key) in due {
-            let outcome = match (kind.as_str(), ticket) {
-                ("recovery-hold", Some(tid)) => {
-                    let state: Option<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
-                        "SELECT i.problem, t.status, t.number, t.subject, t.organisation, t.severity FROM incidents i
-                         JOIN tickets t ON t.id = i.ticket_id WHERE i.key = $1 AND i.ticket_id = $2",
-                    )
-                    .bind(key.as_deref().unwrap_or(""))
-                    .bind(tid)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match state {
-                        Some((0, status, number, subject, organisation, severity))
-                            if status != "resolved" && status != "closed" =>
-                        {
-                            let why = "the monitoring recovery held through its hold-down time";
-                            let resolved = ResolvedTicket {
-                                number: TicketNumber(number.clone()),
-                                subject,
-                                organisation,
-                                severity: Severity::try_from(severity)
-                                    .unwrap_or(Severity::Malfunction),
-                                why: why.to_string(),
-                            };
-                            let mails = status_mails(&resolved);
-                            let last_outbox: i64 =
-                                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
-                                    .fetch_one(&mut *tx)
-                                    .await?;
-                            let mut s = Script::default();
-                            let (t, at) = (s.arg(tid), s.arg(now));
-                            s.push(format_args!(
-                                "UPDATE tickets SET status = 'resolved', updated_at = {at} WHERE id = {t}"
-                            ));
-                            s.end();
-                            events(&mut s, Some(tid), None, &[("resolved", why)], now);
-                            let mut list = vec![Article::note(
-                                "Resolved: no new problem during the recovery hold-down.",
-                            )];
-                            for (i, out) in mails.iter().enumerate() {
-                                let id = last_outbox + 1 + i as i64;
-                                queue_outgoing(&mut s, id, Some(tid), "status", out, now);
-                                list.push(Article::outgoing("status", out, id));
-                            }
-                            articles(&mut s, tid, None, &list, now);
-                            let ids: Vec<&str> =
-                                mails.iter().map(|m| m.message_id.as_str()).collect();
-                            ticket_texts(
-                                &mut s,
-                                "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
-                                tid,
-                                &ids,
-                            );
-                            s.run(&mut tx).await?;
-                            fired.push(FiredTimer {
-                                kind: kind.clone(),
-                                ticket: Some(number),
-                                resolved: true,
-                            });
-                            "resolved"
-                        }
-                        Some((_, _, number, ..)) => {
-                            fired.push(FiredTimer {
-                                kind: kind.clone(),
-                                ticket: Some(number),
-                                resolved: false,
-                            });
-                            "lapsed: the problem came back or the ticket was closed"
-                        }
-                        None => {
-                            fired.push(FiredTimer {
-                                kind: kind.clone(),
-                                ticket: None,
-                                resolved: false,
-                            });
-                            "lapsed: the incident has another ticket now"
-                        }
+        // Reminders go per ticket: of several stages due at once only the
+        // highest fires.
+        let mut reminders: Vec<(i64, Vec<sla::DueReminder>)> = Vec::new();
+        for (id, kind, ticket, key, planned) in due {
+            let outcome: String = match (kind.as_str(), ticket) {
+                ("sla-reminder", Some(tid)) => {
+                    let r = sla::DueReminder {
+                        id,
+                        key: key.unwrap_or_default(),
+                        planned,
+                    };
+                    match reminders.iter_mut().find(|(t, _)| *t == tid) {
+                        Some((_, list)) => list.push(r),
+                        None => reminders.push((tid, vec![r])),
                     }
+                    continue;
+                }
+                ("digest", _) => {
+                    let name = key.unwrap_or_default();
+                    let (outcome, queued) =
+                        sla::fire_digest(&mut tx, &name, planned.as_deref(), hooks, now).await?;
+                    fired.push(FiredTimer {
+                        kind: kind.clone(),
+                        ticket: None,
+                        resolved: false,
+                        queued,
+                    });
+                    outcome
+                }
+                ("recovery-hold", Some(tid)) => {
+                    let (outcome, f) =
+                        fire_recovery_hold(&mut tx, tid, key.as_deref(), hooks, now).await?;
+                    fired.push(f);
+                    outcome.to_string()
                 }
                 _ => {
                     fired.push(FiredTimer {
                         kind: kind.clone(),
                         ticket: None,
                         resolved: false,
+                        queued: false,
                     });
-                    "unknown kind: left alone"
+                    "unknown kind: left alone".to_string()
                 }
             };
             sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2 WHERE id = $3")
-                .bind(now)
+                .bind(&now_s)
                 .bind(outcome)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for (tid, list) in reminders {
+            let (number, outcomes) = sla::fire_ticket(&mut tx, tid, &list, hooks, now).await?;
+            for (_, outcome) in outcomes {
+                fired.push(FiredTimer {
+                    kind: "sla-reminder".into(),
+                    ticket: number.clone(),
+                    resolved: false,
+                    queued: outcome.starts_with("sent") && !outcome.contains("recorded only"),
+                });
+            }
         }
         tx.commit().await?;
         Ok(fired)

@@ -1,0 +1,746 @@
+//! The desk's staff side: the SLA setup (policies, audiences, digests),
+//! the hooks the timer task fires reminders and digests with, and staff
+//! actions on tickets (reply, status, severity, note), each with the
+//! ticket's SLA clock brought up to date in the same transaction.
+
+use super::Intake;
+use crate::config::{audience_entry, AudienceEntry, Config};
+use crate::customers::Directory;
+use crate::domain::{Mailbox, Severity, Status, TicketNumber};
+use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
+use crate::sla::cron::CronSchedule;
+use crate::sla::policy::Policies;
+use crate::store::actions::{self, ActionError};
+use crate::store::sla::{
+    Digest, Evaluated, Notification, PlanOf, Reminder, SlaContext, TimerHooks,
+};
+use crate::store::{self, ResolvedTicket, Store, StoreError};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+/// A periodic digest as configured.
+#[derive(Debug)]
+struct DigestJob {
+    name: String,
+    schedule: CronSchedule,
+    to: Vec<String>,
+}
+
+/// What the desk knows about service levels.
+#[derive(Debug)]
+pub(super) struct SlaSetup {
+    enabled: bool,
+    source: Option<PathBuf>,
+    policies: RwLock<Option<Arc<Policies>>>,
+    audiences: BTreeMap<String, Vec<AudienceEntry>>,
+    digests: Vec<DigestJob>,
+}
+
+impl SlaSetup {
+    /// From the configuration (validated before: entries and cron lines
+    /// that do not read are left out here).
+    pub(super) fn new(cfg: &Config) -> SlaSetup {
+        let tz = cfg.sla.timezone.as_deref().unwrap_or(&cfg.desk.timezone);
+        SlaSetup {
+            enabled: cfg.sla.enabled,
+            source: cfg.sla.policies.as_ref().map(|p| cfg.resolve(p)),
+            policies: RwLock::new(None),
+            audiences: cfg
+                .sla
+                .audiences
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().filter_map(|e| audience_entry(e).ok()).collect(),
+                    )
+                })
+                .collect(),
+            digests: cfg
+                .sla
+                .digest
+                .iter()
+                .filter_map(|d| {
+                    Some(DigestJob {
+                        name: d.label(),
+                        schedule: CronSchedule::parse(&d.cron, tz).ok()?,
+                        to: d.to.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the policy file (or the embedded one).
+    pub(super) fn load(&self) -> Result<Policies, String> {
+        match &self.source {
+            None => Ok(Policies::embedded()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                Policies::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+            }
+        }
+    }
+}
+
+/// A staff member's action on a ticket.
+#[derive(Debug, Clone)]
+pub enum StaffAction {
+    /// Mail `text` to the requester, threaded on the ticket; with
+    /// `then_pending` the ticket then waits for the customer.
+    Reply {
+        /// What to say.
+        text: String,
+        /// Set the ticket pending afterwards.
+        then_pending: bool,
+    },
+    /// Set the status.
+    Status(Status),
+    /// Set the severity (due times follow from receipt).
+    Severity(Severity),
+    /// Add an internal note.
+    Note(String),
+}
+
+/// What an action did.
+#[derive(Debug, Clone)]
+pub struct ActionOutcome {
+    /// The ticket.
+    pub number: TicketNumber,
+    /// Whether anything changed (setting a status it has is no change).
+    pub changed: bool,
+    /// Whether a mail was queued (wake the outbox).
+    pub queued: bool,
+    /// The ticket's SLA afterwards.
+    pub sla: Option<Evaluated>,
+}
+
+/// The SLA context of the timer task and actions: the policies and the
+/// customer directory's plans, as loaded when it was made.
+pub struct SlaHooks<'a> {
+    intake: &'a Intake,
+    policies: Option<Arc<Policies>>,
+    plan_of: Box<PlanOf>,
+    now: Timestamp,
+}
+
+impl SlaHooks<'_> {
+    fn context(&self) -> Option<SlaContext<'_>> {
+        self.policies.as_deref().map(|p| SlaContext {
+            policies: p,
+            plan_of: &*self.plan_of,
+        })
+    }
+}
+
+fn plans(directory: Arc<Directory>) -> Box<PlanOf> {
+    Box::new(move |org| directory.get(org).and_then(|o| o.plan.clone()))
+}
+
+impl Intake {
+    /// The SLA policies, read on first use (the embedded example policies
+    /// unless `[sla] policies` names a file).
+    pub fn policies(&self) -> Result<Arc<Policies>, String> {
+        if let Some(p) = self.sla.policies.read().ok().and_then(|g| g.clone()) {
+            return Ok(p);
+        }
+        let p = Arc::new(self.sla.load()?);
+        if let Ok(mut g) = self.sla.policies.write() {
+            *g = Some(p.clone());
+        }
+        Ok(p)
+    }
+
+    /// Puts re-read policies in force (SIGHUP).
+    pub(super) fn set_policies(&self, p: Policies) {
+        if let Ok(mut g) = self.sla.policies.write() {
+            *g = Some(Arc::new(p));
+        }
+    }
+
+    /// Checks the SLA setup: the policies read, every audience a stage
+    /// names is configured (an unconfigured one is only recorded; returned
+    /// as a warning), every organisation's plan has a policy or the default
+    /// plan. Returns warnings.
+    pub fn verify_sla(&self) -> Result<Vec<String>, String> {
+        if !self.sla.enabled {
+            return Ok(Vec::new());
+        }
+        let p = self.policies().map_err(|e| format!("sla: {e}"))?;
+        let mut warnings = Vec::new();
+        let mut named: Vec<&str> = p
+            .default_stages()
+            .iter()
+            .chain(p.policies().iter().flat_map(|x| x.stages().iter()))
+            .flat_map(|s| s.to.iter().map(String::as_str))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        for a in named {
+            if !self.sla.audiences.contains_key(a) {
+                warnings.push(format!(
+                    "sla: reminder audience {a:?} has no entries in [sla.audiences]: its reminders are only recorded on the ticket"
+                ));
+            }
+        }
+        let directory = self.customers();
+        for o in directory.organisations() {
+            if let Some(plan) = &o.plan {
+                if !p.plans().any(|x| x.eq_ignore_ascii_case(plan)) {
+                    warnings.push(format!(
+                        "sla: plan {plan:?} of {} has no policy; {}",
+                        o.id,
+                        match p.default_plan() {
+                            Some(d) => format!("the default plan {d} applies"),
+                            None => "its tickets have no SLA".into(),
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// The hooks the timer task fires timers with, at `now`.
+    pub fn hooks(&self, now: Timestamp) -> SlaHooks<'_> {
+        let policies = if self.sla.enabled {
+            match self.policies() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "SLA policies cannot be loaded; clocks are not updated");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        SlaHooks {
+            intake: self,
+            policies,
+            plan_of: plans(self.customers()),
+            now,
+        }
+    }
+
+    /// Brings a ticket's SLA up to date in the caller's transaction (after
+    /// a message started, resumed or stopped its clock).
+    pub(super) async fn sync_sla(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        ticket: i64,
+        now: Timestamp,
+    ) -> Result<Option<Evaluated>, StoreError> {
+        let hooks = self.hooks(now);
+        match hooks.context() {
+            Some(ctx) => store::sla::sync(conn, ticket, &ctx, now).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A ticket's SLA as it stands at `now` (read only).
+    pub async fn sla_of(
+        &self,
+        store: &Store,
+        number: &str,
+        now: Timestamp,
+    ) -> Result<Option<Evaluated>, StoreError> {
+        let hooks = self.hooks(now);
+        let Some(ctx) = hooks.context() else {
+            return Ok(None);
+        };
+        let mut conn = store.pool().acquire().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = $1")
+            .bind(number.trim())
+            .fetch_optional(&mut *conn)
+            .await?;
+        match id {
+            Some(id) => store::sla::evaluate_ticket(&mut conn, id, &ctx, now).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Open tickets by SLA state and the breached or soon due ones (at
+    /// most 100).
+    pub async fn sla_status(
+        &self,
+        store: &Store,
+        now: Timestamp,
+    ) -> Result<store::sla::SlaStatus, StoreError> {
+        let mut conn = store.pool().acquire().await?;
+        store::sla::sla_status(&mut conn, now, 100).await
+    }
+
+    /// The configured digests and their next runs after `now`.
+    pub fn digest_runs(&self, now: Timestamp) -> Vec<(String, Timestamp)> {
+        self.sla
+            .digests
+            .iter()
+            .filter_map(|d| Some((d.name.clone(), d.schedule.next_after(now)?)))
+            .collect()
+    }
+
+    /// Plans the digest timers for the configured jobs (at start and on
+    /// SIGHUP).
+    pub async fn plan_digests(&self, store: &Store, now: Timestamp) -> Result<(), StoreError> {
+        let runs = if self.sla.enabled {
+            self.digest_runs(now)
+        } else {
+            Vec::new()
+        };
+        let mut tx = store.begin().await?;
+        store::sla::plan_digests(&mut tx, &runs, now).await?;
+        tx.commit().await
+    }
+
+    /// Does `action` on ticket `number` as `author` (e.g. `cli:anna`,
+    /// `discord:anna`): recorded on the ticket, a reply queued in the
+    /// outbox, and the SLA clock brought up to date — one transaction.
+    pub async fn act(
+        &self,
+        store: &Store,
+        number: &str,
+        action: &StaffAction,
+        author: &str,
+        now: Timestamp,
+    ) -> Result<ActionOutcome, ActionError> {
+        let at = store::ts(now);
+        let mut tx = store.begin().await?;
+        let t = actions::action_ticket(&mut tx, number).await?;
+        let (changed, queued) = match action {
+            StaffAction::Reply { text, then_pending } => {
+                if text.trim().is_empty() {
+                    return Err(ActionError::Refused("the reply is empty".into()));
+                }
+                let out = self
+                    .reply_mail(&t, text, now)
+                    .map_err(ActionError::Refused)?;
+                actions::reply(&mut tx, &t, &out, author, *then_pending, &at).await?;
+                (true, true)
+            }
+            StaffAction::Status(s) => (
+                actions::set_status(&mut tx, &t, *s, author, &at).await?,
+                false,
+            ),
+            StaffAction::Severity(s) => (
+                actions::set_severity(&mut tx, &t, *s, author, &at).await?,
+                false,
+            ),
+            StaffAction::Note(text) => {
+                actions::note(&mut tx, &t, text, author, &at).await?;
+                (true, false)
+            }
+        };
+        let sla = self.sync_sla(&mut tx, t.id, now).await?;
+        tx.commit().await?;
+        Ok(ActionOutcome {
+            number: t.number,
+            changed,
+            queued,
+            sla,
+        })
+    }
+
+    /// The mail of a staff reply: the text with the desk's signature, to
+    /// the requester, in reply to the newest inbound mail with the
+    /// ticket's thread as References, tagged subject. Not marked automatic.
+    fn reply_mail(
+        &self,
+        t: &actions::ActionTicket,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<Outgoing, String> {
+        let templates = self.templates()?;
+        let directory = self.customers();
+        let org = t.organisation.as_deref().and_then(|o| directory.get(o));
+        let mid = self.new_message_id(Some(&t.number))?;
+        let tag = self.tag.render(&t.number);
+        let subject = self.tag.strip(&t.subject);
+        let received_at = self.local_time(now);
+        confirmation(
+            &templates,
+            &Confirmation {
+                template: "reply",
+                auto_submitted: "",
+                number: Some(&t.number),
+                tag: &tag,
+                customer: &t.requester.address,
+                facts: &[],
+                subject: &subject,
+                body: text.trim_end(),
+                severity: t.severity,
+                received_at: &received_at,
+                language: self.language_for(org, &templates, "reply"),
+                desk_name: &self.desk_name,
+                from: &self.from,
+                to: &t.requester,
+                in_reply_to: t.last_inbound.as_ref(),
+                references: &t.references,
+                message_id: &mid,
+                date: SystemTime::from(now),
+                attach: None,
+                reply_to: None,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Mails and chat posts for the audiences `names`, each mail built by
+    /// `build` for one address.
+    fn notify(
+        &self,
+        names: &[String],
+        chat: &serde_json::Value,
+        mut build: impl FnMut(&Mailbox) -> Result<Outgoing, String>,
+    ) -> Vec<Notification> {
+        let mut mails: Vec<&str> = Vec::new();
+        let mut channels: Vec<&str> = Vec::new();
+        for entry in names
+            .iter()
+            .filter_map(|n| self.sla.audiences.get(n))
+            .flatten()
+        {
+            match entry {
+                AudienceEntry::Mail(a) if !mails.contains(&a.as_str()) => mails.push(a),
+                AudienceEntry::Chat(c) if !channels.contains(&c.as_str()) => channels.push(c),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for a in mails {
+            let to = Mailbox {
+                address: a.to_string(),
+                name: None,
+            };
+            match build(&to) {
+                Ok(m) => out.push(Notification::Mail(m)),
+                Err(e) => tracing::error!(to = %a, error = %e, "no SLA mail"),
+            }
+        }
+        for c in channels {
+            out.push(Notification::Chat {
+                channel: c.to_string(),
+                body: chat.clone(),
+            });
+        }
+        out
+    }
+
+    /// A staff mail from `template` with `facts` (and a preformatted
+    /// `body`), in the desk's language, marked automatic.
+    #[allow(clippy::too_many_arguments)]
+    fn staff_mail(
+        &self,
+        template: &str,
+        number: Option<&TicketNumber>,
+        subject: &str,
+        severity: Severity,
+        facts: &[(String, String)],
+        body: &str,
+        to: &Mailbox,
+        now: Timestamp,
+    ) -> Result<Outgoing, String> {
+        let templates = self.templates()?;
+        let mid = self.new_message_id(number)?;
+        let received_at = self.local_time(now);
+        confirmation(
+            &templates,
+            &Confirmation {
+                template,
+                auto_submitted: "auto-generated",
+                number,
+                tag: "",
+                customer: "",
+                facts,
+                subject,
+                body,
+                severity,
+                received_at: &received_at,
+                language: &self.language,
+                desk_name: &self.desk_name,
+                from: &self.from,
+                to,
+                in_reply_to: None,
+                references: &[],
+                message_id: &mid,
+                date: SystemTime::from(now),
+                attach: None,
+                reply_to: None,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// An instant for staff, in the desk's zone: `2026-12-01 14:00 CET`.
+    pub fn staff_time(&self, t: Timestamp) -> String {
+        t.to_zoned(self.tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    }
+}
+
+/// A ticket's SLA for people (`tickets show`, `sla explain`, JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlaView {
+    /// The policy (plan and severity as written), `None`: no SLA.
+    pub policy: Option<String>,
+    /// How the policy was chosen.
+    pub why: String,
+    /// The customer's plan, if any.
+    pub plan: Option<String>,
+    /// The ticket's overall SLA state.
+    pub state: String,
+    /// Each target.
+    pub targets: Vec<TargetView>,
+    /// Reminder stages planned and sent.
+    pub reminders: Vec<store::sla::ReminderRow>,
+}
+
+/// One target of a ticket's SLA.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetView {
+    /// `first-response`, `resolution`, `update`.
+    pub target: String,
+    /// The counted time allowed, e.g. `4h`.
+    pub amount: String,
+    /// The calendar's name and description.
+    pub calendar: String,
+    /// running, paused, met, breached, stopped.
+    pub state: String,
+    /// Due instant (UTC), and in the desk's time zone.
+    pub due: Option<String>,
+    /// Due, in the desk's time zone.
+    pub due_local: Option<String>,
+    /// When it was met or stopped (desk time zone).
+    pub ended_local: Option<String>,
+    /// Counted time used so far.
+    pub used: String,
+    /// Counted time left.
+    pub remaining: String,
+    /// The update cycle (the staff reply it counts from), 0 otherwise.
+    pub cycle: u32,
+    /// How the due time was computed.
+    pub explain: Vec<String>,
+}
+
+impl Intake {
+    /// A ticket's SLA as people read it, at `now`; `None` when SLA clocks
+    /// are off or there is no such ticket.
+    pub async fn sla_view(
+        &self,
+        store: &Store,
+        number: &str,
+        now: Timestamp,
+    ) -> Result<Option<SlaView>, StoreError> {
+        let Some(e) = self.sla_of(store, number, now).await? else {
+            return Ok(None);
+        };
+        let policies = self.policies().ok();
+        let mut conn = store.pool().acquire().await?;
+        let mut reminders = store::sla::reminder_rows(&mut conn, e.ticket.id).await?;
+        for r in &mut reminders {
+            r.local = r
+                .fired_at
+                .as_deref()
+                .unwrap_or(&r.due_at)
+                .parse::<Timestamp>()
+                .ok()
+                .map(|t| self.staff_time(t));
+        }
+        let fmt = crate::sla::policy::format_duration;
+        // People read minutes.
+        let mins =
+            |d: jiff::SignedDuration| fmt(jiff::SignedDuration::from_secs(d.as_secs() / 60 * 60));
+        let targets = e
+            .clock
+            .iter()
+            .flat_map(|c| c.targets.iter())
+            .map(|t| TargetView {
+                target: t.kind.as_str().to_string(),
+                amount: fmt(t.amount),
+                calendar: match policies.as_ref().and_then(|p| p.calendar(&t.calendar)) {
+                    Some(c) => format!("{} ({})", t.calendar, c.describe()),
+                    None => t.calendar.clone(),
+                },
+                state: t.state.as_str().to_string(),
+                due: t.due.map(store::ts),
+                due_local: t.due.map(|d| self.staff_time(d)),
+                ended_local: t.ended.map(|d| self.staff_time(d)),
+                used: mins(t.used),
+                remaining: mins(t.remaining),
+                cycle: t.cycle,
+                explain: t.explain.clone(),
+            })
+            .collect();
+        Ok(Some(SlaView {
+            policy: e.policy.as_ref().map(|p| p.0.clone()),
+            why: e
+                .policy
+                .as_ref()
+                .map(|p| p.1.clone())
+                .unwrap_or_else(|| match &e.plan {
+                    Some(p) => format!("plan {p} has no policy and there is no default plan"),
+                    None => "no plan and no default plan: no SLA".into(),
+                }),
+            plan: e.plan.clone(),
+            state: e.state.to_string(),
+            targets,
+            reminders,
+        }))
+    }
+}
+
+impl TimerHooks for SlaHooks<'_> {
+    fn sla(&self) -> Option<SlaContext<'_>> {
+        self.context()
+    }
+
+    fn status_mails(&mut self, t: &ResolvedTicket) -> Vec<Outgoing> {
+        self.intake.status_mails(t, self.now)
+    }
+
+    fn reminder(&mut self, r: &Reminder) -> Vec<Notification> {
+        let i = self.intake;
+        let directory = i.customers();
+        let customer = r
+            .organisation
+            .as_deref()
+            .map(|o| {
+                directory
+                    .get(o)
+                    .map(|x| x.name.clone())
+                    .unwrap_or(o.to_string())
+            })
+            .unwrap_or_default();
+        let target = crate::sla::policy::TargetKind::parse(&r.target)
+            .map(|k| k.label().to_string())
+            .unwrap_or_else(|| r.target.clone());
+        let due = r.due.map(|d| i.staff_time(d)).unwrap_or_default();
+        let late = r
+            .late
+            .map(|l| {
+                format!(
+                    "planned for {}, sent {} ({} late; the daemon was not running)",
+                    i.staff_time(r.planned),
+                    i.staff_time(self.now),
+                    crate::sla::policy::format_duration(l)
+                )
+            })
+            .unwrap_or_default();
+        let facts = [
+            ("percent".to_string(), r.percent.to_string()),
+            ("target".to_string(), target.clone()),
+            ("amount".to_string(), r.amount.clone()),
+            ("due".to_string(), due.clone()),
+            ("late".to_string(), late.clone()),
+            ("policy".to_string(), r.policy.clone()),
+            ("customer".to_string(), customer.clone()),
+            ("requester".to_string(), r.requester.clone()),
+        ];
+        let chat = serde_json::json!({
+            "kind": if r.percent == 100 { "breach" } else { "reminder" },
+            "ticket": r.number.as_str(),
+            "subject": r.subject,
+            "severity": r.severity.level(),
+            "customer": customer,
+            "requester": r.requester,
+            "target": r.target,
+            "target_label": target,
+            "percent": r.percent,
+            "due": r.due.map(store::ts),
+            "due_local": due,
+            "late": (!late.is_empty()).then_some(late),
+        });
+        let now = self.now;
+        i.notify(&r.audiences, &chat, |to| {
+            i.staff_mail(
+                "reminder",
+                Some(&r.number),
+                &r.subject,
+                r.severity,
+                &facts,
+                "",
+                to,
+                now,
+            )
+        })
+    }
+
+    fn digest(&mut self, d: &Digest) -> Vec<Notification> {
+        let i = self.intake;
+        let Some(job) = i.sla.digests.iter().find(|j| j.name == d.name) else {
+            return Vec::new();
+        };
+        let mut listing = String::new();
+        for t in &d.status.tickets {
+            let due = t
+                .due
+                .as_deref()
+                .and_then(|x| x.parse::<Timestamp>().ok())
+                .map(|x| i.staff_time(x))
+                .unwrap_or_default();
+            listing.push_str(&format!(
+                "  {:<10} sev {}  {:<8}  {} {}  {} – {}\n",
+                t.number,
+                t.severity,
+                t.state,
+                t.target.as_deref().unwrap_or(""),
+                due,
+                t.organisation.as_deref().unwrap_or("-"),
+                crate::domain::header_safe(&t.subject)
+            ));
+        }
+        if d.status.tickets.is_empty() {
+            listing.push_str("  (none breached or due within 24 h)\n");
+        }
+        let late = d
+            .late
+            .map(crate::sla::policy::format_duration)
+            .unwrap_or_default();
+        let facts = [
+            ("open".to_string(), d.status.open.to_string()),
+            ("running".to_string(), d.status.running.to_string()),
+            ("paused".to_string(), d.status.paused.to_string()),
+            ("breached".to_string(), d.status.breached.to_string()),
+            ("other".to_string(), d.status.other.to_string()),
+            ("late".to_string(), late),
+        ];
+        let chat = serde_json::json!({
+            "kind": "digest",
+            "name": d.name,
+            "open": d.status.open,
+            "running": d.status.running,
+            "paused": d.status.paused,
+            "breached": d.status.breached,
+            "tickets": d.status.tickets,
+        });
+        let now = self.now;
+        i.notify(&job.to, &chat, |to| {
+            i.staff_mail(
+                "digest",
+                None,
+                &d.name,
+                Severity::Question,
+                &facts,
+                &listing,
+                to,
+                now,
+            )
+        })
+    }
+
+    fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp> {
+        if !self.intake.sla.enabled {
+            return None;
+        }
+        self.intake
+            .sla
+            .digests
+            .iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.schedule.next_after(after))
+    }
+}

@@ -1,0 +1,1024 @@
+//! SLA clocks in the database. A ticket's clock is not stored: it is
+//! computed (the pure [`crate::sla::clock`]) from the ticket's receipt and
+//! its events — staff replies, waits, resumptions, resolutions, severity
+//! changes — whenever one of them changes. What is stored is what follows
+//! from it: the ticket's SLA state and nearest due time (for lists,
+//! metrics, the digest) and one timer row per reminder stage still to come,
+//! with its due instant. The scheduler asks for due rows through the
+//! `timers_due` index and records each as fired, so a restart neither
+//! repeats nor skips one.
+
+use super::{events, queue_outgoing, ts, Script, StoreError};
+use crate::domain::{Severity, Status, TicketNumber};
+use crate::outbound::mail::Outgoing;
+use crate::sla::clock::{deliver_at, evaluate, Clock, Happening, History, SlaState, StagePlan};
+use crate::sla::policy::{Policies, TargetKind};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use sqlx::{Row, SqliteConnection};
+
+/// The event kinds the clock reads, in the order they happened.
+const CLOCK_EVENTS: &str =
+    "('staff-reply', 'waiting', 'resumed', 'reopened', 'resolved', 'closed', 'severity')";
+
+/// A reminder this much after its instant is marked late (the daemon was
+/// not running, or the database was unavailable).
+pub const LATE_AFTER: SignedDuration = SignedDuration::from_mins(5);
+
+/// The plan of an organisation (directory id), if it has one.
+pub type PlanOf = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// What SLA work needs besides the database: the policies and each
+/// organisation's plan.
+pub struct SlaContext<'a> {
+    /// The policies in force.
+    pub policies: &'a Policies,
+    /// The plan of an organisation.
+    pub plan_of: &'a PlanOf,
+}
+
+/// The ticket row the clock needs.
+#[derive(Debug, Clone)]
+pub struct SlaTicket {
+    /// Row id.
+    pub id: i64,
+    /// Public number.
+    pub number: TicketNumber,
+    /// Subject.
+    pub subject: String,
+    /// Status.
+    pub status: Status,
+    /// Current severity.
+    pub severity: Severity,
+    /// Organisation (directory id).
+    pub organisation: Option<String>,
+    /// Requester address.
+    pub requester: String,
+    /// Receipt: when the ticket was opened.
+    pub received: Timestamp,
+}
+
+/// A ticket's SLA, evaluated now.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// The ticket.
+    pub ticket: SlaTicket,
+    /// The plan it was looked up with.
+    pub plan: Option<String>,
+    /// The policy chosen (plan and severity as written) and why; `None`
+    /// when no policy applies.
+    pub policy: Option<(String, String)>,
+    /// Its history as the clock read it.
+    pub history: History,
+    /// The clock; `None` without a policy.
+    pub clock: Option<Clock>,
+    /// The ticket's overall SLA state: breached, running, paused, met or
+    /// none.
+    pub state: &'static str,
+    /// The nearest due instant of a running target, and that target.
+    pub next_due: Option<(Timestamp, String)>,
+    /// Reminder rows to plan: key, stage, calendar, instant.
+    plan_rows: Vec<PlannedRow>,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedRow {
+    key: String,
+    planned: Timestamp,
+    due: Timestamp,
+    audiences: String,
+}
+
+/// Reads a stored instant.
+fn instant(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
+}
+
+/// Turns a ticket's clock events (kind, detail, instant), oldest first,
+/// into the clock's history. A second resolution without a reopening (a
+/// resolved ticket being closed) is no new happening; a reopening of a
+/// ticket that was not resolved ends a wait.
+pub fn history_of(received: Timestamp, list: &[(String, String, Timestamp)]) -> History {
+    let mut resolved = false;
+    let mut happenings = Vec::with_capacity(list.len());
+    for (kind, detail, at) in list {
+        let h = match kind.as_str() {
+            "staff-reply" => Happening::StaffReply,
+            "waiting" => Happening::Waiting,
+            "resumed" => Happening::Resumed,
+            "reopened" if resolved => Happening::Reopened,
+            "reopened" => Happening::Resumed,
+            "resolved" | "closed" if resolved => continue,
+            "resolved" | "closed" => Happening::Resolved,
+            "severity" => match super::actions::severity_change(detail) {
+                Some((from, to)) => Happening::SeverityChanged { from, to },
+                None => continue,
+            },
+            _ => continue,
+        };
+        match h {
+            Happening::Resolved => resolved = true,
+            Happening::Reopened => resolved = false,
+            _ => {}
+        }
+        happenings.push((*at, h));
+    }
+    History {
+        received,
+        happenings,
+    }
+}
+
+/// The ticket's overall state from its targets: breached wins, then
+/// running, paused, met.
+fn overall(clock: &Clock, now: Timestamp) -> (&'static str, Option<(Timestamp, String)>) {
+    let mut next: Option<(Timestamp, String)> = None;
+    let (mut breached, mut running, mut paused) = (false, false, false);
+    for t in &clock.targets {
+        match t.state {
+            SlaState::Breached => breached = true,
+            SlaState::Running => {
+                running = true;
+                if let Some(due) = t.due {
+                    if due <= now {
+                        breached = true;
+                    }
+                    if next.as_ref().is_none_or(|(d, _)| due < *d) {
+                        next = Some((due, t.kind.as_str().to_string()));
+                    }
+                }
+            }
+            SlaState::Paused => paused = true,
+            SlaState::Met | SlaState::Stopped => {}
+        }
+    }
+    let state = if breached {
+        "breached"
+    } else if running {
+        "running"
+    } else if paused {
+        "paused"
+    } else if clock.targets.is_empty() {
+        "none"
+    } else {
+        "met"
+    };
+    (state, next)
+}
+
+/// The key prefix of a ticket's reminder rows at a severity: a severity
+/// change plans the stages afresh.
+fn key_of(severity: Severity, stage_key: &str) -> String {
+    format!("s{}:{stage_key}", severity.level())
+}
+
+/// Reads the ticket and its clock events and evaluates its SLA at `now`.
+pub async fn evaluate_ticket(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+    ctx: &SlaContext<'_>,
+    now: Timestamp,
+) -> Result<Option<Evaluated>, StoreError> {
+    let Some(r) = sqlx::query(
+        "SELECT id, number, subject, status, severity, organisation, requester, created_at FROM tickets WHERE id = $1",
+    )
+    .bind(ticket_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let severity: i64 = r.try_get("severity")?;
+    let ticket = SlaTicket {
+        id: r.try_get("id")?,
+        number: TicketNumber(r.try_get("number")?),
+        subject: r.try_get("subject")?,
+        status: Status::parse(r.try_get::<&str, _>("status")?),
+        severity: Severity::try_from(severity).map_err(StoreError::Corrupt)?,
+        organisation: r.try_get("organisation")?,
+        requester: r.try_get("requester")?,
+        received: instant(r.try_get::<&str, _>("created_at")?)?,
+    };
+    let rows: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT kind, detail, created_at FROM events WHERE ticket_id = $1 AND kind IN {CLOCK_EVENTS} ORDER BY id"
+    )))
+    .bind(ticket_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let list = rows
+        .into_iter()
+        .map(|(k, d, at)| Ok((k, d, instant(&at)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let history = history_of(ticket.received, &list);
+    Ok(Some(evaluate_with(ticket, history, ctx, now)))
+}
+
+/// Evaluates a ticket whose row and history are known.
+pub fn evaluate_with(
+    ticket: SlaTicket,
+    history: History,
+    ctx: &SlaContext<'_>,
+    now: Timestamp,
+) -> Evaluated {
+    let plan = ticket.organisation.as_deref().and_then(ctx.plan_of);
+    let Some(applied) = ctx.policies.lookup(plan.as_deref(), ticket.severity) else {
+        return Evaluated {
+            ticket,
+            plan,
+            policy: None,
+            history,
+            clock: None,
+            state: "none",
+            next_due: None,
+            plan_rows: Vec::new(),
+        };
+    };
+    let clock = evaluate(applied.policy, ctx.policies, &history, now);
+    let (state, next_due) = overall(&clock, now);
+    let mut plan_rows = Vec::new();
+    let open = !matches!(ticket.status, Status::Resolved | Status::Closed);
+    for t in clock.targets.iter().filter(|_| open) {
+        let Some(cal) = ctx.policies.calendar(&t.calendar) else {
+            continue;
+        };
+        let mut stages: Vec<&StagePlan> = t.stages.iter().collect();
+        // The breach is always planned, with or without an audience: it
+        // records the breach on the ticket.
+        let breach;
+        if !t.stages.iter().any(|s| s.percent == 100) {
+            breach = StagePlan {
+                percent: 100,
+                to: Vec::new(),
+                key: match t.kind {
+                    TargetKind::Update => format!("update:{}:100", t.cycle),
+                    k => format!("{}:100", k.as_str()),
+                },
+                at: t.due.filter(|_| t.state == SlaState::Running),
+            };
+            stages.push(&breach);
+        }
+        for st in stages {
+            let Some(at) = st.at else { continue };
+            let due = if st.to.is_empty() {
+                at
+            } else {
+                deliver_at(st, cal, at)
+            };
+            plan_rows.push(PlannedRow {
+                key: key_of(ticket.severity, &st.key),
+                planned: at,
+                due,
+                audiences: st.to.join(","),
+            });
+        }
+    }
+    let why = applied.why.clone();
+    let label = match applied.policy.severity {
+        Some(s) => format!("{} severity {}", applied.policy.plan, s.level()),
+        None => applied.policy.plan.clone(),
+    };
+    Evaluated {
+        ticket,
+        plan,
+        policy: Some((label, why)),
+        history,
+        clock: Some(clock),
+        state,
+        next_due,
+        plan_rows,
+    }
+}
+
+/// Writes an evaluation: the ticket's SLA columns, and its reminder rows
+/// replaced by the stages still to come (a stage that fired stays fired:
+/// its row keeps the key).
+pub(super) fn write(s: &mut Script, e: &Evaluated) {
+    let (st, due, target, id) = (
+        s.arg(e.state),
+        s.arg(e.next_due.as_ref().map(|(d, _)| ts(*d))),
+        s.arg(e.next_due.as_ref().map(|(_, t)| t.as_str())),
+        s.arg(e.ticket.id),
+    );
+    s.push(format_args!(
+        "UPDATE tickets SET sla_state = {st}, sla_due_at = {due}, sla_target = {target} WHERE id = {id}"
+    ));
+    s.end();
+    let id = s.arg(e.ticket.id);
+    s.push(format_args!(
+        "DELETE FROM timers WHERE ticket_id = {id} AND kind = 'sla-reminder' AND fired_at IS NULL"
+    ));
+    s.end();
+    let now = ts(Timestamp::now());
+    s.rows(
+        "INSERT INTO timers (kind, ticket_id, key, due_at, planned_at, audiences, created_at) VALUES ",
+        &e.plan_rows,
+        " ON CONFLICT DO NOTHING",
+        |s, r| {
+            let ps = [
+                s.arg(e.ticket.id),
+                s.arg(r.key.as_str()),
+                s.arg(ts(r.due)),
+                s.arg(ts(r.planned)),
+                s.arg(r.audiences.as_str()),
+                s.arg(now.as_str()),
+            ];
+            format!(
+                "('sla-reminder', {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5]
+            )
+        },
+    );
+}
+
+/// Brings a ticket's SLA up to date after something changed it, in the
+/// caller's transaction. Returns the evaluation (`None`: no such ticket).
+pub async fn sync(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+    ctx: &SlaContext<'_>,
+    now: Timestamp,
+) -> Result<Option<Evaluated>, StoreError> {
+    let Some(e) = evaluate_ticket(conn, ticket_id, ctx, now).await? else {
+        return Ok(None);
+    };
+    let mut s = Script::default();
+    write(&mut s, &e);
+    s.run(conn).await?;
+    Ok(Some(e))
+}
+
+/// A reminder stage that fired, for the mails and chat posts about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reminder {
+    /// The ticket.
+    pub number: TicketNumber,
+    /// Its subject.
+    pub subject: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its organisation (directory id).
+    pub organisation: Option<String>,
+    /// Its requester.
+    pub requester: String,
+    /// The policy (plan, severity).
+    pub policy: String,
+    /// Which target: `first-response`, `resolution`, `update`.
+    pub target: String,
+    /// The target's amount, e.g. `4h`.
+    pub amount: String,
+    /// Percent reached; 100 is the breach.
+    pub percent: u8,
+    /// The target's due instant.
+    pub due: Option<Timestamp>,
+    /// The instant the stage fell due.
+    pub planned: Timestamp,
+    /// How late it fires (the daemon was down), if later than
+    /// [`LATE_AFTER`].
+    pub late: Option<SignedDuration>,
+    /// Audience names.
+    pub audiences: Vec<String>,
+}
+
+/// A digest run: the job, when it was due, and what it reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Digest {
+    /// The job's name.
+    pub name: String,
+    /// When it was due.
+    pub planned: Timestamp,
+    /// How late it runs, when later than [`LATE_AFTER`].
+    pub late: Option<SignedDuration>,
+    /// Open tickets by SLA state, and the urgent ones.
+    pub status: SlaStatus,
+}
+
+/// Open tickets by SLA state and the tickets that need attention.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlaStatus {
+    /// Open tickets (not resolved or closed).
+    pub open: i64,
+    /// Of those, by SLA state.
+    pub running: i64,
+    /// Paused: waiting for the customer.
+    pub paused: i64,
+    /// Breached (or due by now).
+    pub breached: i64,
+    /// Met, or without SLA.
+    pub other: i64,
+    /// Breached tickets and those due within a day, most urgent first (at
+    /// most 50).
+    pub tickets: Vec<DigestTicket>,
+}
+
+/// One ticket of a digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestTicket {
+    /// Number.
+    pub number: String,
+    /// Subject.
+    pub subject: String,
+    /// Severity 1–4.
+    pub severity: i64,
+    /// Organisation.
+    pub organisation: Option<String>,
+    /// SLA state (breached when due has passed).
+    pub state: String,
+    /// Nearest due instant.
+    pub due: Option<String>,
+    /// Which target is due.
+    pub target: Option<String>,
+}
+
+/// Something to deliver about a timer: a mail through the outbox, or a
+/// chat post through the chat outbox.
+#[derive(Debug, Clone)]
+pub enum Notification {
+    /// A built mail.
+    Mail(Outgoing),
+    /// A post for a configured chat channel (JSON the chat adapter reads).
+    Chat {
+        /// The channel's configured name.
+        channel: String,
+        /// What to post.
+        body: serde_json::Value,
+    },
+}
+
+/// What firing timers needs from the daemon: policies and plans, and the
+/// mails and chat posts each kind of timer sends.
+pub trait TimerHooks: Send {
+    /// The SLA policies and plans, if SLA clocks run.
+    fn sla(&self) -> Option<SlaContext<'_>>;
+    /// The mails telling an organisation of a resolution by a timer.
+    fn status_mails(&mut self, t: &super::ResolvedTicket) -> Vec<Outgoing>;
+    /// What a reminder stage sends to its audiences.
+    fn reminder(&mut self, r: &Reminder) -> Vec<Notification>;
+    /// What a digest sends to its audiences.
+    fn digest(&mut self, d: &Digest) -> Vec<Notification>;
+    /// The next run of the digest `name` after `after`; `None` when the
+    /// job is no longer configured.
+    fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp>;
+}
+
+/// Queues notifications: mails in the outbox (ids from `next_outbox`),
+/// chat posts in the chat outbox. Returns a description per entry.
+pub(super) async fn queue_notifications(
+    conn: &mut SqliteConnection,
+    s: &mut Script,
+    ticket: Option<i64>,
+    kind: &str,
+    list: &[Notification],
+    now: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut next: Option<i64> = None;
+    let mut said = Vec::with_capacity(list.len());
+    for n in list {
+        match n {
+            Notification::Mail(out) => {
+                let id = match next {
+                    Some(i) => i + 1,
+                    None => {
+                        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
+                            .fetch_one(&mut *conn)
+                            .await?
+                    }
+                };
+                next = Some(id);
+                queue_outgoing(s, id, ticket, kind, out, now);
+                said.push(format!("mail {}", out.to.join(", ")));
+            }
+            Notification::Chat { channel, body } => {
+                let ps = [
+                    s.arg(ticket),
+                    s.arg(channel.as_str()),
+                    s.arg(kind),
+                    s.arg(body.to_string()),
+                    s.arg(now),
+                ];
+                s.push(format_args!(
+                    "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
+                     VALUES ({}, {}, {}, {}, 'queued', {}, {})",
+                    ps[0], ps[1], ps[2], ps[3], ps[4], ps[4]
+                ));
+                s.end();
+                said.push(format!("chat {channel}"));
+            }
+        }
+    }
+    Ok(said)
+}
+
+/// A due reminder row.
+#[derive(Debug, Clone)]
+pub(super) struct DueReminder {
+    pub id: i64,
+    pub key: String,
+    pub planned: Option<String>,
+}
+
+/// `s<severity>:<target>[:<cycle>]:<percent>` → (severity, stage key,
+/// target-and-cycle, percent).
+fn split_key(key: &str) -> Option<(u8, &str, &str, u8)> {
+    let rest = key.strip_prefix('s')?;
+    let (sev, stage) = rest.split_once(':')?;
+    let (target, pct) = stage.rsplit_once(':')?;
+    Some((sev.parse().ok()?, stage, target, pct.parse().ok()?))
+}
+
+/// Fires the due reminder rows of one ticket: per target only the highest
+/// stage due (after a long stop the breach, not 50, 75 and 90 % too), each
+/// checked against the clock as it stands now; a stage that no longer
+/// applies (met, resolved, severity changed) is recorded as obsolete.
+/// Business-hours stages due while the calendar is closed wait for it to
+/// open. Then the ticket's SLA is written afresh.
+pub(super) async fn fire_ticket(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+    due: &[DueReminder],
+    hooks: &mut dyn TimerHooks,
+    now: Timestamp,
+) -> Result<(Option<String>, Vec<(i64, String)>), StoreError> {
+    let now_s = ts(now);
+    let mut outcomes: Vec<(i64, String)> = Vec::new();
+    let evaluated = match hooks.sla() {
+        Some(ctx) => evaluate_ticket(conn, ticket_id, &ctx, now).await?,
+        None => None,
+    };
+    let Some(e) = evaluated else {
+        for d in due {
+            outcomes.push((
+                d.id,
+                "obsolete: SLA clocks are off or the ticket is gone".into(),
+            ));
+        }
+        let mut s = Script::default();
+        mark_fired(&mut s, &outcomes, &now_s);
+        s.run(conn).await?;
+        return Ok((None, outcomes));
+    };
+    let open = !matches!(e.ticket.status, Status::Resolved | Status::Closed);
+    let stages: Vec<(&crate::sla::clock::TargetClock, &StagePlan)> = e
+        .clock
+        .iter()
+        .flat_map(|c| c.targets.iter())
+        .flat_map(|t| t.stages.iter().map(move |s| (t, s)))
+        .collect();
+    // The highest due percent per target, among the rows that still apply.
+    let mut best: std::collections::HashMap<&str, u8> = Default::default();
+    let mut valid: Vec<(&DueReminder, &str, u8)> = Vec::new();
+    for d in due {
+        let Some((sev, stage_key, target, pct)) = split_key(&d.key) else {
+            outcomes.push((d.id, "obsolete: unreadable key".into()));
+            continue;
+        };
+        if !open {
+            outcomes.push((d.id, "obsolete: the ticket is resolved".into()));
+            continue;
+        }
+        if sev != e.ticket.severity.level() {
+            outcomes.push((d.id, "obsolete: the severity changed".into()));
+            continue;
+        }
+        let still = pct == 100 && breach_due(&e, target, now)
+            || stages
+                .iter()
+                .any(|(_, s)| s.key == stage_key && s.at.is_some_and(|at| at <= now));
+        if !still {
+            outcomes.push((d.id, "obsolete: the target is met, paused or moved".into()));
+            continue;
+        }
+        let b = best.entry(target).or_insert(pct);
+        *b = (*b).max(pct);
+        valid.push((d, target, pct));
+    }
+    let mut s = Script::default();
+    for (d, target, pct) in valid {
+        if best.get(target).is_some_and(|b| *b > pct) {
+            outcomes.push((d.id, format!("superseded by the {} % stage", best[target])));
+            continue;
+        }
+        let tc = e
+            .clock
+            .iter()
+            .flat_map(|c| c.targets.iter())
+            .find(|t| target_name(t) == target);
+        let stage = stages
+            .iter()
+            .find(|(_, s)| key_of(e.ticket.severity, &s.key) == d.key);
+        let audiences: Vec<String> = stage.map(|(_, s)| s.to.clone()).unwrap_or_default();
+        // Quiet hours: a business-hours reminder waits for the opening.
+        if let (Some((_, st)), Some(tc), Some(ctx)) = (stage, tc, hooks.sla()) {
+            if let Some(cal) = ctx.policies.calendar(&tc.calendar) {
+                let when = deliver_at(st, cal, now);
+                if when > now {
+                    let (at, id) = (s.arg(ts(when)), s.arg(d.id));
+                    s.push(format_args!(
+                        "UPDATE timers SET due_at = {at} WHERE id = {id}"
+                    ));
+                    s.end();
+                    continue;
+                }
+            }
+        }
+        let planned = d
+            .planned
+            .as_deref()
+            .and_then(|p| p.parse::<Timestamp>().ok())
+            .unwrap_or(now);
+        let late = Some(now.duration_since(planned)).filter(|l| *l > LATE_AFTER);
+        let r = Reminder {
+            number: e.ticket.number.clone(),
+            subject: e.ticket.subject.clone(),
+            severity: e.ticket.severity,
+            organisation: e.ticket.organisation.clone(),
+            requester: e.ticket.requester.clone(),
+            policy: e.policy.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+            target: tc
+                .map(|t| t.kind.as_str().to_string())
+                .unwrap_or_else(|| target.to_string()),
+            amount: tc
+                .map(|t| crate::sla::policy::format_duration(t.amount))
+                .unwrap_or_default(),
+            percent: pct,
+            due: tc.and_then(|t| t.due),
+            planned,
+            late,
+            audiences: audiences.clone(),
+        };
+        let list = if audiences.is_empty() {
+            Vec::new()
+        } else {
+            hooks.reminder(&r)
+        };
+        let said =
+            queue_notifications(conn, &mut s, Some(ticket_id), "reminder", &list, &now_s).await?;
+        let what = if pct == 100 {
+            format!("{} breached", r.target)
+        } else {
+            format!("{} at {} %", r.target, pct)
+        };
+        let to = if said.is_empty() {
+            "recorded only (no audience configured)".to_string()
+        } else {
+            said.join("; ")
+        };
+        let late_note = late
+            .map(|l| format!(", late by {}", crate::sla::policy::format_duration(l)))
+            .unwrap_or_default();
+        let detail = format!("{what}: {to}{late_note}");
+        let kind = if pct == 100 {
+            "sla-breached"
+        } else {
+            "sla-reminder"
+        };
+        events(
+            &mut s,
+            Some(ticket_id),
+            None,
+            &[(kind, detail.as_str())],
+            &now_s,
+        );
+        outcomes.push((
+            d.id,
+            if late.is_some() {
+                format!("sent late: {to}{late_note}")
+            } else {
+                format!("sent: {to}")
+            },
+        ));
+    }
+    mark_fired(&mut s, &outcomes, &now_s);
+    s.run(&mut *conn).await?;
+    // Fired rows are recorded; plan what is left.
+    let mut s = Script::default();
+    write(&mut s, &e);
+    s.run(conn).await?;
+    Ok((Some(e.ticket.number.0.clone()), outcomes))
+}
+
+fn mark_fired(s: &mut Script, outcomes: &[(i64, String)], now: &str) {
+    for (id, outcome) in outcomes {
+        let (at, o, id) = (s.arg(now), s.arg(outcome.as_str()), s.arg(*id));
+        s.push(format_args!(
+            "UPDATE timers SET fired_at = {at}, outcome = {o} WHERE id = {id}"
+        ));
+        s.end();
+    }
+}
+
+/// Counts of open tickets by SLA state, a breached state being one whose
+/// due time has passed even before its breach timer fired.
+pub async fn state_counts(
+    conn: &mut SqliteConnection,
+    now: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT CASE WHEN sla_state = 'running' AND sla_due_at <= $1 THEN 'breached' ELSE COALESCE(sla_state, 'none') END AS st, COUNT(*)
+         FROM tickets WHERE status NOT IN ('resolved', 'closed') GROUP BY st ORDER BY st",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Open tickets by SLA state, and at most `limit` urgent ones.
+pub async fn sla_status(
+    conn: &mut SqliteConnection,
+    now: Timestamp,
+    limit: i64,
+) -> Result<SlaStatus, StoreError> {
+    let counts = state_counts(conn, &ts(now)).await?;
+    let count = |st: &str| {
+        counts
+            .iter()
+            .filter(|(s, _)| s == st)
+            .map(|(_, n)| *n)
+            .sum::<i64>()
+    };
+    let open: i64 = counts.iter().map(|(_, n)| *n).sum();
+    Ok(SlaStatus {
+        open,
+        running: count("running"),
+        paused: count("paused"),
+        breached: count("breached"),
+        other: open - count("running") - count("paused") - count("breached"),
+        tickets: urgent_tickets(conn, now, limit).await?,
+    })
+}
+
+/// The tickets a digest lists: breached, then due within a day, most
+/// urgent first, at most `limit`.
+pub async fn urgent_tickets(
+    conn: &mut SqliteConnection,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<DigestTicket>, StoreError> {
+    let now_s = ts(now);
+    let soon = ts(now
+        .checked_add(SignedDuration::from_hours(24))
+        .unwrap_or(now));
+    let rows = sqlx::query(
+        "SELECT number, subject, severity, organisation, sla_state, sla_due_at, sla_target FROM tickets
+         WHERE status NOT IN ('resolved', 'closed')
+           AND (sla_state = 'breached' OR (sla_state = 'running' AND sla_due_at <= $1))
+         ORDER BY CASE WHEN sla_state = 'breached' OR sla_due_at <= $2 THEN 0 ELSE 1 END, sla_due_at, severity
+         LIMIT $3",
+    )
+    .bind(&soon)
+    .bind(&now_s)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let state: Option<String> = r.try_get("sla_state")?;
+            let due: Option<String> = r.try_get("sla_due_at")?;
+            let breached = state.as_deref() == Some("breached")
+                || due.as_deref().is_some_and(|d| d <= now_s.as_str());
+            Ok(DigestTicket {
+                number: r.try_get("number")?,
+                subject: r.try_get("subject")?,
+                severity: r.try_get("severity")?,
+                organisation: r.try_get("organisation")?,
+                state: if breached {
+                    "breached".into()
+                } else {
+                    state.unwrap_or_default()
+                },
+                due,
+                target: r.try_get("sla_target")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::Db)
+}
+
+/// Runs the digest `name` that fell due (`planned`): counts and urgent
+/// tickets to its audiences, then plans its next run. Returns the outcome
+/// and whether anything was queued.
+pub(super) async fn fire_digest(
+    conn: &mut SqliteConnection,
+    name: &str,
+    planned: Option<&str>,
+    hooks: &mut dyn TimerHooks,
+    now: Timestamp,
+) -> Result<(String, bool), StoreError> {
+    let now_s = ts(now);
+    let planned = planned
+        .and_then(|p| p.parse::<Timestamp>().ok())
+        .unwrap_or(now);
+    let late = Some(now.duration_since(planned)).filter(|l| *l > LATE_AFTER);
+    let Some(next) = hooks.next_digest(name, now) else {
+        return Ok(("obsolete: the digest is no longer configured".into(), false));
+    };
+    let d = Digest {
+        name: name.to_string(),
+        planned,
+        late,
+        status: sla_status(conn, now, 50).await?,
+    };
+    let list = hooks.digest(&d);
+    let mut s = Script::default();
+    let said = queue_notifications(conn, &mut s, None, "digest", &list, &now_s).await?;
+    schedule_digest(&mut s, name, next, &now_s);
+    s.run(conn).await?;
+    let late_note = late
+        .map(|l| format!(", late by {}", crate::sla::policy::format_duration(l)))
+        .unwrap_or_default();
+    let to = if said.is_empty() {
+        "nobody (no audience entries)".to_string()
+    } else {
+        said.join("; ")
+    };
+    Ok((
+        format!(
+            "{} open, {} breached: {to}{late_note}",
+            d.status.open, d.status.breached
+        ),
+        !list.is_empty(),
+    ))
+}
+
+fn schedule_digest(s: &mut Script, name: &str, at: Timestamp, now: &str) {
+    let (k, due, now) = (s.arg(name), s.arg(ts(at)), s.arg(now));
+    s.push(format_args!(
+        "INSERT INTO timers (kind, key, due_at, planned_at, created_at) VALUES ('digest', {k}, {due}, {due}, {now})"
+    ));
+    s.end();
+}
+
+/// Makes the digest timers match the configured jobs (`next` gives each
+/// job's next run): a job without a pending row gets one; a row that is
+/// already due stays (it fires once, late); a pending row of a job whose
+/// schedule changed is planned afresh; rows of jobs no longer configured
+/// are dropped.
+pub async fn plan_digests(
+    conn: &mut SqliteConnection,
+    jobs: &[(String, Timestamp)],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let now_s = ts(now);
+    let pending: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, key, due_at FROM timers WHERE kind = 'digest' AND fired_at IS NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut s = Script::default();
+    for (id, key, due) in &pending {
+        let keep = jobs
+            .iter()
+            .any(|(n, next)| n == key && (due.as_str() <= now_s.as_str() || *due == ts(*next)));
+        if !keep {
+            let id = s.arg(*id);
+            s.push(format_args!("DELETE FROM timers WHERE id = {id}"));
+            s.end();
+        }
+    }
+    for (name, next) in jobs {
+        let kept = pending
+            .iter()
+            .any(|(_, k, due)| k == name && (due.as_str() <= now_s.as_str() || *due == ts(*next)));
+        if !kept {
+            schedule_digest(&mut s, name, *next, &now_s);
+        }
+    }
+    s.run(conn).await?;
+    Ok(())
+}
+
+/// `first-response`, `resolution`, `update:<cycle>`: how a key names a
+/// target.
+fn target_name(t: &crate::sla::clock::TargetClock) -> String {
+    match t.kind {
+        TargetKind::Update => format!("update:{}", t.cycle),
+        k => k.as_str().to_string(),
+    }
+}
+
+/// Whether the target named `target` is running and past its due.
+fn breach_due(e: &Evaluated, target: &str, now: Timestamp) -> bool {
+    e.clock.iter().flat_map(|c| c.targets.iter()).any(|t| {
+        target_name(t) == target
+            && t.state != SlaState::Met
+            && t.state != SlaState::Stopped
+            && t.ended.is_none()
+            && t.due.is_some_and(|d| d <= now)
+    })
+}
+
+/// A reminder row of a ticket, planned or fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReminderRow {
+    /// `s<severity>:<target>[:<cycle>]:<percent>`.
+    pub key: String,
+    /// When the SLA arithmetic put the stage.
+    pub planned_at: Option<String>,
+    /// When it fires (later than planned in quiet hours).
+    pub due_at: String,
+    /// When it fired; `None` while planned.
+    pub fired_at: Option<String>,
+    /// What firing did.
+    pub outcome: Option<String>,
+    /// Audience names.
+    pub audiences: Vec<String>,
+    /// `due_at` or `fired_at` for people (the desk's time zone), filled
+    /// in by whoever shows it.
+    pub local: Option<String>,
+}
+
+/// A ticket's reminder rows, by due time.
+pub async fn reminder_rows(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+) -> Result<Vec<ReminderRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT key, planned_at, due_at, fired_at, outcome, audiences FROM timers
+         WHERE ticket_id = $1 AND kind = 'sla-reminder' ORDER BY COALESCE(fired_at, due_at), id",
+    )
+    .bind(ticket_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReminderRow {
+                key: r.try_get::<Option<String>, _>("key")?.unwrap_or_default(),
+                planned_at: r.try_get("planned_at")?,
+                due_at: r.try_get("due_at")?,
+                fired_at: r.try_get("fired_at")?,
+                outcome: r.try_get("outcome")?,
+                audiences: r
+                    .try_get::<Option<String>, _>("audiences")?
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                local: None,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::Db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn events_become_the_clock_history() {
+        let list = vec![
+            (
+                "staff-reply".into(),
+                "by x".into(),
+                at("2026-12-01T10:00:00Z"),
+            ),
+            ("waiting".into(), "".into(), at("2026-12-01T10:00:01Z")),
+            ("resumed".into(), "".into(), at("2026-12-01T12:00:00Z")),
+            ("resolved".into(), "".into(), at("2026-12-01T13:00:00Z")),
+            ("closed".into(), "".into(), at("2026-12-01T14:00:00Z")),
+            ("reopened".into(), "".into(), at("2026-12-02T09:00:00Z")),
+            ("reopened".into(), "".into(), at("2026-12-02T09:30:00Z")),
+            (
+                "severity".into(),
+                "from 3 to 1 by cli:anna".into(),
+                at("2026-12-02T10:00:00Z"),
+            ),
+            ("appended".into(), "".into(), at("2026-12-02T11:00:00Z")),
+        ];
+        let h = history_of(at("2026-12-01T09:00:00Z"), &list);
+        let kinds: Vec<Happening> = h.happenings.iter().map(|(_, h)| *h).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Happening::StaffReply,
+                Happening::Waiting,
+                Happening::Resumed,
+                Happening::Resolved,
+                Happening::Reopened,
+                Happening::Resumed,
+                Happening::SeverityChanged {
+                    from: Severity::Malfunction,
+                    to: Severity::Critical
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn reminder_keys_split() {
+        assert_eq!(
+            split_key("s3:resolution:75"),
+            Some((3, "resolution:75", "resolution", 75))
+        );
+        assert_eq!(
+            split_key("s1:update:2:100"),
+            Some((1, "update:2:100", "update:2", 100))
+        );
+        assert_eq!(split_key("nonsense"), None);
+    }
+}
