@@ -66,6 +66,7 @@ impl Desk {
                 unknown_senders: c.intake.unknown_senders,
                 alert_severity: Default::default(),
                 default_account_manager: None,
+                staff: Vec::new(),
             },
             tag: SubjectTag::new(&c.tickets.tag, &c.tickets.number_prefix),
             signer: IdSigner::new(MacKey(vec![0x5a; 32]), &c.desk.id_domain()),

@@ -95,6 +95,11 @@ pub struct DeskConfig {
     pub language: String,
     /// Time zone for timestamps shown to customers.
     pub timezone: String,
+    /// Staff: addresses (`anna@provider.de`) or whole domains
+    /// (`@provider.de`). A staff member's mail on a ticket is a staff
+    /// reply (it meets the first response); it is relayed to the requester
+    /// unless the requester is already among its recipients.
+    pub staff: Vec<String>,
 }
 
 impl Default for DeskConfig {
@@ -105,6 +110,7 @@ impl Default for DeskConfig {
             message_id_domain: None,
             language: "de".into(),
             timezone: "Europe/Berlin".into(),
+            staff: Vec::new(),
         }
     }
 }
@@ -707,6 +713,13 @@ impl Config {
         for a in &self.desk.addresses {
             if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(bad(format!("desk.addresses: {a:?} is not a mail address")));
+            }
+        }
+        for a in &self.desk.staff {
+            if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(bad(format!(
+                    "desk.staff: {a:?} is neither an address nor \"@domain\""
+                )));
             }
         }
         if !matches!(self.desk.language.as_str(), "de" | "en") {

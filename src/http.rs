@@ -101,6 +101,10 @@ async fn healthz(State(ops): State<Ops>) -> Response {
 }
 
 async fn metrics_text(State(ops): State<Ops>) -> Response {
+    match ops.store.sla_stats().await {
+        Ok(sla) => ops.metrics.set_sla(&sla),
+        Err(e) => tracing::warn!(error = %e, "/metrics: cannot read the SLA figures"),
+    }
     match ops.store.outbox_stats().await {
         Ok(outbox) => (
             StatusCode::OK,

@@ -60,6 +60,20 @@ pub struct OutboxStats {
     pub sent: i64,
 }
 
+/// Service levels, read from the database when metrics are scraped (see
+/// `Store::sla_stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlaStats {
+    /// Open tickets by SLA state (running, paused, breached, met, none).
+    pub open_by_state: Vec<(String, i64)>,
+    /// Breaches recorded so far (a target's breach stage fired).
+    pub breaches: i64,
+    /// Reminders sent so far (stages below 100 %).
+    pub reminders: i64,
+    /// Chat posts waiting for the chat adapter.
+    pub chat_queued: i64,
+}
+
 /// Whether a mailbox whose last successful sync was `age` ago (`None`:
 /// never) counts as up under the limit `max`. `/healthz` and
 /// `ticketd_mailbox_up` both use this one rule.
@@ -77,6 +91,10 @@ pub struct Metrics {
     outbox_failed: IntCounter,
     sync_age: GaugeVec,
     mailbox_up: IntGaugeVec,
+    sla_open: IntGaugeVec,
+    sla_breaches: IntCounter,
+    sla_reminders: IntCounter,
+    chat_queued: prometheus::IntGauge,
     /// Each registered mailbox and the instant of its last successful sync.
     mailboxes: Mutex<BTreeMap<String, Option<Instant>>>,
     max_sync_age: Duration,
@@ -153,6 +171,32 @@ impl Metrics {
             ),
             &["mailbox"],
         )?;
+        let sla_open = IntGaugeVec::new(
+            Opts::new(
+                "ticketd_sla_open_tickets",
+                "Open tickets by SLA state: running, paused (waiting for the customer), breached, met, none (read from the database at scrape time).",
+            ),
+            &["state"],
+        )?;
+        let sla_breaches = IntCounter::new(
+            "ticketd_sla_breaches_total",
+            "SLA targets breached, as recorded in the database (each target's breach counts once).",
+        )?;
+        let sla_reminders = IntCounter::new(
+            "ticketd_sla_reminders_total",
+            "SLA reminder stages fired below the breach, as recorded in the database.",
+        )?;
+        let chat_queued = prometheus::IntGauge::new(
+            "ticketd_chat_outbox_queued",
+            "Chat posts (reminders, digests) waiting in the chat outbox for the chat adapter.",
+        )?;
+        registry.register(Box::new(sla_open.clone()))?;
+        registry.register(Box::new(sla_breaches.clone()))?;
+        registry.register(Box::new(sla_reminders.clone()))?;
+        registry.register(Box::new(chat_queued.clone()))?;
+        for state in ["running", "paused", "breached", "met", "none"] {
+            sla_open.with_label_values(&[state]);
+        }
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(outbox.clone()))?;
@@ -173,6 +217,10 @@ impl Metrics {
             outbox_failed,
             sync_age,
             mailbox_up,
+            sla_open,
+            sla_breaches,
+            sla_reminders,
+            chat_queued,
             mailboxes: Mutex::new(BTreeMap::new()),
             max_sync_age,
             render_lock: Mutex::new(()),
@@ -222,6 +270,31 @@ impl Metrics {
             .iter()
             .map(|(name, last)| (name.clone(), last.map(|t| now.saturating_duration_since(t))))
             .collect()
+    }
+
+    /// Sets the SLA metrics from the database's figures (at scrape time,
+    /// before [`Metrics::render`]). The counters follow the database, so
+    /// they survive restarts without a reset.
+    pub fn set_sla(&self, s: &SlaStats) {
+        for state in ["running", "paused", "breached", "met", "none"] {
+            let n = s
+                .open_by_state
+                .iter()
+                .filter(|(st, _)| st == state)
+                .map(|(_, n)| *n)
+                .sum();
+            self.sla_open.with_label_values(&[state]).set(n);
+        }
+        for (counter, db) in [
+            (&self.sla_breaches, s.breaches),
+            (&self.sla_reminders, s.reminders),
+        ] {
+            let db = u64::try_from(db).unwrap_or(0);
+            if db > counter.get() {
+                counter.inc_by(db - counter.get());
+            }
+        }
+        self.chat_queued.set(s.chat_queued);
     }
 
     /// The Prometheus text exposition; `outbox` is read from the database at scrape time.
@@ -425,6 +498,33 @@ mod tests {
                 ("support@imap.example.com/INBOX".to_string(), None),
             ]
         );
+    }
+
+    #[test]
+    fn sla_figures_are_exposed() {
+        let m = Metrics::new();
+        m.set_sla(&SlaStats {
+            open_by_state: vec![("running".into(), 7), ("breached".into(), 2)],
+            breaches: 5,
+            reminders: 11,
+            chat_queued: 3,
+        });
+        let text = m.render(&OutboxStats::default());
+        assert!(
+            has(&text, "ticketd_sla_open_tickets{state=\"running\"} 7"),
+            "{text}"
+        );
+        assert!(has(&text, "ticketd_sla_open_tickets{state=\"breached\"} 2"));
+        assert!(has(&text, "ticketd_sla_open_tickets{state=\"paused\"} 0"));
+        assert!(has(&text, "ticketd_sla_breaches_total 5"));
+        assert!(has(&text, "ticketd_sla_reminders_total 11"));
+        assert!(has(&text, "ticketd_chat_outbox_queued 3"));
+        // The database's count never goes down; the counter neither.
+        m.set_sla(&SlaStats::default());
+        assert!(has(
+            &m.render(&OutboxStats::default()),
+            "ticketd_sla_breaches_total 5"
+        ));
     }
 
     #[test]

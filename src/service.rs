@@ -247,6 +247,12 @@ impl Intake {
                     .as_ref()
                     .map(|a| a.trim().to_ascii_lowercase())
                     .filter(|a| !a.is_empty()),
+                staff: cfg
+                    .desk
+                    .staff
+                    .iter()
+                    .map(|a| a.trim().to_ascii_lowercase())
+                    .collect(),
             },
             alert_rules: cfg
                 .alerts
@@ -805,11 +811,15 @@ impl Intake {
             // A forward carries the message whole, and answers go to its
             // sender.
             let forward = notice.is_some_and(|x| x.kind == NoticeKind::Forward);
+            // A relayed staff reply carries the staff member's thread on.
+            let relay = notice.is_some_and(|x| x.kind.personal());
             confirmation(
                 templates,
                 &Confirmation {
                     template,
-                    auto_submitted: if answer {
+                    auto_submitted: if relay {
+                        ""
+                    } else if answer {
                         "auto-replied"
                     } else {
                         "auto-generated"
@@ -826,8 +836,16 @@ impl Intake {
                     desk_name: &self.desk_name,
                     from: &self.from,
                     to,
-                    in_reply_to: mail.message_id.as_ref().filter(|_| answer),
-                    references: if answer { &mail.references } else { &[] },
+                    in_reply_to: if relay {
+                        mail.in_reply_to.first()
+                    } else {
+                        mail.message_id.as_ref().filter(|_| answer)
+                    },
+                    references: if answer || relay {
+                        &mail.references
+                    } else {
+                        &[]
+                    },
                     message_id: &mid,
                     date: SystemTime::from(t.now),
                     attach: forward.then_some(item.raw.as_slice()),

@@ -6,6 +6,9 @@ ALTER TABLE tickets ADD COLUMN sla_state TEXT;
 ALTER TABLE tickets ADD COLUMN sla_due_at TEXT;
 ALTER TABLE tickets ADD COLUMN sla_target TEXT;
 CREATE INDEX tickets_sla ON tickets(sla_state, sla_due_at);
+-- Open tickets by SLA state (metrics, digest) are counted from this index
+-- alone, without reading the ticket rows.
+CREATE INDEX tickets_status_sla ON tickets(status, sla_state, sla_due_at);
 -- Reminder timers (kind sla-reminder, key "s<severity>:<target>:<percent>"
 -- or "s<severity>:update:<cycle>:<percent>") carry the instant the SLA
 -- arithmetic gave (planned_at) besides the instant they fire (due_at):

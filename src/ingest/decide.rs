@@ -226,6 +226,9 @@ pub enum NoticeKind {
     Forward,
     /// A routed message's answer to its sender (a route rule's template).
     Answer,
+    /// A staff member's mail on a ticket, relayed to the requester as the
+    /// desk's reply (not an automatic mail).
+    Relay,
 }
 
 impl NoticeKind {
@@ -238,6 +241,7 @@ impl NoticeKind {
             NoticeKind::Status => "status",
             NoticeKind::Forward => "forward",
             NoticeKind::Answer => "answer",
+            NoticeKind::Relay => "relay",
         }
     }
 
@@ -246,6 +250,12 @@ impl NoticeKind {
     /// being a mail of our own to someone else.
     pub fn answers(self) -> bool {
         matches!(self, NoticeKind::Registration | NoticeKind::Answer)
+    }
+
+    /// Whether a person wrote it (a relayed staff reply): no
+    /// `Auto-Submitted`, and it does not count as an automatic mail.
+    pub fn personal(self) -> bool {
+        self == NoticeKind::Relay
     }
 }
 
@@ -270,6 +280,20 @@ pub struct DecideConfig {
     pub alert_severity: AlertSeverity,
     /// The account manager of senders of no known organisation.
     pub default_account_manager: Option<String>,
+    /// Staff addresses and `@domain`s, lower case: their mail on a ticket
+    /// is a staff reply.
+    pub staff: Vec<String>,
+}
+
+impl DecideConfig {
+    /// Whether `address` (lower case) is one of the staff.
+    pub fn is_staff(&self, address: &str) -> bool {
+        !address.is_empty()
+            && self.staff.iter().any(|s| match s.strip_prefix('@') {
+                Some(domain) => domain_of(address) == domain,
+                None => s == address,
+            })
+    }
 }
 
 /// The severity a monitoring problem's ticket gets.
@@ -351,6 +375,8 @@ pub enum Kind {
     Loop,
     /// A monitoring system's notification.
     Alert,
+    /// A staff member's mail on a ticket.
+    StaffReply,
 }
 
 impl Kind {
@@ -362,6 +388,7 @@ impl Kind {
             Kind::Bounce => "bounce",
             Kind::Loop => "loop",
             Kind::Alert => "alert",
+            Kind::StaffReply => "staff-reply",
         }
     }
 }
@@ -494,7 +521,7 @@ fn decide_target(
     let follow_up = if let Some(t) = &look.by_reference {
         Some((t.clone(), "In-Reply-To/References"))
     } else if let Some(t) = &look.by_tag {
-        if trusted(t, &sender, &cfg.freemail_domains) {
+        if cfg.is_staff(&sender) || trusted(t, &sender, &cfg.freemail_domains) {
             Some((t.clone(), "subject tag"))
         } else {
             notes.push(format!(
@@ -508,6 +535,10 @@ fn decide_target(
     } else {
         None
     };
+
+    if let Some((ticket, how)) = follow_up.clone().filter(|_| cfg.is_staff(&sender)) {
+        return staff_reply(mail, ticket, how, &sender, cfg, notes);
+    }
 
     if let Some((ticket, how)) = follow_up {
         // A customer's answer also ends the wait of a pending ticket (the
@@ -850,6 +881,65 @@ fn trusted(t: &TicketInfo, sender: &str, freemail: &[String]) -> bool {
     !d.is_empty() && d == domain_of(&t.requester) && !freemail.contains(&d)
 }
 
+/// A staff member's mail on a ticket: an article and the staff reply the
+/// SLA clock counts; relayed to the requester as the desk's answer unless
+/// the staff member wrote to the requester directly (To or Cc).
+fn staff_reply(
+    mail: &ParsedMail,
+    ticket: TicketInfo,
+    how: &str,
+    sender: &str,
+    cfg: &DecideConfig,
+    notes: Vec<String>,
+) -> Decision {
+    let addressed = mail
+        .to
+        .iter()
+        .chain(mail.cc.iter())
+        .any(|m| m.key() == ticket.requester);
+    let mut notices = Vec::new();
+    let reason = if addressed {
+        format!(
+            "staff reply by {sender} on ticket {} ({how}); the requester was among its recipients",
+            ticket.number
+        )
+    } else {
+        notices.push(Notice {
+            kind: NoticeKind::Relay,
+            to: Mailbox {
+                address: ticket.requester.clone(),
+                name: None,
+            },
+            facts: vec![("staff".to_string(), sender.to_string())],
+            template: Some("reply".into()),
+        });
+        format!(
+            "staff reply by {sender} on ticket {} ({how}); relayed to {}",
+            ticket.number, ticket.requester
+        )
+    };
+    let new_participants: Vec<String> = people(mail, cfg)
+        .into_iter()
+        .filter(|a| !ticket.participants.contains(a) && !cfg.is_staff(a))
+        .collect();
+    Decision {
+        action: Action::Appended,
+        kind: Kind::StaffReply,
+        reason,
+        target: Target::Existing {
+            ticket,
+            reopen: false,
+            resolve: false,
+            quiet: false,
+        },
+        confirm_to: None,
+        new_participants,
+        notices,
+        incident: None,
+        notes,
+    }
+}
+
 /// The people on a message (From, Reply-To, To, Cc) but not us, lower case.
 fn people(mail: &ParsedMail, cfg: &DecideConfig) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -1176,7 +1266,58 @@ mod tests {
             unknown_senders: UnknownSenders::Accept,
             alert_severity: AlertSeverity::default(),
             default_account_manager: None,
+            staff: vec!["@provider.de".into(), "lead@example.org".into()],
         }
+    }
+
+    #[test]
+    fn a_staff_mail_on_a_ticket_is_relayed_as_the_reply() {
+        let look = Lookups {
+            by_tag: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        // Not a participant, not the requester's domain: trusted as staff.
+        let d = run(
+            "From: Tom <tom@provider.de>\r\nSubject: Re: [Ticket#10001] Drucker",
+            &look,
+        );
+        assert_eq!(d.action, Action::Appended);
+        assert_eq!(d.kind, Kind::StaffReply);
+        assert!(d.confirm_to.is_none());
+        assert_eq!(d.notices.len(), 1, "{:?}", d.notices);
+        assert_eq!(d.notices[0].kind, NoticeKind::Relay);
+        assert_eq!(d.notices[0].to.address, "anna@kunde.de");
+        assert!(d.notices[0].kind.personal());
+        assert!(
+            d.reason.contains("relayed to anna@kunde.de"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn a_staff_mail_to_the_requester_is_recorded_not_sent_again() {
+        let look = Lookups {
+            by_reference: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        let raw = "From: lead@example.org\r\nTo: anna@kunde.de\r\nCc: support@example.com\r\nSubject: Re: x\r\n\r\nDone.\r\n";
+        let m = parse(raw.as_bytes()).unwrap();
+        let v = guard::check(&m, &cfg().own_addresses);
+        let d = decide(&m, &v, &look, &cfg(), &mut |_, _| Classification::default());
+        assert_eq!(d.kind, Kind::StaffReply);
+        assert!(d.notices.is_empty());
+        assert!(d.reason.contains("among its recipients"), "{}", d.reason);
+    }
+
+    #[test]
+    fn staff_addresses_and_domains() {
+        let c = cfg();
+        assert!(c.is_staff("tom@provider.de"));
+        assert!(c.is_staff("lead@example.org"));
+        assert!(!c.is_staff("other@example.org"));
+        assert!(!c.is_staff("tom@provider.de.evil.com"));
+        assert!(!c.is_staff(""));
     }
 
     fn run_with(headers: &str, look: &Lookups, cfg: &DecideConfig) -> Decision {

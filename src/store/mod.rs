@@ -1216,7 +1216,8 @@ pub async fn apply(
             quiet: _,
         } => {
             let (at, id) = (s.arg(now), s.arg(ticket.id));
-            let status = if *reopen {
+            let staff = d.kind == Kind::StaffReply;
+            let status = if *reopen || (staff && ticket.status == Status::New) {
                 "status = 'open', "
             } else if *resolve {
                 "status = 'resolved', "
@@ -1235,6 +1236,9 @@ pub async fn apply(
                 &people,
             );
             let mut list = vec![("appended", d.reason.as_str())];
+            if staff {
+                list.push(("staff-reply", d.reason.as_str()));
+            }
             if *reopen && ticket.status == Status::Pending {
                 list.push(("resumed", "the customer answered"));
             } else if *reopen {
@@ -1310,7 +1314,10 @@ pub async fn apply(
         queue_outgoing(&mut s, *id, ticket_id, kind, out, now);
         // Answers to the customer count against the hourly limit; a notice
         // or a forward to the account manager does not.
-        if *kind != NoticeKind::OverQuota.as_str() && *kind != NoticeKind::Forward.as_str() {
+        if *kind != NoticeKind::OverQuota.as_str()
+            && *kind != NoticeKind::Forward.as_str()
+            && *kind != NoticeKind::Relay.as_str()
+        {
             s.rows(
                 "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
                 &out.to,
@@ -1447,12 +1454,13 @@ pub async fn apply(
         ticket: number,
         severity,
         ticket_id,
-        clock_moved: matches!(
-            d.target,
-            Target::New(_)
-                | Target::Existing { reopen: true, .. }
-                | Target::Existing { resolve: true, .. }
-        ),
+        clock_moved: d.kind == Kind::StaffReply
+            || matches!(
+                d.target,
+                Target::New(_)
+                    | Target::Existing { reopen: true, .. }
+                    | Target::Existing { resolve: true, .. }
+            ),
     })
 }
 
@@ -1743,6 +1751,30 @@ impl Store {
             }
         }
         Ok(stats)
+    }
+
+    /// The SLA figures for metrics: open tickets by state (index reads),
+    /// breaches and reminders so far (counters kept by the timer task),
+    /// chat posts queued.
+    pub async fn sla_stats(&self) -> Result<crate::metrics::SlaStats, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let open_by_state = sla::state_counts(&mut conn, &ts(jiff::Timestamp::now())).await?;
+        let counters: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, value FROM counters WHERE name IN ('sla-breaches', 'sla-reminders')",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let counter = |n: &str| counters.iter().find(|(k, _)| k == n).map_or(0, |(_, v)| *v);
+        let chat_queued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM chat_outbox WHERE status = 'queued'")
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(crate::metrics::SlaStats {
+            open_by_state,
+            breaches: counter("sla-breaches"),
+            reminders: counter("sla-reminders"),
+            chat_queued,
+        })
     }
 
     /// Quarantined messages, newest first.

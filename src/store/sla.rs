@@ -679,6 +679,16 @@ pub(super) async fn fire_ticket(
             &[(kind, detail.as_str())],
             &now_s,
         );
+        let counter = s.arg(if pct == 100 {
+            "sla-breaches"
+        } else {
+            "sla-reminders"
+        });
+        s.push(format_args!(
+            "INSERT INTO counters (name, value) VALUES ({counter}, 1)
+             ON CONFLICT (name) DO UPDATE SET value = value + 1"
+        ));
+        s.end();
         outcomes.push((
             d.id,
             if late.is_some() {
@@ -713,13 +723,35 @@ pub async fn state_counts(
     conn: &mut SqliteConnection,
     now: &str,
 ) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT CASE WHEN sla_state = 'running' AND sla_due_at <= $1 THEN 'breached' ELSE COALESCE(sla_state, 'none') END AS st, COUNT(*)
-         FROM tickets WHERE status NOT IN ('resolved', 'closed') GROUP BY st ORDER BY st",
+    // Both counts come from the (status, sla_state, sla_due_at) index
+    // alone; a running ticket past its due is breached before its breach
+    // timer has fired.
+    let mut counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT COALESCE(sla_state, 'none'), COUNT(*) FROM tickets
+         WHERE status IN ('new', 'open', 'pending') GROUP BY status, sla_state",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let overdue: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tickets WHERE status IN ('new', 'open', 'pending')
+         AND sla_state = 'running' AND sla_due_at <= $1",
     )
     .bind(now)
-    .fetch_all(conn)
-    .await?)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut merged: Vec<(String, i64)> = Vec::new();
+    counts.push(("breached".into(), overdue));
+    for (state, n) in counts {
+        match merged.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, m)) => *m += n,
+            None => merged.push((state, n)),
+        }
+    }
+    if let Some((_, r)) = merged.iter_mut().find(|(s, _)| s == "running") {
+        *r -= overdue;
+    }
+    merged.sort();
+    Ok(merged)
 }
 
 /// Open tickets by SLA state, and at most `limit` urgent ones.
@@ -758,19 +790,29 @@ pub async fn urgent_tickets(
     let soon = ts(now
         .checked_add(SignedDuration::from_hours(24))
         .unwrap_or(now));
-    let rows = sqlx::query(
+    // Two index range reads (tickets_sla): the breached, then the running
+    // ones due within a day (those already past due first).
+    let mut rows = sqlx::query(
         "SELECT number, subject, severity, organisation, sla_state, sla_due_at, sla_target FROM tickets
-         WHERE status NOT IN ('resolved', 'closed')
-           AND (sla_state = 'breached' OR (sla_state = 'running' AND sla_due_at <= $1))
-         ORDER BY CASE WHEN sla_state = 'breached' OR sla_due_at <= $2 THEN 0 ELSE 1 END, sla_due_at, severity
-         LIMIT $3",
+         WHERE sla_state = 'breached' AND status IN ('new', 'open', 'pending')
+         ORDER BY sla_due_at LIMIT $1",
     )
-    .bind(&soon)
-    .bind(&now_s)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
+    rows.extend(
+        sqlx::query(
+            "SELECT number, subject, severity, organisation, sla_state, sla_due_at, sla_target FROM tickets
+             WHERE sla_state = 'running' AND sla_due_at <= $1 AND status IN ('new', 'open', 'pending')
+             ORDER BY sla_due_at LIMIT $2",
+        )
+        .bind(&soon)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?,
+    );
+    let mut list = rows
+        .iter()
         .map(|r| {
             let state: Option<String> = r.try_get("sla_state")?;
             let due: Option<String> = r.try_get("sla_due_at")?;
@@ -790,8 +832,17 @@ pub async fn urgent_tickets(
                 target: r.try_get("sla_target")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::Db)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // Breached first, then by due.
+    list.sort_by(|a, b| {
+        (a.state != "breached", &a.due, a.severity).cmp(&(
+            b.state != "breached",
+            &b.due,
+            b.severity,
+        ))
+    });
+    list.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(list)
 }
 
 /// Runs the digest `name` that fell due (`planned`): counts and urgent
