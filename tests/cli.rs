@@ -1686,3 +1686,132 @@ fn queues_tags_and_customer_overrides_reach_the_ticket_and_explain() {
         "{e}"
     );
 }
+
+#[test]
+fn staff_act_on_a_ticket_from_the_command_line_and_see_its_sla() {
+    let d = Desk::new();
+    let r = d.ingest(&mail(
+        "Anna <anna@kunde.de>",
+        "Drucker defekt",
+        "p1@kunde.de",
+        "",
+        "Der Drucker geht nicht.",
+    ));
+    let n = r["ticket"].as_str().unwrap().to_string();
+    let t = d.ticket(&n);
+    assert_eq!(t["sla"]["policy"], "Standard", "{t}");
+    assert_eq!(t["sla"]["state"], "running");
+
+    // A reply read from stdin, then waiting for the customer.
+    let o = d.run(
+        &["tickets", "reply", &n, "--pending", "--as", "tom"],
+        Some("Bitte starten Sie den Drucker neu.\n".as_bytes()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("reply queued; ticket pending; SLA paused"),
+        "{out}"
+    );
+    let t = d.ticket(&n);
+    assert_eq!(t["status"], "pending");
+    assert_eq!(t["sla"]["targets"][0]["state"], "met");
+    assert_eq!(t["sla"]["targets"][1]["state"], "paused");
+    let reply = d
+        .outbox()
+        .into_iter()
+        .find(|o| o["kind"] == "reply")
+        .expect("the reply is queued");
+    assert_eq!(reply["to"][0], "anna@kunde.de");
+    let kinds: Vec<&str> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"staff-reply") && kinds.contains(&"waiting"),
+        "{kinds:?}"
+    );
+    assert!(t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap().contains("cli:tom")));
+
+    // Severity, note, status; nonsense is refused with a clear message.
+    for args in [
+        vec!["tickets", "severity", &n, "1"],
+        vec!["tickets", "note", &n, "rief an"],
+        vec!["tickets", "status", &n, "open"],
+    ] {
+        let o = d.run(&args, None);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = d.run(&["tickets", "status", &n, "sleeping"], None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use open, pending, resolved or closed"));
+    let o = d.run(&["tickets", "severity", &n, "7"], None);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("severity must be 1–4"));
+    let o = d.run(&["tickets", "reply", "99999", "--text", "x"], None);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no ticket 99999"));
+
+    let o = d.run(&["sla", "explain", &n], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("Policy:    no plan: default plan Standard"),
+        "{text}"
+    );
+    assert!(text.contains("calendar: always (24/7)"), "{text}");
+    let s = d.json(&["sla", "status", "--json"]);
+    assert_eq!(s["open"], 1, "{s}");
+    assert_eq!(s["running"], 1, "{s}");
+}
+
+#[test]
+fn sla_configuration_errors_are_clear() {
+    let d = Desk::new();
+    let cfg = write_config(
+        d.dir.path(),
+        "[[sla.digest]]\ncron = \"0 8 * *\"\nto = [\"team\"]\n[sla.audiences]\nteam = [\"mail:team@desk.example\"]\n",
+    );
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sla.digest") && err.contains("0 8 * *"),
+        "{err}"
+    );
+    let cfg = write_config(
+        d.dir.path(),
+        "[sla.audiences]\nteam = [\"team@desk.example\"]\n",
+    );
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("neither \"mail:ADDRESS\" nor \"chat:CHANNEL\""),
+        "{err}"
+    );
+    let policies = d.dir.path().join("policies.toml");
+    std::fs::write(
+        &policies,
+        "[[policy]]\nplan = \"Basic\"\nfirst_response = \"soon\"\n",
+    )
+    .unwrap();
+    let cfg = write_config(
+        d.dir.path(),
+        &format!("[sla]\npolicies = {:?}\n", policies.to_str().unwrap()),
+    );
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("policies.toml") && err.contains("soon"),
+        "{err}"
+    );
+}

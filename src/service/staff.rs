@@ -474,6 +474,17 @@ impl Intake {
         .map_err(|e| e.to_string())
     }
 
+    /// A target's name in the desk's language.
+    fn target_label(&self, k: crate::sla::policy::TargetKind) -> String {
+        use crate::sla::policy::TargetKind;
+        match (self.language.as_str(), k) {
+            ("de", TargetKind::FirstResponse) => "Reaktionszeit".into(),
+            ("de", TargetKind::Resolution) => "Lösungszeit".into(),
+            ("de", TargetKind::Update) => "Zwischenmeldung".into(),
+            _ => k.label().into(),
+        }
+    }
+
     /// An instant for staff, in the desk's zone: `2026-12-01 14:00 CET`.
     pub fn staff_time(&self, t: Timestamp) -> String {
         t.to_zoned(self.tz.clone())
@@ -616,18 +627,26 @@ impl TimerHooks for SlaHooks<'_> {
             })
             .unwrap_or_default();
         let target = crate::sla::policy::TargetKind::parse(&r.target)
-            .map(|k| k.label().to_string())
+            .map(|k| i.target_label(k))
             .unwrap_or_else(|| r.target.clone());
         let due = r.due.map(|d| i.staff_time(d)).unwrap_or_default();
         let late = r
             .late
             .map(|l| {
-                format!(
-                    "planned for {}, sent {} ({} late; the daemon was not running)",
+                let (planned, sent, by) = (
                     i.staff_time(r.planned),
                     i.staff_time(self.now),
-                    crate::sla::policy::format_duration(l)
-                )
+                    crate::sla::policy::format_duration(l),
+                );
+                if i.language == "de" {
+                    format!(
+                        "geplant für {planned}, gesendet {sent} ({by} zu spät: ticketd lief nicht)"
+                    )
+                } else {
+                    format!(
+                        "planned for {planned}, sent {sent} ({by} late: ticketd was not running)"
+                    )
+                }
             })
             .unwrap_or_default();
         let facts = [

@@ -461,22 +461,25 @@ pub trait TimerHooks: Send {
     fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp>;
 }
 
-/// Queues notifications: mails in the outbox (ids from `next_outbox`),
-/// chat posts in the chat outbox. Returns a description per entry.
+/// Queues notifications in `s`: mails in the outbox, chat posts in the
+/// chat outbox. `last_outbox` is the last outbox id `s` has used (`None`:
+/// read it); the script runs later, so ids are counted here. Returns a
+/// description per entry.
 pub(super) async fn queue_notifications(
     conn: &mut SqliteConnection,
     s: &mut Script,
+    last_outbox: &mut Option<i64>,
     ticket: Option<i64>,
     kind: &str,
     list: &[Notification],
     now: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let mut next: Option<i64> = None;
+    let next = last_outbox;
     let mut said = Vec::with_capacity(list.len());
     for n in list {
         match n {
             Notification::Mail(out) => {
-                let id = match next {
+                let id = match *next {
                     Some(i) => i + 1,
                     None => {
                         sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
@@ -484,7 +487,7 @@ pub(super) async fn queue_notifications(
                             .await?
                     }
                 };
-                next = Some(id);
+                *next = Some(id);
                 queue_outgoing(s, id, ticket, kind, out, now);
                 said.push(format!("mail {}", out.to.join(", ")));
             }
@@ -580,12 +583,23 @@ pub(super) async fn fire_ticket(
             outcomes.push((d.id, "obsolete: the severity changed".into()));
             continue;
         }
-        let still = pct == 100 && breach_due(&e, target, now)
-            || stages
+        let breached = breach_due(&e, target, now);
+        let still = if breached {
+            pct == 100
+        } else {
+            stages
                 .iter()
-                .any(|(_, s)| s.key == stage_key && s.at.is_some_and(|at| at <= now));
+                .any(|(_, s)| s.key == stage_key && s.at.is_some_and(|at| at <= now))
+        };
         if !still {
-            outcomes.push((d.id, "obsolete: the target is met, paused or moved".into()));
+            outcomes.push((
+                d.id,
+                if breached {
+                    "superseded by the breach".into()
+                } else {
+                    "obsolete: the target is met, paused or moved".into()
+                },
+            ));
             continue;
         }
         let b = best.entry(target).or_insert(pct);
@@ -593,6 +607,7 @@ pub(super) async fn fire_ticket(
         valid.push((d, target, pct));
     }
     let mut s = Script::default();
+    let mut last_outbox = None;
     for (d, target, pct) in valid {
         if best.get(target).is_some_and(|b| *b > pct) {
             outcomes.push((d.id, format!("superseded by the {} % stage", best[target])));
@@ -651,8 +666,16 @@ pub(super) async fn fire_ticket(
         } else {
             hooks.reminder(&r)
         };
-        let said =
-            queue_notifications(conn, &mut s, Some(ticket_id), "reminder", &list, &now_s).await?;
+        let said = queue_notifications(
+            conn,
+            &mut s,
+            &mut last_outbox,
+            Some(ticket_id),
+            "reminder",
+            &list,
+            &now_s,
+        )
+        .await?;
         let what = if pct == 100 {
             format!("{} breached", r.target)
         } else {
@@ -871,7 +894,7 @@ pub(super) async fn fire_digest(
     };
     let list = hooks.digest(&d);
     let mut s = Script::default();
-    let said = queue_notifications(conn, &mut s, None, "digest", &list, &now_s).await?;
+    let said = queue_notifications(conn, &mut s, &mut None, None, "digest", &list, &now_s).await?;
     schedule_digest(&mut s, name, next, &now_s);
     s.run(conn).await?;
     let late_note = late
