@@ -423,9 +423,7 @@ async fn business_hours_reminders_wait_for_the_opening_and_pauses_count_open_tim
     assert_eq!(v.state, "paused");
     assert_eq!(target(&v, "resolution").state, "paused");
     // The customer answers on Monday at 10:00 CET, by mail.
-    let answer = format!(
-        "From: bo@basic.example\r\nTo: support@desk.example\r\nSubject: Re: Drucker defekt\r\nIn-Reply-To: <q4@basic.example>\r\nMessage-ID: <a4@basic.example>\r\n\r\nHier die Details.\r\n"
-    );
+    let answer = "From: bo@basic.example\r\nTo: support@desk.example\r\nSubject: Re: Drucker defekt\r\nIn-Reply-To: <q4@basic.example>\r\nMessage-ID: <a4@basic.example>\r\n\r\nHier die Details.\r\n".to_string();
     assert_eq!(
         mail(&intake, &store, answer, at("2026-12-07T09:00:00Z")).await,
         m
