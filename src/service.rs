@@ -854,6 +854,7 @@ impl Intake {
             )
             .map_err(|e| e.to_string())
         };
+        let hooks = self.hooks(t.now);
         let applied = store::apply(
             conn,
             row,
@@ -862,6 +863,7 @@ impl Intake {
             &decision,
             &self.limits,
             &mut build,
+            hooks.context().as_ref(),
             &t.at,
         )
         .await?;

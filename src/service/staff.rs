@@ -129,7 +129,7 @@ pub struct SlaHooks<'a> {
 }
 
 impl SlaHooks<'_> {
-    fn context(&self) -> Option<SlaContext<'_>> {
+    pub(super) fn context(&self) -> Option<SlaContext<'_>> {
         self.policies.as_deref().map(|p| SlaContext {
             policies: p,
             plan_of: &*self.plan_of,
@@ -551,7 +551,17 @@ impl Intake {
         };
         let policies = self.policies().ok();
         let mut conn = store.pool().acquire().await?;
-        let mut reminders = store::sla::reminder_rows(&mut conn, e.ticket.id).await?;
+        // What fired (the rows are the record), then what is to come (from
+        // the clock: only the next one has a row yet).
+        let mut reminders: Vec<store::sla::ReminderRow> =
+            store::sla::reminder_rows(&mut conn, e.ticket.id)
+                .await?
+                .into_iter()
+                .filter(|r| r.fired_at.is_some())
+                .collect();
+        if let Some(p) = &policies {
+            reminders.extend(e.upcoming(p));
+        }
         for r in &mut reminders {
             r.local = r
                 .fired_at

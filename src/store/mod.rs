@@ -134,8 +134,9 @@ pub struct Applied {
     pub severity: Option<Severity>,
     /// The ticket's row id.
     pub ticket_id: Option<i64>,
-    /// Whether the message started, stopped or resumed the ticket's SLA
-    /// clock (a new ticket, a reopening, a resolution).
+    /// Whether the message moved an existing ticket's SLA clock (a staff
+    /// reply, a reopening, a resumption, a resolution): the caller syncs
+    /// it. A new ticket's clock is written by `apply` itself.
     pub clock_moved: bool,
 }
 
@@ -1144,6 +1145,7 @@ pub async fn apply(
     d: &Decision,
     limits: &ApplyLimits,
     build_mail: &mut AutoMailBuilder<'_>,
+    sla_ctx: Option<&sla::SlaContext<'_>>,
     now: &str,
 ) -> Result<Applied, StoreError> {
     let mut s = Script::default();
@@ -1207,6 +1209,26 @@ pub async fn apply(
                 list.push(("linked", l.as_str()));
             }
             events(&mut s, Some(id), Some(message_row), &list, now);
+            // A new ticket's clock starts now, with nothing in its history:
+            // its reminder rows go into this same script.
+            if let (Some(ctx), Ok(received)) = (sla_ctx, now.parse::<jiff::Timestamp>()) {
+                let ticket = sla::SlaTicket {
+                    id,
+                    number: number.clone(),
+                    subject: t.subject.clone(),
+                    status: Status::New,
+                    severity: t.severity,
+                    organisation: t.organisation.clone(),
+                    requester: t.requester.key(),
+                    received,
+                };
+                let history = crate::sla::clock::History {
+                    received,
+                    happenings: Vec::new(),
+                };
+                let e = sla::evaluate_with(ticket, history, ctx, received);
+                sla::write(&mut s, &e, ctx.policies, true);
+            }
             (Some(id), Some(number), Some(t.severity))
         }
         Target::Existing {
@@ -1457,9 +1479,7 @@ pub async fn apply(
         clock_moved: d.kind == Kind::StaffReply
             || matches!(
                 d.target,
-                Target::New(_)
-                    | Target::Existing { reopen: true, .. }
-                    | Target::Existing { resolve: true, .. }
+                Target::Existing { reopen: true, .. } | Target::Existing { resolve: true, .. }
             ),
     })
 }
@@ -1905,7 +1925,6 @@ impl Store {
                     let r = sla::DueReminder {
                         id,
                         key: key.unwrap_or_default(),
-                        planned,
                     };
                     match reminders.iter_mut().find(|(t, _)| *t == tid) {
                         Some((_, list)) => list.push(r),
@@ -1950,7 +1969,7 @@ impl Store {
         }
         for (tid, list) in reminders {
             let (number, outcomes) = sla::fire_ticket(&mut tx, tid, &list, hooks, now).await?;
-            for (_, outcome) in outcomes {
+            for outcome in outcomes {
                 fired.push(FiredTimer {
                     kind: "sla-reminder".into(),
                     ticket: number.clone(),

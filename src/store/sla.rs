@@ -77,16 +77,85 @@ pub struct Evaluated {
     pub state: &'static str,
     /// The nearest due instant of a running target, and that target.
     pub next_due: Option<(Timestamp, String)>,
-    /// Reminder rows to plan: key, stage, calendar, instant.
-    plan_rows: Vec<PlannedRow>,
+    /// The reminder stages not yet fired that have an instant (past or
+    /// future), of open tickets only.
+    pub stages: Vec<Candidate>,
+    /// Keys of the ticket's stages that fired (or were superseded).
+    pub fired: Vec<String>,
+    /// When it was evaluated.
+    pub now: Timestamp,
 }
 
+/// A reminder stage still to fire.
 #[derive(Debug, Clone)]
-struct PlannedRow {
-    key: String,
-    planned: Timestamp,
-    due: Timestamp,
-    audiences: String,
+pub struct Candidate {
+    /// The row key: `s<severity>:<target>[:<cycle>]:<percent>`.
+    pub key: String,
+    /// `first-response`, `resolution`, `update:<cycle>`.
+    pub target: String,
+    /// Percent of the target; 100 is the breach.
+    pub percent: u8,
+    /// When the SLA arithmetic puts it.
+    pub at: Timestamp,
+    /// Audience names; empty: recorded only (the breach of a policy
+    /// without a 100 % stage).
+    pub to: Vec<String>,
+    /// The target's calendar.
+    pub calendar: String,
+}
+
+impl Candidate {
+    /// When it may go out if it falls due at `when`: a business-hours
+    /// reminder waits for the opening, unless it goes to on-call or to
+    /// nobody (a breach is recorded when it happens).
+    pub fn deliver(&self, policies: &Policies, when: Timestamp) -> Timestamp {
+        if self.to.is_empty() {
+            return when;
+        }
+        let stage = StagePlan {
+            percent: self.percent,
+            to: self.to.clone(),
+            key: self.key.clone(),
+            at: Some(self.at),
+        };
+        match policies.calendar(&self.calendar) {
+            Some(cal) => deliver_at(&stage, cal, when),
+            None => when,
+        }
+    }
+}
+
+impl Evaluated {
+    /// The next reminder row: the stage that goes out first (a past one
+    /// not yet fired goes out now, or at the next opening).
+    fn next_row(&self, policies: &Policies) -> Option<(&Candidate, Timestamp)> {
+        self.stages
+            .iter()
+            .filter(|c| !self.fired.contains(&c.key))
+            .map(|c| (c, c.deliver(policies, c.at.max(self.now))))
+            .min_by_key(|(c, due)| (*due, std::cmp::Reverse(c.percent)))
+    }
+
+    /// The stages still to come, for people: key, instant, when it goes
+    /// out, audiences.
+    pub fn upcoming(&self, policies: &Policies) -> Vec<ReminderRow> {
+        let mut list: Vec<ReminderRow> = self
+            .stages
+            .iter()
+            .filter(|c| !self.fired.contains(&c.key))
+            .map(|c| ReminderRow {
+                key: c.key.clone(),
+                planned_at: Some(ts(c.at)),
+                due_at: ts(c.deliver(policies, c.at.max(self.now))),
+                fired_at: None,
+                outcome: None,
+                audiences: c.to.clone(),
+                local: None,
+            })
+            .collect();
+        list.sort_by(|a, b| a.due_at.cmp(&b.due_at));
+        list
+    }
 }
 
 /// Reads a stored instant.
@@ -211,7 +280,15 @@ pub async fn evaluate_ticket(
         .map(|(k, d, at)| Ok((k, d, instant(&at)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
     let history = history_of(ticket.received, &list);
-    Ok(Some(evaluate_with(ticket, history, ctx, now)))
+    let fired: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM timers WHERE ticket_id = $1 AND kind = 'sla-reminder' AND fired_at IS NOT NULL",
+    )
+    .bind(ticket_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut e = evaluate_with(ticket, history, ctx, now);
+    e.fired = fired;
+    Ok(Some(e))
 }
 
 /// Evaluates a ticket whose row and history are known.
@@ -231,45 +308,43 @@ pub fn evaluate_with(
             clock: None,
             state: "none",
             next_due: None,
-            plan_rows: Vec::new(),
+            stages: Vec::new(),
+            fired: Vec::new(),
+            now,
         };
     };
     let clock = evaluate(applied.policy, ctx.policies, &history, now);
     let (state, next_due) = overall(&clock, now);
-    let mut plan_rows = Vec::new();
+    let mut stages = Vec::new();
     let open = !matches!(ticket.status, Status::Resolved | Status::Closed);
     for t in clock.targets.iter().filter(|_| open) {
-        let Some(cal) = ctx.policies.calendar(&t.calendar) else {
-            continue;
-        };
-        let mut stages: Vec<&StagePlan> = t.stages.iter().collect();
+        let target = target_name(t);
+        for st in &t.stages {
+            if let Some(at) = st.at {
+                stages.push(Candidate {
+                    key: key_of(ticket.severity, &st.key),
+                    target: target.clone(),
+                    percent: st.percent,
+                    at,
+                    to: st.to.clone(),
+                    calendar: t.calendar.clone(),
+                });
+            }
+        }
         // The breach is always planned, with or without an audience: it
         // records the breach on the ticket.
-        let breach;
-        if !t.stages.iter().any(|s| s.percent == 100) {
-            breach = StagePlan {
+        let unended =
+            t.ended.is_none() && matches!(t.state, SlaState::Running | SlaState::Breached);
+        if let (false, Some(due), true) =
+            (t.stages.iter().any(|s| s.percent == 100), t.due, unended)
+        {
+            stages.push(Candidate {
+                key: key_of(ticket.severity, &format!("{target}:100")),
+                target,
                 percent: 100,
+                at: due,
                 to: Vec::new(),
-                key: match t.kind {
-                    TargetKind::Update => format!("update:{}:100", t.cycle),
-                    k => format!("{}:100", k.as_str()),
-                },
-                at: t.due.filter(|_| t.state == SlaState::Running),
-            };
-            stages.push(&breach);
-        }
-        for st in stages {
-            let Some(at) = st.at else { continue };
-            let due = if st.to.is_empty() {
-                at
-            } else {
-                deliver_at(st, cal, at)
-            };
-            plan_rows.push(PlannedRow {
-                key: key_of(ticket.severity, &st.key),
-                planned: at,
-                due,
-                audiences: st.to.join(","),
+                calendar: t.calendar.clone(),
             });
         }
     }
@@ -286,14 +361,17 @@ pub fn evaluate_with(
         clock: Some(clock),
         state,
         next_due,
-        plan_rows,
+        stages,
+        fired: Vec::new(),
+        now,
     }
 }
 
-/// Writes an evaluation: the ticket's SLA columns, and its reminder rows
-/// replaced by the stages still to come (a stage that fired stays fired:
-/// its row keeps the key).
-pub(super) fn write(s: &mut Script, e: &Evaluated) {
+/// Writes an evaluation: the ticket's SLA columns, and its one pending
+/// reminder row: the stage that goes out next (it fires, the firing plans
+/// the one after). `fresh`: a ticket created in this script, without a
+/// row to replace.
+pub(super) fn write(s: &mut Script, e: &Evaluated, policies: &Policies, fresh: bool) {
     let (st, due, target, id) = (
         s.arg(e.state),
         s.arg(e.next_due.as_ref().map(|(d, _)| ts(*d))),
@@ -304,31 +382,29 @@ pub(super) fn write(s: &mut Script, e: &Evaluated) {
         "UPDATE tickets SET sla_state = {st}, sla_due_at = {due}, sla_target = {target} WHERE id = {id}"
     ));
     s.end();
-    let id = s.arg(e.ticket.id);
-    s.push(format_args!(
-        "DELETE FROM timers WHERE ticket_id = {id} AND kind = 'sla-reminder' AND fired_at IS NULL"
-    ));
-    s.end();
-    let now = ts(Timestamp::now());
-    s.rows(
-        "INSERT INTO timers (kind, ticket_id, key, due_at, planned_at, audiences, created_at) VALUES ",
-        &e.plan_rows,
-        " ON CONFLICT DO NOTHING",
-        |s, r| {
-            let ps = [
-                s.arg(e.ticket.id),
-                s.arg(r.key.as_str()),
-                s.arg(ts(r.due)),
-                s.arg(ts(r.planned)),
-                s.arg(r.audiences.as_str()),
-                s.arg(now.as_str()),
-            ];
-            format!(
-                "('sla-reminder', {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5]
-            )
-        },
-    );
+    if !fresh {
+        let id = s.arg(e.ticket.id);
+        s.push(format_args!(
+            "DELETE FROM timers WHERE ticket_id = {id} AND kind = 'sla-reminder' AND fired_at IS NULL"
+        ));
+        s.end();
+    }
+    if let Some((c, due)) = e.next_row(policies) {
+        let ps = [
+            s.arg(e.ticket.id),
+            s.arg(c.key.as_str()),
+            s.arg(ts(due)),
+            s.arg(ts(c.at)),
+            s.arg(c.to.join(",")),
+            s.arg(ts(e.now)),
+        ];
+        s.push(format_args!(
+            "INSERT INTO timers (kind, ticket_id, key, due_at, planned_at, audiences, created_at)
+             VALUES ('sla-reminder', {}, {}, {}, {}, {}, {}) ON CONFLICT DO NOTHING",
+            ps[0], ps[1], ps[2], ps[3], ps[4], ps[5]
+        ));
+        s.end();
+    }
 }
 
 /// Brings a ticket's SLA up to date after something changed it, in the
@@ -343,7 +419,7 @@ pub async fn sync(
         return Ok(None);
     };
     let mut s = Script::default();
-    write(&mut s, &e);
+    write(&mut s, &e, ctx.policies, false);
     s.run(conn).await?;
     Ok(Some(e))
 }
@@ -517,7 +593,6 @@ pub(super) async fn queue_notifications(
 pub(super) struct DueReminder {
     pub id: i64,
     pub key: String,
-    pub planned: Option<String>,
 }
 
 /// `s<severity>:<target>[:<cycle>]:<percent>` → (severity, stage key,
@@ -529,88 +604,69 @@ fn split_key(key: &str) -> Option<(u8, &str, &str, u8)> {
     Some((sev.parse().ok()?, stage, target, pct.parse().ok()?))
 }
 
-/// Fires the due reminder rows of one ticket: per target only the highest
-/// stage due (after a long stop the breach, not 50, 75 and 90 % too), each
-/// checked against the clock as it stands now; a stage that no longer
-/// applies (met, resolved, severity changed) is recorded as obsolete.
-/// Business-hours stages due while the calendar is closed wait for it to
-/// open. Then the ticket's SLA is written afresh.
+/// Fires what is due of one ticket (its pending row fell due): per target
+/// only the highest stage due — after a long stop the breach, not 50, 75
+/// and 90 % as well; the lower ones are recorded as superseded — each
+/// checked against the clock as it stands now. A business-hours stage due
+/// while the calendar is closed waits for the opening. Every stage fires
+/// once: its row is the record. Then the next row is planned.
 pub(super) async fn fire_ticket(
     conn: &mut SqliteConnection,
     ticket_id: i64,
     due: &[DueReminder],
     hooks: &mut dyn TimerHooks,
     now: Timestamp,
-) -> Result<(Option<String>, Vec<(i64, String)>), StoreError> {
+) -> Result<(Option<String>, Vec<String>), StoreError> {
     let now_s = ts(now);
-    let mut outcomes: Vec<(i64, String)> = Vec::new();
     let evaluated = match hooks.sla() {
         Some(ctx) => evaluate_ticket(conn, ticket_id, &ctx, now).await?,
         None => None,
     };
-    let Some(e) = evaluated else {
-        for d in due {
-            outcomes.push((
-                d.id,
-                "obsolete: SLA clocks are off or the ticket is gone".into(),
-            ));
-        }
+    let Some(mut e) = evaluated else {
+        let outcomes: Vec<(i64, String)> = due
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    "obsolete: SLA clocks are off or the ticket is gone".into(),
+                )
+            })
+            .collect();
         let mut s = Script::default();
         mark_fired(&mut s, &outcomes, &now_s);
         s.run(conn).await?;
-        return Ok((None, outcomes));
+        return Ok((None, outcomes.into_iter().map(|(_, o)| o).collect()));
     };
-    let open = !matches!(e.ticket.status, Status::Resolved | Status::Closed);
-    let stages: Vec<(&crate::sla::clock::TargetClock, &StagePlan)> = e
-        .clock
+    // The stages due now, by target.
+    let mut targets: Vec<&str> = Vec::new();
+    for c in e
+        .stages
         .iter()
-        .flat_map(|c| c.targets.iter())
-        .flat_map(|t| t.stages.iter().map(move |s| (t, s)))
-        .collect();
-    // The highest due percent per target, among the rows that still apply.
-    let mut best: std::collections::HashMap<&str, u8> = Default::default();
-    let mut valid: Vec<(&DueReminder, &str, u8)> = Vec::new();
-    for d in due {
-        let Some((sev, stage_key, target, pct)) = split_key(&d.key) else {
-            outcomes.push((d.id, "obsolete: unreadable key".into()));
-            continue;
-        };
-        if !open {
-            outcomes.push((d.id, "obsolete: the ticket is resolved".into()));
-            continue;
+        .filter(|c| c.at <= now && !e.fired.contains(&c.key))
+    {
+        if !targets.contains(&c.target.as_str()) {
+            targets.push(&c.target);
         }
-        if sev != e.ticket.severity.level() {
-            outcomes.push((d.id, "obsolete: the severity changed".into()));
-            continue;
-        }
-        let breached = breach_due(&e, target, now);
-        let still = if breached {
-            pct == 100
-        } else {
-            stages
-                .iter()
-                .any(|(_, s)| s.key == stage_key && s.at.is_some_and(|at| at <= now))
-        };
-        if !still {
-            outcomes.push((
-                d.id,
-                if breached {
-                    "superseded by the breach".into()
-                } else {
-                    "obsolete: the target is met, paused or moved".into()
-                },
-            ));
-            continue;
-        }
-        let b = best.entry(target).or_insert(pct);
-        *b = (*b).max(pct);
-        valid.push((d, target, pct));
     }
+    // (key, outcome, planned) of every stage decided now.
+    let mut decided: Vec<(String, String, Timestamp)> = Vec::new();
+    let mut fired_target: Vec<(String, u8)> = Vec::new();
     let mut s = Script::default();
     let mut last_outbox = None;
-    for (d, target, pct) in valid {
-        if best.get(target).is_some_and(|b| *b > pct) {
-            outcomes.push((d.id, format!("superseded by the {} % stage", best[target])));
+    for target in targets {
+        let mut group: Vec<&Candidate> = e
+            .stages
+            .iter()
+            .filter(|c| c.target == target && c.at <= now && !e.fired.contains(&c.key))
+            .collect();
+        group.sort_by_key(|c| std::cmp::Reverse(c.percent));
+        let Some(top) = group.first().copied() else {
+            continue;
+        };
+        // Quiet hours: the stage waits for the opening (the next row says
+        // when).
+        let Some(ctx) = hooks.sla() else { break };
+        if top.deliver(ctx.policies, now) > now {
             continue;
         }
         let tc = e
@@ -618,30 +674,7 @@ pub(super) async fn fire_ticket(
             .iter()
             .flat_map(|c| c.targets.iter())
             .find(|t| target_name(t) == target);
-        let stage = stages
-            .iter()
-            .find(|(_, s)| key_of(e.ticket.severity, &s.key) == d.key);
-        let audiences: Vec<String> = stage.map(|(_, s)| s.to.clone()).unwrap_or_default();
-        // Quiet hours: a business-hours reminder waits for the opening.
-        if let (Some((_, st)), Some(tc), Some(ctx)) = (stage, tc, hooks.sla()) {
-            if let Some(cal) = ctx.policies.calendar(&tc.calendar) {
-                let when = deliver_at(st, cal, now);
-                if when > now {
-                    let (at, id) = (s.arg(ts(when)), s.arg(d.id));
-                    s.push(format_args!(
-                        "UPDATE timers SET due_at = {at} WHERE id = {id}"
-                    ));
-                    s.end();
-                    continue;
-                }
-            }
-        }
-        let planned = d
-            .planned
-            .as_deref()
-            .and_then(|p| p.parse::<Timestamp>().ok())
-            .unwrap_or(now);
-        let late = Some(now.duration_since(planned)).filter(|l| *l > LATE_AFTER);
+        let late = Some(now.duration_since(top.at)).filter(|l| *l > LATE_AFTER);
         let r = Reminder {
             number: e.ticket.number.clone(),
             subject: e.ticket.subject.clone(),
@@ -655,13 +688,13 @@ pub(super) async fn fire_ticket(
             amount: tc
                 .map(|t| crate::sla::policy::format_duration(t.amount))
                 .unwrap_or_default(),
-            percent: pct,
+            percent: top.percent,
             due: tc.and_then(|t| t.due),
-            planned,
+            planned: top.at,
             late,
-            audiences: audiences.clone(),
+            audiences: top.to.clone(),
         };
-        let list = if audiences.is_empty() {
+        let list = if top.to.is_empty() {
             Vec::new()
         } else {
             hooks.reminder(&r)
@@ -676,10 +709,10 @@ pub(super) async fn fire_ticket(
             &now_s,
         )
         .await?;
-        let what = if pct == 100 {
+        let what = if top.percent == 100 {
             format!("{} breached", r.target)
         } else {
-            format!("{} at {} %", r.target, pct)
+            format!("{} at {} %", r.target, top.percent)
         };
         let to = if said.is_empty() {
             "recorded only (no audience configured)".to_string()
@@ -690,10 +723,10 @@ pub(super) async fn fire_ticket(
             .map(|l| format!(", late by {}", crate::sla::policy::format_duration(l)))
             .unwrap_or_default();
         let detail = format!("{what}: {to}{late_note}");
-        let kind = if pct == 100 {
-            "sla-breached"
+        let (kind, counter) = if top.percent == 100 {
+            ("sla-breached", "sla-breaches")
         } else {
-            "sla-reminder"
+            ("sla-reminder", "sla-reminders")
         };
         events(
             &mut s,
@@ -702,32 +735,84 @@ pub(super) async fn fire_ticket(
             &[(kind, detail.as_str())],
             &now_s,
         );
-        let counter = s.arg(if pct == 100 {
-            "sla-breaches"
-        } else {
-            "sla-reminders"
-        });
+        let counter = s.arg(counter);
         s.push(format_args!(
             "INSERT INTO counters (name, value) VALUES ({counter}, 1)
              ON CONFLICT (name) DO UPDATE SET value = value + 1"
         ));
         s.end();
-        outcomes.push((
-            d.id,
-            if late.is_some() {
-                format!("sent late: {to}{late_note}")
-            } else {
-                format!("sent: {to}")
-            },
-        ));
+        let sent = if late.is_some() { "sent late" } else { "sent" };
+        decided.push((top.key.clone(), format!("{sent}: {to}{late_note}"), top.at));
+        for c in &group[1..] {
+            decided.push((
+                c.key.clone(),
+                format!("superseded by the {} % stage", top.percent),
+                c.at,
+            ));
+        }
+        fired_target.push((target.to_string(), top.percent));
+    }
+    // The rows that fell due: decided now, or superseded by what fired for
+    // their target, or no longer applying (met, paused, resolved, another
+    // severity). A row left alone waits for its opening (replanned below).
+    let mut outcomes: Vec<(i64, String)> = Vec::new();
+    for d in due {
+        if let Some((_, o, _)) = decided.iter().find(|(k, _, _)| *k == d.key) {
+            outcomes.push((d.id, o.clone()));
+            continue;
+        }
+        let target = split_key(&d.key).map(|(_, _, t, _)| t).unwrap_or("");
+        if let Some((_, pct)) = fired_target.iter().find(|(t, _)| t == target) {
+            outcomes.push((d.id, format!("superseded by the {pct} % stage")));
+        } else if !e.stages.iter().any(|c| c.key == d.key) {
+            outcomes.push((
+                d.id,
+                "obsolete: the target is met, paused, resolved or of another severity".into(),
+            ));
+        }
     }
     mark_fired(&mut s, &outcomes, &now_s);
+    // Stages decided without a row of their own get one, as the record.
+    for (key, outcome, at) in &decided {
+        if due.iter().any(|d| d.key == *key) {
+            continue;
+        }
+        let ps = [
+            s.arg(ticket_id),
+            s.arg(key.as_str()),
+            s.arg(ts(*at)),
+            s.arg(now_s.as_str()),
+            s.arg(outcome.as_str()),
+        ];
+        s.push(format_args!(
+            "INSERT INTO timers (kind, ticket_id, key, due_at, planned_at, created_at, fired_at, outcome)
+             VALUES ('sla-reminder', {}, {}, {}, {}, {}, {}, {}) ON CONFLICT DO NOTHING",
+            ps[0], ps[1], ps[2], ps[2], ps[3], ps[3], ps[4]
+        ));
+        s.end();
+    }
     s.run(&mut *conn).await?;
-    // Fired rows are recorded; plan what is left.
+    // What happened, for the log: each row that fell due, each stage
+    // recorded besides.
+    let mut said: Vec<String> = outcomes.iter().map(|(_, o)| o.clone()).collect();
+    said.extend(
+        decided
+            .iter()
+            .filter(|(k, _, _)| !due.iter().any(|d| d.key == *k))
+            .map(|(_, o, _)| o.clone()),
+    );
+    e.fired.extend(decided.into_iter().map(|(k, _, _)| k));
+    e.fired.extend(
+        due.iter()
+            .filter(|d| outcomes.iter().any(|(id, _)| *id == d.id))
+            .map(|d| d.key.clone()),
+    );
     let mut s = Script::default();
-    write(&mut s, &e);
+    if let Some(ctx) = hooks.sla() {
+        write(&mut s, &e, ctx.policies, false);
+    }
     s.run(conn).await?;
-    Ok((Some(e.ticket.number.0.clone()), outcomes))
+    Ok((Some(e.ticket.number.0.clone()), said))
 }
 
 fn mark_fired(s: &mut Script, outcomes: &[(i64, String)], now: &str) {
@@ -968,17 +1053,6 @@ fn target_name(t: &crate::sla::clock::TargetClock) -> String {
         TargetKind::Update => format!("update:{}", t.cycle),
         k => k.as_str().to_string(),
     }
-}
-
-/// Whether the target named `target` is running and past its due.
-fn breach_due(e: &Evaluated, target: &str, now: Timestamp) -> bool {
-    e.clock.iter().flat_map(|c| c.targets.iter()).any(|t| {
-        target_name(t) == target
-            && t.state != SlaState::Met
-            && t.state != SlaState::Stopped
-            && t.ended.is_none()
-            && t.due.is_some_and(|d| d <= now)
-    })
 }
 
 /// A reminder row of a ticket, planned or fired.
