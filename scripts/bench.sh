@@ -3,6 +3,8 @@
 #
 #   (p) the pure pipeline (parse, guard, lookup keys, classify, decide) on one
 #       core: `cargo bench --bench pipeline`             target >= 20,000 mails/s
+#   (s) the SLA scheduler's check with 100,000 open tickets:
+#       `cargo bench --bench scheduler`                  target <= 50 ms
 #   (a) `ticketd ingest FILE...` of the whole workload in ONE process into
 #       SQLite, confirmations queued                     target >= 2,000 mails/s
 #   (b) the MTA path: one `ticketd ingest < FILE` process per mail, one
@@ -24,6 +26,8 @@
 #   BENCH_NEW=8000 BENCH_REPLIES=2000   the workload (files 0000001.eml, ...)
 #   BENCH_MTA=2000                      mails delivered one process each in (b), (c)
 #   BENCH_PIPELINE=1                    0 skips (p) (criterion, about a minute)
+#   BENCH_SCHEDULER=1                   0 skips (s): the SLA scheduler's check
+#                                       with 100,000 open tickets (target <= 50 ms)
 #   BENCH_HELD=1                        0 skips (c)
 #   BENCH_DAEMON=1                      0 skips (d)
 #   BENCH_DIR=DIR                       work directory (default: a new one under
@@ -87,6 +91,12 @@ if [ "${BENCH_PIPELINE:-1}" = 1 ]; then
       v = $4; u = $5; gsub(/\[/, "", v)
       f = (u ~ /^Kelem/) ? 1e3 : (u ~ /^Melem/) ? 1e6 : 1
       printf "%.0f", v * f; exit }' "$WORK/criterion.txt")
+fi
+
+if [ "${BENCH_SCHEDULER:-1}" = 1 ]; then
+  echo "== (s) SLA scheduler check with 100,000 open tickets: cargo bench --bench scheduler"
+  cargo bench --bench scheduler 2>&1 | tee "$WORK/scheduler.txt" |
+    grep -E '^(check/|scheduler bench)|time:' | grep -v '%'
 fi
 
 echo "== (a) one process: ticketd ingest of $TOTAL files"

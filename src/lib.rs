@@ -11,11 +11,14 @@
 //! - [`config`]: the TOML configuration with its defaults and validation.
 //! - [`customers`]: the customer directory (organisations, contacts, plans).
 //! - [`ingest`]: the pure pipeline; no I/O, `now` is an argument.
+//! - [`sla`]: service levels, pure: policies, business-hours calendars with
+//!   German holidays, the clock, cron schedules.
 //! - [`keys`]: the MAC key that signs our outgoing Message-IDs.
 //! - [`store`]: the database (SQLite now; the seam for PostgreSQL).
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
 //! - [`sources`]: stdin, Maildir, IMAP and hand-over intake.
-//! - [`service`]: what the commands do, wiring the layers together.
+//! - [`service`]: what the commands do, wiring the layers together; staff
+//!   actions and the SLA hooks of the timer task.
 //! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
 //! - [`http`]: `/healthz` and `/metrics` of `ticketd run`.
 //! - [`systemd`]: readiness, watchdog and stop notices for `Type=notify`.

@@ -574,3 +574,25 @@ async fn the_due_query_reads_the_index() {
         "{plan:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stage_due_at_closing_time_goes_out_then_not_next_morning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (intake, store) = desk(dir.path()).await;
+    // Wednesday 09:00 CET; Basic severity 3: 75 % of 12 business hours is
+    // 9 h, exactly the closing at 18:00 CET.
+    let t0 = at("2026-12-02T08:00:00Z");
+    mail(
+        &intake,
+        &store,
+        question("bo@basic.example", "q7@basic.example"),
+        t0,
+    )
+    .await;
+    fire(&intake, &store, at("2026-12-02T14:00:01Z")).await; // 50 % at 15:00 CET
+    assert_eq!(reminder_mails(&store).await.len(), 1);
+    let fired = fire(&intake, &store, at("2026-12-02T17:00:00.500Z")).await;
+    let mails = reminder_mails(&store).await;
+    assert_eq!(mails.len(), 2, "{mails:?} {fired:?}");
+    assert!(mails[1].1.starts_with("SLA 75 %"), "{mails:?}");
+}

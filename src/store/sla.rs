@@ -107,9 +107,20 @@ pub struct Candidate {
 impl Candidate {
     /// When it may go out if it falls due at `when`: a business-hours
     /// reminder waits for the opening, unless it goes to on-call or to
-    /// nobody (a breach is recorded when it happens).
+    /// nobody (a breach is recorded when it happens). A stage that falls
+    /// due exactly at closing time goes out then, not the next morning.
     pub fn deliver(&self, policies: &Policies, when: Timestamp) -> Timestamp {
         if self.to.is_empty() {
+            return when;
+        }
+        let just_before = when
+            .checked_sub(SignedDuration::from_secs(1))
+            .unwrap_or(when);
+        if when == self.at
+            && policies
+                .calendar(&self.calendar)
+                .is_some_and(|c| c.is_open(just_before))
+        {
             return when;
         }
         let stage = StagePlan {
@@ -125,6 +136,20 @@ impl Candidate {
     }
 }
 
+impl Candidate {
+    /// When it goes out, seen at `now`: its own delivery time, or — when
+    /// that has passed by more than [`LATE_AFTER`] without it firing — the
+    /// first hour from `now` that allows it.
+    pub fn when(&self, policies: &Policies, now: Timestamp) -> Timestamp {
+        let own = self.deliver(policies, self.at);
+        if own >= now || now.duration_since(own) <= LATE_AFTER {
+            own
+        } else {
+            self.deliver(policies, now)
+        }
+    }
+}
+
 impl Evaluated {
     /// The next reminder row: the stage that goes out first (a past one
     /// not yet fired goes out now, or at the next opening).
@@ -132,7 +157,7 @@ impl Evaluated {
         self.stages
             .iter()
             .filter(|c| !self.fired.contains(&c.key))
-            .map(|c| (c, c.deliver(policies, c.at.max(self.now))))
+            .map(|c| (c, c.when(policies, self.now)))
             .min_by_key(|(c, due)| (*due, std::cmp::Reverse(c.percent)))
     }
 
@@ -146,7 +171,7 @@ impl Evaluated {
             .map(|c| ReminderRow {
                 key: c.key.clone(),
                 planned_at: Some(ts(c.at)),
-                due_at: ts(c.deliver(policies, c.at.max(self.now))),
+                due_at: ts(c.when(policies, self.now)),
                 fired_at: None,
                 outcome: None,
                 audiences: c.to.clone(),
@@ -666,7 +691,12 @@ pub(super) async fn fire_ticket(
         // Quiet hours: the stage waits for the opening (the next row says
         // when).
         let Some(ctx) = hooks.sla() else { break };
-        if top.deliver(ctx.policies, now) > now {
+        let when = top.deliver(ctx.policies, top.at);
+        if when > now {
+            continue;
+        }
+        // Fired late (the daemon was down): the hour now must allow it.
+        if now.duration_since(when) > LATE_AFTER && top.deliver(ctx.policies, now) > now {
             continue;
         }
         let tc = e
