@@ -1815,3 +1815,73 @@ fn sla_configuration_errors_are_clear() {
         "{err}"
     );
 }
+
+#[test]
+fn run_fires_sla_reminders_through_the_outbox_and_counts_the_breach() {
+    let d = Desk::new();
+    // A policy of seconds, so that the daemon's own timer task fires the
+    // stages while the test watches.
+    let policies = d.dir.path().join("policies.toml");
+    std::fs::write(
+        &policies,
+        "default_plan = \"Fast\"\n[[reminder]]\nat = 50\nto = [\"team\"]\n[[reminder]]\nat = 100\nto = [\"team\"]\n\
+         [[policy]]\nplan = \"Fast\"\nfirst_response = \"4s\"\n",
+    )
+    .unwrap();
+    let cfg = daemon_config(
+        d.dir.path(),
+        &format!(
+            "[log]\nformat = \"json\"\n[sla]\npolicies = {:?}\n[sla.audiences]\nteam = [\"mail:team@desk.example\"]\n",
+            policies.to_str().unwrap()
+        ),
+    );
+    let (mut child, addr, _log) = start_with_http(&d, &cfg);
+    let r = d.ingest(&mail(
+        "anna@kunde.de",
+        "Drucker defekt",
+        "f1@kunde.de",
+        "",
+        "Geht nicht.",
+    ));
+    let n = r["ticket"].as_str().unwrap().to_string();
+    let sent = d.data().join("sent");
+    let start = Instant::now();
+    let mut reminders: Vec<String> = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        reminders = std::fs::read_dir(&sent)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .filter(|t| t.contains("To: team@desk.example"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if reminders.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        reminders.len(),
+        2,
+        "50 % and breach delivered: {reminders:?}"
+    );
+    assert!(reminders
+        .iter()
+        .all(|t| t.contains("Auto-Submitted: auto-generated")));
+    let (_, _, body) = http_get(&addr, "/metrics");
+    assert!(body.contains("ticketd_sla_breaches_total 1"), "{body}");
+    assert!(body.contains("ticketd_sla_reminders_total 1"), "{body}");
+    assert!(
+        body.contains("ticketd_sla_open_tickets{state=\"breached\"} 1"),
+        "{body}"
+    );
+    stop(&mut child);
+    let t = d.json(&["--config", &cfg, "tickets", "show", &n, "--json"]);
+    assert_eq!(t["sla"]["state"], "breached", "{t}");
+    let fired = t["sla"]["reminders"].as_array().unwrap();
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    assert!(fired
+        .iter()
+        .all(|r| r["outcome"].as_str().unwrap().starts_with("sent")));
+}

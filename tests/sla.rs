@@ -194,6 +194,26 @@ async fn premium_critical_reminders_fire_once_and_a_reply_meets_the_first_respon
     // Fired once: asking again sends nothing.
     assert!(fire(&intake, &store, mins(t0, 17)).await.is_empty());
     assert_eq!(reminder_mails(&store).await.len(), 1);
+    // A team member answers the reminder mail: that is no reply to the
+    // customer (the reminder names no ticket in its Message-ID).
+    let reminder_id = store
+        .list_outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.kind == "reminder")
+        .unwrap()
+        .message_id;
+    let aside = format!(
+        "From: tom@desk.example\r\nTo: support@desk.example\r\nSubject: Re: SLA 50 %\r\nIn-Reply-To: <{reminder_id}>\r\nMessage-ID: <aside@desk.example>\r\n\r\nWer macht das?\r\n"
+    );
+    assert_ne!(mail(&intake, &store, aside, mins(t0, 18)).await, n);
+    assert!(!store
+        .list_outbox()
+        .await
+        .unwrap()
+        .iter()
+        .any(|o| o.kind == "relay"));
 
     // A staff reply at 20 min meets the first response; its later stages
     // are gone, the update cycle (1 h) starts.

@@ -444,7 +444,10 @@ impl Intake {
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
-        let mid = self.new_message_id(number)?;
+        // A Message-ID of its own, naming no ticket: a staff member's answer
+        // to a reminder must not thread onto the ticket (and be relayed to
+        // the customer as a staff reply).
+        let mid = self.new_message_id(None)?;
         let received_at = self.local_time(now);
         confirmation(
             &templates,
