@@ -431,50 +431,29 @@ impl Intake {
                 return Vec::new();
             }
         };
-        let received_at = self.local_time(now);
         let tag = self.tag.render(&t.number);
         let facts = [
             ("status".to_string(), "resolved".to_string()),
             ("why".to_string(), t.why.clone()),
         ];
+        let mail = staff::OwnMail {
+            template: "status",
+            number: Some(&t.number),
+            names_ticket: true,
+            tag: &tag,
+            subject: &t.subject,
+            severity: t.severity,
+            facts: &facts,
+            body: "",
+            language: Some(self.language_for(Some(org), &templates, "status")),
+        };
         let mut out = Vec::new();
         for a in &org.notify_status {
-            let mid = match self.new_message_id(Some(&t.number)) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(ticket = %t.number, error = %e, "no status mail");
-                    continue;
-                }
-            };
             let to = Mailbox {
                 address: a.clone(),
                 name: None,
             };
-            let built = confirmation(
-                &templates,
-                &Confirmation {
-                    template: "status",
-                    auto_submitted: "auto-generated",
-                    number: Some(&t.number),
-                    tag: &tag,
-                    customer: "",
-                    facts: &facts,
-                    subject: &t.subject,
-                    body: "",
-                    severity: t.severity,
-                    received_at: &received_at,
-                    language: self.language_for(Some(org), &templates, "status"),
-                    desk_name: &self.desk_name,
-                    from: &self.from,
-                    to: &to,
-                    in_reply_to: None,
-                    references: &[],
-                    message_id: &mid,
-                    date: SystemTime::from(now),
-                    attach: None,
-                    reply_to: None,
-                },
-            );
+            let built = self.own_mail(&mail, &to, now);
             match built {
                 Ok(m) => out.push(m),
                 Err(e) => {

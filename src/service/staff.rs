@@ -87,6 +87,28 @@ impl SlaSetup {
     }
 }
 
+/// What differs between the desk's own mails ([`Intake::own_mail`]).
+pub(super) struct OwnMail<'a> {
+    /// The templates' base name.
+    pub template: &'a str,
+    /// The ticket it is about.
+    pub number: Option<&'a TicketNumber>,
+    /// Whether its Message-ID names the ticket (answers thread onto it).
+    pub names_ticket: bool,
+    /// The subject tag, or empty.
+    pub tag: &'a str,
+    /// The ticket's (or the job's) subject.
+    pub subject: &'a str,
+    /// Severity for the template.
+    pub severity: Severity,
+    /// Template facts.
+    pub facts: &'a [(String, String)],
+    /// Preformatted text (`{{ body }}`).
+    pub body: &'a str,
+    /// The language; default the desk's.
+    pub language: Option<&'a str>,
+}
+
 /// A staff member's action on a ticket.
 #[derive(Debug, Clone)]
 pub enum StaffAction {
@@ -429,40 +451,31 @@ impl Intake {
         out
     }
 
-    /// A staff mail from `template` with `facts` (and a preformatted
-    /// `body`), in the desk's language, marked automatic.
-    #[allow(clippy::too_many_arguments)]
-    fn staff_mail(
+    /// A mail of the desk's own, answering no message (a status notice,
+    /// a reminder, a digest), marked automatic.
+    pub(super) fn own_mail(
         &self,
-        template: &str,
-        number: Option<&TicketNumber>,
-        subject: &str,
-        severity: Severity,
-        facts: &[(String, String)],
-        body: &str,
+        m: &OwnMail<'_>,
         to: &Mailbox,
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
-        // A Message-ID of its own, naming no ticket: a staff member's answer
-        // to a reminder must not thread onto the ticket (and be relayed to
-        // the customer as a staff reply).
-        let mid = self.new_message_id(None)?;
+        let mid = self.new_message_id(m.number.filter(|_| m.names_ticket))?;
         let received_at = self.local_time(now);
         confirmation(
             &templates,
             &Confirmation {
-                template,
+                template: m.template,
                 auto_submitted: "auto-generated",
-                number,
-                tag: "",
+                number: m.number,
+                tag: m.tag,
                 customer: "",
-                facts,
-                subject,
-                body,
-                severity,
+                facts: m.facts,
+                subject: m.subject,
+                body: m.body,
+                severity: m.severity,
                 received_at: &received_at,
-                language: &self.language,
+                language: m.language.unwrap_or(&self.language),
                 desk_name: &self.desk_name,
                 from: &self.from,
                 to,
@@ -688,13 +701,21 @@ impl TimerHooks for SlaHooks<'_> {
         });
         let now = self.now;
         i.notify(&r.audiences, &chat, |to| {
-            i.staff_mail(
-                "reminder",
-                Some(&r.number),
-                &r.subject,
-                r.severity,
-                &facts,
-                "",
+            i.own_mail(
+                &OwnMail {
+                    template: "reminder",
+                    number: Some(&r.number),
+                    // Staff mail names no ticket in its Message-ID: an
+                    // answer to a reminder must not thread onto the ticket
+                    // (and be relayed to the customer as a staff reply).
+                    names_ticket: false,
+                    tag: "",
+                    subject: &r.subject,
+                    severity: r.severity,
+                    facts: &facts,
+                    body: "",
+                    language: None,
+                },
                 to,
                 now,
             )
@@ -751,13 +772,18 @@ impl TimerHooks for SlaHooks<'_> {
         });
         let now = self.now;
         i.notify(&job.to, &chat, |to| {
-            i.staff_mail(
-                "digest",
-                None,
-                &d.name,
-                Severity::Question,
-                &facts,
-                &listing,
+            i.own_mail(
+                &OwnMail {
+                    template: "digest",
+                    number: None,
+                    names_ticket: false,
+                    tag: "",
+                    subject: &d.name,
+                    severity: Severity::Question,
+                    facts: &facts,
+                    body: &listing,
+                    language: None,
+                },
                 to,
                 now,
             )

@@ -304,7 +304,7 @@ impl Calendar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use jiff::civil::time;
 
@@ -317,15 +317,16 @@ mod tests {
         ))
     }
 
-    fn at(s: &str) -> Timestamp {
-        // Local Berlin time, e.g. "2026-12-04 17:00".
+    /// Local Berlin time, e.g. "2026-12-04 17:00" (also for the clock's
+    /// tests).
+    pub(crate) fn at(s: &str) -> Timestamp {
         let dt: jiff::civil::DateTime = s.parse().unwrap();
         dt.to_zoned(TimeZone::get("Europe/Berlin").unwrap())
             .unwrap()
             .timestamp()
     }
 
-    fn hours(h: i64) -> SignedDuration {
+    pub(crate) fn hours(h: i64) -> SignedDuration {
         SignedDuration::from_hours(h)
     }
 

@@ -654,17 +654,7 @@ mod tests {
     use super::*;
     use crate::sla::policy::Policies;
 
-    fn at(s: &str) -> Timestamp {
-        // Local Berlin time, e.g. "2026-12-04 17:00".
-        let dt: jiff::civil::DateTime = s.parse().unwrap();
-        dt.to_zoned(TimeZone::get("Europe/Berlin").unwrap())
-            .unwrap()
-            .timestamp()
-    }
-
-    fn hours(h: i64) -> SignedDuration {
-        SignedDuration::from_hours(h)
-    }
+    use crate::sla::calendar::tests::{at, hours};
 
     fn mins(m: i64) -> SignedDuration {
         SignedDuration::from_mins(m)
