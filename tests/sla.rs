@@ -400,6 +400,12 @@ async fn business_hours_reminders_wait_for_the_opening_and_pauses_count_open_tim
     let fired = fire(&intake, &store, night).await;
     assert!(fired.iter().all(|f| !f.queued), "{fired:?}");
     assert!(reminder_mails(&store).await.is_empty());
+    // …and the timer task is not asked again before then.
+    let next = store.next_timer().await.unwrap().unwrap();
+    assert_eq!(
+        next, "2026-12-08T08:00:00.000Z",
+        "the opening, Tuesday 09:00 CET"
+    );
     // At 09:00 they go out: the 90 % stage alone (to team and lead), the
     // 50 and 75 % stages are superseded by it.
     let fired = fire(&intake, &store, at("2026-12-08T08:00:01Z")).await;

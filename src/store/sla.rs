@@ -153,12 +153,32 @@ impl Candidate {
 impl Evaluated {
     /// The next reminder row: the stage that goes out first (a past one
     /// not yet fired goes out now, or at the next opening).
+    ///
+    /// Per target, the stage that fires next is its highest one already
+    /// due (what firing sends), else its earliest one to come; the row is
+    /// the earliest of those.
     fn next_row(&self, policies: &Policies) -> Option<(&Candidate, Timestamp)> {
-        self.stages
+        let open: Vec<&Candidate> = self
+            .stages
             .iter()
             .filter(|c| !self.fired.contains(&c.key))
-            .map(|c| (c, c.when(policies, self.now)))
-            .min_by_key(|(c, due)| (*due, std::cmp::Reverse(c.percent)))
+            .collect();
+        let mut best: Option<(&Candidate, Timestamp)> = None;
+        for c in &open {
+            let same = open.iter().filter(|o| o.target == c.target);
+            let pick = same
+                .clone()
+                .filter(|o| o.at <= self.now)
+                .max_by_key(|o| o.percent)
+                .or_else(|| same.min_by_key(|o| o.at));
+            if pick.is_some_and(|p| p.key == c.key) {
+                let due = c.when(policies, self.now);
+                if best.is_none_or(|(_, b)| due < b) {
+                    best = Some((c, due));
+                }
+            }
+        }
+        best
     }
 
     /// The stages still to come, for people: key, instant, when it goes
