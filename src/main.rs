@@ -740,8 +740,18 @@ async fn dispatch(
                 .map_err(|e| anyhow!("outbound: {e}"))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
                 .map_err(|e| anyhow!("customers: {e}"))?;
+            let sla = if cfg.sla.enabled {
+                let p = intake.policies().map_err(|e| anyhow!("sla: {e}"))?;
+                format!(
+                    "{} SLA policies, {} digests",
+                    p.policies().len(),
+                    cfg.sla.digest.len()
+                )
+            } else {
+                "SLA off".into()
+            };
             println!(
-                "configuration ok: {} rules, {} customer organisations, desk {} <{}>, language {}, time zone {}",
+                "configuration ok: {} rules, {sla}, {} customer organisations, desk {} <{}>, language {}, time zone {}",
                 rules.len(),
                 customers.organisations().len(),
                 cfg.desk.name,
