@@ -8,6 +8,7 @@
 //!
 //! Modules:
 //! - [`domain`]: plain types shared by everything (ticket numbers, severities, …).
+//! - [`chat`]: staff commands from chat, parsed (pure).
 //! - [`config`]: the TOML configuration with its defaults and validation.
 //! - [`customers`]: the customer directory (organisations, contacts, plans).
 //! - [`ingest`]: the pure pipeline; no I/O, `now` is an argument.
@@ -25,6 +26,7 @@
 //! - [`daemon`]: `ticketd run`: the sources and the outbox worker until a signal.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod config;
 pub mod customers;
 pub mod daemon;
