@@ -1210,7 +1210,7 @@ pub async fn apply(
             }
             events(&mut s, Some(id), Some(message_row), &list, now);
             // A new ticket's clock starts now, with nothing in its history:
-            // its reminder rows go into this same script.
+            // its pending reminder row goes into this same script.
             if let (Some(ctx), Ok(received)) = (sla_ctx, now.parse::<jiff::Timestamp>()) {
                 let ticket = sla::SlaTicket {
                     id,
