@@ -536,11 +536,10 @@ fn decide_target(
         None
     };
 
-    if let Some((ticket, how)) = follow_up.clone().filter(|_| cfg.is_staff(&sender)) {
-        return staff_reply(mail, ticket, how, &sender, cfg, notes);
-    }
-
     if let Some((ticket, how)) = follow_up {
+        if cfg.is_staff(&sender) {
+            return staff_reply(mail, ticket, how, &sender, cfg, notes);
+        }
         // A customer's answer also ends the wait of a pending ticket (the
         // SLA clock resumes).
         let reopen = matches!(

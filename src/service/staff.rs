@@ -652,7 +652,8 @@ impl TimerHooks for SlaHooks<'_> {
                     .unwrap_or(o.to_string())
             })
             .unwrap_or_default();
-        let target = crate::sla::policy::TargetKind::parse(&r.target)
+        let target = r
+            .kind
             .map(|k| i.target_label(k))
             .unwrap_or_else(|| r.target.clone());
         let due = r.due.map(|d| i.staff_time(d)).unwrap_or_default();

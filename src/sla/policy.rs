@@ -130,17 +130,6 @@ impl TargetKind {
         }
     }
 
-    /// Reads a machine name back ([`TargetKind::as_str`]).
-    pub fn parse(s: &str) -> Option<TargetKind> {
-        [
-            TargetKind::FirstResponse,
-            TargetKind::Resolution,
-            TargetKind::Update,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-
     /// A label for people: "first response", "resolution", "update".
     pub fn label(self) -> &'static str {
         match self {

@@ -68,8 +68,6 @@ pub struct Evaluated {
     /// The policy chosen (plan and severity as written) and why; `None`
     /// when no policy applies.
     pub policy: Option<(String, String)>,
-    /// Its history as the clock read it.
-    pub history: History,
     /// The clock; `None` without a policy.
     pub clock: Option<Clock>,
     /// The ticket's overall SLA state: breached, running, paused, met or
@@ -349,7 +347,6 @@ pub fn evaluate_with(
             ticket,
             plan,
             policy: None,
-            history,
             clock: None,
             state: "none",
             next_due: None,
@@ -402,7 +399,6 @@ pub fn evaluate_with(
         ticket,
         plan,
         policy: Some((label, why)),
-        history,
         clock: Some(clock),
         state,
         next_due,
@@ -470,7 +466,7 @@ pub async fn sync(
 }
 
 /// A reminder stage that fired, for the mails and chat posts about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Reminder {
     /// The ticket.
     pub number: TicketNumber,
@@ -486,6 +482,9 @@ pub struct Reminder {
     pub policy: String,
     /// Which target: `first-response`, `resolution`, `update`.
     pub target: String,
+    /// The same, typed (for labels); `None` for a target the clock no
+    /// longer has.
+    pub kind: Option<TargetKind>,
     /// The target's amount, e.g. `4h`.
     pub amount: String,
     /// Percent reached; 100 is the breach.
@@ -711,12 +710,7 @@ pub(super) async fn fire_ticket(
         // Quiet hours: the stage waits for the opening (the next row says
         // when).
         let Some(ctx) = hooks.sla() else { break };
-        let when = top.deliver(ctx.policies, top.at);
-        if when > now {
-            continue;
-        }
-        // Fired late (the daemon was down): the hour now must allow it.
-        if now.duration_since(when) > LATE_AFTER && top.deliver(ctx.policies, now) > now {
+        if top.when(ctx.policies, now) > now {
             continue;
         }
         let tc = e
@@ -735,6 +729,7 @@ pub(super) async fn fire_ticket(
             target: tc
                 .map(|t| t.kind.as_str().to_string())
                 .unwrap_or_else(|| target.to_string()),
+            kind: tc.map(|t| t.kind),
             amount: tc
                 .map(|t| crate::sla::policy::format_duration(t.amount))
                 .unwrap_or_default(),
