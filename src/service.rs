@@ -849,8 +849,10 @@ impl Intake {
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
         }
-        if let (true, Some(id)) = (applied.clock_moved, applied.ticket_id) {
-            self.sync_sla(conn, id, t.now).await?;
+        if let (true, Some(id), Some(ctx)) =
+            (applied.clock_moved, applied.ticket_id, hooks.context())
+        {
+            store::sla::sync(conn, id, &ctx, t.now).await?;
         }
         tracing::info!(
             action = decision.action.as_str(),

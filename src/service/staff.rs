@@ -249,7 +249,7 @@ impl Intake {
     }
 
     /// Brings a ticket's SLA up to date in the caller's transaction (after
-    /// a message started, resumed or stopped its clock).
+    /// a staff action).
     pub(super) async fn sync_sla(
         &self,
         conn: &mut sqlx::SqliteConnection,
