@@ -711,12 +711,12 @@ impl Config {
             return Err(bad("desk.addresses needs at least one address".into()));
         }
         for a in &self.desk.addresses {
-            if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if !mail_like(a) {
                 return Err(bad(format!("desk.addresses: {a:?} is not a mail address")));
             }
         }
         for a in &self.desk.staff {
-            if !a.contains('@') || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if !mail_like(a) {
                 return Err(bad(format!(
                     "desk.staff: {a:?} is neither an address nor \"@domain\""
                 )));
@@ -872,14 +872,16 @@ pub enum AudienceEntry {
     Chat(String),
 }
 
+/// Whether `a` can be a mail address (or `@domain`) in the configuration:
+/// an `@`, no blanks or control characters.
+fn mail_like(a: &str) -> bool {
+    a.contains('@') && !a.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// Reads `mail:ADDRESS` or `chat:CHANNEL`.
 pub fn audience_entry(entry: &str) -> Result<AudienceEntry, String> {
     match entry.trim().split_once(':') {
-        Some(("mail", a))
-            if a.contains('@') && !a.chars().any(|c| c.is_whitespace() || c.is_control()) =>
-        {
-            Ok(AudienceEntry::Mail(a.to_ascii_lowercase()))
-        }
+        Some(("mail", a)) if mail_like(a) => Ok(AudienceEntry::Mail(a.to_ascii_lowercase())),
         Some(("chat", c)) if !c.trim().is_empty() => Ok(AudienceEntry::Chat(c.trim().to_string())),
         _ => Err(format!(
             "{entry:?} is neither \"mail:ADDRESS\" nor \"chat:CHANNEL\""
