@@ -74,6 +74,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Service levels: the policy file, who is reminded, periodic digests.
     pub sla: SlaConfig,
+    /// Staff in Discord: notifications, threads, commands, intake channel.
+    pub discord: DiscordConfig,
     /// Directory of the config file; relative paths in it are resolved
     /// against this.
     #[serde(skip)]
@@ -435,6 +437,154 @@ impl DigestConfig {
     /// The digest's name.
     pub fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| "digest".to_string())
+    }
+}
+
+/// The Discord bot: where ticket notifications go, who may act, and the
+/// optional intake channel. Channels are named here and referred to by
+/// name (`chat:NAME` in `[sla.audiences]`, `notify`, `intake`, the
+/// severity routes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscordConfig {
+    /// Whether `ticketd run` connects to Discord.
+    pub enabled: bool,
+    /// The environment variable holding the bot token (default
+    /// `TICKETD_DISCORD_TOKEN`, used when `token_file` is unset).
+    pub token_env: Option<String>,
+    /// A file holding the bot token (mode 0600).
+    pub token_file: Option<PathBuf>,
+    /// The guild (server) id the desk's channels are in.
+    pub guild: u64,
+    /// Role ids whose members may act on tickets. Empty: nobody may.
+    pub staff_roles: Vec<u64>,
+    /// What starts a typed command, e.g. `!t reply …`.
+    pub prefix: String,
+    /// Register the `/ticket` slash command in the guild at start.
+    pub slash_commands: bool,
+    /// The channel (by name) ticket notifications go to by default.
+    pub notify: Option<String>,
+    /// Severity ("1" … "4") → channel name, overriding `notify`.
+    pub severity: std::collections::BTreeMap<String, String>,
+    /// The channel (by name) where customers' top-level messages open
+    /// tickets; unset: no intake from Discord.
+    pub intake: Option<String>,
+    /// The named channels.
+    pub channels: std::collections::BTreeMap<String, DiscordChannel>,
+    /// The Discord API's base address. Only for tests against a local fake
+    /// Discord (`http://127.0.0.1:PORT`); it turns serenity's rate limiter
+    /// off, which a proxy needs.
+    pub api_base: Option<String>,
+    /// How long a chat post is retried before it is marked failed.
+    pub retry_hours: u64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        DiscordConfig {
+            enabled: false,
+            token_env: None,
+            token_file: None,
+            guild: 0,
+            staff_roles: Vec::new(),
+            prefix: "!t".to_string(),
+            slash_commands: true,
+            notify: None,
+            severity: std::collections::BTreeMap::new(),
+            intake: None,
+            channels: std::collections::BTreeMap::new(),
+            api_base: None,
+            retry_hours: 24,
+        }
+    }
+}
+
+/// A Discord channel the desk posts to or reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordChannel {
+    /// The channel's id (Developer Mode → Copy Channel ID).
+    pub id: u64,
+    /// A role mentioned in this channel's new-ticket posts and breach
+    /// reminders (e.g. the on-call role).
+    #[serde(default)]
+    pub mention: Option<u64>,
+}
+
+impl DiscordConfig {
+    /// The channel a ticket of severity `level` is announced in.
+    pub fn channel_for(&self, level: u8) -> Option<&str> {
+        self.severity
+            .get(&level.to_string())
+            .or(self.notify.as_ref())
+            .map(String::as_str)
+    }
+
+    /// The bot token, from `token_file` or the environment.
+    pub fn token(&self, resolve: impl Fn(&Path) -> PathBuf) -> Result<String, String> {
+        let env = if self.token_file.is_some() {
+            None
+        } else {
+            Some(
+                self.token_env
+                    .clone()
+                    .unwrap_or_else(|| "TICKETD_DISCORD_TOKEN".to_string()),
+            )
+        };
+        let file = self.token_file.as_ref().map(|f| resolve(f));
+        let token = read_secret(env.as_deref(), file.as_deref(), "discord token")?;
+        if token.trim().is_empty() {
+            return Err("discord token is empty".into());
+        }
+        Ok(token.trim().to_string())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let known = |what: &str, name: &str| {
+            if self.channels.contains_key(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "discord.{what}: channel {name:?} is not defined in [discord.channels]"
+                ))
+            }
+        };
+        if let Some(n) = &self.notify {
+            known("notify", n)?;
+        }
+        if let Some(n) = &self.intake {
+            known("intake", n)?;
+        }
+        for (level, name) in &self.severity {
+            if !matches!(level.as_str(), "1" | "2" | "3" | "4") {
+                return Err(format!(
+                    "discord.severity: {level:?} is not a severity (1–4)"
+                ));
+            }
+            known(&format!("severity.{level}"), name)?;
+        }
+        for (name, c) in &self.channels {
+            if c.id == 0 {
+                return Err(format!("discord.channels.{name}: id must be a channel id"));
+            }
+        }
+        if self.prefix.trim().is_empty() || self.prefix.chars().any(char::is_whitespace) {
+            return Err("discord.prefix must be a word without blanks, e.g. \"!t\"".into());
+        }
+        if self.enabled {
+            if self.guild == 0 {
+                return Err("discord.guild must be the guild (server) id".into());
+            }
+            if self.notify.is_none() && self.severity.is_empty() {
+                return Err("discord: set notify (the channel ticket notifications go to)".into());
+            }
+        }
+        if let Some(b) = &self.api_base {
+            if !(b.starts_with("http://") || b.starts_with("https://")) {
+                return Err(format!("discord.api_base {b:?} is not an http(s) address"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -829,6 +979,18 @@ impl Config {
         if let Some(tz) = &self.sla.timezone {
             if jiff::tz::TimeZone::get(tz).is_err() {
                 return Err(bad(format!("sla.timezone: unknown time zone {tz:?}")));
+            }
+        }
+        self.discord.validate().map_err(&bad)?;
+        for (name, list) in &self.sla.audiences {
+            for entry in list {
+                if let Ok(AudienceEntry::Chat(c)) = audience_entry(entry) {
+                    if self.discord.enabled && !self.discord.channels.contains_key(&c) {
+                        return Err(bad(format!(
+                            "sla.audiences.{name}: chat channel {c:?} is not defined in [discord.channels]"
+                        )));
+                    }
+                }
             }
         }
         self.http.listen_addr().map_err(bad)?;

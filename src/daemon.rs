@@ -93,6 +93,16 @@ pub async fn run(
         ));
     }
 
+    if cfg.discord.enabled {
+        tracing::info!(guild = cfg.discord.guild, "Discord: connecting");
+        tasks.spawn(crate::chat::discord::run(
+            cfg.clone(),
+            intake.clone(),
+            store.clone(),
+            wake.clone(),
+            stop_rx.clone(),
+        ));
+    }
     tasks.spawn(housekeeping(store.clone(), stop_rx.clone()));
     if let Err(e) = intake.plan_digests(&store, jiff::Timestamp::now()).await {
         tracing::warn!(error = %e, "digests could not be planned");

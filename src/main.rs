@@ -194,6 +194,17 @@ enum TicketsCmd {
         #[arg(long = "as")]
         author: Option<String>,
     },
+    /// Give a ticket to a staff member (shown in `list mine` in Discord
+    /// when it is `discord:USER_ID`).
+    Assign {
+        /// The ticket number.
+        number: String,
+        /// Who gets it: a name, or `discord:USER_ID`.
+        assignee: String,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -549,6 +560,29 @@ async fn dispatch(
                     )
                     .await?;
                 }
+                TicketsCmd::Assign {
+                    number,
+                    assignee,
+                    author,
+                } => {
+                    let key = if assignee.contains(':') {
+                        assignee.clone()
+                    } else {
+                        format!("cli:{assignee}")
+                    };
+                    act(
+                        &cfg,
+                        data_dir,
+                        &store,
+                        &number,
+                        &StaffAction::Assign {
+                            key,
+                            name: assignee,
+                        },
+                        author,
+                    )
+                    .await?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -750,8 +784,29 @@ async fn dispatch(
             } else {
                 "SLA off".into()
             };
+            let discord = if cfg.discord.enabled {
+                cfg.discord
+                    .token(|p| cfg.resolve(p))
+                    .map_err(|e| anyhow!("discord: {e}"))?;
+                format!(
+                    "Discord on ({} channels, {} staff roles{})",
+                    cfg.discord.channels.len(),
+                    cfg.discord.staff_roles.len(),
+                    match &cfg.discord.intake {
+                        Some(i) => format!(", intake in {i}"),
+                        None => String::new(),
+                    }
+                )
+            } else {
+                "Discord off".into()
+            };
+            if cfg.discord.enabled && cfg.discord.staff_roles.is_empty() {
+                eprintln!(
+                    "warning: discord.staff_roles is empty: nobody can act on tickets in Discord"
+                );
+            }
             println!(
-                "configuration ok: {} rules, {sla}, {} customer organisations, desk {} <{}>, language {}, time zone {}",
+                "configuration ok: {} rules, {sla}, {discord}, {} customer organisations, desk {} <{}>, language {}, time zone {}",
                 rules.len(),
                 customers.organisations().len(),
                 cfg.desk.name,
@@ -875,6 +930,8 @@ async fn act(
         StaffAction::Severity(s) if done.changed => format!("severity {}", s.level()),
         StaffAction::Severity(s) => format!("already severity {}", s.level()),
         StaffAction::Note(_) => "note added".into(),
+        StaffAction::Assign { name, .. } if done.changed => format!("assigned to {name}"),
+        StaffAction::Assign { name, .. } => format!("already assigned to {name}"),
     };
     let sla = match &done.sla {
         Some(e) => match &e.next_due {

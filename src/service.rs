@@ -247,11 +247,17 @@ impl Intake {
                     .as_ref()
                     .map(|a| a.trim().to_ascii_lowercase())
                     .filter(|a| !a.is_empty()),
+                // Staff members answering in the Discord intake channel
+                // write from the staff domain of Discord addresses.
                 staff: cfg
                     .desk
                     .staff
                     .iter()
                     .map(|a| a.trim().to_ascii_lowercase())
+                    .chain(
+                        (cfg.discord.enabled && cfg.discord.intake.is_some())
+                            .then(|| format!("@{}", crate::sources::discord::STAFF_DOMAIN)),
+                    )
                     .collect(),
             },
             alert_rules: cfg

@@ -4,3 +4,6 @@
 //! `Intake::act` builds on it.
 
 pub mod command;
+pub mod desk;
+pub mod discord;
+pub mod notify;

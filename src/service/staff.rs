@@ -126,6 +126,13 @@ pub enum StaffAction {
     Severity(Severity),
     /// Add an internal note.
     Note(String),
+    /// Give the ticket to someone.
+    Assign {
+        /// Who, as a key (`discord:ID`, `cli:NAME`).
+        key: String,
+        /// Their name in lists.
+        name: String,
+    },
 }
 
 /// What an action did.
@@ -355,6 +362,10 @@ impl Intake {
                 actions::note(&mut tx, &t, text, author, &at).await?;
                 (true, false)
             }
+            StaffAction::Assign { key, name } => (
+                actions::assign(&mut tx, &t, key, name, author, &at).await?,
+                false,
+            ),
         };
         let sla = self.sync_sla(&mut tx, t.id, now).await?;
         tx.commit().await?;

@@ -3,6 +3,7 @@
 //! message (answers the MTA, moves the Maildir file, flags and moves the
 //! IMAP message) only after the store has committed it.
 
+pub mod discord;
 pub mod imap;
 pub mod maildir;
 pub mod socket;

@@ -250,6 +250,41 @@ pub async fn set_severity(
     Ok(true)
 }
 
+/// Gives the ticket to `key` (e.g. `discord:123`), shown as `name`.
+/// Returns `false` when it already had that assignee.
+pub async fn assign(
+    conn: &mut SqliteConnection,
+    t: &ActionTicket,
+    key: &str,
+    name: &str,
+    author: &str,
+    now: &str,
+) -> Result<bool, ActionError> {
+    let had: Option<String> = sqlx::query_scalar("SELECT assignee FROM tickets WHERE id = $1")
+        .bind(t.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if had.as_deref() == Some(key) {
+        return Ok(false);
+    }
+    let mut s = Script::default();
+    let (k, n, at, id) = (s.arg(key), s.arg(name), s.arg(now), s.arg(t.id));
+    s.push(format_args!(
+        "UPDATE tickets SET assignee = {k}, assignee_name = {n}, updated_at = {at} WHERE id = {id}"
+    ));
+    s.end();
+    let detail = format!("to {name} by {author}");
+    events(
+        &mut s,
+        Some(t.id),
+        None,
+        &[("assigned", detail.as_str())],
+        now,
+    );
+    s.run(conn).await?;
+    Ok(true)
+}
+
 /// Adds an internal note by `author` (never mailed).
 pub async fn note(
     conn: &mut SqliteConnection,

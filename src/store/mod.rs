@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod actions;
+pub mod chat;
 pub mod sla;
 
 /// A database problem; the message was not stored (exit 75 for `ingest`).
@@ -2068,6 +2069,24 @@ impl Store {
                     ));
                     s.end();
                 }
+                Delivery::Chat { channel, body } => {
+                    let at = s.arg(now);
+                    s.push(format_args!(
+                        "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {at}, last_error = 'posted in Discord' WHERE id = {id}"
+                    ));
+                    s.end();
+                    let ps = [
+                        s.arg(m.ticket_id),
+                        s.arg(channel.as_str()),
+                        s.arg(body.to_string()),
+                    ];
+                    s.push(format_args!(
+                        "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
+                         VALUES ({}, {}, 'customer', {}, 'queued', {at}, {at})",
+                        ps[0], ps[1], ps[2]
+                    ));
+                    s.end();
+                }
                 Delivery::Retry { error, next } => {
                     let (e, n) = (s.arg(error.as_str()), s.arg(next.as_str()));
                     s.push(format_args!(
@@ -2104,6 +2123,14 @@ impl Store {
 pub enum Delivery {
     /// The server accepted it.
     Sent,
+    /// It was for a customer in Discord: posted into their thread instead,
+    /// through the chat outbox (queued in the same transaction).
+    Chat {
+        /// The intake channel's configured name.
+        channel: String,
+        /// The chat outbox body (kind `customer`).
+        body: serde_json::Value,
+    },
     /// Try again at `next` (`ts` format).
     Retry {
         /// Why it failed this time.

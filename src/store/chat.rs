@@ -1,0 +1,460 @@
+//! The store's side of the chat adapter: the chat feed (ticket events
+//! become chat outbox rows), the chat outbox's delivery state, the
+//! Discord threads of each ticket, handled Discord events, and the lists
+//! staff ask for.
+//!
+//! The feed follows the `events` table by a cursor (counter `chat-events`):
+//! every change to a ticket writes its event in the change's own
+//! transaction, so reading the events after it and queuing their posts
+//! together with the cursor's move loses none and queues none twice.
+
+use super::{ts, Store, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+
+/// The counter holding the id of the last event the chat feed took.
+const CURSOR: &str = "chat-events";
+
+/// A ticket as chat posts describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatTicket {
+    /// Row id.
+    pub id: i64,
+    /// Public number.
+    pub number: String,
+    /// Subject.
+    pub subject: String,
+    /// Status.
+    pub status: String,
+    /// Severity 1–4.
+    pub severity: i64,
+    /// Organisation's directory id.
+    pub organisation: Option<String>,
+    /// Requester's address.
+    pub requester: String,
+    /// Requester's name.
+    pub requester_name: Option<String>,
+    /// SLA state.
+    pub sla_state: Option<String>,
+    /// Nearest due instant.
+    pub sla_due_at: Option<String>,
+    /// Which target is due.
+    pub sla_target: Option<String>,
+    /// Who works it (display name).
+    pub assignee_name: Option<String>,
+}
+
+const TICKET_COLUMNS: &str = "t.id, t.number, t.subject, t.status, t.severity, t.organisation, t.requester, t.requester_name, t.sla_state, t.sla_due_at, t.sla_target, t.assignee_name";
+
+fn ticket_of(r: &sqlx::sqlite::SqliteRow) -> Result<ChatTicket, sqlx::Error> {
+    Ok(ChatTicket {
+        id: r.try_get("id")?,
+        number: r.try_get("number")?,
+        subject: r.try_get("subject")?,
+        status: r.try_get("status")?,
+        severity: r.try_get("severity")?,
+        organisation: r.try_get("organisation")?,
+        requester: r.try_get("requester")?,
+        requester_name: r.try_get("requester_name")?,
+        sla_state: r.try_get("sla_state")?,
+        sla_due_at: r.try_get("sla_due_at")?,
+        sla_target: r.try_get("sla_target")?,
+        assignee_name: r.try_get("assignee_name")?,
+    })
+}
+
+/// A ticket event the chat feed may post.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    /// Event id.
+    pub id: i64,
+    /// Event kind (`created`, `appended`, …).
+    pub kind: String,
+    /// Its detail.
+    pub detail: String,
+    /// Whether the same message was a staff reply (an `appended` that is
+    /// staff's, not the customer's).
+    pub staff_in_message: bool,
+    /// The text of the inbound article the event's message made.
+    pub text: Option<String>,
+    /// The ticket now.
+    pub ticket: ChatTicket,
+}
+
+/// A chat outbox row to queue.
+#[derive(Debug, Clone)]
+pub struct NewChatPost {
+    /// The ticket it is about.
+    pub ticket_id: Option<i64>,
+    /// The configured channel name.
+    pub channel: String,
+    /// Its kind.
+    pub kind: String,
+    /// What to post (see [`crate::chat::notify::render`]).
+    pub body: serde_json::Value,
+}
+
+/// A chat outbox row due for delivery.
+#[derive(Debug, Clone)]
+pub struct ChatPost {
+    /// Row id.
+    pub id: i64,
+    /// The ticket it is about.
+    pub ticket: Option<ChatTicket>,
+    /// The configured channel name.
+    pub channel: String,
+    /// Its kind.
+    pub kind: String,
+    /// What to post.
+    pub body: serde_json::Value,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The message already posted by an earlier attempt (its thread was
+    /// still to be started).
+    pub posted_id: Option<u64>,
+    /// When it was queued.
+    pub created_at: String,
+}
+
+/// A ticket's Discord thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatThread {
+    /// The channel it is in.
+    pub channel_id: u64,
+    /// The thread's id.
+    pub thread_id: u64,
+    /// Whether Discord has started it.
+    pub created: bool,
+}
+
+/// Which tickets a chat `list` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListQuery {
+    /// Every open ticket.
+    Open,
+    /// Open tickets assigned to this key.
+    AssignedTo(String),
+    /// Open tickets breached or due before this instant (`ts` format).
+    DueBefore(String),
+}
+
+fn id_text(v: Option<String>) -> Option<u64> {
+    v.and_then(|s| s.parse().ok())
+}
+
+impl Store {
+    /// The chat feed's cursor. The first time (Discord just configured) it
+    /// starts at the newest event: history is not posted.
+    pub async fn chat_cursor(&self) -> Result<i64, StoreError> {
+        if let Some(v) = sqlx::query_scalar::<_, i64>("SELECT value FROM counters WHERE name = $1")
+            .bind(CURSOR)
+            .fetch_optional(self.pool())
+            .await?
+        {
+            return Ok(v);
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO counters (name, value) SELECT $1, COALESCE(MAX(id), 0) FROM events
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(CURSOR)
+        .execute(&mut *tx)
+        .await?;
+        let v = sqlx::query_scalar("SELECT value FROM counters WHERE name = $1")
+            .bind(CURSOR)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
+    /// Up to `limit` ticket events after `after`, with their tickets, and
+    /// the id of the last event looked at (events of no ticket included).
+    pub async fn chat_events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<FeedEvent>, i64), StoreError> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(id) FROM (SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_one(self.pool())
+        .await?;
+        let Some(last) = last else {
+            return Ok((Vec::new(), after));
+        };
+        let q = format!(
+            "SELECT e.id AS event_id, e.kind AS event_kind, COALESCE(e.detail, '') AS detail,
+                    EXISTS (SELECT 1 FROM events s WHERE s.message_ref = e.message_ref AND s.kind = 'staff-reply') AS staff,
+                    (SELECT a.body FROM articles a WHERE a.message_ref = e.message_ref AND a.direction = 'in' ORDER BY a.id LIMIT 1) AS text,
+                    {TICKET_COLUMNS}
+             FROM events e JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(after)
+            .bind(last)
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let msg_staff: bool = r.try_get("staff")?;
+            out.push(FeedEvent {
+                id: r.try_get("event_id")?,
+                kind: r.try_get("event_kind")?,
+                detail: r.try_get("detail")?,
+                staff_in_message: msg_staff,
+                text: r.try_get("text")?,
+                ticket: ticket_of(r)?,
+            });
+        }
+        Ok((out, last))
+    }
+
+    /// Queues `posts` and moves the cursor from `from` to `to`, in one
+    /// transaction; `false` (nothing written) when the cursor is no longer
+    /// at `from`.
+    pub async fn chat_enqueue(
+        &self,
+        from: i64,
+        to: i64,
+        posts: &[NewChatPost],
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let moved = sqlx::query("UPDATE counters SET value = $1 WHERE name = $2 AND value = $3")
+            .bind(to)
+            .bind(CURSOR)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            return Ok(false);
+        }
+        for p in posts {
+            sqlx::query(
+                "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $5)",
+            )
+            .bind(p.ticket_id)
+            .bind(&p.channel)
+            .bind(&p.kind)
+            .bind(p.body.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Chat posts due at `now`, oldest first.
+    pub async fn chat_due(&self, now: &str, limit: i64) -> Result<Vec<ChatPost>, StoreError> {
+        let q = format!(
+            "SELECT c.id AS post_id, c.ticket_id, c.channel, c.kind AS post_kind, c.body, c.attempts, c.posted_id, c.created_at AS queued_at,
+                    {TICKET_COLUMNS}
+             FROM chat_outbox c LEFT JOIN tickets t ON t.id = c.ticket_id
+             WHERE c.status = 'queued' AND c.next_attempt_at <= $1
+             ORDER BY c.id LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let ticket_id: Option<i64> = r.try_get("ticket_id")?;
+            let body: String = r.try_get("body")?;
+            out.push(ChatPost {
+                id: r.try_get("post_id")?,
+                ticket: match ticket_id {
+                    Some(_) => Some(ticket_of(r)?),
+                    None => None,
+                },
+                channel: r.try_get("channel")?,
+                kind: r.try_get("post_kind")?,
+                body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                attempts: r.try_get("attempts")?,
+                posted_id: id_text(r.try_get("posted_id")?),
+                created_at: r.try_get("queued_at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that post `id` was posted as message `message` (its thread
+    /// is still to be started).
+    pub async fn chat_posted(&self, id: i64, message: u64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE chat_outbox SET posted_id = $1 WHERE id = $2")
+            .bind(message.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Marks post `id` delivered.
+    pub async fn chat_sent(&self, id: i64, now: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE chat_outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Post `id` failed: again at `next`, or (`None`) never.
+    pub async fn chat_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE chat_outbox SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'queued' END,
+                    attempts = attempts + 1, last_error = $2, next_attempt_at = COALESCE($1, next_attempt_at)
+             WHERE id = $3",
+        )
+        .bind(next)
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The ticket's thread of `role` (`staff` or `intake`).
+    pub async fn chat_thread(
+        &self,
+        ticket: i64,
+        role: &str,
+    ) -> Result<Option<ChatThread>, StoreError> {
+        let row = sqlx::query(
+            "SELECT channel_id, thread_id, created FROM chat_threads WHERE ticket_id = $1 AND role = $2",
+        )
+        .bind(ticket)
+        .bind(role)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let (c, t): (String, String) = (r.try_get("channel_id")?, r.try_get("thread_id")?);
+        Ok(Some(ChatThread {
+            channel_id: c.parse().unwrap_or(0),
+            thread_id: t.parse().unwrap_or(0),
+            created: r.try_get::<i64, _>("created")? != 0,
+        }))
+    }
+
+    /// Records the ticket's thread of `role`.
+    pub async fn set_chat_thread(
+        &self,
+        ticket: i64,
+        role: &str,
+        thread: &ChatThread,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO chat_threads (ticket_id, role, channel_id, thread_id, created, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (ticket_id, role) DO UPDATE SET channel_id = excluded.channel_id,
+                 thread_id = excluded.thread_id, created = excluded.created",
+        )
+        .bind(ticket)
+        .bind(role)
+        .bind(thread.channel_id.to_string())
+        .bind(thread.thread_id.to_string())
+        .bind(i64::from(thread.created))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The ticket whose thread `thread` is, and the thread's role.
+    pub async fn thread_ticket(
+        &self,
+        thread: u64,
+    ) -> Result<Option<(ChatTicket, String)>, StoreError> {
+        let q = format!(
+            "SELECT c.role, {TICKET_COLUMNS} FROM chat_threads c JOIN tickets t ON t.id = c.ticket_id WHERE c.thread_id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(thread.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Ok(Some((ticket_of(&r)?, r.try_get("role")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// A ticket by number, as chat shows it.
+    pub async fn chat_ticket(&self, number: &str) -> Result<Option<ChatTicket>, StoreError> {
+        let q = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.number = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(number)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(ticket_of(&r)?),
+            None => None,
+        })
+    }
+
+    /// Records that the Discord event `id` (a message or interaction) is
+    /// handled; `false` when it was already.
+    pub async fn chat_seen(&self, id: &str, now: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "INSERT INTO chat_seen (id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Open tickets (new, open, pending) for a chat list, most urgent
+    /// first, at most `limit`.
+    pub async fn chat_list(
+        &self,
+        query: &ListQuery,
+        limit: i64,
+    ) -> Result<Vec<ChatTicket>, StoreError> {
+        let (cond, arg) = match query {
+            ListQuery::Open => ("1 = 1", String::new()),
+            ListQuery::AssignedTo(k) => ("t.assignee = $2", k.clone()),
+            ListQuery::DueBefore(at) => (
+                "(t.sla_state = 'breached' OR (t.sla_state = 'running' AND t.sla_due_at <= $2))",
+                at.clone(),
+            ),
+        };
+        let q = format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets t
+             WHERE t.status IN ('new', 'open', 'pending') AND {cond}
+             ORDER BY t.severity, t.sla_due_at IS NULL, t.sla_due_at, t.id LIMIT $1"
+        );
+        let mut sql = sqlx::query(sqlx::AssertSqlSafe(q)).bind(limit);
+        if !arg.is_empty() {
+            sql = sql.bind(arg);
+        }
+        let rows = sql.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|r| ticket_of(r).map_err(StoreError::from))
+            .collect()
+    }
+}
