@@ -477,6 +477,9 @@ pub struct DiscordConfig {
     pub api_base: Option<String>,
     /// How long a chat post is retried before it is marked failed.
     pub retry_hours: u64,
+    /// The first retry's delay in seconds; each further one doubles it
+    /// (at most an hour).
+    pub retry_base_seconds: f64,
 }
 
 impl Default for DiscordConfig {
@@ -495,6 +498,7 @@ impl Default for DiscordConfig {
             channels: std::collections::BTreeMap::new(),
             api_base: None,
             retry_hours: 24,
+            retry_base_seconds: 2.0,
         }
     }
 }
@@ -578,6 +582,9 @@ impl DiscordConfig {
             if self.notify.is_none() && self.severity.is_empty() {
                 return Err("discord: set notify (the channel ticket notifications go to)".into());
             }
+        }
+        if !(self.retry_base_seconds > 0.0 && self.retry_base_seconds <= 3600.0) {
+            return Err("discord.retry_base_seconds must be between 0 and 3600".into());
         }
         if let Some(b) = &self.api_base {
             if !(b.starts_with("http://") || b.starts_with("https://")) {

@@ -52,6 +52,12 @@ pub async fn run(
         );
     }
 
+    if cfg.discord.enabled {
+        // Before any source runs: the first time Discord is on, the chat
+        // feed starts at this point, and every ticket event after it is
+        // posted.
+        store.chat_cursor().await?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let sender =

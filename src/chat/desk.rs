@@ -218,19 +218,13 @@ impl<A: ChatApi> Desk<A> {
             store,
             api,
             wake_mail,
-            retry_base: std::time::Duration::from_secs(2),
+            retry_base: std::time::Duration::from_secs_f64(cfg.discord.retry_base_seconds),
         }
     }
 
     /// The Discord side, for the adapter.
     pub fn api(&self) -> &A {
         &self.api
-    }
-
-    /// Sets the first retry delay (tests use a short one).
-    pub fn with_retry_base(mut self, base: std::time::Duration) -> Self {
-        self.retry_base = base;
-        self
     }
 
     fn is_staff(&self, m: &Member) -> bool {

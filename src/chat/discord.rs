@@ -406,6 +406,12 @@ pub async fn run(
             return;
         }
     };
+    // The feed starts here the first time Discord is on (see
+    // `Store::chat_cursor`); everything after this is posted.
+    if let Err(e) = store.chat_cursor().await {
+        tracing::error!(error = %e, "Discord disabled: the chat feed cannot start");
+        return;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handler = Handler {
         tx,

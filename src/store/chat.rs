@@ -155,7 +155,9 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO counters (name, value) SELECT $1, COALESCE(MAX(id), 0) FROM events
+            // `WHERE true`: SQLite reads ON CONFLICT after a bare SELECT
+            // as a join's ON.
+            "INSERT INTO counters (name, value) SELECT $1, COALESCE(MAX(id), 0) FROM events WHERE true
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(CURSOR)
