@@ -8,13 +8,14 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbound::worker::{Sender, Worker};
+use crate::outbound::Wake;
 use crate::service::{DataDir, Incoming, Intake};
 use crate::sources::maildir::Maildir;
 use crate::store::Store;
 use notify::Watcher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 /// Runs the daemon until a stop signal; returns the process exit code.
 pub async fn run(
@@ -59,7 +60,7 @@ pub async fn run(
         store.chat_cursor().await?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::new());
     let sender =
         Sender::from_config(&cfg, &data.sent()).map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
@@ -237,7 +238,7 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
 async fn timers(
     store: Store,
     intake: Arc<Intake>,
-    wake_outbox: Arc<Notify>,
+    wake_outbox: Arc<Wake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -283,7 +284,7 @@ async fn watch_maildir(
     intake: Arc<Intake>,
     store: Store,
     md: Maildir,
-    wake_outbox: Arc<Notify>,
+    wake_outbox: Arc<Wake>,
     batch: usize,
     metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,

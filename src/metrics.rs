@@ -72,6 +72,8 @@ pub struct SlaStats {
     pub reminders: i64,
     /// Chat posts waiting for the chat adapter.
     pub chat_queued: i64,
+    /// Chat posts given up on (retries exhausted or refused by Discord).
+    pub chat_failed: i64,
 }
 
 /// Whether a mailbox whose last successful sync was `age` ago (`None`:
@@ -95,6 +97,7 @@ pub struct Metrics {
     sla_breaches: IntCounter,
     sla_reminders: IntCounter,
     chat_queued: prometheus::IntGauge,
+    chat_failed: prometheus::IntGauge,
     /// Each registered mailbox and the instant of its last successful sync.
     mailboxes: Mutex<BTreeMap<String, Option<Instant>>>,
     max_sync_age: Duration,
@@ -188,8 +191,13 @@ impl Metrics {
         )?;
         let chat_queued = prometheus::IntGauge::new(
             "ticketd_chat_outbox_queued",
-            "Chat posts (reminders, digests) waiting in the chat outbox for the chat adapter.",
+            "Chat posts (ticket notifications, reminders, digests, answers to Discord customers) waiting in the chat outbox.",
         )?;
+        let chat_failed = prometheus::IntGauge::new(
+            "ticketd_chat_outbox_failed",
+            "Chat posts given up on: retried for discord.retry_hours, or refused by Discord (missing permission, unknown channel).",
+        )?;
+        registry.register(Box::new(chat_failed.clone()))?;
         registry.register(Box::new(sla_open.clone()))?;
         registry.register(Box::new(sla_breaches.clone()))?;
         registry.register(Box::new(sla_reminders.clone()))?;
@@ -221,6 +229,7 @@ impl Metrics {
             sla_breaches,
             sla_reminders,
             chat_queued,
+            chat_failed,
             mailboxes: Mutex::new(BTreeMap::new()),
             max_sync_age,
             render_lock: Mutex::new(()),
@@ -295,6 +304,7 @@ impl Metrics {
             }
         }
         self.chat_queued.set(s.chat_queued);
+        self.chat_failed.set(s.chat_failed);
     }
 
     /// The Prometheus text exposition; `outbox` is read from the database at scrape time.
@@ -508,6 +518,7 @@ mod tests {
             breaches: 5,
             reminders: 11,
             chat_queued: 3,
+            chat_failed: 1,
         });
         let text = m.render(&OutboxStats::default());
         assert!(
@@ -519,6 +530,7 @@ mod tests {
         assert!(has(&text, "ticketd_sla_breaches_total 5"));
         assert!(has(&text, "ticketd_sla_reminders_total 11"));
         assert!(has(&text, "ticketd_chat_outbox_queued 3"));
+        assert!(has(&text, "ticketd_chat_outbox_failed 1"));
         // The database's count never goes down; the counter neither.
         m.set_sla(&SlaStats::default());
         assert!(has(

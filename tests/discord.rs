@@ -18,9 +18,10 @@ use std::time::Duration;
 use ticketd::config::Config;
 use ticketd::keys::MacKey;
 use ticketd::outbound::worker::{Sender, Worker};
+use ticketd::outbound::Wake;
 use ticketd::service::{Incoming, Intake, StaffAction};
 use ticketd::store::Store;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 const GUILD: u64 = 4000;
 const STAFF_ROLE: u64 = 500;
@@ -71,6 +72,10 @@ async fn desk() -> Desk {
 [desk]
 addresses = ["support@desk.example"]
 
+[sla.audiences]
+team = ["chat:staff"]
+lead = ["chat:oncall"]
+
 [discord]
 enabled = true
 token_file = "discord.token"
@@ -106,7 +111,7 @@ id = {COMMUNITY}
     let intake = Arc::new(Intake::new(&cfg, MacKey(vec![7; 32])));
     intake.verify().unwrap();
     let (stop, stop_rx) = watch::channel(false);
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::new());
     let sender = Sender::from_config(&cfg, &dir.path().join("sent")).unwrap();
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
     let mut tasks = vec![tokio::spawn(worker.run(stop_rx.clone()))];
@@ -475,6 +480,54 @@ async fn staff_commands_change_the_ticket_and_are_recorded_with_the_discord_user
         "{}",
         content(&usage[0])
     );
+
+    // Show, in the thread.
+    d.fake
+        .message_create(staff_says(thread.thread_id, "!t show"))
+        .await;
+    let shown = d.posts_after(6, 1).await;
+    assert!(title(&shown[0]).starts_with(&format!("Ticket {n}: VPN bricht ab")));
+
+    // A ticket opened from chat after a phone call: in the customer's
+    // name, with the severity given; the customer gets the confirmation.
+    d.fake
+        .message_create(staff_says(
+            STAFF,
+            "!t new jan@neu.example 2 Telefon: Telefonanlage stumm\nRuft von der Zentrale an, kein Freizeichen.",
+        ))
+        .await;
+    let opened = until("the answer to new", async || {
+        d.fake
+            .posts()
+            .into_iter()
+            .find(|p| content(p).contains("opened for jan@neu.example"))
+    })
+    .await;
+    let number = content(&opened).split("**").nth(1).unwrap().to_string();
+    let t = d.ticket(&number).await;
+    assert_eq!(t.requester, "jan@neu.example");
+    assert_eq!(t.severity, 2);
+    assert_eq!(t.subject, "Telefon: Telefonanlage stumm");
+    until("the confirmation to the caller", async || {
+        d.sent_mails()
+            .into_iter()
+            .find(|m| m.contains("To: jan@neu.example") && m.contains(&number))
+    })
+    .await;
+    let events = d.events(&number).await;
+    assert!(
+        events
+            .iter()
+            .any(|(k, e)| k == "severity" && e.contains("discord:anna")),
+        "{events:?}"
+    );
+    until("staff hear of the new ticket", async || {
+        d.fake
+            .posts()
+            .into_iter()
+            .find(|p| title(p).contains(&format!("New ticket {number}")))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,4 +729,76 @@ async fn the_intake_channel_opens_tickets_and_keeps_the_conversation_in_its_thre
             .await
             .unwrap();
     assert_eq!(raw, 3);
+}
+
+/// A Wednesday 10:00 in Berlin weeks from now, away from the holidays
+/// around new year: every business-hours target of a ticket opened today
+/// has run out, and the desk is open.
+fn a_working_morning_weeks_ahead() -> jiff::Timestamp {
+    let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let mut day = jiff::Timestamp::now().to_zoned(tz.clone()).date() + jiff::Span::new().days(40);
+    while day.weekday() != jiff::civil::Weekday::Wednesday
+        || (day.month() == 12 && day.day() > 20)
+        || (day.month() == 1 && day.day() < 8)
+    {
+        day = day.tomorrow().unwrap();
+    }
+    day.at(10, 0, 0, 0).to_zoned(tz).unwrap().timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_reminders_reach_the_thread_and_the_on_call_channel() {
+    let d = desk().await;
+    let n = d
+        .ingest(mail(
+            "erika@kunde.example",
+            "Backup meldet Fehler",
+            "b1@kunde.example",
+            "",
+            "Seit drei Tagen.",
+        ))
+        .await;
+    d.posts_after(0, 1).await;
+    let thread = until("the thread", async || d.fake.threads().into_iter().next()).await;
+    until("the thread known to the desk", async || {
+        d.store.thread_ticket(thread.thread_id).await.unwrap()
+    })
+    .await;
+    let at = a_working_morning_weeks_ahead();
+    let fired = d
+        .store
+        .fire_due_timers(at, &mut d.intake.hooks(at))
+        .await
+        .unwrap();
+    assert!(
+        fired
+            .iter()
+            .any(|f| f.ticket.as_deref() == Some(n.as_str())),
+        "{fired:?}"
+    );
+    // The timers ran at a simulated instant weeks ahead, so their posts
+    // are queued for then: make them due on the real clock.
+    sqlx::query(
+        "UPDATE chat_outbox SET next_attempt_at = '2000-01-01T00:00:00Z' WHERE status = 'queued'",
+    )
+    .execute(d.store.pool())
+    .await
+    .unwrap();
+    // The breach of the team's target goes into the ticket's thread; the
+    // lead's copy to the on-call channel, linking the thread and pinging
+    // its role.
+    let posts = d.posts_after(1, 2).await;
+    let in_thread = posts
+        .iter()
+        .find(|p| p.channel_id == thread.thread_id)
+        .expect("a reminder in the thread");
+    assert!(title(in_thread).contains("missed"), "{}", title(in_thread));
+    assert!(title(in_thread).contains(&n));
+    let on_call = posts
+        .iter()
+        .find(|p| p.channel_id == ONCALL)
+        .expect("a reminder in the on-call channel");
+    assert!(content(on_call).contains(&format!("<@&{ONCALL_ROLE}>")));
+    assert!(content(on_call).contains(&format!("<#{}>", thread.thread_id)));
+    assert_eq!(d.fake.threads().len(), 1, "no second thread for the ticket");
 }

@@ -26,6 +26,8 @@ CREATE UNIQUE INDEX chat_threads_thread ON chat_threads(thread_id);
 -- ticket's thread from it); the posted message's id is kept between them
 -- so that a retry does not post twice.
 ALTER TABLE chat_outbox ADD COLUMN posted_id TEXT;
+-- A ticket's posts go out in order: the next waits for the older one.
+CREATE INDEX chat_outbox_ticket ON chat_outbox(ticket_id, status, id);
 
 -- Discord messages and interactions already handled: a gateway that
 -- replays events after a resume does not run a command twice.

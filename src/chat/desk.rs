@@ -22,6 +22,7 @@ use super::command::{self, Command, CommandError, ListFilter};
 use super::notify::{self, Post};
 use crate::config::DiscordConfig;
 use crate::domain::TicketNumber;
+use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, StaffAction};
 use crate::sources::discord as intake_src;
 use crate::store::chat::{ChatPost, ChatThread, ChatTicket, FeedEvent, ListQuery, NewChatPost};
@@ -30,7 +31,6 @@ use jiff::Timestamp;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// Why a call to Discord failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,7 +146,7 @@ pub struct Desk<A: ChatApi> {
     intake: Arc<Intake>,
     store: Store,
     api: A,
-    wake_mail: Arc<Notify>,
+    wake: Arc<Wake>,
     retry_base: std::time::Duration,
 }
 
@@ -201,14 +201,14 @@ fn mentioned(who: &str) -> Option<u64> {
 }
 
 impl<A: ChatApi> Desk<A> {
-    /// A desk over `store`, answering through `api`; `wake_mail` is
+    /// A desk over `store`, answering through `api`; `wake` is
     /// notified when a command or an intake message queued mail.
     pub fn new(
         cfg: &crate::config::Config,
         intake: Arc<Intake>,
         store: Store,
         api: A,
-        wake_mail: Arc<Notify>,
+        wake: Arc<Wake>,
     ) -> Desk<A> {
         Desk {
             cfg: cfg.discord.clone(),
@@ -217,7 +217,7 @@ impl<A: ChatApi> Desk<A> {
             intake,
             store,
             api,
-            wake_mail,
+            wake,
             retry_base: std::time::Duration::from_secs_f64(cfg.discord.retry_base_seconds),
         }
     }
@@ -562,7 +562,7 @@ impl<A: ChatApi> Desk<A> {
             None => return Ok(()),
         };
         tracing::info!(message = m.id, action = outcome.action.as_str(), ticket = ?outcome.ticket, "Discord message taken in");
-        self.wake_mail.notify_one();
+        self.wake.notify_one();
         if thread.is_none() {
             if let (Some(n), Some(ch)) = (&outcome.ticket, self.intake_channel()) {
                 if let Some(t) = self.store.chat_ticket(n.as_str()).await? {
@@ -652,7 +652,7 @@ impl<A: ChatApi> Desk<A> {
              what: String| match r {
                 Ok(o) => {
                     if o.queued {
-                        self.wake_mail.notify_one();
+                        self.wake.notify_one();
                     }
                     let sla = match o.sla.as_ref().and_then(|e| e.next_due.as_ref()) {
                         Some((due, target)) => format!(" · {target} due <t:{}:R>", due.as_second()),
@@ -877,7 +877,7 @@ impl<A: ChatApi> Desk<A> {
             Some(Err(e)) => return quietly(format!("Not opened: {e}")),
             None => return quietly("Not opened."),
         };
-        self.wake_mail.notify_one();
+        self.wake.notify_one();
         let _ = self
             .intake
             .act(

@@ -14,6 +14,7 @@
 use super::desk::{ChatApi, ChatError, Desk, InCommand, InMessage, InteractionRef, Member};
 use super::notify::Post;
 use crate::config::Config;
+use crate::outbound::Wake;
 use crate::service::Intake;
 use crate::store::Store;
 use serenity::all::{
@@ -26,7 +27,7 @@ use serenity::builder::Builder;
 use serenity::http::{Http, HttpBuilder};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 /// The intents the bot needs: guild channels and messages, the text of
 /// messages (privileged: enable "Message Content Intent" for the bot) and
@@ -386,8 +387,9 @@ impl EventHandler for Handler {
     }
 }
 
-/// How often the chat feed and the chat outbox are looked at.
-const POLL: Duration = Duration::from_millis(200);
+/// How often the chat feed and the chat outbox are looked at without a
+/// wake-up (retries fall due; a mail piped in by another process).
+const POLL: Duration = Duration::from_millis(500);
 
 /// Runs the Discord side of `ticketd run` until `stop`: the gateway
 /// (reconnecting and resuming as serenity does), the handling of what it
@@ -396,7 +398,7 @@ pub async fn run(
     cfg: Config,
     intake: Arc<Intake>,
     store: Store,
-    wake_mail: Arc<Notify>,
+    wake: Arc<Wake>,
     mut stop: watch::Receiver<bool>,
 ) {
     let token = match cfg.discord.token(|p| cfg.resolve(p)) {
@@ -436,7 +438,7 @@ pub async fn run(
         intake,
         store,
         SerenityApi::new(client.http.clone()),
-        wake_mail,
+        wake.clone(),
     ));
     let shards = client.shard_manager.clone();
     let gateway = tokio::spawn(async move {
@@ -445,6 +447,7 @@ pub async fn run(
         }
     });
     let d = desk.clone();
+    let woken = wake.clone();
     let mut stop2 = stop.clone();
     let outbox = tokio::spawn(async move {
         loop {
@@ -457,6 +460,7 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "chat outbox: database error"),
             }
             tokio::select! {
+                _ = woken.chat() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = stop2.changed() => return,
             }

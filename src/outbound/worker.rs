@@ -6,6 +6,7 @@
 //! again — at most one duplicate per mail in flight (up to [`RECORD_EVERY`]
 //! mails whose outcomes are recorded together), never a lost one.
 
+use super::Wake;
 use crate::config::{Config, SmtpTls, Transport};
 use crate::store::{ts, Delivery, DueMail, Store, StoreError};
 use lettre::address::Envelope;
@@ -15,7 +16,7 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Execu
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// How a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +137,7 @@ pub struct Worker {
     retry_for: jiff::SignedDuration,
     retry_base: Duration,
     poll: Duration,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     /// The Discord intake channel mail to Discord members is posted to.
     divert: Option<String>,
 }
@@ -158,7 +159,7 @@ pub fn backoff(base: Duration, attempts: i64) -> jiff::SignedDuration {
 
 impl Worker {
     /// A worker over `store` delivering through `sender`.
-    pub fn new(store: Store, sender: Sender, cfg: &Config, wake: Arc<Notify>) -> Worker {
+    pub fn new(store: Store, sender: Sender, cfg: &Config, wake: Arc<Wake>) -> Worker {
         Worker {
             store,
             sender,
@@ -310,7 +311,7 @@ impl Worker {
                 self.poll
             };
             tokio::select! {
-                _ = self.wake.notified() => {
+                _ = self.wake.mail() => {
                     // Let a burst of new tickets settle into one claim: a
                     // few milliseconds later instead of one transaction per
                     // confirmation competing with intake for the write lock.

@@ -18,6 +18,7 @@
 
 use crate::config::{read_secret, Config, ImapConfig, ImapTls};
 use crate::domain::Action;
+use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, SourceDefaults};
 use crate::store::{Store, StoreError};
 use futures_util::TryStreamExt;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::CertificateDer};
 
 /// Longest wait for one command's answer before the connection counts as
@@ -153,7 +154,7 @@ impl ImapSource {
         self,
         intake: Arc<Intake>,
         store: Store,
-        wake_outbox: Arc<Notify>,
+        wake_outbox: Arc<Wake>,
         observer: Arc<impl SyncObserver + 'static>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -261,7 +262,7 @@ struct Ctx<'a> {
     src: &'a ImapSource,
     intake: &'a Intake,
     store: &'a Store,
-    wake: &'a Notify,
+    wake: &'a Wake,
     observer: &'a dyn SyncObserver,
 }
 

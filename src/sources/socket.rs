@@ -11,6 +11,7 @@
 //! makes a second store of a committed message a harmless duplicate).
 
 use crate::metrics::Metrics;
+use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, Outcome};
 use crate::store::Store;
 use std::io::{Read, Write};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_FILE: &str = "ingest.sock";
@@ -88,7 +89,7 @@ pub async fn serve(
     path: PathBuf,
     intake: Arc<Intake>,
     store: Store,
-    wake_outbox: Arc<Notify>,
+    wake_outbox: Arc<Wake>,
     metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -127,7 +128,7 @@ async fn handle(
     mut stream: tokio::net::UnixStream,
     intake: &Intake,
     store: &Store,
-    wake: &Notify,
+    wake: &Wake,
     metrics: Option<&Metrics>,
     arrived: Instant,
 ) -> std::io::Result<()> {

@@ -254,13 +254,16 @@ impl Store {
         Ok(true)
     }
 
-    /// Chat posts due at `now`, oldest first.
+    /// Chat posts due at `now`, oldest first; a post waits while an older
+    /// one of its ticket is still queued (a thread reads in order).
     pub async fn chat_due(&self, now: &str, limit: i64) -> Result<Vec<ChatPost>, StoreError> {
         let q = format!(
             "SELECT c.id AS post_id, c.ticket_id, c.channel, c.kind AS post_kind, c.body, c.attempts, c.posted_id, c.created_at AS queued_at,
                     {TICKET_COLUMNS}
              FROM chat_outbox c LEFT JOIN tickets t ON t.id = c.ticket_id
              WHERE c.status = 'queued' AND c.next_attempt_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM chat_outbox o
+                               WHERE o.ticket_id = c.ticket_id AND o.status = 'queued' AND o.id < c.id)
              ORDER BY c.id LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))

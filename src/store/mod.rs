@@ -1786,15 +1786,18 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         let counter = |n: &str| counters.iter().find(|(k, _)| k == n).map_or(0, |(_, v)| *v);
-        let chat_queued: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM chat_outbox WHERE status = 'queued'")
-                .fetch_one(&mut *conn)
-                .await?;
+        let (chat_queued, chat_failed): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM chat_outbox WHERE status = 'queued'),
+                    (SELECT COUNT(*) FROM chat_outbox WHERE status = 'failed')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(crate::metrics::SlaStats {
             open_by_state,
             breaches: counter("sla-breaches"),
             reminders: counter("sla-reminders"),
             chat_queued,
+            chat_failed,
         })
     }
 
