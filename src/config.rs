@@ -1140,4 +1140,71 @@ mod tests {
             );
         }
     }
+
+    const DISCORD: &str = "[discord]\nenabled = true\nguild = 1\nstaff_roles = [2]\nnotify = \"staff\"\n[discord.channels.staff]\nid = 3\n";
+
+    #[test]
+    fn discord_settings_name_defined_channels() {
+        let cfg = Config::parse_str(DISCORD, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.discord.channel_for(1), Some("staff"));
+        assert_eq!(cfg.discord.prefix, "!t");
+        for (extra, wants) in [
+            (
+                "[discord.severity]\n\"1\" = \"oncall\"\n",
+                "channel \"oncall\" is not defined",
+            ),
+            ("[discord.severity]\n\"7\" = \"staff\"\n", "not a severity"),
+            (
+                "[sla.audiences]\nteam = [\"chat:oncall\"]\n",
+                "chat channel \"oncall\"",
+            ),
+            ("[discord.channels.zero]\nid = 0\n", "must be a channel id"),
+        ] {
+            let e = Config::parse_str(&format!("{DISCORD}{extra}"), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(wants), "{extra}: {e}");
+        }
+        let e = Config::parse_str(
+            &DISCORD.replace("guild = 1", "guild = 0"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("discord.guild"), "{e}");
+        let e = Config::parse_str(
+            &DISCORD.replace("notify = \"staff\"\n", ""),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("set notify"), "{e}");
+        // The severity route wins over notify.
+        let cfg = Config::parse_str(
+            &format!("{DISCORD}[discord.severity]\n\"1\" = \"oncall\"\n[discord.channels.oncall]\nid = 4\nmention = 5\n"),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.discord.channel_for(1), Some("oncall"));
+        assert_eq!(cfg.discord.channel_for(2), Some("staff"));
+    }
+
+    #[test]
+    fn the_discord_token_comes_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = DiscordConfig {
+            token_file: Some(dir.path().join("t")),
+            ..DiscordConfig::default()
+        };
+        std::fs::write(dir.path().join("t"), "abc.def\n").unwrap();
+        assert_eq!(d.token(|p| p.to_path_buf()).unwrap(), "abc.def");
+        std::fs::write(dir.path().join("t"), "\n").unwrap();
+        assert!(d.token(|p| p.to_path_buf()).unwrap_err().contains("empty"));
+        d.token_file = None;
+        d.token_env = Some("TICKETD_TEST_NO_SUCH_TOKEN_VAR".into());
+        assert!(d
+            .token(|p| p.to_path_buf())
+            .unwrap_err()
+            .contains("TICKETD_TEST_NO_SUCH_TOKEN_VAR"));
+    }
 }

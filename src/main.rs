@@ -1036,6 +1036,9 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");
     }
+    if let Some(a) = &t.assignee {
+        println!("Assignee:  {a}");
+    }
     if let Some(l) = &s.linked_ticket {
         println!("Linked:    refers to ticket {l} (subject tag from a sender who is not a participant there)");
     }

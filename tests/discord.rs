@@ -9,262 +9,15 @@
 //! channel (a customer's message opens a ticket, the confirmation lands in
 //! their thread, replies there become articles, staff replies count).
 
+#[path = "support/discord_desk.rs"]
+mod discord_desk;
 #[path = "support/fake_discord.rs"]
 mod fake_discord;
 
-use fake_discord::{FakeConfig, FakeDiscord, InteractionSpec, MessageSpec, Posted};
-use std::sync::Arc;
+use discord_desk::*;
+use fake_discord::MessageSpec;
 use std::time::Duration;
-use ticketd::config::Config;
-use ticketd::keys::MacKey;
-use ticketd::outbound::worker::{Sender, Worker};
-use ticketd::outbound::Wake;
-use ticketd::service::{Incoming, Intake, StaffAction};
-use ticketd::store::Store;
-use tokio::sync::watch;
-
-const GUILD: u64 = 4000;
-const STAFF_ROLE: u64 = 500;
-const ONCALL_ROLE: u64 = 900;
-const STAFF: u64 = 100;
-const ONCALL: u64 = 101;
-const COMMUNITY: u64 = 102;
-const ANNA: u64 = 7001; // staff
-const MAX: u64 = 7002; // a community member, no staff role
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Desk {
-    dir: tempfile::TempDir,
-    fake: FakeDiscord,
-    store: Store,
-    intake: Arc<Intake>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Desk {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn desk() -> Desk {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "ticketd=info".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let fake = FakeDiscord::start(FakeConfig {
-        bot_user_id: 1,
-        application_id: 2,
-        guild_id: GUILD,
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("discord.token"), "test-token\n").unwrap();
-    let text = format!(
-        r#"
-[desk]
-addresses = ["support@desk.example"]
-
-[sla.audiences]
-team = ["chat:staff"]
-lead = ["chat:oncall"]
-
-[discord]
-enabled = true
-token_file = "discord.token"
-guild = {GUILD}
-staff_roles = [{STAFF_ROLE}]
-notify = "staff"
-intake = "community"
-api_base = "{base}"
-retry_base_seconds = 0.2
-
-[discord.severity]
-"1" = "oncall"
-
-[discord.channels.staff]
-id = {STAFF}
-
-[discord.channels.oncall]
-id = {ONCALL}
-mention = {ONCALL_ROLE}
-
-[discord.channels.community]
-id = {COMMUNITY}
-"#,
-        base = fake.base_url()
-    );
-    let path = dir.path().join("ticketd.toml");
-    std::fs::write(&path, &text).unwrap();
-    let cfg = Config::load(&path).unwrap();
-    let store = Store::open_sqlite(&dir.path().join("t.db"), 2)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let intake = Arc::new(Intake::new(&cfg, MacKey(vec![7; 32])));
-    intake.verify().unwrap();
-    let (stop, stop_rx) = watch::channel(false);
-    let wake = Arc::new(Wake::new());
-    let sender = Sender::from_config(&cfg, &dir.path().join("sent")).unwrap();
-    let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
-    let mut tasks = vec![tokio::spawn(worker.run(stop_rx.clone()))];
-    tasks.push(tokio::spawn(ticketd::chat::discord::run(
-        cfg,
-        intake.clone(),
-        store.clone(),
-        wake,
-        stop_rx,
-    )));
-    fake.wait_ready(WAIT).await;
-    Desk {
-        dir,
-        fake,
-        store,
-        intake,
-        stop,
-        tasks,
-    }
-}
-
-fn mail(from: &str, subject: &str, id: &str, extra: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: support@desk.example\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Wed, 02 Dec 2026 09:00:00 +0100\r\n{extra}\r\n{body}\r\n"
-    )
-    .into_bytes()
-}
-
-impl Desk {
-    async fn ingest(&self, raw: Vec<u8>) -> String {
-        let r = self
-            .intake
-            .ingest_batch(
-                &self.store,
-                &[Incoming {
-                    raw,
-                    source: "test".into(),
-                }],
-                jiff::Timestamp::now(),
-            )
-            .await;
-        r.into_iter()
-            .next()
-            .unwrap()
-            .unwrap()
-            .ticket
-            .unwrap()
-            .as_str()
-            .to_string()
-    }
-
-    async fn ticket(&self, number: &str) -> ticketd::store::chat::ChatTicket {
-        self.store.chat_ticket(number).await.unwrap().unwrap()
-    }
-
-    async fn events(&self, number: &str) -> Vec<(String, String)> {
-        let t = self.ticket(number).await;
-        sqlx::query_as(
-            "SELECT kind, COALESCE(detail, '') FROM events WHERE ticket_id = $1 ORDER BY id",
-        )
-        .bind(t.id)
-        .fetch_all(self.store.pool())
-        .await
-        .unwrap()
-    }
-
-    /// Posts after the first `skip`, until there are `n` of them.
-    async fn posts_after(&self, skip: usize, n: usize) -> Vec<Posted> {
-        let all = self.fake.wait_posts(skip + n, WAIT).await;
-        all[skip..].to_vec()
-    }
-
-    fn sent_mails(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(self.dir.path().join("sent")) else {
-            return Vec::new();
-        };
-        rd.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .collect()
-    }
-}
-
-fn title(p: &Posted) -> String {
-    p.body["embeds"][0]["title"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn content(p: &Posted) -> String {
-    p.body["content"].as_str().unwrap_or("").to_string()
-}
-
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if start.elapsed() > WAIT {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `/ticket SUB options…` as Discord sends it: a subcommand option
-/// holding the string options.
-async fn slash(
-    d: &Desk,
-    (user, name, roles): (u64, &str, Vec<u64>),
-    channel: u64,
-    sub: &str,
-    options: &[(&str, &str)],
-) -> u64 {
-    let mut v = d.fake.interaction_json(&InteractionSpec {
-        channel_id: channel,
-        user_id: user,
-        user_name: name.into(),
-        roles,
-        command: "ticket".into(),
-        options: options
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    });
-    let inner = v["data"]["options"].take();
-    v["data"]["options"] = serde_json::json!([{"name": sub, "type": 1, "options": inner}]);
-    let id = v["id"].as_str().unwrap().parse().unwrap();
-    d.fake.dispatch("INTERACTION_CREATE", v).await;
-    id
-}
-
-fn staff_says(channel: u64, content: &str) -> MessageSpec {
-    MessageSpec {
-        channel_id: channel,
-        author_id: ANNA,
-        author_name: "anna".into(),
-        roles: vec![STAFF_ROLE],
-        content: content.into(),
-    }
-}
-
-fn member_says(channel: u64, content: &str) -> MessageSpec {
-    MessageSpec {
-        channel_id: channel,
-        author_id: MAX,
-        author_name: "max".into(),
-        roles: vec![],
-        content: content.into(),
-    }
-}
+use ticketd::service::StaffAction;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_start_the_tickets_thread_and_follow_into_it() {
@@ -374,21 +127,7 @@ async fn notifications_start_the_tickets_thread_and_follow_into_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_commands_change_the_ticket_and_are_recorded_with_the_discord_user() {
     let d = desk().await;
-    let n = d
-        .ingest(mail(
-            "erika@kunde.example",
-            "VPN bricht ab",
-            "v1@kunde.example",
-            "",
-            "Alle paar Minuten.",
-        ))
-        .await;
-    d.posts_after(0, 1).await;
-    let thread = until("the thread", async || d.fake.threads().into_iter().next()).await;
-    until("the thread known to the desk", async || {
-        d.store.thread_ticket(thread.thread_id).await.unwrap()
-    })
-    .await;
+    let (n, thread) = d.first_ticket("VPN bricht ab", "v1@kunde.example").await;
 
     // Typed in the ticket's thread: no number needed.
     d.fake
@@ -688,9 +427,10 @@ async fn the_intake_channel_opens_tickets_and_keeps_the_conversation_in_its_thre
     .await;
 
     // The customer answers in the thread: an article on the ticket.
-    d.fake
-        .message_create(member_says(first, "Fehlermeldung: 403"))
-        .await;
+    let answer = d
+        .fake
+        .message_json(&member_says(first, "Fehlermeldung: 403"));
+    d.fake.dispatch("MESSAGE_CREATE", answer.clone()).await;
     until("the customer's article", async || {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM articles WHERE ticket_id = $1 AND direction = 'in'",
@@ -722,13 +462,78 @@ async fn the_intake_channel_opens_tickets_and_keeps_the_conversation_in_its_thre
         .any(|p| p.channel_id == first && content(p).contains("entsperrt"));
     assert!(!echoed, "the staff message is not posted again");
 
-    // Each Discord message is taken once, even if the gateway replays it.
+    // Another member writing into the thread does not write into the
+    // customer's ticket: the guard gives them a ticket of their own.
+    d.fake
+        .message_create(MessageSpec {
+            channel_id: first,
+            author_id: 7003,
+            author_name: "mallory".into(),
+            roles: vec![],
+            content: "Ich habe auch ein Problem".into(),
+        })
+        .await;
+    let theirs = until("the stranger's own ticket", async || {
+        sqlx::query_scalar::<_, String>(
+            "SELECT number FROM tickets WHERE requester = 'u7003@discord.invalid'",
+        )
+        .fetch_optional(d.store.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_ne!(theirs, number);
+    let inbound: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM articles WHERE ticket_id = $1 AND direction = 'in'",
+    )
+    .bind(t.id)
+    .fetch_one(d.store.pool())
+    .await
+    .unwrap();
+    // The customer's two messages and the staff reply; nothing of theirs.
+    assert_eq!(
+        inbound, 3,
+        "nothing of the stranger's on the customer's ticket"
+    );
+
+    // A reply given with the command in the staff thread reaches the
+    // customer in their thread.
+    let staff_thread = d
+        .fake
+        .threads()
+        .into_iter()
+        .find(|t| t.parent_id == STAFF && t.name.starts_with(&number))
+        .unwrap()
+        .thread_id;
+    d.known_thread(staff_thread).await;
+    d.fake
+        .message_create(staff_says(
+            staff_thread,
+            "!t reply Bitte melden Sie sich neu an.",
+        ))
+        .await;
+    until("the reply in the customer's thread", async || {
+        d.fake
+            .posts()
+            .into_iter()
+            .find(|p| p.channel_id == first && content(p).contains("Bitte melden Sie sich neu an."))
+    })
+    .await;
+    assert!(
+        d.sent_mails().is_empty(),
+        "still no mail to a Discord member"
+    );
+
+    // Each Discord message is taken once, even if the gateway sends it
+    // again (as after a resume).
+    d.fake.dispatch("MESSAGE_CREATE", answer).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let raw: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE source LIKE 'discord:%'")
             .fetch_one(d.store.pool())
             .await
             .unwrap();
-    assert_eq!(raw, 3);
+    assert_eq!(raw, 4);
 }
 
 /// A Wednesday 10:00 in Berlin weeks from now, away from the holidays
@@ -749,21 +554,9 @@ fn a_working_morning_weeks_ahead() -> jiff::Timestamp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sla_reminders_reach_the_thread_and_the_on_call_channel() {
     let d = desk().await;
-    let n = d
-        .ingest(mail(
-            "erika@kunde.example",
-            "Backup meldet Fehler",
-            "b1@kunde.example",
-            "",
-            "Seit drei Tagen.",
-        ))
+    let (n, thread) = d
+        .first_ticket("Backup meldet Fehler", "b1@kunde.example")
         .await;
-    d.posts_after(0, 1).await;
-    let thread = until("the thread", async || d.fake.threads().into_iter().next()).await;
-    until("the thread known to the desk", async || {
-        d.store.thread_ticket(thread.thread_id).await.unwrap()
-    })
-    .await;
     let at = a_working_morning_weeks_ahead();
     let fired = d
         .store

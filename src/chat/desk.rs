@@ -360,14 +360,28 @@ impl<A: ChatApi> Desk<A> {
             return Ok(());
         };
         if p.kind == "customer" {
-            let th = self
+            let Some(th) = self
                 .store
                 .chat_thread(t.id, "intake")
                 .await
                 .map_err(store_err)?
-                .ok_or_else(|| {
-                    ChatError::Temporary("the customer's thread is not known yet".into())
+            else {
+                // The thread is recorded right after the customer's message
+                // is stored; a ticket that has none (a member who wrote
+                // into someone else's thread got a ticket of their own)
+                // is answered by direct message.
+                let queued: Timestamp = p.created_at.parse().unwrap_or_else(|_| Timestamp::now());
+                if Timestamp::now().duration_since(queued) < jiff::SignedDuration::from_secs(10) {
+                    return Err(ChatError::Temporary(
+                        "the customer's thread is not known yet".into(),
+                    ));
+                }
+                let user = intake_src::user_of(&t.requester).ok_or_else(|| {
+                    ChatError::Permanent(format!("{} is no Discord member", t.requester))
                 })?;
+                let post = notify::render(&p.body, None);
+                return self.api.direct(user, &post.content).await;
+            };
             if !th.created {
                 let made = self
                     .api
@@ -516,6 +530,22 @@ impl<A: ChatApi> Desk<A> {
             // Staff talking in the intake channel open no tickets.
             return Ok(());
         }
+        // A thread's id is no secret in a public channel, as a Message-ID
+        // is: a member who is not on the ticket writes a message of their
+        // own (a ticket of their own), not a reply on someone else's.
+        let thread = match thread {
+            Some(t)
+                if !staff
+                    && !self
+                        .store
+                        .is_participant(t.id, &intake_src::address(m.author.id, false))
+                        .await? =>
+            {
+                tracing::info!(message = m.id, ticket = %t.number, "Discord member not on the ticket: taken as a message of their own");
+                None
+            }
+            other => other,
+        };
         let to = match (&thread, staff) {
             (Some(t), true) => t.requester.clone(),
             _ => self.desk_address.clone(),

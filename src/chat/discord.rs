@@ -63,14 +63,31 @@ impl SerenityApi {
     }
 }
 
-/// A serenity error as temporary (retry) or permanent.
+/// Discord's error code for "a thread has already been created for this
+/// message".
+const THREAD_EXISTS: isize = 160004;
+
+/// The Discord error code of a failed request.
+fn discord_code(e: &serenity::Error) -> Option<isize> {
+    match e {
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r)) => {
+            Some(r.error.code)
+        }
+        _ => None,
+    }
+}
+
+/// A serenity error as temporary (retry) or permanent. A bad token (401)
+/// or a missing permission (403) is retried too: the admin can fix them
+/// while the posts wait. A request Discord cannot take (400) or an unknown
+/// channel (404) is not.
 fn classify(e: serenity::Error) -> ChatError {
     let status = match &e {
         serenity::Error::Http(h) => h.status_code().map(|s| s.as_u16()),
         _ => None,
     };
     match status {
-        Some(429) | Some(500..=599) | None => ChatError::Temporary(e.to_string()),
+        Some(401 | 403 | 408 | 429 | 500..=599) | None => ChatError::Temporary(e.to_string()),
         Some(s) => ChatError::Permanent(format!("HTTP {s}: {e}")),
     }
 }
@@ -128,15 +145,20 @@ impl ChatApi for SerenityApi {
     }
 
     async fn start_thread(&self, channel: u64, message: u64, name: &str) -> Result<u64, ChatError> {
-        let t = ChannelId::new(channel)
+        match ChannelId::new(channel)
             .create_thread_from_message(
                 &*self.http,
                 MessageId::new(message),
                 CreateThread::new(name),
             )
             .await
-            .map_err(classify)?;
-        Ok(t.id.get())
+        {
+            Ok(t) => Ok(t.id.get()),
+            // Started before (ticketd stopped before it recorded that): a
+            // thread from a message has the message's id.
+            Err(e) if discord_code(&e) == Some(THREAD_EXISTS) => Ok(message),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     async fn direct(&self, user: u64, text: &str) -> Result<(), ChatError> {

@@ -35,6 +35,15 @@ pub fn address(user: u64, staff: bool) -> String {
     format!("u{user}@{domain}")
 }
 
+/// The user id of a Discord member's address.
+pub fn user_of(address: &str) -> Option<u64> {
+    if !is_discord_address(address) {
+        return None;
+    }
+    let local = address.trim().split('@').next()?;
+    local.strip_prefix('u')?.parse().ok()
+}
+
 /// The Message-ID (with angle brackets) of a Discord message.
 pub fn message_id(message: u64) -> String {
     format!("<{message}@{CUSTOMER_DOMAIN}>")
@@ -200,5 +209,9 @@ mod tests {
         assert!(is_discord_address("U1@Staff.Discord.Invalid"));
         assert!(!is_discord_address("anna@discord.com"));
         assert!(!is_discord_address("x@notdiscord.invalid.example"));
+        assert_eq!(user_of(&address(42, false)), Some(42));
+        assert_eq!(user_of(&address(42, true)), Some(42));
+        assert_eq!(user_of("u42@example.com"), None);
+        assert_eq!(user_of("anna@discord.invalid"), None);
     }
 }

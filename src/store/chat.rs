@@ -404,6 +404,18 @@ impl Store {
         }
     }
 
+    /// Whether `address` is the requester or a participant of the ticket.
+    pub async fn is_participant(&self, ticket: i64, address: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM participants WHERE ticket_id = $1 AND address = $2)
+                 OR EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND requester = $2)",
+        )
+        .bind(ticket)
+        .bind(address.to_ascii_lowercase())
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     /// A ticket by number, as chat shows it.
     pub async fn chat_ticket(&self, number: &str) -> Result<Option<ChatTicket>, StoreError> {
         let q = format!("SELECT {TICKET_COLUMNS} FROM tickets t WHERE t.number = $1");

@@ -253,6 +253,8 @@ pub struct TicketView {
     pub summary: TicketSummary,
     /// The rule that set the severity.
     pub severity_rule: Option<String>,
+    /// Who works it (`claim`/`assign`), by name.
+    pub assignee: Option<String>,
     /// Participants.
     pub participants: Vec<String>,
     /// Articles, oldest first.
@@ -1509,7 +1511,7 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
     })
 }
 
-const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags, t.queue,
+const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags, t.queue, t.assignee_name,
   (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM ticket_tags g WHERE g.ticket_id = t.id ORDER BY tag)) AS tags,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
 
@@ -1619,6 +1621,7 @@ impl Store {
         let id: i64 = r.try_get("id")?;
         let summary = summary_from_row(&r)?;
         let severity_rule: Option<String> = r.try_get("severity_rule")?;
+        let assignee: Option<String> = r.try_get("assignee_name")?;
         let participants: Vec<String> = sqlx::query_scalar(
             "SELECT address FROM participants WHERE ticket_id = $1 ORDER BY address",
         )
@@ -1711,6 +1714,7 @@ impl Store {
         Ok(Some(TicketView {
             summary,
             severity_rule,
+            assignee,
             participants,
             articles,
             bounces,
