@@ -5,6 +5,9 @@
 #       core: `cargo bench --bench pipeline`             target >= 20,000 mails/s
 #   (s) the SLA scheduler's check with 100,000 open tickets:
 #       `cargo bench --bench scheduler`                  target <= 50 ms
+#   (t) staff in Discord against the fake Discord on loopback:
+#       `cargo bench --bench chat`  commit -> post p99 <= 100 ms,
+#                                   command round trip p99 <= 100 ms
 #   (a) `ticketd ingest FILE...` of the whole workload in ONE process into
 #       SQLite, confirmations queued                     target >= 2,000 mails/s
 #   (b) the MTA path: one `ticketd ingest < FILE` process per mail, one
@@ -28,6 +31,7 @@
 #   BENCH_PIPELINE=1                    0 skips (p) (criterion, about a minute)
 #   BENCH_SCHEDULER=1                   0 skips (s): the SLA scheduler's check
 #                                       with 100,000 open tickets (target <= 50 ms)
+#   BENCH_CHAT=1                        0 skips (t)
 #   BENCH_HELD=1                        0 skips (c)
 #   BENCH_DAEMON=1                      0 skips (d)
 #   BENCH_DIR=DIR                       work directory (default: a new one under
@@ -97,6 +101,11 @@ if [ "${BENCH_SCHEDULER:-1}" = 1 ]; then
   echo "== (s) SLA scheduler check with 100,000 open tickets: cargo bench --bench scheduler"
   cargo bench --bench scheduler 2>&1 | tee "$WORK/scheduler.txt" |
     grep -E '^(check/|scheduler bench)|time:' | grep -v '%'
+fi
+
+if [ "${BENCH_CHAT:-1}" = 1 ]; then
+  echo "== (t) Discord notifications and commands against the fake Discord: cargo bench --bench chat"
+  cargo bench --bench chat 2>&1 | tee "$WORK/chat.txt" | grep -E '^chat '
 fi
 
 echo "== (a) one process: ticketd ingest of $TOTAL files"

@@ -437,37 +437,14 @@ pub async fn run(
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handler = Handler {
-        tx,
-        guild: cfg.discord.guild,
-        slash: cfg.discord.slash_commands,
-    };
-    let client = serenity::client::ClientBuilder::new_with_http(
-        http(&token, cfg.discord.api_base.as_deref()),
-        intents(),
-    )
-    .event_handler(handler)
-    .await;
-    let mut client = match client {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "Discord client could not be built");
-            return;
-        }
-    };
     let desk = Arc::new(Desk::new(
         &cfg,
         intake,
         store,
-        SerenityApi::new(client.http.clone()),
+        SerenityApi::new(Arc::new(http(&token, cfg.discord.api_base.as_deref()))),
         wake.clone(),
     ));
-    let shards = client.shard_manager.clone();
-    let gateway = tokio::spawn(async move {
-        if let Err(e) = client.start().await {
-            tracing::error!(error = %e, "Discord gateway stopped");
-        }
-    });
+    let gateway = tokio::spawn(gateway(cfg.clone(), token, tx, stop.clone()));
     let d = desk.clone();
     let woken = wake.clone();
     let mut stop2 = stop.clone();
@@ -503,7 +480,58 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    shards.shutdown_all().await;
     outbox.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), gateway).await;
+}
+
+/// Keeps a gateway connection until `stop`. serenity reconnects and
+/// resumes by itself while it runs; when it gives up (Discord unreachable
+/// at start, a gateway error it does not retry) a new client is started
+/// after a pause, doubling up to five minutes.
+async fn gateway(
+    cfg: Config,
+    token: String,
+    tx: mpsc::UnboundedSender<Inbound>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pause = Duration::from_secs(5);
+    loop {
+        let handler = Handler {
+            tx: tx.clone(),
+            guild: cfg.discord.guild,
+            slash: cfg.discord.slash_commands,
+        };
+        let built = serenity::client::ClientBuilder::new_with_http(
+            http(&token, cfg.discord.api_base.as_deref()),
+            intents(),
+        )
+        .event_handler(handler)
+        .await;
+        match built {
+            Ok(mut client) => {
+                let shards = client.shard_manager.clone();
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    r = client.start() => match r {
+                        Ok(()) => tracing::warn!("Discord gateway ended"),
+                        Err(e) => tracing::error!(error = %e, "Discord gateway stopped"),
+                    },
+                    _ = stop.changed() => {
+                        shards.shutdown_all().await;
+                        return;
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    pause = Duration::from_secs(5);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Discord client could not be built"),
+        }
+        tracing::info!(seconds = pause.as_secs(), "Discord gateway: connecting again");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(300));
+    }
 }
