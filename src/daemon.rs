@@ -225,6 +225,11 @@ async fn housekeeping(store: Store, mut shutdown: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
+        // A gateway replays events of minutes, not days.
+        let seen = crate::store::ts(jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48));
+        if let Err(e) = store.prune_chat_seen(&seen).await {
+            tracing::warn!(error = %e, "housekeeping failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
             _ = shutdown.changed() => return,

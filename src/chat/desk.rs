@@ -154,7 +154,8 @@ pub struct Desk<A: ChatApi> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Answer {
     post: Post,
-    /// Only the one asking should see it.
+    /// Only the one asking should see it (an ephemeral answer to a slash
+    /// command; a typed command is answered in place).
     private: bool,
 }
 
@@ -220,11 +221,6 @@ impl<A: ChatApi> Desk<A> {
             wake,
             retry_base: std::time::Duration::from_secs_f64(cfg.discord.retry_base_seconds),
         }
-    }
-
-    /// The Discord side, for the adapter.
-    pub fn api(&self) -> &A {
-        &self.api
     }
 
     fn is_staff(&self, m: &Member) -> bool {
@@ -308,22 +304,15 @@ impl<A: ChatApi> Desk<A> {
 
     // ---- delivery -----------------------------------------------------
 
-    /// Delivers the chat posts due now; returns how many were handled.
+    /// Delivers the chat posts due now (at most one per ticket: the next
+    /// waits for it); returns how many were handled.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let now = Timestamp::now();
         let due = self.store.chat_due(&ts(now), 50).await?;
-        let mut held: Vec<i64> = Vec::new();
         for p in &due {
-            let ticket = p.ticket.as_ref().map(|t| t.id);
-            if ticket.is_some_and(|t| held.contains(&t)) {
-                continue;
-            }
             match self.deliver(p).await {
                 Ok(()) => self.store.chat_sent(p.id, &ts(Timestamp::now())).await?,
                 Err(e) => {
-                    if let Some(t) = ticket {
-                        held.push(t);
-                    }
                     let first: Timestamp = p.created_at.parse().unwrap_or(now);
                     let give_up = now.duration_since(first)
                         > jiff::SignedDuration::from_hours(self.cfg.retry_hours as i64);
@@ -477,9 +466,9 @@ impl<A: ChatApi> Desk<A> {
         let command = text
             .strip_prefix(self.cfg.prefix.as_str())
             .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
-        let intake_thread = self.store.thread_ticket(m.channel).await?;
+        let in_thread = self.store.thread_ticket(m.channel).await?;
         let in_intake = self.intake_channel() == Some(m.channel)
-            || intake_thread.as_ref().is_some_and(|(_, r)| r == "intake");
+            || in_thread.as_ref().is_some_and(|(_, r)| r == "intake");
         if command.is_none() && !in_intake {
             return Ok(());
         }
@@ -492,7 +481,7 @@ impl<A: ChatApi> Desk<A> {
             return Ok(());
         }
         if let Some(rest) = command {
-            let thread = intake_thread
+            let thread = in_thread
                 .as_ref()
                 .map(|(t, _)| TicketNumber(t.number.clone()));
             if !self.is_staff(&m.author) {
@@ -515,7 +504,7 @@ impl<A: ChatApi> Desk<A> {
             }
             return Ok(());
         }
-        self.intake_message(m, intake_thread.map(|(t, _)| t)).await
+        self.intake_message(m, in_thread.map(|(t, _)| t)).await
     }
 
     /// A customer's (or a staff member's) message in the intake channel

@@ -527,7 +527,10 @@ async fn gateway(
             }
             Err(e) => tracing::error!(error = %e, "Discord client could not be built"),
         }
-        tracing::info!(seconds = pause.as_secs(), "Discord gateway: connecting again");
+        tracing::info!(
+            seconds = pause.as_secs(),
+            "Discord gateway: connecting again"
+        );
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,

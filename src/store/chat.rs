@@ -255,7 +255,8 @@ impl Store {
     }
 
     /// Chat posts due at `now`, oldest first; a post waits while an older
-    /// one of its ticket is still queued (a thread reads in order).
+    /// one of its ticket is still queued (a thread reads in order), so each
+    /// ticket has at most one here.
     pub async fn chat_due(&self, now: &str, limit: i64) -> Result<Vec<ChatPost>, StoreError> {
         let q = format!(
             "SELECT c.id AS post_id, c.ticket_id, c.channel, c.kind AS post_kind, c.body, c.attempts, c.posted_id, c.created_at AS queued_at,
@@ -445,6 +446,18 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Forgets the Discord events handled before `before`.
+    pub async fn prune_chat_seen(&self, before: &str) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM chat_seen WHERE seen_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Open tickets (new, open, pending) for a chat list, most urgent
     /// first, at most `limit`.
     pub async fn chat_list(
@@ -473,5 +486,156 @@ impl Store {
         rows.iter()
             .map(|r| ticket_of(r).map_err(StoreError::from))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("t.db"), 1)
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        (dir, store)
+    }
+
+    async fn ticket(store: &Store, id: i64) {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO tickets (id, number, subject, status, severity, requester, created_at, updated_at)
+             VALUES ($1, $2, 's', 'new', 3, 'a@b.example', 'x', 'x')",
+        )
+        .bind(id)
+        .bind(format!("{}", 10000 + id))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO events (ticket_id, kind, detail, created_at) VALUES ($1, 'created', '', 'x')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn post(ticket: i64) -> NewChatPost {
+        NewChatPost {
+            ticket_id: Some(ticket),
+            channel: "staff".into(),
+            kind: "new".into(),
+            body: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_feed_starts_now_and_moves_only_from_where_it_was() {
+        let (_dir, store) = store().await;
+        ticket(&store, 1).await;
+        // Switched on after an event: history is not fed.
+        let start = store.chat_cursor().await.unwrap();
+        let (old, to) = store.chat_events(start, 10).await.unwrap();
+        assert!(old.is_empty() && to == start);
+        ticket(&store, 2).await;
+        let (events, to) = store.chat_events(start, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].ticket.number, "10002");
+        assert!(store
+            .chat_enqueue(start, to, &[post(2)], "2026-01-01T00:00:00Z")
+            .await
+            .unwrap());
+        // A second feeder that read the same events writes nothing.
+        assert!(!store
+            .chat_enqueue(start, to, &[post(2)], "2026-01-01T00:00:00Z")
+            .await
+            .unwrap());
+        assert_eq!(store.chat_cursor().await.unwrap(), to);
+        assert_eq!(
+            store
+                .chat_due("2026-01-01T00:00:00Z", 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tickets_posts_go_out_one_after_the_other() {
+        let (_dir, store) = store().await;
+        ticket(&store, 1).await;
+        ticket(&store, 2).await;
+        let c = store.chat_cursor().await.unwrap();
+        let now = "2026-01-01T00:00:00Z";
+        store
+            .chat_enqueue(c, c, &[post(1), post(1), post(2)], now)
+            .await
+            .unwrap();
+        let due = store.chat_due(now, 10).await.unwrap();
+        let ids: Vec<i64> = due.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![1, 3], "the second post of ticket 1 waits");
+        // The first fails and is retried later: the second still waits.
+        store
+            .chat_failed(1, "down", Some("2026-01-01T01:00:00Z"))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = store
+            .chat_due(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec![3]);
+        store.chat_sent(1, now).await.unwrap();
+        let ids: Vec<i64> = store
+            .chat_due(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+        // Given up: the ticket's next post goes on.
+        store.chat_failed(2, "gone", None).await.unwrap();
+        let ids: Vec<i64> = store
+            .chat_due(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec![3]);
+    }
+
+    #[tokio::test]
+    async fn threads_and_seen_events_are_remembered() {
+        let (_dir, store) = store().await;
+        ticket(&store, 1).await;
+        let th = ChatThread {
+            channel_id: 100,
+            thread_id: 555,
+            created: false,
+        };
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        store.set_chat_thread(1, "intake", &th, now).await.unwrap();
+        assert_eq!(
+            store.chat_thread(1, "intake").await.unwrap(),
+            Some(th.clone())
+        );
+        assert_eq!(store.chat_thread(1, "staff").await.unwrap(), None);
+        let (t, role) = store.thread_ticket(555).await.unwrap().unwrap();
+        assert_eq!((t.number.as_str(), role.as_str()), ("10001", "intake"));
+        assert!(store.thread_ticket(556).await.unwrap().is_none());
+        assert!(store.chat_seen("m1", "2026-01-01T00:00:00Z").await.unwrap());
+        assert!(!store.chat_seen("m1", "2026-01-01T00:00:01Z").await.unwrap());
+        assert_eq!(
+            store.prune_chat_seen("2026-01-02T00:00:00Z").await.unwrap(),
+            1
+        );
+        assert!(store.is_participant(1, "A@b.example").await.unwrap());
+        assert!(!store.is_participant(1, "c@b.example").await.unwrap());
     }
 }
