@@ -896,7 +896,9 @@ impl<A: ChatApi> Desk<A> {
             Some(Err(e)) => return quietly(format!("Not opened: {e}")),
             None => return quietly("Not opened."),
         };
-        self.wake.notify_one();
+        // The severity first, then the wake-up: the chat feed then mostly
+        // announces the ticket with the severity staff gave (and routes it
+        // by that).
         let _ = self
             .intake
             .act(
@@ -917,6 +919,7 @@ impl<A: ChatApi> Desk<A> {
                 now,
             )
             .await;
+        self.wake.notify_one();
         say(format!(
             "Ticket **{number}** opened for {customer}, severity {}. The customer gets the confirmation by mail.",
             t.severity.level()
