@@ -1885,3 +1885,35 @@ fn run_fires_sla_reminders_through_the_outbox_and_counts_the_breach() {
         .iter()
         .all(|r| r["outcome"].as_str().unwrap().starts_with("sent")));
 }
+
+#[test]
+fn check_config_names_the_discord_setup_and_its_missing_token() {
+    let d = Desk::new();
+    let discord = "[discord]\nenabled = true\nguild = 1\nstaff_roles = [2]\nnotify = \"staff\"\ntoken_file = \"discord.token\"\n[discord.channels.staff]\nid = 3\n";
+    let cfg = write_config(d.dir.path(), discord);
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("discord") && err.contains("discord.token"),
+        "{err}"
+    );
+    std::fs::write(d.dir.path().join("discord.token"), "abc\n").unwrap();
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Discord on (1 channels, 1 staff roles)"),
+        "{out}"
+    );
+    let cfg = write_config(
+        d.dir.path(),
+        &format!("{discord}[sla.audiences]\nteam = [\"chat:oncall\"]\n"),
+    );
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("chat channel \"oncall\" is not defined"),
+        "{err}"
+    );
+}
