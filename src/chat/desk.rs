@@ -86,8 +86,10 @@ pub trait ChatApi: Send + Sync + 'static {
 pub struct Member {
     /// User id.
     pub id: u64,
-    /// Their name (username; the display name where Discord gives it).
+    /// Their username: what actions are recorded as (`discord:NAME`).
     pub name: String,
+    /// The name they show (the customer's name on an intake mail).
+    pub display: String,
     /// Their roles in the guild.
     pub roles: Vec<u64>,
     /// A bot (ticketd itself among them).
@@ -549,7 +551,7 @@ impl<A: ChatApi> Desk<A> {
             channel: m.channel,
             thread: thread.as_ref().map(|_| m.channel),
             author: m.author.id,
-            author_name: &m.author.name,
+            author_name: &m.author.display,
             staff,
             content: &m.content,
             attachments,
@@ -961,6 +963,7 @@ mod tests {
         let m = Member {
             id: 1,
             name: "Anna Berg\r\nX".into(),
+            display: "Anna".into(),
             roles: vec![],
             bot: false,
         };

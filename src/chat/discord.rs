@@ -219,7 +219,8 @@ pub fn in_message(m: &Message) -> InMessage {
         guild: m.guild_id.map(|g| g.get()),
         author: Member {
             id: m.author.id.get(),
-            name: m.author.display_name().to_string(),
+            name: m.author.name.clone(),
+            display: m.author.display_name().to_string(),
             roles: m
                 .member
                 .as_ref()
@@ -236,7 +237,7 @@ pub fn in_message(m: &Message) -> InMessage {
         mentions: m
             .mentions
             .iter()
-            .map(|u| (u.id.get(), u.display_name().to_string()))
+            .map(|u| (u.id.get(), u.name.clone()))
             .collect(),
         sent: jiff::Timestamp::from_second(m.timestamp.unix_timestamp())
             .unwrap_or_else(|_| jiff::Timestamp::now()),
@@ -284,7 +285,8 @@ pub fn in_command(c: &serenity::all::CommandInteraction) -> InCommand {
         guild: c.guild_id.map(|g| g.get()),
         member: Member {
             id: c.user.id.get(),
-            name: c.user.display_name().to_string(),
+            name: c.user.name.clone(),
+            display: c.user.display_name().to_string(),
             roles: c
                 .member
                 .as_ref()
@@ -299,7 +301,7 @@ pub fn in_command(c: &serenity::all::CommandInteraction) -> InCommand {
             .resolved
             .users
             .iter()
-            .map(|(id, u)| (id.get(), u.display_name().to_string()))
+            .map(|(id, u)| (id.get(), u.name.clone()))
             .collect(),
     }
 }
