@@ -595,3 +595,34 @@ async fn sla_reminders_reach_the_thread_and_the_on_call_channel() {
     assert!(content(on_call).contains(&format!("<#{}>", thread.thread_id)));
     assert_eq!(d.fake.threads().len(), 1, "no second thread for the ticket");
 }
+
+fn nagios(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/alerts/nagios")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_alert_is_counted_not_posted() {
+    let d = desk().await;
+    let n = d.ingest(nagios("01-service-problem.eml")).await;
+    let first = d.posts_after(0, 1).await;
+    assert!(title(&first[0]).contains(&n), "{}", title(&first[0]));
+    let again = d.ingest(nagios("02-service-problem-repeat.eml")).await;
+    assert_eq!(again, n, "the repeat is on the incident's ticket");
+    // The repeat wrote its event; the feed has passed it by and posted
+    // nothing for it.
+    let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
+        .fetch_one(d.store.pool())
+        .await
+        .unwrap();
+    until("the feed past the repeat", async || {
+        (d.store.chat_cursor().await.unwrap() >= last).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.fake.posts().len(), 1, "{:?}", d.fake.posts());
+}

@@ -258,7 +258,13 @@ impl<A: ChatApi> Desk<A> {
     }
 
     fn event_post(&self, e: &FeedEvent) -> Option<NewChatPost> {
-        let kind = notify::feed_kind(&e.kind, &e.detail, e.staff_in_message)?;
+        let kind = notify::feed_kind(
+            &e.kind,
+            &e.detail,
+            e.staff_in_message,
+            e.message_kind.as_deref(),
+            e.text.is_some(),
+        )?;
         let t = &e.ticket;
         let level = u8::try_from(t.severity).unwrap_or(4);
         let channel = self.cfg.channel_for(level)?.to_string();

@@ -171,6 +171,14 @@ pub fn render(body: &Value, mention: Option<u64>) -> Post {
             e.title = ticket_title("✉️ Customer replied on");
             e.description = clip(text(body, "text").trim(), 1500);
         }
+        "alert" => {
+            e.title = ticket_title("📟 Monitoring update on");
+            e.description = clip(text(body, "text").trim(), 1500);
+        }
+        "bounce" => {
+            e.title = ticket_title("⚠️ Bounce on");
+            e.description = clip(text(body, "text").trim(), 1000);
+        }
         "staff-reply" => {
             e.title = ticket_title("↩️ Staff replied on");
             e.description = clip(&text(body, "detail"), 1000);
@@ -245,15 +253,29 @@ pub fn render(body: &Value, mention: Option<u64>) -> Post {
 
 /// The chat post kind of a ticket event the chat feed picks up, or `None`
 /// for events staff need not see in chat. Changes made in Discord are not
-/// echoed: the command's answer already says what was done.
-pub fn feed_kind(event: &str, detail: &str, staff_in_message: bool) -> Option<&'static str> {
+/// echoed: the command's answer already says what was done. An appended
+/// message is posted by what it was (`message`: its kind), and only when
+/// it made an article (`article`): a repeated alert is only counted, an
+/// auto-reply tells staff nothing.
+pub fn feed_kind(
+    event: &str,
+    detail: &str,
+    staff_in_message: bool,
+    message: Option<&str>,
+    article: bool,
+) -> Option<&'static str> {
     if detail.contains("by discord:") {
         return None;
     }
     Some(match event {
         "created" => "new",
-        "appended" if staff_in_message => return None,
-        "appended" => "reply",
+        "appended" if staff_in_message || !article => return None,
+        "appended" => match message {
+            Some("alert") => "alert",
+            Some("bounce") => "bounce",
+            Some("auto-reply" | "loop") => return None,
+            _ => "reply",
+        },
         "staff-reply" => "staff-reply",
         "waiting" | "resumed" | "reopened" | "resolved" | "closed" | "status" => "status",
         "severity" => "severity",
@@ -362,22 +384,55 @@ mod tests {
     }
 
     #[test]
-    fn the_feed_skips_what_discord_did_itself() {
+    fn the_feed_skips_what_discord_did_itself_and_what_tells_nothing() {
+        let mail = Some("mail");
         assert_eq!(
-            feed_kind("created", "created from mail", false),
+            feed_kind("created", "created from mail", false, mail, true),
             Some("new")
         );
-        assert_eq!(feed_kind("appended", "threaded", false), Some("reply"));
-        assert_eq!(feed_kind("appended", "threaded", true), None);
         assert_eq!(
-            feed_kind("resolved", "open → resolved by cli:anna", false),
+            feed_kind("appended", "threaded", false, mail, true),
+            Some("reply")
+        );
+        assert_eq!(feed_kind("appended", "threaded", true, mail, true), None);
+        assert_eq!(
+            feed_kind(
+                "resolved",
+                "open → resolved by cli:anna",
+                false,
+                None,
+                false
+            ),
             Some("status")
         );
         assert_eq!(
-            feed_kind("resolved", "open → resolved by discord:anna", false),
+            feed_kind(
+                "resolved",
+                "open → resolved by discord:anna",
+                false,
+                None,
+                false
+            ),
             None
         );
-        assert_eq!(feed_kind("note", "by cli:anna", false), None);
-        assert_eq!(feed_kind("duplicate", "", false), None);
+        assert_eq!(feed_kind("note", "by cli:anna", false, None, false), None);
+        assert_eq!(feed_kind("duplicate", "", false, mail, false), None);
+        // A repeated alert is only counted; a state change is posted.
+        assert_eq!(
+            feed_kind("appended", "repeat", false, Some("alert"), false),
+            None
+        );
+        assert_eq!(
+            feed_kind("appended", "critical", false, Some("alert"), true),
+            Some("alert")
+        );
+        assert_eq!(
+            feed_kind("appended", "b", false, Some("bounce"), true),
+            Some("bounce")
+        );
+        assert_eq!(
+            feed_kind("appended", "ooo", false, Some("auto-reply"), true),
+            None
+        );
     }
 }

@@ -75,8 +75,12 @@ pub struct FeedEvent {
     /// Whether the same message was a staff reply (an `appended` that is
     /// staff's, not the customer's).
     pub staff_in_message: bool,
-    /// The text of the inbound article the event's message made.
+    /// The text of the inbound article the event's message made (none
+    /// for a repeated alert, which is only counted).
     pub text: Option<String>,
+    /// What the event's message was: `mail`, `alert`, `bounce`,
+    /// `auto-reply`, … (none for an event of no message).
+    pub message_kind: Option<String>,
     /// The ticket now.
     pub ticket: ChatTicket,
 }
@@ -194,6 +198,7 @@ impl Store {
             "SELECT e.id AS event_id, e.kind AS event_kind, COALESCE(e.detail, '') AS detail,
                     EXISTS (SELECT 1 FROM events s WHERE s.ticket_id = e.ticket_id AND s.message_ref = e.message_ref AND s.kind = 'staff-reply') AS staff,
                     (SELECT a.body FROM articles a WHERE a.ticket_id = e.ticket_id AND a.message_ref = e.message_ref AND a.direction = 'in' ORDER BY a.id LIMIT 1) AS text,
+                    (SELECT m.kind FROM messages m WHERE m.id = e.message_ref) AS message_kind,
                     {TICKET_COLUMNS}
              FROM events e JOIN tickets t ON t.id = e.ticket_id
              WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id"
@@ -212,6 +217,7 @@ impl Store {
                 detail: r.try_get("detail")?,
                 staff_in_message: msg_staff,
                 text: r.try_get("text")?,
+                message_kind: r.try_get("message_kind")?,
                 ticket: ticket_of(r)?,
             });
         }
