@@ -304,26 +304,26 @@ impl Store {
     /// Records that post `id` was posted as message `message` (its thread
     /// is still to be started).
     pub async fn chat_posted(&self, id: i64, message: u64) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE chat_outbox SET posted_id = $1 WHERE id = $2")
-            .bind(message.to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        self.write_one(
+            sqlx::query("UPDATE chat_outbox SET posted_id = $1 WHERE id = $2")
+                .bind(message.to_string())
+                .bind(id),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Marks post `id` delivered.
     pub async fn chat_sent(&self, id: i64, now: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE chat_outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2",
+        self.write_one(
+            sqlx::query(
+                "UPDATE chat_outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id),
         )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        Ok(())
     }
 
     /// Post `id` failed: again at `next`, or (`None`) never.
@@ -333,18 +333,18 @@ impl Store {
         error: &str,
         next: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE chat_outbox SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'queued' END,
-                    attempts = attempts + 1, last_error = $2, next_attempt_at = COALESCE($1, next_attempt_at)
-             WHERE id = $3",
+        self.write_one(
+            sqlx::query(
+                "UPDATE chat_outbox SET status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'queued' END,
+                        attempts = attempts + 1, last_error = $2, next_attempt_at = COALESCE($1, next_attempt_at)
+                 WHERE id = $3",
+            )
+            .bind(next)
+            .bind(error)
+            .bind(id),
         )
-        .bind(next)
-        .bind(error)
-        .bind(id)
-        .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        Ok(())
     }
 
     /// The ticket's thread of `role` (`staff` or `intake`).
@@ -377,22 +377,22 @@ impl Store {
         thread: &ChatThread,
         now: jiff::Timestamp,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO chat_threads (ticket_id, role, channel_id, thread_id, created, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (ticket_id, role) DO UPDATE SET channel_id = excluded.channel_id,
-                 thread_id = excluded.thread_id, created = excluded.created",
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO chat_threads (ticket_id, role, channel_id, thread_id, created, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (ticket_id, role) DO UPDATE SET channel_id = excluded.channel_id,
+                     thread_id = excluded.thread_id, created = excluded.created",
+            )
+            .bind(ticket)
+            .bind(role)
+            .bind(thread.channel_id.to_string())
+            .bind(thread.thread_id.to_string())
+            .bind(i64::from(thread.created))
+            .bind(ts(now)),
         )
-        .bind(ticket)
-        .bind(role)
-        .bind(thread.channel_id.to_string())
-        .bind(thread.thread_id.to_string())
-        .bind(i64::from(thread.created))
-        .bind(ts(now))
-        .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        Ok(())
     }
 
     /// The ticket whose thread `thread` is, and the thread's role.
@@ -441,29 +441,22 @@ impl Store {
     /// Records that the Discord event `id` (a message or interaction) is
     /// handled; `false` when it was already.
     pub async fn chat_seen(&self, id: &str, now: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query(
-            "INSERT INTO chat_seen (id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let n = self
+            .write_one(
+                sqlx::query(
+                    "INSERT INTO chat_seen (id, seen_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(now),
+            )
+            .await?;
         Ok(n == 1)
     }
 
     /// Forgets the Discord events handled before `before`.
     pub async fn prune_chat_seen(&self, before: &str) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let n = sqlx::query("DELETE FROM chat_seen WHERE seen_at < $1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        self.write_one(sqlx::query("DELETE FROM chat_seen WHERE seen_at < $1").bind(before))
+            .await
     }
 
     /// Open tickets (new, open, pending) for a chat list, most urgent

@@ -2046,12 +2046,18 @@ impl Store {
     /// Forgets automatic-mail records older than `before` (the hourly limit
     /// only looks one hour back); returns how many were removed.
     pub async fn prune_auto_mail_log(&self, before: &str) -> Result<u64, StoreError> {
+        self.write_one(sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1").bind(before))
+            .await
+    }
+
+    /// Runs one statement in a write transaction of its own; returns how
+    /// many rows it changed.
+    pub(crate) async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let n = sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = q.execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         Ok(n)
     }
