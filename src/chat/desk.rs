@@ -149,6 +149,7 @@ pub struct Desk<A: ChatApi> {
     store: Store,
     api: A,
     wake: Arc<Wake>,
+    retry_for: jiff::SignedDuration,
     retry_base: std::time::Duration,
 }
 
@@ -221,6 +222,9 @@ impl<A: ChatApi> Desk<A> {
             store,
             api,
             wake,
+            retry_for: jiff::SignedDuration::from_hours(
+                i64::try_from(cfg.discord.retry_hours).unwrap_or(i64::MAX / 3600),
+            ),
             retry_base: std::time::Duration::from_secs_f64(cfg.discord.retry_base_seconds),
         }
     }
@@ -321,14 +325,15 @@ impl<A: ChatApi> Desk<A> {
             match self.deliver(p).await {
                 Ok(()) => self.store.chat_sent(p.id, &ts(Timestamp::now())).await?,
                 Err(e) => {
-                    let first: Timestamp = p.created_at.parse().unwrap_or(now);
-                    let give_up = now.duration_since(first)
-                        > jiff::SignedDuration::from_hours(self.cfg.retry_hours as i64);
                     let next = match &e {
-                        ChatError::Temporary(_) if !give_up => Some(
-                            now + crate::outbound::worker::backoff(self.retry_base, p.attempts),
+                        ChatError::Temporary(_) => crate::outbound::worker::retry_at(
+                            &p.created_at,
+                            p.attempts,
+                            now,
+                            self.retry_for,
+                            self.retry_base,
                         ),
-                        _ => None,
+                        ChatError::Permanent(_) => None,
                     };
                     match next {
                         Some(n) => {

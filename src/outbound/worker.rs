@@ -157,6 +157,21 @@ pub fn backoff(base: Duration, attempts: i64) -> jiff::SignedDuration {
     jiff::SignedDuration::from_millis(ms)
 }
 
+/// When a delivery queued at `queued` that failed for the `attempts + 1`th
+/// time is tried again: `backoff` from now, or `None` once it has been
+/// retried for longer than `retry_for` (the outbox's mail and the chat
+/// outbox's posts alike).
+pub fn retry_at(
+    queued: &str,
+    attempts: i64,
+    now: jiff::Timestamp,
+    retry_for: jiff::SignedDuration,
+    base: Duration,
+) -> Option<jiff::Timestamp> {
+    let first: jiff::Timestamp = queued.parse().unwrap_or(now);
+    (now.duration_since(first) <= retry_for).then(|| now + backoff(base, attempts))
+}
+
 impl Worker {
     /// A worker over `store` delivering through `sender`.
     pub fn new(store: Store, sender: Sender, cfg: &Config, wake: Arc<Wake>) -> Worker {
@@ -268,18 +283,25 @@ impl Worker {
                 Delivery::Failed { error: e }
             }
             Err(SendError::Temporary(e)) => {
-                let first: jiff::Timestamp = m.created_at.parse().unwrap_or(now);
-                if now.duration_since(first) > self.retry_for {
-                    tracing::warn!(outbox = m.id, error = %e, "mail failed: retries exhausted");
-                    Delivery::Failed {
-                        error: format!("{e} (gave up after {} attempts)", m.attempts + 1),
+                match retry_at(
+                    &m.created_at,
+                    m.attempts,
+                    now,
+                    self.retry_for,
+                    self.retry_base,
+                ) {
+                    None => {
+                        tracing::warn!(outbox = m.id, error = %e, "mail failed: retries exhausted");
+                        Delivery::Failed {
+                            error: format!("{e} (gave up after {} attempts)", m.attempts + 1),
+                        }
                     }
-                } else {
-                    let next = now + backoff(self.retry_base, m.attempts);
-                    tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
-                    Delivery::Retry {
-                        error: e,
-                        next: ts(next),
+                    Some(next) => {
+                        tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
+                        Delivery::Retry {
+                            error: e,
+                            next: ts(next),
+                        }
                     }
                 }
             }
