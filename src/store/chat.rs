@@ -8,7 +8,7 @@
 //! transaction, so reading the events after it and queuing their posts
 //! together with the cursor's move loses none and queues none twice.
 
-use super::{ts, Store, StoreError};
+use super::{queue_chat, ts, Script, Store, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -245,19 +245,12 @@ impl Store {
         if moved != 1 {
             return Ok(false);
         }
+        // The posts as one script, as every other queued row is written.
+        let mut s = Script::default();
         for p in posts {
-            sqlx::query(
-                "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $5)",
-            )
-            .bind(p.ticket_id)
-            .bind(&p.channel)
-            .bind(&p.kind)
-            .bind(p.body.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            queue_chat(&mut s, p.ticket_id, &p.channel, &p.kind, &p.body, now);
         }
+        s.run(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -1034,6 +1034,31 @@ impl<'a> Article<'a> {
     }
 }
 
+/// Queues a chat post in `s`: a `chat_outbox` row for the channel named
+/// `channel`, due at once.
+fn queue_chat(
+    s: &mut Script,
+    ticket: Option<i64>,
+    channel: &str,
+    kind: &str,
+    body: &serde_json::Value,
+    now: &str,
+) {
+    let ps = [
+        s.arg(ticket),
+        s.arg(channel),
+        s.arg(kind),
+        s.arg(body.to_string()),
+        s.arg(now),
+    ];
+    s.push(format_args!(
+        "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
+         VALUES ({}, {}, {}, {}, 'queued', {}, {})",
+        ps[0], ps[1], ps[2], ps[3], ps[4], ps[4]
+    ));
+    s.end();
+}
+
 /// Queues one built mail in the outbox as row `id`, due at once.
 fn queue_outgoing(
     s: &mut Script,
@@ -2088,17 +2113,7 @@ impl Store {
                         "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = {at}, last_error = 'posted in Discord' WHERE id = {id}"
                     ));
                     s.end();
-                    let ps = [
-                        s.arg(m.ticket_id),
-                        s.arg(channel.as_str()),
-                        s.arg(body.to_string()),
-                    ];
-                    s.push(format_args!(
-                        "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
-                         VALUES ({}, {}, 'customer', {}, 'queued', {at}, {at})",
-                        ps[0], ps[1], ps[2]
-                    ));
-                    s.end();
+                    queue_chat(&mut s, m.ticket_id, channel, "customer", body, now);
                 }
                 Delivery::Retry { error, next } => {
                     let (e, n) = (s.arg(error.as_str()), s.arg(next.as_str()));

@@ -8,7 +8,7 @@
 //! `timers_due` index and records each as fired, so a restart neither
 //! repeats nor skips one.
 
-use super::{events, queue_outgoing, ts, Script, StoreError};
+use super::{events, queue_chat, queue_outgoing, ts, Script, StoreError};
 use crate::domain::{Severity, Status, TicketNumber};
 use crate::outbound::mail::Outgoing;
 use crate::sla::clock::{deliver_at, evaluate, Clock, Happening, History, SlaState, StagePlan};
@@ -612,19 +612,7 @@ pub(super) async fn queue_notifications(
                 said.push(format!("mail {}", out.to.join(", ")));
             }
             Notification::Chat { channel, body } => {
-                let ps = [
-                    s.arg(ticket),
-                    s.arg(channel.as_str()),
-                    s.arg(kind),
-                    s.arg(body.to_string()),
-                    s.arg(now),
-                ];
-                s.push(format_args!(
-                    "INSERT INTO chat_outbox (ticket_id, channel, kind, body, status, next_attempt_at, created_at)
-                     VALUES ({}, {}, {}, {}, 'queued', {}, {})",
-                    ps[0], ps[1], ps[2], ps[3], ps[4], ps[4]
-                ));
-                s.end();
+                queue_chat(s, ticket, channel, kind, body, now);
                 said.push(format!("chat {channel}"));
             }
         }
