@@ -247,8 +247,8 @@ impl<A: ChatApi> Desk<A> {
     /// many were queued.
     pub async fn feed(&self, now: Timestamp) -> Result<usize, StoreError> {
         let mut queued = 0;
+        let mut from = self.store.chat_cursor().await?;
         loop {
-            let from = self.store.chat_cursor().await?;
             let (events, to) = self.store.chat_events(from, 500).await?;
             if to == from {
                 return Ok(queued);
@@ -257,6 +257,10 @@ impl<A: ChatApi> Desk<A> {
                 events.iter().filter_map(|e| self.event_post(e)).collect();
             if self.store.chat_enqueue(from, to, &posts, &ts(now)).await? {
                 queued += posts.len();
+                from = to;
+            } else {
+                // Moved by someone else meanwhile: go on from there.
+                from = self.store.chat_cursor().await?;
             }
         }
     }

@@ -184,35 +184,31 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<(Vec<FeedEvent>, i64), StoreError> {
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(id) FROM (SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_one(self.pool())
-        .await?;
-        let Some(last) = last else {
-            return Ok((Vec::new(), after));
-        };
         let q = format!(
-            "SELECT e.id AS event_id, e.kind AS event_kind, COALESCE(e.detail, '') AS detail,
+            "SELECT e.id AS event_id, t.id IS NOT NULL AS on_ticket, e.kind AS event_kind, COALESCE(e.detail, '') AS detail,
                     EXISTS (SELECT 1 FROM events s WHERE s.ticket_id = e.ticket_id AND s.message_ref = e.message_ref AND s.kind = 'staff-reply') AS staff,
                     (SELECT a.body FROM articles a WHERE a.ticket_id = e.ticket_id AND a.message_ref = e.message_ref AND a.direction = 'in' ORDER BY a.id LIMIT 1) AS text,
                     (SELECT m.kind FROM messages m WHERE m.id = e.message_ref) AS message_kind,
                     {TICKET_COLUMNS}
-             FROM events e JOIN tickets t ON t.id = e.ticket_id
-             WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id"
+             FROM events e LEFT JOIN tickets t ON t.id = e.ticket_id
+             WHERE e.id > $1 ORDER BY e.id LIMIT $2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(after)
-            .bind(last)
+            .bind(limit)
             .fetch_all(self.pool())
             .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut last = after;
         for r in &rows {
+            let id: i64 = r.try_get("event_id")?;
+            last = last.max(id);
+            if !r.try_get::<bool, _>("on_ticket")? {
+                continue;
+            }
             let msg_staff: bool = r.try_get("staff")?;
             out.push(FeedEvent {
-                id: r.try_get("event_id")?,
+                id,
                 kind: r.try_get("event_kind")?,
                 detail: r.try_get("detail")?,
                 staff_in_message: msg_staff,
