@@ -581,39 +581,36 @@ impl<A: ChatApi> Desk<A> {
                 return Ok(());
             }
         };
-        let items = [Incoming {
-            raw,
-            source: format!("discord:{}", m.channel),
-        }];
         let now = Timestamp::now();
         let outcome = self
-            .intake
+            .ingest_one(raw, format!("discord:{}", m.channel), now)
+            .await?;
+        tracing::info!(message = m.id, action = outcome.action.as_str(), ticket = ?outcome.ticket, "Discord message taken in");
+        self.wake.notify_one();
+        if let (None, Some(n), Some(ch)) = (&thread, &outcome.ticket, self.intake_channel()) {
+            // The thread to start from this message, unless the ticket
+            // already has one (the message was appended to it).
+            self.store
+                .first_intake_thread(n.as_str(), ch, m.id, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes one message in through the intake, as every source does.
+    async fn ingest_one(
+        &self,
+        raw: Vec<u8>,
+        source: String,
+        now: Timestamp,
+    ) -> Result<crate::service::Outcome, StoreError> {
+        let items = [Incoming { raw, source }];
+        self.intake
             .ingest_batch(&self.store, &items, now)
             .await
             .into_iter()
-            .next();
-        let outcome = match outcome {
-            Some(Ok(o)) => o,
-            Some(Err(e)) => return Err(StoreError::Corrupt(format!("Discord intake: {e}"))),
-            None => return Ok(()),
-        };
-        tracing::info!(message = m.id, action = outcome.action.as_str(), ticket = ?outcome.ticket, "Discord message taken in");
-        self.wake.notify_one();
-        if thread.is_none() {
-            if let (Some(n), Some(ch)) = (&outcome.ticket, self.intake_channel()) {
-                if let Some(t) = self.store.chat_ticket(n.as_str()).await? {
-                    if self.store.chat_thread(t.id, "intake").await?.is_none() {
-                        let th = ChatThread {
-                            channel_id: ch,
-                            thread_id: m.id,
-                            created: false,
-                        };
-                        self.store.set_chat_thread(t.id, "intake", &th, now).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
+            .next()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("the intake returned nothing".into())))
     }
 
     /// Handles a slash command.
@@ -874,44 +871,39 @@ impl<A: ChatApi> Desk<A> {
         } else {
             t.text.clone()
         };
-        let mail = lettre::Message::builder()
-            .from(match customer.parse() {
-                Ok(a) => a,
-                Err(e) => return quietly(format!("{customer:?} is no mail address: {e}")),
-            })
-            .to(match self.desk_address.parse() {
-                Ok(a) => a,
-                Err(e) => return quietly(format!("desk address: {e}")),
-            })
-            .subject(t.subject.clone())
-            .message_id(Some(intake_src::message_id(origin)))
-            .date(std::time::SystemTime::from(now))
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(text);
-        let mail = match mail {
-            Ok(m) => m,
-            Err(e) => return quietly(format!("Not done: {e}")),
+        let from = match customer.parse() {
+            Ok(a) => a,
+            Err(e) => return quietly(format!("{customer:?} is no mail address: {e}")),
         };
-        let mut raw =
-            format!("X-Ticketd-Opened-By: {who}\r\nX-Ticketd-Source: discord\r\n").into_bytes();
-        raw.extend_from_slice(&mail.formatted());
-        let items = [Incoming {
-            raw,
-            source: format!("discord:new:{}", by.id),
-        }];
-        let outcome = self
-            .intake
-            .ingest_batch(&self.store, &items, now)
-            .await
-            .into_iter()
-            .next();
+        let to = match self.desk_address.parse() {
+            Ok(a) => a,
+            Err(e) => return quietly(format!("desk address: {e}")),
+        };
+        let raw = intake_src::plain_mail(
+            &intake_src::PlainMail {
+                from,
+                to,
+                subject: &t.subject,
+                id: origin,
+                answers: None,
+                sent: now,
+                headers: &[("X-Ticketd-Opened-By", who.clone())],
+            },
+            text,
+        );
+        let outcome = match raw {
+            Ok(raw) => self
+                .ingest_one(raw, format!("discord:new:{}", by.id), now)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
         let number = match outcome {
-            Some(Ok(o)) => match o.ticket {
+            Ok(o) => match o.ticket {
                 Some(n) => n,
                 None => return quietly(format!("Not opened: {}", o.reason)),
             },
-            Some(Err(e)) => return quietly(format!("Not opened: {e}")),
-            None => return quietly("Not opened."),
+            Err(e) => return quietly(format!("Not opened: {e}")),
         };
         // The severity first, then the wake-up: the chat feed then mostly
         // announces the ticket with the severity staff gave (and routes it

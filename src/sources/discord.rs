@@ -107,17 +107,6 @@ pub fn to_mail(m: &ChatMessage<'_>) -> Result<Vec<u8>, String> {
         (Some(s), _) => s.to_string(),
         (None, _) => subject_of(m.content),
     };
-    let mut b = Message::builder()
-        .from(from)
-        .to(to)
-        .subject(subject)
-        .message_id(Some(message_id(m.id)))
-        .date(SystemTime::from(m.sent))
-        .header(header::ContentType::TEXT_PLAIN)
-        .header(header::ContentTransferEncoding::QuotedPrintable);
-    if let Some(t) = m.thread {
-        b = b.in_reply_to(message_id(t)).references(message_id(t));
-    }
     let mut body = m.content.replace("\r\n", "\n");
     if !m.attachments.is_empty() {
         body.push_str("\n\n");
@@ -128,14 +117,64 @@ pub fn to_mail(m: &ChatMessage<'_>) -> Result<Vec<u8>, String> {
     if body.trim().is_empty() {
         body = "(no text)".to_string();
     }
+    plain_mail(
+        &PlainMail {
+            from,
+            to,
+            subject: &subject,
+            id: m.id,
+            answers: m.thread,
+            sent: m.sent,
+            headers: &[
+                ("X-Discord-Channel", m.channel.to_string()),
+                ("X-Discord-Author", m.author.to_string()),
+            ],
+        },
+        body,
+    )
+}
+
+/// A plain-text mail made from something said in Discord.
+pub struct PlainMail<'a> {
+    /// Who said it.
+    pub from: Mailbox,
+    /// To whom.
+    pub to: Mailbox,
+    /// Subject.
+    pub subject: &'a str,
+    /// The Discord message (or interaction) it came from: its Message-ID.
+    pub id: u64,
+    /// The Discord message it answers (In-Reply-To, References).
+    pub answers: Option<u64>,
+    /// When.
+    pub sent: jiff::Timestamp,
+    /// Headers of ticketd's own, before the mail's (`X-Ticketd-Source:
+    /// discord` always).
+    pub headers: &'a [(&'a str, String)],
+}
+
+/// The bytes of `m` with `body`, as the pipeline stores them.
+pub fn plain_mail(m: &PlainMail<'_>, body: String) -> Result<Vec<u8>, String> {
+    let mut b = Message::builder()
+        .from(m.from.clone())
+        .to(m.to.clone())
+        .subject(m.subject)
+        .message_id(Some(message_id(m.id)))
+        .date(SystemTime::from(m.sent))
+        .header(header::ContentType::TEXT_PLAIN)
+        .header(header::ContentTransferEncoding::QuotedPrintable);
+    if let Some(t) = m.answers {
+        b = b.in_reply_to(message_id(t)).references(message_id(t));
+    }
     let msg = b
         .body(body)
         .map_err(|e| format!("cannot build the message: {e}"))?;
-    let mut raw = format!(
-        "X-Ticketd-Source: discord\r\nX-Discord-Channel: {}\r\nX-Discord-Author: {}\r\n",
-        m.channel, m.author
-    )
-    .into_bytes();
+    let mut raw = b"X-Ticketd-Source: discord\r\n".to_vec();
+    for (name, value) in m.headers {
+        raw.extend_from_slice(
+            format!("{name}: {}\r\n", crate::domain::header_safe(value)).as_bytes(),
+        );
+    }
     raw.extend_from_slice(&msg.formatted());
     Ok(raw)
 }

@@ -384,6 +384,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records that ticket `number`'s customer thread is to be started from
+    /// message `message` in `channel`, unless it has one.
+    pub async fn first_intake_thread(
+        &self,
+        number: &str,
+        channel: u64,
+        message: u64,
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write_one(
+            sqlx::query(
+                "INSERT INTO chat_threads (ticket_id, role, channel_id, thread_id, created, created_at)
+                 SELECT id, 'intake', $2, $3, 0, $4 FROM tickets WHERE number = $1
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(number)
+            .bind(channel.to_string())
+            .bind(message.to_string())
+            .bind(ts(now)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The ticket whose thread `thread` is, and the thread's role.
     pub async fn thread_ticket(
         &self,
