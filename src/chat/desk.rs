@@ -366,6 +366,7 @@ impl<A: ChatApi> Desk<A> {
             return Ok(());
         };
         if p.kind == "customer" {
+            let post = notify::render(&p.body, None);
             let Some(th) = self
                 .store
                 .chat_thread(t.id, "intake")
@@ -385,10 +386,11 @@ impl<A: ChatApi> Desk<A> {
                 let user = intake_src::user_of(&t.requester).ok_or_else(|| {
                     ChatError::Permanent(format!("{} is no Discord member", t.requester))
                 })?;
-                let post = notify::render(&p.body, None);
                 return self.api.direct(user, &post.content).await;
             };
-            if !th.created {
+            let thread = if th.created {
+                th.thread_id
+            } else {
                 let made = self
                     .api
                     .start_thread(
@@ -397,25 +399,21 @@ impl<A: ChatApi> Desk<A> {
                         &notify::thread_name(&t.number, &t.subject),
                     )
                     .await?;
-                let th = ChatThread {
+                let started = ChatThread {
                     thread_id: made,
                     created: true,
-                    ..th.clone()
+                    ..th
                 };
                 self.store
-                    .set_chat_thread(t.id, "intake", &th, Timestamp::now())
+                    .set_chat_thread(t.id, "intake", &started, Timestamp::now())
                     .await
                     .map_err(store_err)?;
-                self.api
-                    .post(made, &notify::render(&p.body, None), None)
-                    .await?;
-                return Ok(());
-            }
-            self.api
-                .post(th.thread_id, &notify::render(&p.body, None), None)
-                .await?;
+                made
+            };
+            self.api.post(thread, &post, None).await?;
             return Ok(());
         }
+        let mut post = notify::render(&p.body, channel.mention);
         let thread = self
             .store
             .chat_thread(t.id, "staff")
@@ -423,11 +421,9 @@ impl<A: ChatApi> Desk<A> {
             .map_err(store_err)?;
         match thread {
             Some(th) if th.channel_id == channel.id => {
-                let post = notify::render(&p.body, channel.mention);
                 self.api.post(th.thread_id, &post, None).await?;
             }
             Some(th) => {
-                let mut post = notify::render(&p.body, channel.mention);
                 post.content = format!("{} <#{}>", post.content, th.thread_id)
                     .trim()
                     .to_string();
@@ -437,10 +433,7 @@ impl<A: ChatApi> Desk<A> {
                 let posted = match p.posted_id {
                     Some(m) => m,
                     None => {
-                        let m = self
-                            .api
-                            .post(channel.id, &notify::render(&p.body, channel.mention), None)
-                            .await?;
+                        let m = self.api.post(channel.id, &post, None).await?;
                         self.store.chat_posted(p.id, m).await.map_err(store_err)?;
                         m
                     }
@@ -761,10 +754,6 @@ impl<A: ChatApi> Desk<A> {
                 let mut body = self.ticket_body(&t);
                 body["kind"] = json!("show");
                 let mut post = notify::render(&body, None);
-                if let Some(e) = post.embed.as_mut() {
-                    e.title = notify::clip(&format!("Ticket {}: {}", t.number, t.subject), 256);
-                    e.fields.push(("Status".into(), t.status.clone(), true));
-                }
                 if let Ok(Some(th)) = self.store.chat_thread(t.id, "staff").await {
                     post.content = format!("<#{}>", th.thread_id);
                 }

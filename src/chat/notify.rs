@@ -150,58 +150,36 @@ pub fn render(body: &Value, mention: Option<u64>) -> Post {
             }
             e.description = clip(&lines, 4000);
         }
-        "reminder" | "breach" => {
-            let pct = text(body, "percent");
-            e.title = if kind == "breach" {
-                ticket_title(&format!("⛔ {} missed:", text(body, "target_label")))
-            } else {
-                ticket_title(&format!("⏰ {} at {pct} %:", text(body, "target_label")))
+        kind => {
+            // The title, and which text of the body it shows.
+            let label = text(body, "target_label");
+            let (what, key, max) = match kind {
+                "reminder" => (
+                    format!("⏰ {label} at {} %:", text(body, "percent")),
+                    "late",
+                    1000,
+                ),
+                "breach" => (format!("⛔ {label} missed:"), "late", 1000),
+                "new" => ("🆕 New ticket".into(), "text", 1500),
+                "reply" => ("✉️ Customer replied on".into(), "text", 1500),
+                "alert" => ("📟 Monitoring update on".into(), "text", 1500),
+                "bounce" => ("⚠️ Bounce on".into(), "text", 1000),
+                "staff-reply" => ("↩️ Staff replied on".into(), "detail", 1000),
+                "status" => (format!("Status {}:", text(body, "status")), "detail", 1000),
+                "severity" => (
+                    format!("Severity {}:", severity_name(level)),
+                    "detail",
+                    1000,
+                ),
+                "assigned" => ("👤 Assigned".into(), "detail", 1000),
+                "delivery-failed" => ("⚠️ Mail not delivered on".into(), "detail", 1000),
+                // `show`: the ticket as it stands.
+                "show" => ("Ticket".into(), "", 0),
+                other => (other.to_string(), "detail", 1000),
             };
-            ping = kind == "breach";
-            if let Some(l) = body.get("late").and_then(Value::as_str) {
-                e.description = clip(l, 1000);
-            }
-        }
-        "new" => {
-            e.title = ticket_title("🆕 New ticket");
-            e.description = clip(text(body, "text").trim(), 1500);
-            ping = true;
-        }
-        "reply" => {
-            e.title = ticket_title("✉️ Customer replied on");
-            e.description = clip(text(body, "text").trim(), 1500);
-        }
-        "alert" => {
-            e.title = ticket_title("📟 Monitoring update on");
-            e.description = clip(text(body, "text").trim(), 1500);
-        }
-        "bounce" => {
-            e.title = ticket_title("⚠️ Bounce on");
-            e.description = clip(text(body, "text").trim(), 1000);
-        }
-        "staff-reply" => {
-            e.title = ticket_title("↩️ Staff replied on");
-            e.description = clip(&text(body, "detail"), 1000);
-        }
-        "status" => {
-            e.title = ticket_title(&format!("Status {}:", text(body, "status")));
-            e.description = clip(&text(body, "detail"), 1000);
-        }
-        "severity" => {
-            e.title = ticket_title(&format!("Severity {}:", severity_name(level)));
-            e.description = clip(&text(body, "detail"), 1000);
-        }
-        "assigned" => {
-            e.title = ticket_title("👤 Assigned");
-            e.description = clip(&text(body, "detail"), 1000);
-        }
-        "delivery-failed" => {
-            e.title = ticket_title("⚠️ Mail not delivered on");
-            e.description = clip(&text(body, "detail"), 1000);
-        }
-        other => {
-            e.title = ticket_title(other);
-            e.description = clip(&text(body, "detail"), 1000);
+            e.title = ticket_title(&what);
+            e.description = clip(text(body, key).trim(), max);
+            ping = matches!(kind, "new" | "breach");
         }
     }
     if kind != "digest" {
