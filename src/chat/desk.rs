@@ -768,52 +768,70 @@ impl<A: ChatApi> Desk<A> {
     }
 
     async fn list(&self, f: ListFilter, by: &Member, now: Timestamp) -> Answer {
-        let (query, title) = match f {
-            ListFilter::Open => (ListQuery::Open, "Open tickets"),
-            ListFilter::Mine => (
-                ListQuery::AssignedTo(member_key(by.id)),
-                "Your open tickets",
-            ),
-            ListFilter::Breaching => (
-                ListQuery::DueBefore(ts(now + jiff::SignedDuration::from_hours(24))),
-                "Breached or due within 24 h",
-            ),
-        };
-        match self.store.chat_list(&query, 26).await {
-            Ok(list) => {
+        match self.list_lines(f, by, now).await {
+            Ok((title, lines)) => {
                 let mut text = format!("**{title}**\n");
-                if list.is_empty() {
+                if lines.is_empty() {
                     text.push_str("none");
                 }
-                for t in list.iter().take(25) {
-                    let due = match (t.sla_state.as_deref(), t.sla_due_at.as_deref()) {
-                        (Some("breached"), _) => " · **breached**".to_string(),
-                        (Some("running"), Some(d)) => d
-                            .parse::<Timestamp>()
-                            .map(|d| format!(" · due <t:{}:R>", d.as_second()))
-                            .unwrap_or_default(),
-                        _ => String::new(),
-                    };
-                    let who = t
-                        .assignee_name
-                        .as_deref()
-                        .map(|a| format!(" · {a}"))
-                        .unwrap_or_default();
-                    text.push_str(&format!(
-                        "`{}` sev {} {} – {}{due}{who}\n",
-                        t.number,
-                        t.severity,
-                        t.status,
-                        notify::clip(&t.subject, 60)
-                    ));
+                for l in lines.iter().take(LISTED) {
+                    text.push_str(l);
                 }
-                if list.len() > 25 {
+                if lines.len() > LISTED {
                     text.push_str("… and more (`ticketd sla status` lists all)");
                 }
                 say(text)
             }
             Err(e) => quietly(format!("Not done: {e}")),
         }
+    }
+
+    /// The title and lines of a list, one more than [`LISTED`] when there
+    /// are more.
+    async fn list_lines(
+        &self,
+        f: ListFilter,
+        by: &Member,
+        now: Timestamp,
+    ) -> Result<(&'static str, Vec<String>), StoreError> {
+        let limit = LISTED as i64 + 1;
+        let (title, query) = match f {
+            ListFilter::Open => ("Open tickets", ListQuery::Open),
+            ListFilter::Mine => (
+                "Your open tickets",
+                ListQuery::AssignedTo(member_key(by.id)),
+            ),
+            // What the digest and `sla status` list.
+            ListFilter::Breaching => {
+                let mut conn = self.store.pool().acquire().await?;
+                let list = crate::store::sla::urgent_tickets(&mut conn, now, limit).await?;
+                let lines = list.iter().map(|t| {
+                    list_line(
+                        &t.number,
+                        t.severity,
+                        &t.subject,
+                        None,
+                        Some(&t.state),
+                        t.due.as_deref(),
+                        None,
+                    )
+                });
+                return Ok(("Breached or due within 24 h", lines.collect()));
+            }
+        };
+        let list = self.store.chat_list(&query, limit).await?;
+        let lines = list.iter().map(|t| {
+            list_line(
+                &t.number,
+                t.severity,
+                &t.subject,
+                Some(&t.status),
+                t.sla_state.as_deref(),
+                t.sla_due_at.as_deref(),
+                t.assignee_name.as_deref(),
+            )
+        });
+        Ok((title, lines.collect()))
     }
 
     /// Opens a ticket for a customer from chat (after a phone call): a
@@ -925,6 +943,35 @@ impl<A: ChatApi> Desk<A> {
     }
 }
 
+/// How many tickets a chat list shows.
+const LISTED: usize = 25;
+
+/// One ticket of a chat list.
+fn list_line(
+    number: &str,
+    severity: i64,
+    subject: &str,
+    status: Option<&str>,
+    sla_state: Option<&str>,
+    due: Option<&str>,
+    assignee: Option<&str>,
+) -> String {
+    let due = match (sla_state, due) {
+        (Some("breached"), _) => " · **breached**".to_string(),
+        (Some("running"), Some(d)) => d
+            .parse::<Timestamp>()
+            .map(|d| format!(" · due <t:{}:R>", d.as_second()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let status = status.map(|s| format!(" {s}")).unwrap_or_default();
+    let who = assignee.map(|a| format!(" · {a}")).unwrap_or_default();
+    format!(
+        "`{number}` sev {severity}{status} – {}{due}{who}\n",
+        notify::clip(subject, 60)
+    )
+}
+
 /// The usage answer for a command that did not parse.
 fn usage_answer(e: &CommandError) -> Answer {
     quietly(e.to_string())
@@ -966,6 +1013,30 @@ mod tests {
         let a = author(&m);
         assert!(a.starts_with("discord:Anna_Berg"));
         assert!(!a.contains(char::is_whitespace));
+    }
+
+    #[test]
+    fn list_lines_say_state_due_and_assignee() {
+        let l = list_line(
+            "10001",
+            2,
+            "VPN",
+            Some("open"),
+            Some("breached"),
+            None,
+            Some("anna"),
+        );
+        assert_eq!(l, "`10001` sev 2 open – VPN · **breached** · anna\n");
+        let l = list_line(
+            "10002",
+            3,
+            "Drucker",
+            None,
+            Some("running"),
+            Some("2026-12-02T10:00:00Z"),
+            None,
+        );
+        assert_eq!(l, "`10002` sev 3 – Drucker · due <t:1796205600:R>\n");
     }
 
     #[test]

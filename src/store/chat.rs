@@ -138,8 +138,6 @@ pub enum ListQuery {
     Open,
     /// Open tickets assigned to this key.
     AssignedTo(String),
-    /// Open tickets breached or due before this instant (`ts` format).
-    DueBefore(String),
 }
 
 fn id_text(v: Option<String>) -> Option<u64> {
@@ -482,10 +480,6 @@ impl Store {
         let (cond, arg) = match query {
             ListQuery::Open => ("1 = 1", String::new()),
             ListQuery::AssignedTo(k) => ("t.assignee = $2", k.clone()),
-            ListQuery::DueBefore(at) => (
-                "(t.sla_state = 'breached' OR (t.sla_state = 'running' AND t.sla_due_at <= $2))",
-                at.clone(),
-            ),
         };
         let q = format!(
             "SELECT {TICKET_COLUMNS} FROM tickets t
