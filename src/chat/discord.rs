@@ -211,23 +211,24 @@ struct Handler {
     slash: bool,
 }
 
+/// A user and their roles in the guild (none outside one).
+fn member(u: &serenity::all::User, roles: Option<&[RoleId]>) -> Member {
+    Member {
+        id: u.id.get(),
+        name: u.name.clone(),
+        display: u.display_name().to_string(),
+        roles: roles.unwrap_or_default().iter().map(|r| r.get()).collect(),
+        bot: u.bot,
+    }
+}
+
 /// A message as the desk reads it.
 pub fn in_message(m: &Message) -> InMessage {
     InMessage {
         id: m.id.get(),
         channel: m.channel_id.get(),
         guild: m.guild_id.map(|g| g.get()),
-        author: Member {
-            id: m.author.id.get(),
-            name: m.author.name.clone(),
-            display: m.author.display_name().to_string(),
-            roles: m
-                .member
-                .as_ref()
-                .map(|p| p.roles.iter().map(|r| r.get()).collect())
-                .unwrap_or_default(),
-            bot: m.author.bot,
-        },
+        author: member(&m.author, m.member.as_ref().map(|p| p.roles.as_slice())),
         content: m.content.clone(),
         attachments: m
             .attachments
@@ -255,17 +256,13 @@ fn flatten(name: &str, options: &[CommandDataOption]) -> (String, Vec<(String, S
         CommandDataOptionValue::User(u) => Some(format!("<@{}>", u.get())),
         _ => None,
     };
-    if let Some(sub) = options.iter().find_map(|o| match &o.value {
-        CommandDataOptionValue::SubCommand(inner) => Some((o.name.clone(), inner)),
-        _ => None,
-    }) {
-        let opts = sub
-            .1
-            .iter()
-            .filter_map(|o| Some((o.name.clone(), text(&o.value)?)))
-            .collect();
-        return (sub.0, opts);
-    }
+    let (name, options) = options
+        .iter()
+        .find_map(|o| match &o.value {
+            CommandDataOptionValue::SubCommand(inner) => Some((o.name.as_str(), inner.as_slice())),
+            _ => None,
+        })
+        .unwrap_or((name, options));
     let opts = options
         .iter()
         .filter_map(|o| Some((o.name.clone(), text(&o.value)?)))
@@ -283,17 +280,7 @@ pub fn in_command(c: &serenity::all::CommandInteraction) -> InCommand {
         },
         channel: c.channel_id.get(),
         guild: c.guild_id.map(|g| g.get()),
-        member: Member {
-            id: c.user.id.get(),
-            name: c.user.name.clone(),
-            display: c.user.display_name().to_string(),
-            roles: c
-                .member
-                .as_ref()
-                .map(|m| m.roles.iter().map(|r| r.get()).collect())
-                .unwrap_or_default(),
-            bot: c.user.bot,
-        },
+        member: member(&c.user, c.member.as_ref().map(|m| m.roles.as_slice())),
         name,
         options,
         mentions: c
