@@ -8,6 +8,7 @@
 
 use super::Wake;
 use crate::config::{Config, SmtpTls, Transport};
+use crate::sources::discord::is_discord_address;
 use crate::store::{ts, Delivery, DueMail, Store, StoreError};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
@@ -202,12 +203,10 @@ impl Worker {
         for chunk in due.chunks(RECORD_EVERY) {
             let mut done = Vec::with_capacity(chunk.len());
             for m in chunk {
-                let outcome = match self.discord_part(m) {
-                    None => {
-                        let result = self.sender.send(m).await;
-                        self.outcome(m, result)
-                    }
-                    Some(d) => d.await,
+                let outcome = if m.recipients.iter().any(|r| is_discord_address(r)) {
+                    self.divert(m).await
+                } else {
+                    self.outcome(m, self.sender.send(m).await)
                 };
                 done.push((m, outcome));
             }
@@ -220,54 +219,46 @@ impl Worker {
 
     /// A mail to a Discord member (an address of
     /// [`crate::sources::discord`]) is posted into their thread instead;
-    /// other recipients of the same mail still get it by mail. `None`:
-    /// an ordinary mail.
-    fn discord_part<'a>(
-        &'a self,
-        m: &'a DueMail,
-    ) -> Option<impl std::future::Future<Output = Delivery> + 'a> {
-        use crate::sources::discord::is_discord_address;
-        if !m.recipients.iter().any(|r| is_discord_address(r)) {
-            return None;
-        }
-        Some(async move {
-            let Some(channel) = &self.divert else {
-                return Delivery::Failed {
-                    error: "the recipient is a Discord member, and no Discord intake channel is configured".into(),
-                };
+    /// other recipients of the same mail still get it by mail.
+    async fn divert(&self, m: &DueMail) -> Delivery {
+        let Some(channel) = &self.divert else {
+            return Delivery::Failed {
+                error:
+                    "the recipient is a Discord member, and no Discord intake channel is configured"
+                        .into(),
             };
-            let others: Vec<String> = m
-                .recipients
-                .iter()
-                .filter(|r| !is_discord_address(r))
-                .cloned()
-                .collect();
-            if !others.is_empty() {
-                let rest = DueMail {
-                    recipients: others,
-                    ..m.clone()
-                };
-                match self.outcome(m, self.sender.send(&rest).await) {
-                    Delivery::Sent => {}
-                    other => return other,
-                }
+        };
+        let others: Vec<String> = m
+            .recipients
+            .iter()
+            .filter(|r| !is_discord_address(r))
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            let rest = DueMail {
+                recipients: others,
+                ..m.clone()
+            };
+            match self.outcome(m, self.sender.send(&rest).await) {
+                Delivery::Sent => {}
+                other => return other,
             }
-            let parsed = mail_parser::MessageParser::default().parse(&m.raw);
-            let text = parsed
-                .as_ref()
-                .and_then(|p| p.body_text(0))
-                .map(|t| t.into_owned())
-                .unwrap_or_default();
-            tracing::info!(outbox = m.id, channel = %channel, "mail to a Discord member: posted in their thread");
-            Delivery::Chat {
-                channel: channel.clone(),
-                body: serde_json::json!({
-                    "kind": "customer",
-                    "text": text,
-                    "subject": parsed.as_ref().and_then(|p| p.subject()).unwrap_or(""),
-                }),
-            }
-        })
+        }
+        let parsed = mail_parser::MessageParser::default().parse(&m.raw);
+        let text = parsed
+            .as_ref()
+            .and_then(|p| p.body_text(0))
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        tracing::info!(outbox = m.id, channel = %channel, "mail to a Discord member: posted in their thread");
+        Delivery::Chat {
+            channel: channel.clone(),
+            body: serde_json::json!({
+                "kind": "customer",
+                "text": text,
+                "subject": parsed.as_ref().and_then(|p| p.subject()).unwrap_or(""),
+            }),
+        }
     }
 
     /// What a delivery attempt's result means for its row.
