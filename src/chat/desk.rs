@@ -25,7 +25,7 @@ use crate::domain::TicketNumber;
 use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, StaffAction};
 use crate::sources::discord as intake_src;
-use crate::store::chat::{ChatPost, ChatThread, ChatTicket, FeedEvent, ListQuery, NewChatPost};
+use crate::store::chat::{ChatPost, ChatThread, ChatTicket, FeedEvent, NewChatPost};
 use crate::store::{ts, Store, StoreError};
 use jiff::Timestamp;
 use serde_json::json;
@@ -795,12 +795,9 @@ impl<A: ChatApi> Desk<A> {
         now: Timestamp,
     ) -> Result<(&'static str, Vec<String>), StoreError> {
         let limit = LISTED as i64 + 1;
-        let (title, query) = match f {
-            ListFilter::Open => ("Open tickets", ListQuery::Open),
-            ListFilter::Mine => (
-                "Your open tickets",
-                ListQuery::AssignedTo(member_key(by.id)),
-            ),
+        let (title, assignee) = match f {
+            ListFilter::Open => ("Open tickets", None),
+            ListFilter::Mine => ("Your open tickets", Some(member_key(by.id))),
             // What the digest and `sla status` list.
             ListFilter::Breaching => {
                 let mut conn = self.store.pool().acquire().await?;
@@ -819,7 +816,7 @@ impl<A: ChatApi> Desk<A> {
                 return Ok(("Breached or due within 24 h", lines.collect()));
             }
         };
-        let list = self.store.chat_list(&query, limit).await?;
+        let list = self.store.chat_list(assignee.as_deref(), limit).await?;
         let lines = list.iter().map(|t| {
             list_line(
                 &t.number,

@@ -131,15 +131,6 @@ pub struct ChatThread {
     pub created: bool,
 }
 
-/// Which tickets a chat `list` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListQuery {
-    /// Every open ticket.
-    Open,
-    /// Open tickets assigned to this key.
-    AssignedTo(String),
-}
-
 fn id_text(v: Option<String>) -> Option<u64> {
     v.and_then(|s| s.parse().ok())
 }
@@ -470,25 +461,27 @@ impl Store {
             .await
     }
 
-    /// Open tickets (new, open, pending) for a chat list, most urgent
+    /// Open tickets (new, open, pending) for a chat list — all, or those
+    /// assigned to `assignee` (a key like `discord:ID`) — most urgent
     /// first, at most `limit`.
     pub async fn chat_list(
         &self,
-        query: &ListQuery,
+        assignee: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ChatTicket>, StoreError> {
-        let (cond, arg) = match query {
-            ListQuery::Open => ("1 = 1", String::new()),
-            ListQuery::AssignedTo(k) => ("t.assignee = $2", k.clone()),
+        let cond = if assignee.is_some() {
+            "AND t.assignee = $2"
+        } else {
+            ""
         };
         let q = format!(
             "SELECT {TICKET_COLUMNS} FROM tickets t
-             WHERE t.status IN ('new', 'open', 'pending') AND {cond}
+             WHERE t.status IN ('new', 'open', 'pending') {cond}
              ORDER BY t.severity, t.sla_due_at IS NULL, t.sla_due_at, t.id LIMIT $1"
         );
         let mut sql = sqlx::query(sqlx::AssertSqlSafe(q)).bind(limit);
-        if !arg.is_empty() {
-            sql = sql.bind(arg);
+        if let Some(a) = assignee {
+            sql = sql.bind(a);
         }
         let rows = sql.fetch_all(self.pool()).await?;
         rows.iter()
