@@ -563,6 +563,11 @@ mod tests {
         );
     }
 
+    async fn due_ids(store: &Store, now: &str) -> Vec<i64> {
+        let due = store.chat_due(now, 10).await.unwrap();
+        due.iter().map(|p| p.id).collect()
+    }
+
     #[tokio::test]
     async fn a_tickets_posts_go_out_one_after_the_other() {
         let (_dir, store) = store().await;
@@ -574,40 +579,21 @@ mod tests {
             .chat_enqueue(c, c, &[post(1), post(1), post(2)], now)
             .await
             .unwrap();
-        let due = store.chat_due(now, 10).await.unwrap();
-        let ids: Vec<i64> = due.iter().map(|p| p.id).collect();
+        let ids = due_ids(&store, now).await;
         assert_eq!(ids, vec![1, 3], "the second post of ticket 1 waits");
         // The first fails and is retried later: the second still waits.
         store
             .chat_failed(1, "down", Some("2026-01-01T01:00:00Z"))
             .await
             .unwrap();
-        let ids: Vec<i64> = store
-            .chat_due(now, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|p| p.id)
-            .collect();
+        let ids = due_ids(&store, now).await;
         assert_eq!(ids, vec![3]);
         store.chat_sent(1, now).await.unwrap();
-        let ids: Vec<i64> = store
-            .chat_due(now, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|p| p.id)
-            .collect();
+        let ids = due_ids(&store, now).await;
         assert_eq!(ids, vec![2, 3]);
         // Given up: the ticket's next post goes on.
         store.chat_failed(2, "gone", None).await.unwrap();
-        let ids: Vec<i64> = store
-            .chat_due(now, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|p| p.id)
-            .collect();
+        let ids = due_ids(&store, now).await;
         assert_eq!(ids, vec![3]);
     }
 
