@@ -90,8 +90,21 @@ pub fn health(ages: &[(String, Option<Duration>)], max: Duration) -> (StatusCode
     }
 }
 
+/// `/healthz`: the mailboxes' sync ages, and whether the store takes a
+/// write (a full disk or a read-only database fails the check, and it
+/// passes again by itself once the cause is gone).
 async fn healthz(State(ops): State<Ops>) -> Response {
-    let (status, body) = health(&ops.metrics.sync_ages(), ops.metrics.max_sync_age());
+    let (mut status, mut body) = health(&ops.metrics.sync_ages(), ops.metrics.max_sync_age());
+    if let Err(e) = ops.store.probe_write().await {
+        tracing::warn!(error = %e, "/healthz: the store cannot write");
+        let line = format!("store: cannot write: {e}\n");
+        body = if status == StatusCode::OK {
+            line
+        } else {
+            body + &line
+        };
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -557,7 +557,7 @@ impl Intake {
                 let msg = e.to_string();
                 items
                     .iter()
-                    .map(|_| Err(StoreError::Corrupt(format!("batch not committed: {msg}"))))
+                    .map(|_| Err(StoreError::NotStored(msg.clone())))
                     .collect()
             }
         }

