@@ -281,6 +281,23 @@ async fn timers(
     }
 }
 
+/// Whether an event on `new/` can mean a message arrived: a file created or
+/// moved in, a file written and closed (a deliverer that writes into `new/`
+/// directly), or the watcher asking for a rescan. Not the opening, reading
+/// and listing that the scan itself does: reacting to its own `IN_OPEN`
+/// made an idle daemon rescan about 1,200 times a second.
+fn delivers(ev: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    ev.need_rescan()
+        || match ev.kind {
+            EventKind::Create(_) => true,
+            EventKind::Modify(ModifyKind::Name(mode)) => mode != RenameMode::From,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Any | EventKind::Other => true,
+            EventKind::Access(_) | EventKind::Modify(_) | EventKind::Remove(_) => false,
+        }
+}
+
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
 /// periodic rescan as a safety net) and acknowledges each after its commit.
 /// With `metrics`, each decision and its latency (file time to commit) are
@@ -295,8 +312,10 @@ async fn watch_maildir(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
-    let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = ev_tx.send(());
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.as_ref().map_or(true, delivers) {
+            let _ = ev_tx.send(());
+        }
     })
     .and_then(|mut w| {
         w.watch(&md.new_dir(), notify::RecursiveMode::NonRecursive)?;
@@ -392,5 +411,33 @@ async fn watch_maildir(
             _ = tokio::time::sleep(rescan) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivers;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
+    };
+    use notify::Event;
+
+    #[test]
+    fn only_arrivals_wake_the_maildir_scan() {
+        let wakes = |k| delivers(&Event::new(k));
+        assert!(wakes(EventKind::Create(CreateKind::File)));
+        assert!(wakes(EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(wakes(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        // The scan's own listing and reading, and the move to cur/.
+        assert!(!wakes(EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!wakes(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!wakes(EventKind::Modify(ModifyKind::Name(
+            RenameMode::From
+        ))));
+        assert!(!wakes(EventKind::Remove(RemoveKind::File)));
     }
 }
