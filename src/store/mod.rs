@@ -46,6 +46,9 @@ pub enum StoreError {
     /// message was not stored and its source keeps it for a retry.
     #[error("not stored: {0}")]
     NotStored(String),
+    /// A file beside the database could not be used (the migration lock).
+    #[error("{0}")]
+    Io(String),
 }
 
 /// An open database.
@@ -488,18 +491,50 @@ impl Store {
         if have == expected {
             return Ok(());
         }
-        // Two processes starting on a fresh data directory race here; the
-        // loser's migration fails on the tables the winner just created.
-        // Running the migrator again then finds them applied.
-        if let Err(first) = MIGRATOR.run(&self.pool).await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            MIGRATOR.run(&self.pool).await.map_err(|_| first)?;
+        // Processes starting together on a fresh data directory would
+        // race here (the loser's migration fails on the tables the winner
+        // just created): one migrates under a lock, the others wait for
+        // it and then find the migrations applied.
+        let _lock = self.migration_lock().await?;
+        let have: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&self.pool)
+            .await?;
+        if have == expected {
+            return Ok(());
         }
+        MIGRATOR.run(&self.pool).await?;
         let set = format!("PRAGMA user_version = {expected}");
         sqlx::query(sqlx::AssertSqlSafe(set))
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// An exclusive lock on `<database>-migrate.lock` beside the database
+    /// file, held while migrations run (none for an in-memory database).
+    async fn migration_lock(&self) -> Result<Option<std::fs::File>, StoreError> {
+        let db = self.pool.connect_options().get_filename().to_path_buf();
+        if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
+            return Ok(None);
+        }
+        let mut name = db.clone().into_os_string();
+        name.push("-migrate.lock");
+        let path = std::path::PathBuf::from(name);
+        let shown = path.display().to_string();
+        let locked = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            f.lock()?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))?;
+        locked
+            .map(Some)
+            .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))
     }
 
     /// Begins a write transaction, taking the write lock at once so that the
