@@ -314,3 +314,74 @@ fn concurrent_first_starts_wait_for_one_migration() {
         }
     }
 }
+
+/// A desk at `domain` that refuses unknown senders with a registration
+/// notice.
+async fn rejecting_desk(domain: &str) -> Env {
+    let toml = format!(
+        "[desk]\naddresses = [\"support@{domain}\"]\n\n[intake]\nunknown_senders = \"reject\"\n"
+    );
+    let cfg = ticketd::config::Config::parse_str(&toml, std::path::Path::new("t.toml")).unwrap();
+    env_with(cfg).await
+}
+
+/// The mails a desk queued since `seen`, as they would arrive at the other
+/// desk after a relay that strips the auto-reply headers (seen in the wild),
+/// so that only the Message-ID threading can stop a loop.
+async fn sent_since(env: &Env, seen: &mut usize) -> Vec<Vec<u8>> {
+    let mut all = env.store.list_outbox().await.unwrap();
+    all.sort_by_key(|o| o.id);
+    let new: Vec<Vec<u8>> = all[*seen..]
+        .iter()
+        .map(|o| {
+            o.raw
+                .split("\r\n")
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    !l.starts_with("auto-submitted:") && !l.starts_with("x-auto-response-suppress:")
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                .into_bytes()
+        })
+        .collect();
+    *seen = all.len();
+    new
+}
+
+/// Two desks that both answer unknown senders with a registration notice,
+/// behind relays that strip `Auto-Submitted`: each sends at most one
+/// notice. The second desk's notice answers the first's (In-Reply-To its
+/// signed notice id), so the first recognises it and does not answer.
+/// Before, they answered each other 10 + 10 times until the hourly limit.
+#[tokio::test]
+async fn registration_notices_do_not_answer_each_other() {
+    let a = rejecting_desk("desk-a.example").await;
+    let b = rejecting_desk("desk-b.example").await;
+    // Something of B's (its address, no auto headers) reaches A.
+    let first = b"From: Support B <support@desk-b.example>\r\nTo: support@desk-a.example\r\nSubject: Ihre Anfrage\r\nMessage-ID: <start@desk-b.example>\r\nDate: Mon, 2 Mar 2026 09:15:00 +0100\r\n\r\nHallo\r\n".to_vec();
+    let out = ingest(&a, vec![first]).await;
+    assert_eq!(out[0].as_ref().unwrap().action, Action::Suppressed);
+    let (mut seen_a, mut seen_b) = (0, 0);
+    let mut to_b = sent_since(&a, &mut seen_a).await;
+    assert_eq!(to_b.len(), 1, "A told B how to register");
+    for _ in 0..10 {
+        for m in std::mem::take(&mut to_b) {
+            ingest(&b, vec![m]).await[0].as_ref().unwrap();
+        }
+        let to_a = sent_since(&b, &mut seen_b).await;
+        for m in to_a {
+            ingest(&a, vec![m]).await[0].as_ref().unwrap();
+        }
+        to_b = sent_since(&a, &mut seen_a).await;
+        if to_b.is_empty() {
+            break;
+        }
+    }
+    let sent_a = a.store.list_outbox().await.unwrap().len();
+    let sent_b = b.store.list_outbox().await.unwrap().len();
+    assert!(
+        sent_a <= 1 && sent_b <= 1,
+        "notices: A sent {sent_a}, B sent {sent_b}"
+    );
+}

@@ -52,6 +52,13 @@ pub struct Lookups {
     /// When a monitoring recovery received now resolves its ticket; `None`:
     /// at once (no hold-down).
     pub hold_until: Option<String>,
+    /// The message answers one of our notices (a signed notice id in
+    /// In-Reply-To/References): it gets no automatic mail at all, so two
+    /// desks' notices cannot answer each other.
+    pub answers_notice: bool,
+    /// The message answers any mail of ours (a signed ticket or notice id):
+    /// it gets no registration notice.
+    pub answers_ours: bool,
 }
 
 impl Lookups {
@@ -626,10 +633,16 @@ fn decide_target(
                 ));
             }
             UnknownSenders::Reject => {
-                let to = if cfg.confirm {
-                    confirmation_recipient(mail, cfg, look, &mut notes)
-                } else {
+                let to = if !cfg.confirm {
                     None
+                } else if look.answers_ours {
+                    notes.push(
+                        "No registration notice: the message answers a mail of ours (a notice must not answer a notice)."
+                            .to_string(),
+                    );
+                    None
+                } else {
+                    confirmation_recipient(mail, cfg, look, &mut notes)
                 };
                 let reason = match &to {
                     Some(m) => format!(
@@ -1218,6 +1231,10 @@ fn confirmation_recipient(
     look: &Lookups,
     notes: &mut Vec<String>,
 ) -> Option<Mailbox> {
+    if look.answers_notice {
+        notes.push("No confirmation: the message answers an automatic notice of ours.".to_string());
+        return None;
+    }
     let to = mail.reply_address()?.clone();
     let key = to.key();
     if !key.contains('@') || key.starts_with('@') || key.ends_with('@') {

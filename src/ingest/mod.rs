@@ -28,14 +28,20 @@ pub struct LookupKeys {
     pub bounced_ids: Vec<MessageId>,
     /// For a bounce: ticket numbers of the bounced mail (tag or signed id).
     pub bounced_numbers: Vec<TicketNumber>,
+    /// Whether In-Reply-To/References name one of our signed notice ids:
+    /// the message answers an automatic mail of ours that belongs to no
+    /// ticket (a registration notice), and gets no automatic answer.
+    pub answers_notice: bool,
 }
 
 /// Works out which ids and numbers to look up for a message.
 pub fn lookup_keys(mail: &ParsedMail, tag: &SubjectTag, signer: &IdSigner) -> LookupKeys {
     let thread_ids = mail.thread_ids();
     let signed_numbers = unique(thread_ids.iter().filter_map(|id| signer.verify(id)));
+    let answers_notice = thread_ids.iter().any(|id| signer.is_notice(id));
     let mut keys = LookupKeys {
         tag_number: tag.find(&mail.subject),
+        answers_notice,
         thread_ids,
         signed_numbers,
         ..Default::default()

@@ -108,6 +108,10 @@ impl SubjectTag {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// What a notice id's MAC is taken over in place of a ticket number (no
+/// ticket number has a dash).
+const NOTICE: &str = "td-n";
+
 /// Writes and verifies our outgoing Message-IDs:
 /// `td.<number>.<nonce>.<mac>@<domain>`, the MAC over number and nonce.
 #[derive(Debug, Clone)]
@@ -145,9 +149,27 @@ impl IdSigner {
 
     /// A Message-ID of ours for a mail that belongs to no ticket (a
     /// registration notice): it names no ticket, so a reply to it threads
-    /// nowhere.
+    /// nowhere; its MAC lets [`IdSigner::is_notice`] recognise an answer to
+    /// it (another desk's notice answering ours) without a lookup.
     pub fn notice_id(&self, nonce: &str) -> MessageId {
-        MessageId(format!("td-n.{nonce}@{}", self.domain))
+        let mac = self.mac(NOTICE, nonce);
+        MessageId(format!("td-n.{nonce}.{mac}@{}", self.domain))
+    }
+
+    /// Whether `id` is one of our notice ids ([`IdSigner::notice_id`]) with
+    /// a valid MAC.
+    pub fn is_notice(&self, id: &MessageId) -> bool {
+        let Some((local, _domain)) = id.as_str().rsplit_once('@') else {
+            return false;
+        };
+        let Some((nonce, mac)) = local
+            .strip_prefix("td-n.")
+            .and_then(|rest| rest.rsplit_once('.'))
+        else {
+            return false;
+        };
+        let expect = self.mac(NOTICE, nonce);
+        !expect.is_empty() && constant_time_eq(expect.as_bytes(), mac.as_bytes())
     }
 
     /// The ticket number inside one of our Message-IDs, when its MAC is valid.
@@ -216,6 +238,22 @@ mod tests {
             Some(TicketNumber("SD-42".into()))
         );
         assert_eq!(t.find("Re: [TD#42] x"), None);
+    }
+
+    #[test]
+    fn notice_ids_are_signed_and_told_apart_from_ticket_ids() {
+        let s = IdSigner::new(MacKey(b"k".to_vec()), "desk.example");
+        let other = IdSigner::new(MacKey(b"other".to_vec()), "desk.example");
+        let n = s.notice_id("a1b2c3");
+        assert!(n.as_str().starts_with("td-n.a1b2c3."), "{n:?}");
+        assert!(s.is_notice(&n));
+        assert!(!other.is_notice(&n), "another desk's key");
+        assert_eq!(s.verify(&n), None, "names no ticket");
+        let forged = MessageId(n.as_str().replace("a1b2c3", "a1b2c4"));
+        assert!(!s.is_notice(&forged));
+        assert!(!s.is_notice(&MessageId("td-n.a1b2c3@desk.example".into())));
+        let t = s.message_id(&TicketNumber("10001".into()), "a1b2c3");
+        assert!(!s.is_notice(&t));
     }
 
     #[test]

@@ -954,6 +954,9 @@ pub async fn claim(
             alert: None,
             mailbox: None,
             hold_until: None,
+            answers_notice: probe.is_some_and(|p| p.keys.answers_notice),
+            answers_ours: probe
+                .is_some_and(|p| p.keys.answers_notice || !p.keys.signed_numbers.is_empty()),
             incident: incident_from(&rows, "incident", &incident_keys, probe)?,
             host_incident: incident_from(&rows, "hostinc", &host_keys, probe)?,
         }),
