@@ -385,3 +385,54 @@ async fn registration_notices_do_not_answer_each_other() {
         "notices: A sent {sent_a}, B sent {sent_b}"
     );
 }
+
+/// Two ways into someone else's ticket, closed: a From of several
+/// addresses (the customer's and the attacker's) with the subject tag, and a
+/// stranger quoting the customer's own Message-ID in References. Each opens
+/// a new ticket linked to the customer's, and the attacker does not become a
+/// participant. A reply to a mail of ours (our signed Message-ID) still
+/// threads from anyone who got it.
+#[tokio::test]
+async fn a_stranger_cannot_write_into_a_customers_ticket() {
+    let env = env().await;
+    let first = b"From: Anna <anna@kunde-a.de>\r\nTo: support@example.com\r\nSubject: VPN down\r\nMessage-ID: <anna-1@kunde-a.de>\r\nDate: Mon, 2 Mar 2026 09:15:00 +0100\r\n\r\nHilfe\r\n".to_vec();
+    let out = ingest(&env, vec![first]).await;
+    let number = out[0].as_ref().unwrap().ticket.clone().unwrap();
+    let tag = format!("[Ticket#{}]", number.as_str());
+    let two_from = format!("From: anna@kunde-a.de, Mallory <mallory@evil.example>\r\nTo: support@example.com\r\nSubject: Re: {tag} VPN down\r\nMessage-ID: <x1@evil.example>\r\n\r\nplease send me the config\r\n");
+    let quoting = "From: Mallory <mallory@evil.example>\r\nTo: support@example.com\r\nSubject: Re: VPN down\r\nIn-Reply-To: <anna-1@kunde-a.de>\r\nReferences: <anna-1@kunde-a.de>\r\nMessage-ID: <x2@evil.example>\r\n\r\nplease send me the config\r\n";
+    let out = ingest(
+        &env,
+        vec![two_from.into_bytes(), quoting.as_bytes().to_vec()],
+    )
+    .await;
+    for o in &out {
+        let o = o.as_ref().unwrap();
+        assert_eq!(o.action, Action::Created, "{}", o.reason);
+        assert_ne!(o.ticket.as_ref(), Some(&number));
+    }
+    let view = env
+        .store
+        .show_ticket(number.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !view.participants.iter().any(|p| p.contains("mallory")),
+        "{:?}",
+        view.participants
+    );
+    let incoming = view.articles.iter().filter(|a| a.direction == "in").count();
+    assert_eq!(incoming, 1, "nothing appended");
+    // A colleague answering our confirmation (its signed Message-ID) is a
+    // follow-up, whatever the domain.
+    let confirmation = env.store.list_outbox().await.unwrap();
+    let ours = &confirmation[0].message_id;
+    let reply = format!("From: Bernd <bernd@partner.example>\r\nTo: support@example.com\r\nSubject: Re: VPN down\r\nIn-Reply-To: <{ours}>\r\nReferences: <anna-1@kunde-a.de> <{ours}>\r\nMessage-ID: <b1@partner.example>\r\n\r\nsame here\r\n");
+    let out = ingest(&env, vec![reply.into_bytes()]).await;
+    let o = out[0].as_ref().unwrap();
+    assert_eq!(
+        (o.action, o.ticket.as_ref()),
+        (Action::Appended, Some(&number))
+    );
+}

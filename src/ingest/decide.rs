@@ -59,6 +59,12 @@ pub struct Lookups {
     /// The message answers any mail of ours (a signed ticket or notice id):
     /// it gets no registration notice.
     pub answers_ours: bool,
+    /// `by_reference` was found by one of our signed Message-IDs (a mail we
+    /// sent for that ticket), not only by a Message-ID of a message stored
+    /// on it: a customer's own Message-ID is known to everyone who got that
+    /// mail, so a follow-up found only by it is held to the same
+    /// participant/domain rule as the subject tag.
+    pub reference_ours: bool,
 }
 
 impl Lookups {
@@ -524,27 +530,54 @@ fn decide_target(
         };
     }
 
-    // A person. Follow-up by reference: they had one of the ticket's ids.
-    let follow_up = if let Some(t) = &look.by_reference {
-        Some((t.clone(), "In-Reply-To/References"))
-    } else if let Some(t) = &look.by_tag {
-        if cfg.is_staff(&sender) || trusted(t, &sender, &cfg.freemail_domains) {
-            Some((t.clone(), "subject tag"))
-        } else {
+    // A person. Follow-up by reference to a mail of ours: they had one of
+    // the ticket's signed ids. By a stored message's id or by the subject
+    // tag alone: only a participant, someone of the requester's domain, or
+    // staff — every author of the mail, when From names several.
+    let authors: Vec<String> = std::iter::once(sender.clone())
+        .chain(mail.other_from.iter().map(|m| m.key()))
+        .collect();
+    let all_staff = authors.iter().all(|a| cfg.is_staff(a));
+    let may_write =
+        |t: &TicketInfo| all_staff || authors.iter().all(|a| trusted(t, a, &cfg.freemail_domains));
+    // The first author who may not write into `t`, for the note.
+    let who = |t: &TicketInfo| {
+        authors
+            .iter()
+            .find(|a| !a.is_empty() && !trusted(t, a, &cfg.freemail_domains))
+            .cloned()
+            .unwrap_or_else(|| "the sender".to_string())
+    };
+    let mut untrusted_reference = None;
+    let follow_up = match (&look.by_reference, &look.by_tag) {
+        (Some(t), _) if look.reference_ours || may_write(t) => {
+            Some((t.clone(), "In-Reply-To/References"))
+        }
+        (Some(t), _) => {
+            notes.push(format!(
+                "In-Reply-To/References name a message on ticket {} (not a mail of ours), but {} is not a participant of it and not from its requester's domain: opened as a new ticket linked to {}.",
+                t.number,
+                who(t),
+                t.number
+            ));
+            untrusted_reference = Some(t.number.clone());
+            None
+        }
+        (None, Some(t)) if may_write(t) => Some((t.clone(), "subject tag")),
+        (None, Some(t)) => {
             notes.push(format!(
                 "Subject names ticket {} but {} is not a participant of it and not from its requester's domain: opened as a new ticket linked to {}.",
                 t.number,
-                if sender.is_empty() { "the sender" } else { &sender },
+                who(t),
                 t.number
             ));
             None
         }
-    } else {
-        None
+        (None, None) => None,
     };
 
     if let Some((ticket, how)) = follow_up {
-        if cfg.is_staff(&sender) {
+        if all_staff {
             return staff_reply(mail, ticket, how, &sender, cfg, notes);
         }
         // A customer's answer also ends the wait of a pending ticket (the
@@ -726,7 +759,11 @@ fn decide_target(
         ..
     } = c;
     let severity = severity.unwrap_or(cfg.default_severity);
-    let linked = look.by_tag.as_ref().map(|t| t.number.clone());
+    let linked = look
+        .by_tag
+        .as_ref()
+        .map(|t| t.number.clone())
+        .or(untrusted_reference);
     if linked.is_none() {
         if let Some(n) = &look.tag_number {
             notes.push(format!(
@@ -1563,14 +1600,56 @@ mod tests {
     }
 
     #[test]
-    fn reference_match_appends_from_anyone() {
+    fn a_reference_to_a_mail_of_ours_appends_from_anyone() {
         let look = Lookups {
             by_reference: Some(ticket("anna@kunde.de")),
+            reference_ours: true,
             ..Default::default()
         };
         let d = run("From: colleague@other.de\r\nSubject: Re: x", &look);
         assert_eq!(d.action, Action::Appended);
         assert_eq!(d.new_participants, vec!["colleague@other.de".to_string()]);
+    }
+
+    #[test]
+    fn a_reference_only_to_a_customers_message_is_held_to_the_participant_rule() {
+        let look = Lookups {
+            by_reference: Some(ticket("anna@kunde.de")),
+            ..Default::default()
+        };
+        // A stranger quoting the customer's own Message-ID.
+        let d = run("From: mallory@evil.example\r\nSubject: Re: x", &look);
+        assert_eq!(d.action, Action::Created);
+        assert!(
+            matches!(&d.target, Target::New(t) if t.linked.as_ref().map(|n| n.as_str()) == Some("10001")),
+            "{:?}",
+            d.target
+        );
+        assert!(d.notes[0].contains("not a mail of ours"), "{:?}", d.notes);
+        // The customer's colleague (same domain) is still a follow-up.
+        let d = run("From: bernd@kunde.de\r\nSubject: Re: x", &look);
+        assert_eq!(d.action, Action::Appended);
+    }
+
+    #[test]
+    fn every_author_of_a_several_from_mail_must_be_trusted() {
+        let look = Lookups {
+            by_tag: Some(ticket("anna@kunde.de")),
+            tag_number: Some(TicketNumber("10001".into())),
+            ..Default::default()
+        };
+        let d = run(
+            "From: anna@kunde.de, mallory@evil.example\r\nSubject: Re: [Ticket#10001] x",
+            &look,
+        );
+        assert_eq!(d.action, Action::Created, "{}", d.reason);
+        assert!(d.notes[0].contains("mallory@evil.example"), "{:?}", d.notes);
+        // Both authors of the customer's domain: a follow-up.
+        let d = run(
+            "From: anna@kunde.de, bernd@kunde.de\r\nSubject: Re: [Ticket#10001] x",
+            &look,
+        );
+        assert_eq!(d.action, Action::Appended);
     }
 
     #[test]

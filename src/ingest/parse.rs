@@ -50,6 +50,11 @@ pub struct Bounced {
     pub original_references: Vec<MessageId>,
 }
 
+/// From mailboxes kept beyond the first. RFC 5322 allows several authors;
+/// a mail that names more than this is not written into a ticket by subject
+/// tag or customer Message-ID anyway (one untrusted author is enough).
+pub const MAX_OTHER_FROM: usize = 16;
+
 /// The parsed message: everything the pure stages read.
 #[derive(Debug, Clone, Default)]
 pub struct ParsedMail {
@@ -65,6 +70,10 @@ pub struct ParsedMail {
     pub from: Option<Mailbox>,
     /// Sender header.
     pub sender: Option<Mailbox>,
+    /// The From mailboxes after the first (a From of several authors, at
+    /// most [`MAX_OTHER_FROM`]): each is checked like the first before the
+    /// mail may write into a ticket.
+    pub other_from: Vec<Mailbox>,
     /// First Reply-To mailbox.
     pub reply_to: Option<Mailbox>,
     /// To recipients.
@@ -210,6 +219,11 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
         subject: limit_chars(header_safe(msg.subject().unwrap_or("")), MAX_SUBJECT_CHARS),
         from: first_mailbox(msg.from()),
         sender: first_mailbox(msg.sender()),
+        other_from: mailboxes(msg.from())
+            .into_iter()
+            .skip(1)
+            .take(MAX_OTHER_FROM)
+            .collect(),
         reply_to: first_mailbox(msg.reply_to()),
         to: mailboxes(msg.to()),
         cc: mailboxes(msg.cc()),

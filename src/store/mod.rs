@@ -938,6 +938,10 @@ pub async fn claim(
         Some(t) => Some(t),
         None => first_ticket(&rows, "sig", &signed)?,
     };
+    // Found by a mail of ours: one of our signed ids names that ticket.
+    let reference_ours = by_reference
+        .as_ref()
+        .is_some_and(|t| signed.contains(&t.number.as_str()));
     let bounced_ticket = match first_ticket(&rows, "bref", &bounced)? {
         Some(t) => Some(t),
         None => first_ticket(&rows, "bsig", &bounced_nums)?,
@@ -954,6 +958,7 @@ pub async fn claim(
             alert: None,
             mailbox: None,
             hold_until: None,
+            reference_ours,
             answers_notice: probe.is_some_and(|p| p.keys.answers_notice),
             answers_ours: probe
                 .is_some_and(|p| p.keys.answers_notice || !p.keys.signed_numbers.is_empty()),
