@@ -218,6 +218,10 @@ enum ListCmd {
 }
 
 fn main() -> ExitCode {
+    // What ticketd writes (the database and its WAL, sent mail, the data
+    // directory itself) is for its user and group only, whoever starts it
+    // (systemd sets the same; an MTA's pipe may not).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
     let cli = Cli::parse();
     let is_ingest = matches!(cli.command, Command::Ingest { .. });
     // A panic must never look like success or like a permanent failure to

@@ -436,3 +436,36 @@ async fn a_stranger_cannot_write_into_a_customers_ticket() {
         (Action::Appended, Some(&number))
     );
 }
+
+/// The data directory and what ticketd writes into it are not readable by
+/// other users (umask 027 in the process, whatever the caller's): 0750 and
+/// 0640. Before, the database, its WAL and `sent/*.eml` were 0644 in a 0755
+/// directory.
+#[test]
+fn data_files_are_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, mail(1, 100)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("ingest")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o750, "data dir");
+    let mut files = 0;
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            files += 1;
+            assert_eq!(mode(&p) & 0o007, 0, "{} is {:o}", p.display(), mode(&p));
+        }
+    }
+    assert!(files >= 2, "the database and the key at least");
+    assert_eq!(mode(&data.join("ticketd.db")), 0o640);
+}
