@@ -169,6 +169,11 @@ pub struct IntakeConfig {
     pub max_attachments: usize,
     /// Article bodies beyond this many bytes are cut (the raw message keeps all).
     pub max_body_bytes: usize,
+    /// Messages larger than this are not taken: the MTA pipe answers a
+    /// permanent 5.3.4 (the sender gets a bounce), a Maildir file or an IMAP
+    /// message stays in its mailbox, `ingest FILE` reports it (exit 66).
+    /// Default 50 MiB, about what common MTAs and mail providers accept.
+    pub max_message_bytes: u64,
     /// Domains shared by unrelated people: a follow-up by subject tag from the
     /// same free-mail domain as the requester is not trusted.
     pub freemail_domains: Vec<String>,
@@ -186,6 +191,7 @@ impl Default for IntakeConfig {
             max_attachment_bytes: 25 * 1024 * 1024,
             max_attachments: 1000,
             max_body_bytes: 512 * 1024,
+            max_message_bytes: 50 * 1024 * 1024,
             freemail_domains: [
                 "gmail.com",
                 "googlemail.com",
@@ -889,6 +895,13 @@ impl Config {
             return Err(bad(format!(
                 "desk.timezone: unknown time zone {:?}",
                 self.desk.timezone
+            )));
+        }
+        if !(64 * 1024..=crate::sources::MAX_MESSAGE_BYTES).contains(&self.intake.max_message_bytes)
+        {
+            return Err(bad(format!(
+                "intake.max_message_bytes must be between 65536 and {} (SQLite's largest value)",
+                crate::sources::MAX_MESSAGE_BYTES
             )));
         }
         if self.intake.batch_size == 0 {

@@ -95,6 +95,7 @@ pub async fn run(
             md,
             wake.clone(),
             cfg.intake.batch_size,
+            cfg.intake.max_message_bytes,
             Some(metrics.clone()),
             stop_rx.clone(),
         ));
@@ -308,6 +309,7 @@ async fn watch_maildir(
     md: Maildir,
     wake_outbox: Arc<Wake>,
     batch: usize,
+    max_bytes: u64,
     metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -334,11 +336,13 @@ async fn watch_maildir(
         Duration::from_secs(1)
     };
     let mut idle_backoff = Duration::ZERO;
+    // Files over the size limit, left in new/ and not read again.
+    let mut too_big = std::collections::HashSet::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let files = match md.pending(batch) {
+        let files = match md.pending(batch, |p| too_big.contains(p)) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(maildir = %md.root().display(), error = %e, "cannot list new/");
@@ -350,7 +354,7 @@ async fn watch_maildir(
             let mut paths = Vec::with_capacity(files.len());
             let mut arrived = Vec::with_capacity(files.len());
             for f in files {
-                match crate::sources::read_file(&f) {
+                match crate::sources::read_file(&f, max_bytes) {
                     Ok(raw) => {
                         // The delivery wrote the file, then renamed it into new/.
                         arrived.push(
@@ -368,6 +372,12 @@ async fn watch_maildir(
                             ),
                         });
                         paths.push(f);
+                    }
+                    // Too big: stays in new/ (the admin decides), told once.
+                    Err(e @ crate::sources::ReadError::TooBig { .. }) => {
+                        if too_big.insert(f.clone()) {
+                            tracing::error!(file = %f.display(), error = %e, "not taken: left in new/");
+                        }
                     }
                     // Gone meanwhile (another reader) or unreadable: next round.
                     Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot read"),

@@ -14,6 +14,8 @@ use ticketd::service::{open_store, DataDir, Incoming, Intake, StaffAction};
 
 /// EX_TEMPFAIL: the MTA keeps the message and tries again.
 const EX_TEMPFAIL: u8 = 75;
+/// EX_DATAERR: the message can never be taken (too big); the MTA bounces.
+const EX_DATAERR: u8 = 65;
 /// EX_NOINPUT: a named input file cannot be read.
 const EX_NOINPUT: u8 = 66;
 /// EX_CONFIG: the configuration is unusable.
@@ -262,12 +264,9 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         if files.is_empty() {
-            let raw = match ticketd::sources::read_stdin() {
+            let raw = match read_pipe(&cfg) {
                 Ok(raw) => raw,
-                Err(e) => {
-                    eprintln!("ticketd: cannot read stdin: {e}");
-                    return ExitCode::from(EX_TEMPFAIL);
-                }
+                Err(code) => return code,
             };
             use ticketd::sources::socket::{hand_over, Handed};
             match hand_over(&data_dir, &raw, std::time::Duration::from_secs(120)) {
@@ -495,8 +494,9 @@ async fn dispatch(
                     let text = match text {
                         Some(t) => t,
                         None => {
-                            let raw = ticketd::sources::read_stdin()
-                                .context("cannot read the reply from stdin")?;
+                            let raw =
+                                ticketd::sources::read_stdin(cfg.intake.max_body_bytes as u64)
+                                    .context("cannot read the reply from stdin")?;
                             String::from_utf8(raw)
                                 .map_err(|_| anyhow!("the reply on stdin is not UTF-8"))?
                         }
@@ -681,7 +681,7 @@ async fn dispatch(
             mailbox,
             file,
         } => {
-            let raw = ticketd::sources::read_file(&file)
+            let raw = ticketd::sources::read_file(&file, cfg.intake.max_message_bytes)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mail = ticketd::ingest::parse::parse(&raw)
                 .map_err(|e| anyhow!("{}: cannot be parsed: {e}", file.display()))?;
@@ -855,7 +855,10 @@ async fn ingest(
     if files.is_empty() {
         let raw = match stdin_raw {
             Some(raw) => raw,
-            None => ticketd::sources::read_stdin().context("cannot read stdin")?,
+            None => match read_pipe(cfg) {
+                Ok(raw) => raw,
+                Err(code) => return Ok(code),
+            },
         };
         let items = [Incoming {
             raw,
@@ -869,7 +872,7 @@ async fn ingest(
         for chunk in files.chunks(cfg.intake.batch_size) {
             let mut items = Vec::with_capacity(chunk.len());
             for f in chunk {
-                match ticketd::sources::read_file(f) {
+                match ticketd::sources::read_file(f, cfg.intake.max_message_bytes) {
                     Ok(raw) => items.push(Incoming {
                         raw,
                         source: format!("file:{}", f.display()),
@@ -895,6 +898,26 @@ async fn ingest(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads the MTA's message from stdin. Too big is permanent: the output
+/// starts with the enhanced status code 5.3.4, which Postfix's pipe(8)
+/// takes for the bounce, and the exit is EX_DATAERR (a bounce, not a retry
+/// for days of a mail that can never be taken). A read error asks for a
+/// retry (EX_TEMPFAIL).
+fn read_pipe(cfg: &Config) -> Result<Vec<u8>, ExitCode> {
+    use ticketd::sources::ReadError;
+    match ticketd::sources::read_stdin(cfg.intake.max_message_bytes) {
+        Ok(raw) => Ok(raw),
+        Err(ReadError::TooBig { limit }) => {
+            eprintln!("5.3.4 message too big for the support desk (over {limit} bytes)");
+            Err(ExitCode::from(EX_DATAERR))
+        }
+        Err(e) => {
+            eprintln!("ticketd: cannot read stdin: {e}");
+            Err(ExitCode::from(EX_TEMPFAIL))
+        }
+    }
 }
 
 /// Who does a command-line action: `cli:NAME`.

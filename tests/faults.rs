@@ -58,13 +58,6 @@ async fn ingest(env: &Env, items: Vec<Vec<u8>>) -> Vec<Result<Outcome, String>> 
         .collect()
 }
 
-async fn pragma(store: &Store, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(store.pool())
-        .await
-        .expect("pragma")
-}
-
 /// `ticketd run`'s `/healthz` and `/metrics` on a loopback port.
 struct Health {
     addr: std::net::SocketAddr,
@@ -468,4 +461,94 @@ fn data_files_are_not_world_readable() {
     }
     assert!(files >= 2, "the database and the key at least");
     assert_eq!(mode(&data.join("ticketd.db")), 0o640);
+}
+
+/// A message over `[intake] max_message_bytes` is refused for good: on the
+/// MTA pipe with the enhanced status 5.3.4 first in the output (Postfix's
+/// pipe takes it for the bounce) and EX_DATAERR, as a FILE with 66; nothing
+/// is stored. Before, stdin over the (fixed 256 MiB) limit exited 75, and
+/// the MTA retried for days a mail that can never be taken.
+#[test]
+fn a_message_over_the_size_limit_is_refused_for_good() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ticketd.toml");
+    std::fs::write(&cfg, "[intake]\nmax_message_bytes = 65536\n").unwrap();
+    let data = dir.path().join("data");
+    let big = mail(1, 70_000);
+    let small = mail(2, 1_000);
+    let ticketd = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"));
+        c.arg("--config").arg(&cfg).arg("--data-dir").arg(&data);
+        c
+    };
+    let mut child = ticketd()
+        .arg("ingest")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&big).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.starts_with("5.3.4 "), "{err}");
+    assert!(out.stdout.is_empty());
+    // As files: the big one is reported (66), the small one stored.
+    let (fb, fs) = (dir.path().join("big.eml"), dir.path().join("small.eml"));
+    std::fs::write(&fb, &big).unwrap();
+    std::fs::write(&fs, &small).unwrap();
+    let out = ticketd().arg("ingest").arg(&fb).arg(&fs).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(66), "{err}");
+    assert!(err.contains("max_message_bytes"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("\"created\""), "{stdout}");
+}
+
+/// `ticketd run` leaves a Maildir file over the size limit in `new/` (the
+/// admin decides what to do with it), reads it once, and takes the mail
+/// after it as usual.
+#[test]
+fn run_leaves_a_too_big_maildir_file_and_takes_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &cfg,
+        "[intake]\nmax_message_bytes = 65536\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let new = data.join("Maildir/new");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("1.big"), mail(1, 70_000)).unwrap();
+    std::fs::write(new.join("2.small"), mail(2, 1_000)).unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while new.join("2.small").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the small mail was not taken: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(new.join("1.big").exists(), "the big one stays in new/");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("not taken: left in new/").count(), 1, "{log}");
 }

@@ -33,13 +33,19 @@ impl Maildir {
     }
 
     /// Files waiting in `new/`, oldest name first (Maildir names start with
-    /// the delivery time), at most `limit`.
-    pub fn pending(&self, limit: usize) -> std::io::Result<Vec<PathBuf>> {
+    /// the delivery time), at most `limit`, leaving out those `skip` names
+    /// (files that are left there on purpose, too big to take).
+    pub fn pending(
+        &self,
+        limit: usize,
+        skip: impl Fn(&Path) -> bool,
+    ) -> std::io::Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.new_dir())?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.path())
+            .filter(|p| !skip(p))
             .collect();
         files.sort();
         files.truncate(limit);
@@ -79,11 +85,12 @@ mod tests {
         std::fs::write(m.new_dir().join("2.b"), "x").unwrap();
         std::fs::write(m.new_dir().join("1.a"), "y").unwrap();
         std::fs::write(m.new_dir().join(".hidden"), "z").unwrap();
-        let p = m.pending(10).unwrap();
+        let p = m.pending(10, |_| false).unwrap();
         assert_eq!(p.len(), 2);
         assert!(p[0].ends_with("1.a"));
         let t = m.acknowledge(&p[0]).unwrap();
         assert!(t.ends_with("cur/1.a:2,S"));
-        assert_eq!(m.pending(10).unwrap().len(), 1);
+        assert_eq!(m.pending(10, |_| false).unwrap().len(), 1);
+        assert!(m.pending(10, |p| p.ends_with("2.b")).unwrap().is_empty());
     }
 }
