@@ -615,6 +615,126 @@ fn config_errors_are_one_clear_line() {
 }
 
 #[test]
+fn check_config_renders_every_template_and_names_file_line_and_reason() {
+    let d = Desk::new();
+    let templates = d.dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let cfg = write_config(d.dir.path(), "[templates]\ndir = \"templates\"\n");
+    let check = || {
+        let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (
+            o.status.success(),
+            err,
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, err, out) = check();
+    assert!(ok && out.contains("configuration ok"), "{err}");
+    // An unknown filter, and a value no confirmation has: both only show
+    // when the template is rendered.
+    let file = templates.join("confirmation.de.txt");
+    for (text, line, why) in [
+        (
+            "Guten Tag,\n\nTicket {{ ticket|shout }}\n",
+            3,
+            "unknown filter",
+        ),
+        ("Guten Tag {{ vorname }},\n", 1, "`vorname` is undefined"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (ok, err, out) = check();
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains(&format!("{}:{line}:", file.display())) && err.contains(why),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // Another language and a route rule's answer are rendered too.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(templates.join("status.fr.txt"), "{{ statut }}").unwrap();
+    let (ok, err, _) = check();
+    assert!(!ok && err.contains("status.fr.txt:1:"), "{err}");
+    std::fs::remove_file(templates.join("status.fr.txt")).unwrap();
+    // A configured directory that is not there is an error, not the defaults.
+    std::fs::remove_dir(&templates).unwrap();
+    let (ok, err, _) = check();
+    assert!(
+        !ok && err.contains(&templates.display().to_string()) && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_broken_templates_and_sighup_keeps_the_old_set() {
+    let d = Desk::new();
+    let templates = d.dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let file = templates.join("confirmation.de.txt");
+    std::fs::write(&file, "Ticket {{ ticket|bogus }}\n").unwrap();
+    let c = daemon_config(d.dir.path(), "[templates]\ndir = \"templates\"\n");
+    // At start: refused, with the file, line and reason.
+    let o = d.run(&["--config", &c, "run"], None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:1:", file.display())) && err.contains("unknown filter"),
+        "{err}"
+    );
+    std::fs::write(&file, "Ihr Ticket {{ ticket }} (Vorlage eins)\n").unwrap();
+    let stderr_path = d.dir.path().join("stderr.log");
+    let mut child = d
+        .cmd(&["--config", &c, "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let new = d.data().join("Maildir").join("new");
+    wait_for(20, || new.exists().then_some(())).expect("maildir");
+    let deliver = |i: u32| {
+        let tmp = d.data().join("Maildir").join("tmp").join(format!("{i}.x"));
+        std::fs::write(
+            &tmp,
+            mail("a@kunde.de", "Drucker", &format!("t{i}@kunde.de"), "", "x"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, new.join(format!("{i}.x"))).unwrap();
+    };
+    let confirmations = |n: usize| {
+        let out = d.outbox();
+        (out.len() == n).then(|| {
+            out.iter()
+                .map(|m| m["raw"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    deliver(1);
+    let first = wait_for(20, || confirmations(1)).expect("first confirmation");
+    assert!(first[0].contains("Vorlage eins"), "{first:?}");
+    // A broken template on SIGHUP: not reloaded, the old set stays.
+    std::fs::write(&file, "Ihr Ticket {{ ticket|bogus }}\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    wait_for(10, || log().contains("not reloaded").then_some(())).expect("error logged");
+    assert!(log().contains("confirmation.de.txt:1"), "{}", log());
+    deliver(2);
+    let both = wait_for(20, || confirmations(2)).expect("second confirmation");
+    assert!(
+        both.iter().all(|raw| raw.contains("Vorlage eins")),
+        "old templates kept: {both:?}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn english_desk_with_prefix_and_own_tag() {
     let d = Desk::new();
     let cfg = write_config(
