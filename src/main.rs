@@ -340,12 +340,39 @@ async fn open(
     data_dir: &Path,
     conns: u32,
 ) -> anyhow::Result<(DataDir, ticketd::store::Store)> {
-    let data = DataDir::open(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let store = open_store(cfg, &data, conns)
-        .await
-        .context("cannot open the database")?;
+    let data = DataDir::open(data_dir)?;
+    let store = open_store(cfg, &data, conns).await.map_err(|e| {
+        let db = match &cfg.database.url {
+            None => data.database().display().to_string(),
+            Some(u) if u.starts_with("sqlite:") => u.clone(),
+            // A URL of another kind may hold a password.
+            Some(_) => "of [database] url".to_string(),
+        };
+        let why = said_once(&e);
+        let hint = if why.contains("unable to open") || why.contains("readonly") {
+            " — it and its -wal and -shm files must be writable by the user ticketd runs as"
+        } else {
+            ""
+        };
+        anyhow!("cannot open the database {db}: {why}{hint}")
+    })?;
     Ok((data, store))
+}
+
+/// A store error's text without the repetition of its sources: sqlx's
+/// errors repeat the text of the error they wrap, so the innermost says it
+/// best.
+fn said_once(e: &ticketd::store::StoreError) -> String {
+    match e {
+        ticketd::store::StoreError::Db(db) => {
+            let mut inner: &dyn std::error::Error = db;
+            while let Some(s) = inner.source() {
+                inner = s;
+            }
+            inner.to_string()
+        }
+        other => other.to_string(),
+    }
 }
 
 fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {

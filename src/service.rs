@@ -40,10 +40,37 @@ pub struct DataDir {
     pub root: PathBuf,
 }
 
+/// Why the data directory cannot be used: the path and the cause, said
+/// once (the cause is not chained as a source, so `{:#}` does not repeat it).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot {what} the data directory {}: {error} — it must be a directory writable by the user ticketd runs as",
+    path.display()
+)]
+pub struct DataDirError {
+    /// `create` or `write`.
+    what: &'static str,
+    /// The directory.
+    path: PathBuf,
+    /// The cause.
+    error: std::io::Error,
+}
+
 impl DataDir {
-    /// Creates the directory if needed.
-    pub fn open(root: &Path) -> std::io::Result<DataDir> {
-        std::fs::create_dir_all(root)?;
+    /// Creates the directory if needed and checks that this process can
+    /// write in it (a read-only or foreign-owned directory would otherwise
+    /// fail later, in SQLite, with no path named).
+    pub fn open(root: &Path) -> Result<DataDir, DataDirError> {
+        let failed = |what, error| DataDirError {
+            what,
+            path: root.to_path_buf(),
+            error,
+        };
+        std::fs::create_dir_all(root).map_err(|e| failed("create", e))?;
+        let probe = root.join(format!(".ticketd-write-probe-{}", std::process::id()));
+        std::fs::File::create(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| failed("write", e))?;
         Ok(DataDir {
             root: root.to_path_buf(),
         })

@@ -735,6 +735,59 @@ fn run_refuses_broken_templates_and_sighup_keeps_the_old_set() {
 }
 
 #[test]
+fn an_unusable_data_dir_is_named_once_with_its_cause() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let d = Desk::new();
+    let data = d.data();
+    std::fs::create_dir_all(&data).unwrap();
+    let one_line = |o: &Output, path: &Path, cause: &str| {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("data directory {}:", path.display()))
+                && err.contains("writable by the user ticketd runs as"),
+            "{err}"
+        );
+        assert_eq!(err.matches(cause).count(), 1, "{err}");
+    };
+    // A data dir below a regular file (fails for root too).
+    let file = d.dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let below = file.join("data");
+    let o = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&below)
+        .args(["tickets", "list"])
+        .env_remove("TICKETD_CONFIG")
+        .output()
+        .unwrap();
+    one_line(&o, &below, "Not a directory");
+    // A directory this process cannot write: read-only for an ordinary
+    // user; for root (as in CI), where mode 0555 changes nothing, one
+    // owned by root and the binary run as nobody (a foreign-owned dir).
+    let root = std::fs::metadata(d.dir.path()).unwrap().uid() == 0;
+    let mut cmd = d.cmd(&["tickets", "list"]);
+    if root {
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        cmd.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let o = match cmd.output() {
+        Ok(o) => o,
+        Err(e) if root => {
+            println!("skipped the foreign-owned case: cannot run {BIN} as nobody: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    one_line(&o, &data, "Permission denied");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
 fn english_desk_with_prefix_and_own_tag() {
     let d = Desk::new();
     let cfg = write_config(
