@@ -323,16 +323,58 @@ fn init_logging(cfg: &Config, cmd: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TICKETD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, not in journald or files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if cfg.log.format.as_deref() == Some("json") {
-        builder.json().init();
+    // Colour only for a person at a terminal, not in journald or files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = cfg.log.format.as_deref() == Some("json");
+    // Also takes the `log` records of async-imap and rustls (tracing-log).
+    tracing_subscriber::util::SubscriberInitExt::init(subscriber(
+        filter,
+        json,
+        ansi,
+        std::io::stderr,
+    ));
+}
+
+/// Crates that write credentials into their logs, and the most verbose
+/// level they may log at, whatever `TICKETD_LOG` asks for: async-imap
+/// traces every line it sends (LOGIN's password, AUTHENTICATE's base64
+/// credentials), lettre logs every SMTP line (AUTH's) at debug.
+const SECRET_BEARING: &[(&str, tracing_subscriber::filter::LevelFilter)] = &[
+    ("async_imap", tracing_subscriber::filter::LevelFilter::DEBUG),
+    ("lettre", tracing_subscriber::filter::LevelFilter::INFO),
+];
+
+/// The subscriber: `filter` (from `TICKETD_LOG`), and on top of it the
+/// caps of [`SECRET_BEARING`], which no directive can lift (both must let
+/// an event through).
+fn subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    json: bool,
+    ansi: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let caps = SECRET_BEARING.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, (target, level)| t.with_target(*target, *level),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(caps)
+        .with(fmt)
 }
 
 async fn open(
@@ -1136,5 +1178,75 @@ fn print_ticket(t: &ticketd::store::TicketView) {
             );
         }
         println!("{}", a.body.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn no_directive_lets_the_imap_and_smtp_credentials_into_the_log() {
+        for directives in [
+            "trace",
+            "ticketd=trace,async_imap=trace,lettre=trace",
+            "ticketd=trace,async_imap::imap_stream=trace,lettre::transport=trace",
+            "[session]=trace",
+        ] {
+            for json in [false, true] {
+                let buf = Buffer::default();
+                let sub = subscriber(
+                    tracing_subscriber::EnvFilter::new(directives),
+                    json,
+                    false,
+                    buf.clone(),
+                );
+                tracing::subscriber::with_default(sub, || {
+                    let span = tracing::info_span!("session");
+                    let _in = span.enter();
+                    // What async-imap (through tracing-log) and lettre write.
+                    tracing::trace!(
+                        target: "async_imap::imap_stream",
+                        "encode: input: Some(\"A0001\"), Ok(\"LOGIN \\\"u\\\" \\\"hunter2\\\"\")"
+                    );
+                    tracing::debug!(
+                        target: "lettre::transport::smtp::client::async_connection",
+                        "Wrote: AUTH PLAIN AHUAaHVudGVyMg==\\r\\n"
+                    );
+                    tracing::warn!(target: "lettre::transport::smtp", "pool: no connection");
+                    tracing::trace!(target: "ticketd::sources::imap", "IMAP round");
+                });
+                let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+                assert!(
+                    !out.contains("hunter2") && !out.contains("AHUAaHVudGVyMg"),
+                    "{directives}: {out}"
+                );
+                // The rest is as asked.
+                assert!(out.contains("IMAP round"), "{directives}: {out}");
+                assert!(out.contains("no connection"), "{directives}: {out}");
+            }
+        }
     }
 }

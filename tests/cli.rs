@@ -787,6 +787,101 @@ fn an_unusable_data_dir_is_named_once_with_its_cause() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A minimal IMAP server on loopback that refuses every login; it sends
+/// each credential line it gets (LOGIN, or AUTHENTICATE PLAIN's response)
+/// to `seen`.
+fn refusing_imap_server(seen: std::sync::mpsc::Sender<String>) -> u16 {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut out) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(out.try_clone().unwrap()).lines();
+                let _ = out.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n");
+                let mut plain_tag = None;
+                while let Some(Ok(line)) = lines.next() {
+                    let tag = line.split(' ').next().unwrap_or("*").to_string();
+                    let reply = if let Some(t) = plain_tag.take() {
+                        let _ = seen.send(line.clone());
+                        format!("{t} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                    } else if line.ends_with(" CAPABILITY") {
+                        format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK done\r\n")
+                    } else if line.ends_with(" AUTHENTICATE PLAIN") {
+                        plain_tag = Some(tag);
+                        "+ \r\n".to_string()
+                    } else if line.contains(" LOGIN ") {
+                        let _ = seen.send(line.clone());
+                        format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                    } else {
+                        format!("{tag} BAD unknown\r\n")
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn the_imap_password_is_not_logged_even_at_trace() {
+    const PASSWORD: &str = "pw-Xq7-never-in-a-log";
+    let (tx, rx) = std::sync::mpsc::channel();
+    let port = refusing_imap_server(tx);
+    let d = Desk::new();
+    let c = daemon_config(
+        d.dir.path(),
+        &format!(
+            "[[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"plain\"\n\
+             user = \"support@example.test\"\npassword_env = \"TICKETD_TEST_IMAP_PW\"\n"
+        ),
+    );
+    let log_path = d.dir.path().join("trace.log");
+    let mut child = d
+        .cmd(&["--config", &c, "run"])
+        .env("TICKETD_TEST_IMAP_PW", PASSWORD)
+        .env("TICKETD_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let sent = rx.recv_timeout(Duration::from_secs(30));
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // The refusal is logged (so the log is written), then the daemon stops.
+    wait_for(10, || log().contains("IMAP session ended").then_some(()));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let sent = sent.expect("the daemon tried to log in");
+    let log = log();
+    assert!(log.contains("IMAP session ended"), "{log}");
+    // The password as sent (LOGIN's quoted string, or PLAIN's base64).
+    let secret = sent
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert!(!secret.is_empty());
+    for needle in [PASSWORD, secret.as_str()] {
+        assert!(
+            !log.contains(needle),
+            "{needle:?} in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains(needle))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
 #[test]
 fn english_desk_with_prefix_and_own_tag() {
     let d = Desk::new();

@@ -386,11 +386,7 @@ impl Ctx<'_> {
             &format!("imap {:?}", self.src.label),
         )
         .map_err(ImapError::Setup)?;
-        match tokio::time::timeout(IO_TIMEOUT, client.login(&m.user, &password)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err((e, _))) => Err(e.into()),
-            Err(_) => Err(ImapError::Timeout("LOGIN")),
-        }
+        log_in(client, &m.user, &password).await
     }
 
     /// Stores everything above the cursor, batch by batch, and moves what
@@ -596,6 +592,131 @@ async fn add_flags(session: &mut Session, set: &str, flag: &str) -> Result<(), I
     Ok(())
 }
 
+/// Logs in: AUTHENTICATE PLAIN (RFC 4616) where the server offers it, else
+/// LOGIN. async-imap traces every line it sends (LOGIN's password, and the
+/// base64 of PLAIN's, alike): the log filter of `main` keeps its target
+/// below trace, whatever `TICKETD_LOG` says.
+async fn log_in<T: Io>(
+    mut client: async_imap::Client<T>,
+    user: &str,
+    password: &str,
+) -> Result<async_imap::Session<T>, ImapError> {
+    let caps = timed("CAPABILITY", capabilities_before_login(&mut client)).await?;
+    let plain = caps.iter().any(|c| c.eq_ignore_ascii_case("AUTH=PLAIN"));
+    let (what, done) = if plain {
+        (
+            "AUTHENTICATE",
+            tokio::time::timeout(
+                IO_TIMEOUT,
+                client.authenticate("PLAIN", PlainAuth::new(user, password)),
+            )
+            .await,
+        )
+    } else {
+        (
+            "LOGIN",
+            tokio::time::timeout(IO_TIMEOUT, client.login(user, password)).await,
+        )
+    };
+    match done {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(ImapError::Timeout(what)),
+    }
+}
+
+/// The tag of the CAPABILITY command sent before login (async-imap's own
+/// tags are `A0001`…).
+const CAPABILITY_TAG: &str = "tdcap";
+
+/// The capabilities the server names before login. async-imap asks for them
+/// only on a session, so the command is written to the stream directly and
+/// the answers read through the client.
+async fn capabilities_before_login<T: Io>(
+    client: &mut async_imap::Client<T>,
+) -> Result<Vec<String>, ImapError> {
+    use async_imap::imap_proto::{Capability, Response, ResponseCode, Status};
+    use tokio::io::AsyncWriteExt;
+    let name = |c: &Capability<'_>| match c {
+        Capability::Imap4rev1 => "IMAP4rev1".to_string(),
+        Capability::Auth(m) => format!("AUTH={m}"),
+        Capability::Atom(a) => a.to_string(),
+    };
+    let stream = client.get_mut();
+    stream
+        .write_all(format!("{CAPABILITY_TAG} CAPABILITY\r\n").as_bytes())
+        .await?;
+    stream.flush().await?;
+    let mut caps = Vec::new();
+    loop {
+        let Some(r) = client.read_response().await? else {
+            return Err(ImapError::Imap(async_imap::error::Error::ConnectionLost));
+        };
+        match r.parsed() {
+            Response::Capabilities(list) => caps.extend(list.iter().map(name)),
+            Response::Done {
+                tag,
+                status,
+                outcome,
+            } if tag.0 == CAPABILITY_TAG => {
+                if let Some(ResponseCode::Capabilities(list)) = &outcome.code {
+                    caps.extend(list.iter().map(name));
+                }
+                // A server that refuses CAPABILITY offers nothing we know of.
+                if *status != Status::Ok {
+                    caps.clear();
+                }
+                return Ok(caps);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The SASL PLAIN response (RFC 4616): no authorisation identity, the user,
+/// the password. Its `Debug` shows no password.
+struct PlainAuth<'a> {
+    user: &'a str,
+    password: &'a str,
+    answered: bool,
+}
+
+impl<'a> PlainAuth<'a> {
+    fn new(user: &'a str, password: &'a str) -> PlainAuth<'a> {
+        PlainAuth {
+            user,
+            password,
+            answered: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for PlainAuth<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainAuth")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl async_imap::Authenticator for PlainAuth<'_> {
+    type Response = Vec<u8>;
+
+    /// The credentials on the first (empty) challenge; an empty answer to
+    /// any further one, which ends the exchange as a failure.
+    fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
+        if std::mem::replace(&mut self.answered, true) {
+            return Vec::new();
+        }
+        let mut r = Vec::with_capacity(self.user.len() + self.password.len() + 2);
+        r.push(0);
+        r.extend_from_slice(self.user.as_bytes());
+        r.push(0);
+        r.extend_from_slice(self.password.as_bytes());
+        r
+    }
+}
+
 /// Reads the server greeting, which `Client::new` does not.
 async fn greeting<T: Io>(client: &mut async_imap::Client<T>) -> Result<(), ImapError> {
     match timed("greeting", client.read_response()).await? {
@@ -625,6 +746,74 @@ mod tests {
         assert_eq!(advance_cursor(10, &[14, 12, 11], &stored), 14);
         // UIDs at or below the cursor change nothing.
         assert_eq!(advance_cursor(20, &[11, 12], &stored), 20);
+    }
+
+    #[test]
+    fn plain_answers_once_and_hides_the_password() {
+        use async_imap::Authenticator;
+        let mut a = PlainAuth::new("support@example.test", "hunter2");
+        assert_eq!(a.process(b""), b"\0support@example.test\0hunter2".to_vec());
+        assert_eq!(a.process(b""), Vec::<u8>::new());
+        let shown = format!("{a:?}");
+        assert!(
+            shown.contains("support@example.test") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    /// A server that answers CAPABILITY with `caps`, then takes the next
+    /// command and what follows it; returns the lines the client sent.
+    async fn fake_server(mut server: tokio::io::DuplexStream, caps: &'static str) -> Vec<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (read, mut write) = tokio::io::split(&mut server);
+        let mut lines = BufReader::new(read).lines();
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line.clone());
+            let reply = if line == "tdcap CAPABILITY" {
+                format!("* CAPABILITY IMAP4rev1 {caps}\r\ntdcap OK done\r\n")
+            } else if line.ends_with(" AUTHENTICATE PLAIN") {
+                "+ \r\n".to_string()
+            } else if let Some((tag, _)) = line.split_once(" LOGIN ") {
+                format!("{tag} OK logged in\r\n")
+            } else {
+                // The PLAIN response.
+                "A0001 OK logged in\r\n".to_string()
+            };
+            write.write_all(reply.as_bytes()).await.unwrap();
+            if reply.contains("logged in") {
+                break;
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn logs_in_with_plain_where_offered_else_with_login() {
+        for (caps, want_plain) in [
+            ("AUTH=PLAIN AUTH=LOGIN IDLE", true),
+            ("LOGINDISABLED AUTH=plain", true),
+            ("IDLE", false),
+        ] {
+            let (client_end, server_end) = tokio::io::duplex(4096);
+            let server = tokio::spawn(fake_server(server_end, caps));
+            let client = async_imap::Client::new(client_end);
+            log_in(client, "support@example.test", "hunter2")
+                .await
+                .unwrap();
+            let seen = server.await.unwrap();
+            assert_eq!(seen[0], "tdcap CAPABILITY");
+            if want_plain {
+                assert_eq!(seen[1], "A0001 AUTHENTICATE PLAIN", "{caps}: {seen:?}");
+                // base64 of "\0support@example.test\0hunter2"
+                assert_eq!(seen[2], "AHN1cHBvcnRAZXhhbXBsZS50ZXN0AGh1bnRlcjI=");
+            } else {
+                assert_eq!(
+                    seen[1], "A0001 LOGIN \"support@example.test\" \"hunter2\"",
+                    "{caps}: {seen:?}"
+                );
+            }
+        }
     }
 
     #[test]
