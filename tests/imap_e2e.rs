@@ -90,6 +90,11 @@ impl Desk {
     }
 
     fn start(&mut self) {
+        self.start_logging("info,ticketd=debug");
+    }
+
+    /// Starts the daemon with `TICKETD_LOG=filter`.
+    fn start_logging(&mut self, filter: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -98,7 +103,7 @@ impl Desk {
         let child = self
             .cmd()
             .arg("run")
-            .env("TICKETD_LOG", "info,ticketd=debug")
+            .env("TICKETD_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -355,6 +360,38 @@ async fn mail_by_smtp_becomes_a_ticket_the_confirmation_arrives_and_the_reply_th
     }
     assert_eq!(desk.get("/healthz").0, 200);
     assert_eq!(desk.stop(), Some(0), "SIGTERM ends the daemon with 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_imap_password_is_not_in_the_log_even_at_trace() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "");
+    desk.start_logging("trace");
+    stack
+        .send(ALICE, SUPPORT, ("Printer offline", "It does not print."))
+        .await;
+    until(Duration::from_secs(30), "a ticket for alice's mail", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    assert_eq!(desk.stop(), Some(0));
+    let log = desk.log();
+    assert!(log.contains("IMAP connected"), "{log}");
+    // The password as LOGIN quotes it, and AUTHENTICATE PLAIN's response:
+    // base64 of "\0support@example.test\0secret".
+    for needle in [
+        format!("\"{}\"", mailstack::PASSWORD),
+        "AHN1cHBvcnRAZXhhbXBsZS50ZXN0AHNlY3JldA==".to_string(),
+    ] {
+        assert!(
+            !log.contains(&needle),
+            "{needle} in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains(&needle))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
