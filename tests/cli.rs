@@ -675,7 +675,19 @@ fn run_refuses_broken_templates_and_sighup_keeps_the_old_set() {
     std::fs::write(&file, "Ticket {{ ticket|bogus }}\n").unwrap();
     let c = daemon_config(d.dir.path(), "[templates]\ndir = \"templates\"\n");
     // At start: refused, with the file, line and reason.
-    let o = d.run(&["--config", &c, "run"], None);
+    let mut starting = d
+        .cmd(&["--config", &c, "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for(20, || starting.try_wait().unwrap());
+    if exited.is_none() {
+        let _ = starting.kill();
+        let _ = starting.wait();
+        panic!("run started with a broken template");
+    }
+    let o = starting.wait_with_output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
