@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench pipeline              # everything, about a minute
 //! cargo bench --bench pipeline -- pipeline  # only the whole pipeline
+//! cargo bench --bench pipeline -- hostile   # the hostile mails, time per mail
 //! ```
 //!
 //! The workload (see `benches/workload.rs`) is generated in memory:
@@ -14,15 +15,30 @@
 //! and the setup checks that each one is appended to exactly that ticket.
 //! Throughput is reported in mails (criterion `Throughput::Elements`); the
 //! issue's target is ≥ 20,000 mails/s on one core for the whole pipeline.
+//!
+//! The `hostile` group runs single mails built to cost time rather than
+//! break anything (`tests/support/hostile.rs`: HTML nested or unclosed
+//! thousands of levels deep, 100,000 Cc addresses, thousands of References,
+//! Received lines or MIME parts), each about `TICKETD_HOSTILE_BYTES` bytes
+//! (default 2 MB). Before measuring, it prints the time of each stage for
+//! each mail once, so a slow mail shows where its time goes; with
+//! `TICKETD_HOSTILE_ONCE=1` it prints only that (for code on which one mail
+//! takes minutes). The target is ≤ 1 s per mail for the whole pipeline.
 
 mod workload;
+
+#[path = "../tests/support/hostile.rs"]
+mod hostile;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Once;
 use std::time::Duration;
+use std::time::Instant;
 use ticketd::config::Config;
 use ticketd::domain::{Action, Severity, Status, TicketNumber};
+use ticketd::ingest::alerts::parse_alert;
 use ticketd::ingest::classify::{Facts, RuleSet};
 use ticketd::ingest::decide::{decide, DecideConfig, Decision, Lookups, Target, TicketInfo};
 use ticketd::ingest::parse::{parse, ParsedMail};
@@ -83,6 +99,47 @@ impl Desk {
         let mut classify = |m: &ParsedMail, f: &Facts<'_>| self.rules.classify(m, f);
         decide(&mail, &verdict, look, &self.cfg, &mut classify)
     }
+
+    /// [`Desk::run`] once, stage by stage, with what each stage took; the
+    /// alert parser runs too (the intake asks it before deciding).
+    fn stage_times(&self, raw: &[u8]) -> String {
+        let mut out = Vec::new();
+        let mut lap = {
+            let mut t = Instant::now();
+            move |name: &str, out: &mut Vec<String>| {
+                out.push(format!("{name} {:.1?}", t.elapsed()));
+                t = Instant::now();
+            }
+        };
+        let mail = match parse(raw) {
+            Ok(m) => m,
+            Err(e) => return format!("parse failed: {e}"),
+        };
+        lap("parse", &mut out);
+        let verdict = guard::check(&mail, &self.cfg.own_addresses);
+        lap("guard", &mut out);
+        black_box(lookup_keys(&mail, &self.tag, &self.signer));
+        lap("thread", &mut out);
+        black_box(parse_alert(&mail, &[]));
+        lap("alerts", &mut out);
+        black_box(self.rules.classify(&mail, &Facts::default()));
+        lap("classify", &mut out);
+        let mut classify = |m: &ParsedMail, f: &Facts<'_>| self.rules.classify(m, f);
+        let d = decide(
+            &mail,
+            &verdict,
+            &Lookups::default(),
+            &self.cfg,
+            &mut classify,
+        );
+        lap("decide", &mut out);
+        format!(
+            "{} -> {} ({} body chars)",
+            out.join(", "),
+            d.action.as_str(),
+            mail.body.chars().count()
+        )
+    }
 }
 
 /// The workload with the lookups a store would give each mail, checked:
@@ -133,6 +190,8 @@ fn prepare(desk: &Desk) -> (Vec<workload::Mail>, Vec<Lookups>) {
 
 fn benches(c: &mut Criterion) {
     let desk = Desk::new();
+    // First: they need no workload.
+    hostile_mails(c, &desk);
     let (mails, looks) = prepare(&desk);
     let bytes: usize = mails.iter().map(|m| m.raw.len()).sum();
     eprintln!(
@@ -205,6 +264,46 @@ fn benches(c: &mut Criterion) {
     g.bench_function("rules_compile", |b| {
         b.iter(|| black_box(RuleSet::embedded().expect("embedded rules compile")))
     });
+    g.finish();
+}
+
+/// Single hostile mails through the whole pure pipeline (see the module
+/// documentation); criterion reports the time per mail.
+fn hostile_mails(c: &mut Criterion, desk: &Desk) {
+    let size = std::env::var("TICKETD_HOSTILE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let mails = hostile::all(size);
+    if std::env::var_os("TICKETD_HOSTILE_ONCE").is_some() {
+        // Each mail once, stage by stage, and no measurement: for code on
+        // which one mail takes minutes.
+        for (name, raw) in &mails {
+            eprintln!(
+                "hostile/{name}: {} bytes: {}",
+                raw.len(),
+                desk.stage_times(raw)
+            );
+        }
+        std::process::exit(0);
+    }
+    let mut g = c.benchmark_group("hostile");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, raw) in &mails {
+        let once = Once::new();
+        g.bench_function(*name, |b| {
+            once.call_once(|| {
+                eprintln!(
+                    "hostile/{name}: {} bytes: {}",
+                    raw.len(),
+                    desk.stage_times(raw)
+                )
+            });
+            b.iter(|| black_box(desk.run(black_box(raw), &Lookups::default())))
+        });
+    }
     g.finish();
 }
 

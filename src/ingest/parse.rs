@@ -138,6 +138,12 @@ impl ParsedMail {
 /// must not make every later stage pay for each of them.
 pub const MAX_REFERENCES: usize = 100;
 
+/// To and Cc addresses kept, each. The later stages compare every
+/// recipient with the ticket's participants and staff: with 100,000
+/// addresses in a Cc that took half a minute. A mail to more people than
+/// this is a mailing, and its participants are not worth more.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// In-Reply-To ids kept (RFC 5322 allows several; one is usual).
 pub const MAX_IN_REPLY_TO: usize = 10;
 
@@ -176,7 +182,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
         ));
     }
     let mut warnings = Vec::new();
-    let (body, body_from_html) = readable_body(&msg);
+    let (body, body_from_html, html_cut) = readable_body(&msg);
+    warnings.extend(html_cut);
     let ct = msg.content_type();
     let content_type = ct
         .map(|c| {
@@ -225,8 +232,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail, ParseFailure> {
             .take(MAX_OTHER_FROM)
             .collect(),
         reply_to: first_mailbox(msg.reply_to()),
-        to: mailboxes(msg.to()),
-        cc: mailboxes(msg.cc()),
+        to: capped_mailboxes("To", msg.to(), &mut warnings),
+        cc: capped_mailboxes("Cc", msg.cc(), &mut warnings),
         date,
         in_reply_to: first_and_last(ids(msg.in_reply_to()), MAX_IN_REPLY_TO),
         references: first_and_last(ids(msg.references()), MAX_REFERENCES),
@@ -413,12 +420,40 @@ fn mailboxes(a: Option<&Address<'_>>) -> Vec<Mailbox> {
     .unwrap_or_default()
 }
 
+/// To or Cc mailboxes, at most [`MAX_RECIPIENTS`]; a longer list gets a
+/// warning (shown on the ticket) that says how many were left out.
+fn capped_mailboxes(
+    header: &str,
+    a: Option<&Address<'_>>,
+    warnings: &mut Vec<String>,
+) -> Vec<Mailbox> {
+    let Some(a) = a else {
+        return Vec::new();
+    };
+    let mut total = 0usize;
+    let mut kept = Vec::new();
+    for m in a.iter().filter_map(|x| to_mailbox(x.name(), x.address())) {
+        total += 1;
+        if kept.len() < MAX_RECIPIENTS {
+            kept.push(m);
+        }
+    }
+    if total > kept.len() {
+        warnings.push(format!(
+            "{header}: only the first {} of {total} addresses were considered; the full header is kept in the message as received.",
+            kept.len()
+        ));
+    }
+    kept
+}
+
 fn first_mailbox(a: Option<&Address<'_>>) -> Option<Mailbox> {
     a.and_then(|a| a.iter().find_map(|x| to_mailbox(x.name(), x.address())))
 }
 
-/// The text body; HTML-only mails are converted with html2text.
-fn readable_body(msg: &Message<'_>) -> (String, bool) {
+/// The text body; HTML-only mails are converted with html2text. The third
+/// value says what of the HTML was left out of the conversion, if anything.
+fn readable_body(msg: &Message<'_>) -> (String, bool, Option<String>) {
     let mut text_parts = msg
         .text_body
         .iter()
@@ -426,24 +461,61 @@ fn readable_body(msg: &Message<'_>) -> (String, bool) {
     if let Some(first) = text_parts.next() {
         match &first.body {
             PartType::Text(t) => {
-                let mut s = t.to_string();
-                // Further inline text parts (e.g. a footer added by a list).
-                for p in text_parts {
-                    if let PartType::Text(t) = &p.body {
-                        s.push_str("\n\n");
-                        s.push_str(t);
+                // With further inline text parts (e.g. a footer added by a
+                // list), at most MAX_TEXT_BYTES of them: a text body of
+                // 50 MB is not copied whole (twice) for an article that
+                // keeps far less.
+                let further = text_parts.filter_map(|p| match &p.body {
+                    PartType::Text(t) => Some(t.as_ref()),
+                    _ => None,
+                });
+                let mut s = String::new();
+                let mut total = 0usize;
+                for t in std::iter::once(t.as_ref()).chain(further) {
+                    total = total.saturating_add(t.len());
+                    let room = MAX_TEXT_BYTES.saturating_sub(s.len());
+                    if room == 0 {
+                        continue;
                     }
+                    if !s.is_empty() {
+                        s.push_str("\n\n");
+                    }
+                    s.push_str(prefix(t, room));
                 }
-                return (normalise_newlines(&s), false);
+                let cut = (total > MAX_TEXT_BYTES).then(|| {
+                    format!(
+                        "The text body has {total} bytes; only the first {MAX_TEXT_BYTES} are the article's text (the raw message keeps all)."
+                    )
+                });
+                return (normalise_newlines(&s), false, cut);
             }
-            PartType::Html(h) => return (html_to_text(h), true),
+            PartType::Html(h) => {
+                let (text, cut) = html_to_text_bounded(h);
+                return (text, true, cut);
+            }
             _ => {}
         }
     }
     if let Some(h) = msg.body_html(0) {
-        return (html_to_text(&h), true);
+        let (text, cut) = html_to_text_bounded(&h);
+        return (text, true, cut);
     }
-    (String::new(), false)
+    (String::new(), false, None)
+}
+
+/// Bytes of plain text taken from a mail's text parts at most; the article
+/// keeps at most `[intake] max_body_bytes` of them (which may not exceed
+/// this), the raw message all.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest prefix of `t` of at most `max` bytes that ends on a
+/// character boundary.
+fn prefix(t: &str, max: usize) -> &str {
+    let mut end = max.min(t.len());
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    &t[..end]
 }
 
 fn normalise_newlines(s: &str) -> String {
@@ -454,12 +526,345 @@ fn normalise_newlines(s: &str) -> String {
     }
 }
 
+/// Bytes of HTML handed to html2text at most; the rest of a bigger HTML body
+/// is not converted (the raw message keeps all of it). html2text needs about
+/// a second per megabyte of ordinary HTML here, and far more for tables.
+pub const MAX_HTML_BYTES: usize = 256 * 1024;
+
+/// Elements open at once in the HTML handed to html2text. Deeper tags are
+/// dropped (their text is kept): html5ever and html2text spend time in
+/// proportion to the depth for every tag, so a body of nothing but nested
+/// `<div>`s was quadratic. Real mail stays far below this.
+pub const MAX_HTML_DEPTH: usize = 64;
+
+/// A tag longer than this keeps its name but loses its attributes (a
+/// `data:` image of megabytes, thousands of attributes).
+const MAX_HTML_TAG_BYTES: usize = 2048;
+
 /// Readable text from HTML: no tags, no CSS, links kept as footnotes.
+/// Only the first [`MAX_HTML_BYTES`] of the flattened HTML are converted;
+/// see [`flatten_html`].
 pub fn html_to_text(html: &str) -> String {
+    html_to_text_bounded(html).0
+}
+
+/// [`html_to_text`], and a sentence saying what was left out when the HTML
+/// was cut or flattened (for the ticket's notes).
+fn html_to_text_bounded(html: &str) -> (String, Option<String>) {
+    let flat = flatten_html(html, MAX_HTML_BYTES, MAX_HTML_DEPTH);
     let text = html2text::config::plain()
-        .string_from_read(html.as_bytes(), 100)
-        .unwrap_or_else(|_| strip_tags(html));
-    normalise_newlines(text.trim())
+        .string_from_read(flat.html.as_bytes(), 100)
+        .unwrap_or_else(|_| strip_tags(&flat.html));
+    (normalise_newlines(text.trim()), flat.note(html.len()))
+}
+
+/// HTML made safe to hand to html2text: see [`flatten_html`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlatHtml {
+    /// The HTML to convert: at most the byte limit, at most the depth limit
+    /// of open elements, no comments, scripts or style sheets.
+    pub html: String,
+    /// Tags dropped because the depth limit was reached.
+    pub dropped_tags: usize,
+    /// Bytes of the input not looked at because the byte limit was reached
+    /// (0 when all of it was).
+    pub cut_bytes: usize,
+}
+
+impl FlatHtml {
+    /// What was left out, for the ticket; None when nothing was.
+    pub fn note(&self, input_bytes: usize) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.cut_bytes > 0 {
+            parts.push(format!(
+                "only the first {} KB of {} KB of HTML were converted to text",
+                (input_bytes - self.cut_bytes) / 1024,
+                input_bytes.div_ceil(1024)
+            ));
+        }
+        if self.dropped_tags > 0 {
+            parts.push(format!(
+                "{} tags nested deeper than {} levels were ignored",
+                self.dropped_tags, MAX_HTML_DEPTH
+            ));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "HTML body: {}; the full message is kept as received.",
+                parts.join(", ")
+            )
+        })
+    }
+}
+
+/// HTML elements that never have content.
+const VOID_ELEMENTS: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta", "param",
+    "source", "track", "wbr",
+];
+
+/// Elements whose content is text up to their end tag, not markup.
+const RAW_TEXT_ELEMENTS: &[&str] = &[
+    "script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes",
+];
+
+/// Elements an end tag of another element does not close (it stays inside
+/// a table cell, as HTML's "scope" says).
+const CELL_BOUNDARY: &[&str] = &[
+    "td", "th", "table", "caption", "template", "object", "marquee", "applet", "svg", "math",
+];
+
+/// Elements an end tag of a table part does not reach beyond.
+const TABLE_BOUNDARY: &[&str] = &["table", "template", "svg", "math"];
+
+/// Tag names longer than this are no element anyone renders; such tags are
+/// dropped.
+const MAX_HTML_NAME_BYTES: usize = 32;
+
+/// For a start tag: the open elements it closes (HTML's implied end tags:
+/// a `<p>` ends an open `<p>`, an `<li>` an open `<li>` …) and the elements
+/// beyond which it does not look.
+fn implied_close(name: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    const LIST: &[&str] = &["ul", "ol", "dl", "menu", "td", "th", "table", "svg", "math"];
+    Some(match name {
+        "p" => (&["p"], CELL_BOUNDARY),
+        "li" => (&["li"], LIST),
+        "dt" | "dd" => (&["dt", "dd"], LIST),
+        "td" | "th" => (&["td", "th"], &["tr", "table", "template", "svg", "math"]),
+        "tr" => (&["tr"], TABLE_BOUNDARY),
+        "thead" | "tbody" | "tfoot" => (&["thead", "tbody", "tfoot"], TABLE_BOUNDARY),
+        "option" => (&["option"], &["select", "datalist", "svg", "math"]),
+        _ => return None,
+    })
+}
+
+/// The innermost open element named one of `names`, looking from the
+/// innermost outwards and stopping at any of `boundary`.
+fn find_open(open: &[String], names: &[&str], boundary: &[&str]) -> Option<usize> {
+    for (at, o) in open.iter().enumerate().rev() {
+        if names.contains(&o.as_str()) {
+            return Some(at);
+        }
+        if boundary.contains(&o.as_str()) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Closes the open elements from `at` on, innermost first, in the output.
+fn close_to(out: &mut String, open: &mut Vec<String>, at: usize) {
+    while open.len() > at {
+        if let Some(name) = open.pop() {
+            out.push_str("</");
+            out.push_str(&name);
+            out.push('>');
+        }
+    }
+}
+
+/// A linear pass over HTML that bounds what html2text (and html5ever under
+/// it) is given. html5ever does work in proportion to the depth of open
+/// elements for many tags, so hostile HTML (tags nested or left open by
+/// the hundred thousand) cost time quadratic in its size. The output:
+///
+/// - is balanced: every element is closed by its own end tag, in order
+///   (implied ends such as `<p>` after `<p>`, `<li>`, `<td>`, `<tr>` are
+///   written out), and end tags of nothing open are dropped, so the parser's
+///   stack of open elements (and its list of open formatting elements)
+///   follows this pass's;
+/// - has at most `max_depth` open elements: deeper start tags are dropped,
+///   their text is kept;
+/// - has no comments, scripts or style sheets; a tag longer than 2 KB keeps
+///   only its name;
+/// - stops at about `max_bytes` (plus the end tags that close it).
+pub fn flatten_html(html: &str, max_bytes: usize, max_depth: usize) -> FlatHtml {
+    let b = html.as_bytes();
+    let mut out = FlatHtml {
+        html: String::with_capacity(html.len().min(max_bytes) + 16),
+        ..Default::default()
+    };
+    // The open elements, outermost first, lower case.
+    let mut open: Vec<String> = Vec::new();
+    // How many of them are SVG or MathML (where `<x/>` is complete).
+    let mut foreign = 0usize;
+    let mut i = 0;
+    while i < b.len() && out.html.len() < max_bytes {
+        if b[i] != b'<' {
+            // Text up to the next tag, cut on a character boundary.
+            let end = b[i..]
+                .iter()
+                .position(|&c| c == b'<')
+                .map_or(b.len(), |p| i + p);
+            let pushed = push_limited(&mut out.html, &html[i..end], max_bytes);
+            i += pushed;
+            if i < end {
+                break;
+            }
+            continue;
+        }
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = find(b, i + 4, b"-->").map_or(b.len(), |p| p + 3);
+            continue;
+        }
+        let is_end = rest.get(1) == Some(&b'/');
+        let name_at = i + 1 + usize::from(is_end);
+        if !b.get(name_at).is_some_and(u8::is_ascii_alphabetic) {
+            if is_end || matches!(rest.get(1), Some(b'!' | b'?')) {
+                // A bogus comment (`<!DOCTYPE …>`, `<?xml …?>`, `</ …>`).
+                i = find(b, i + 1, b">").map_or(b.len(), |p| p + 1);
+            } else {
+                out.html.push_str("&lt;");
+                i += 1;
+            }
+            continue;
+        }
+        let name_end = b[name_at..]
+            .iter()
+            .position(|c| c.is_ascii_whitespace() || matches!(c, b'/' | b'>'))
+            .map_or(b.len(), |p| name_at + p);
+        let tag_end = tag_end(b, name_end);
+        let tag = &html[i..tag_end];
+        i = tag_end;
+        if name_end - name_at > MAX_HTML_NAME_BYTES {
+            out.dropped_tags += 1;
+            continue;
+        }
+        let name = html[name_at..name_end].to_ascii_lowercase();
+        if is_end {
+            // Close up to the innermost open element of this name (within
+            // its table cell or table); an end tag of nothing open, or of a
+            // dropped tag, is dropped.
+            let boundary = match name.as_str() {
+                "td" | "th" | "tr" | "thead" | "tbody" | "tfoot" | "caption" | "table" => {
+                    TABLE_BOUNDARY
+                }
+                _ => CELL_BOUNDARY,
+            };
+            if let Some(at) = find_open(&open, &[name.as_str()], boundary) {
+                foreign -= open[at..]
+                    .iter()
+                    .filter(|o| *o == "svg" || *o == "math")
+                    .count();
+                close_to(&mut out.html, &mut open, at);
+            }
+            continue;
+        }
+        if RAW_TEXT_ELEMENTS.contains(&name.as_str()) {
+            // Its content runs to its end tag; script and style are of no
+            // use in a text body and go entirely.
+            let close = format!("</{name}");
+            let content_end = find_ignore_case(b, i, close.as_bytes()).unwrap_or(b.len());
+            let after = find(b, content_end, b">").map_or(b.len(), |p| p + 1);
+            if name == "script" || name == "style" {
+                i = after;
+            } else if open.len() >= max_depth {
+                out.dropped_tags += 1;
+                i = after;
+            } else {
+                out.html.push_str(&short_tag(tag, &name));
+                let pushed = push_limited(&mut out.html, &html[i..content_end], max_bytes);
+                out.html.push_str(&format!("</{name}>"));
+                i = if i + pushed < content_end {
+                    i + pushed
+                } else {
+                    after
+                };
+            }
+            continue;
+        }
+        if let Some((names, boundary)) = implied_close(&name) {
+            if let Some(at) = find_open(&open, names, boundary) {
+                close_to(&mut out.html, &mut open, at);
+            }
+        }
+        let void = VOID_ELEMENTS.contains(&name.as_str()) || (foreign > 0 && tag.ends_with("/>"));
+        if !void && open.len() >= max_depth {
+            out.dropped_tags += 1;
+            continue;
+        }
+        let written = short_tag(tag, &name);
+        match written.strip_suffix("/>") {
+            // `<div/>` opens a div in HTML: written as such, so that the
+            // end tag this pass writes closes it.
+            Some(start) if !void => {
+                out.html.push_str(start);
+                out.html.push('>');
+            }
+            _ => out.html.push_str(&written),
+        }
+        if !void {
+            if name == "svg" || name == "math" {
+                foreign += 1;
+            }
+            open.push(name);
+        }
+    }
+    out.cut_bytes = b.len() - i.min(b.len());
+    close_to(&mut out.html, &mut open, 0);
+    out
+}
+
+/// Where the tag whose name ends at `from` ends (after its `>`): quoted
+/// attribute values may hold a `>`.
+fn tag_end(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    let mut after_equals = false;
+    while i < b.len() {
+        match b[i] {
+            b'>' => return i + 1,
+            b'=' => after_equals = true,
+            q @ (b'"' | b'\'') if after_equals => {
+                i = b[i + 1..]
+                    .iter()
+                    .position(|&c| c == q)
+                    .map_or(b.len(), |p| i + 1 + p);
+                after_equals = false;
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => after_equals = false,
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// The tag as written, or only its name when it is longer than
+/// [`MAX_HTML_TAG_BYTES`].
+fn short_tag<'a>(tag: &'a str, name: &str) -> std::borrow::Cow<'a, str> {
+    if tag.len() <= MAX_HTML_TAG_BYTES && tag.ends_with('>') {
+        std::borrow::Cow::Borrowed(tag)
+    } else {
+        std::borrow::Cow::Owned(format!("<{name}>"))
+    }
+}
+
+/// Appends as much of `s` as fits under `max` bytes in all; returns how
+/// many bytes of `s` that was.
+fn push_limited(out: &mut String, s: &str, max: usize) -> usize {
+    let mut n = s.len().min(max.saturating_sub(out.len()));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    out.push_str(&s[..n]);
+    n
+}
+
+/// The first position at or after `from` where `needle` starts.
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+/// [`find`] ignoring ASCII case.
+fn find_ignore_case(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+        .map(|p| from + p)
 }
 
 /// Last resort when html2text gives up: drop everything between < and >.
@@ -716,6 +1121,136 @@ mod tests {
         assert_eq!(t[0].as_str(), "r19999@x.de");
         assert_eq!(p.subject.chars().count(), MAX_SUBJECT_CHARS + 1);
         assert!(p.subject.ends_with('…'));
+    }
+
+    /// The deepest nesting of elements in (balanced) HTML.
+    fn depth(html: &str) -> usize {
+        let (mut d, mut max) = (0usize, 0usize);
+        let mut rest = html;
+        while let Some(at) = rest.find('<') {
+            rest = &rest[at + 1..];
+            if rest.starts_with('/') {
+                d = d.saturating_sub(1);
+            } else if !VOID_ELEMENTS
+                .iter()
+                .any(|v| rest.starts_with(v) && rest[v.len()..].starts_with(['>', ' ', '/']))
+            {
+                d += 1;
+                max = max.max(d);
+            }
+        }
+        max
+    }
+
+    #[test]
+    fn deeply_nested_html_is_flattened_before_conversion() {
+        let html = format!(
+            "<html><body>{}Server down{}</body></html>",
+            "<div><table><tr><td>".repeat(20_000),
+            "</td></tr></table></div>".repeat(20_000)
+        );
+        let flat = flatten_html(&html, MAX_HTML_BYTES, MAX_HTML_DEPTH);
+        assert!(depth(&flat.html) <= MAX_HTML_DEPTH, "{}", depth(&flat.html));
+        assert!(flat.dropped_tags > 70_000, "{}", flat.dropped_tags);
+        assert!(flat.html.contains("Server down"));
+        let note = flat.note(html.len()).expect("a note on what was cut");
+        assert!(note.contains("nested deeper than 64"), "{note}");
+        // Formatting left open in every paragraph: each is closed in the
+        // output, so the parser has nothing to reopen.
+        let html = (0..5000)
+            .map(|i| format!("<p><b id=\"b{i}\"><i>Punkt {i}</p>\n"))
+            .collect::<String>();
+        let flat = flatten_html(&html, usize::MAX, MAX_HTML_DEPTH);
+        assert_eq!(flat.html.matches("<b ").count(), 5000);
+        assert_eq!(flat.html.matches("</b>").count(), 5000);
+        assert_eq!(flat.html.matches("</p>").count(), 5000);
+        assert!(depth(&flat.html) <= 3, "{}", depth(&flat.html));
+        assert_eq!(flat.dropped_tags, 0);
+    }
+
+    #[test]
+    fn unclosed_and_self_closed_tags_count_as_open() {
+        // `<div/>` opens a div in HTML; `<font>` never closed stays open.
+        for open in ["<div/>", "<font color=red>", "<span>x", "<a href=x>"] {
+            let html = open.repeat(10_000);
+            let flat = flatten_html(&html, usize::MAX, MAX_HTML_DEPTH);
+            assert!(depth(&flat.html) <= MAX_HTML_DEPTH, "{open}");
+            assert!(flat.dropped_tags >= 10_000 - MAX_HTML_DEPTH, "{open}");
+        }
+        // End tags of nothing open go; scripts, styles and comments go.
+        let flat = flatten_html(
+            "</div></p><script>alert('<b>')</script><style>p{}</style><!-- <i> -->text</b>",
+            usize::MAX,
+            MAX_HTML_DEPTH,
+        );
+        assert_eq!(flat.html, "text");
+    }
+
+    #[test]
+    fn html_beyond_the_byte_limit_is_not_converted() {
+        let para = "<p>Der Drucker im zweiten Stock druckt nur leere Seiten.</p>\n";
+        let html = para.repeat(2 * MAX_HTML_BYTES / para.len());
+        let flat = flatten_html(&html, MAX_HTML_BYTES, MAX_HTML_DEPTH);
+        assert!(flat.html.len() <= MAX_HTML_BYTES + 8, "{}", flat.html.len());
+        assert!(flat.cut_bytes > html.len() / 3, "{}", flat.cut_bytes);
+        assert!(flat.html.ends_with("</p>"), "closed at the cut");
+        let raw = format!(
+            "From: a@kunde.de\r\nSubject: x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}"
+        );
+        let p = parse(raw.as_bytes()).unwrap();
+        assert!(p.body.starts_with("Der Drucker"), "{:?}", &p.body[..40]);
+        assert!(p.body.len() < MAX_HTML_BYTES, "{}", p.body.len());
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("HTML body: only the first 256 KB")),
+            "{:?}",
+            p.warnings
+        );
+        // A text cut inside a multi-byte character does not loop or split it.
+        let flat = flatten_html("<p>ääää</p>", 6, MAX_HTML_DEPTH);
+        assert_eq!(flat.html, "<p>ä</p>");
+        assert!(flat.cut_bytes > 0);
+    }
+
+    #[test]
+    fn ordinary_html_converts_as_before() {
+        // Sloppy but ordinary HTML (unclosed <p>, <li>, <td>, comments,
+        // entities, links): flattening must not change what html2text makes
+        // of it.
+        let html = "<!DOCTYPE html><html><head><title>t</title><style>td{}</style></head><body>\
+            <p>Hallo,<p>der <b>Server</b> &amp; der Drucker<br>sind down.\
+            <ul><li>eins<li>zwei<li><a href=\"https://x.example/a?b=1&amp;c=2\">Link</a></ul>\
+            <table><tr><td>Host<td>srv01<tr><td>State<td>DOWN</table>\
+            <!-- comment --><blockquote>zitiert <i>kursiv</blockquote><div/>Ende</body></html>";
+        let direct = html2text::config::plain()
+            .string_from_read(html.as_bytes(), 100)
+            .unwrap();
+        let (text, note) = html_to_text_bounded(html);
+        assert_eq!(text, normalise_newlines(direct.trim()));
+        assert_eq!(note, None);
+    }
+
+    #[test]
+    fn long_recipient_lists_are_capped_with_a_warning() {
+        let cc = (0..1000)
+            .map(|i| format!("p{i}@kunde.de"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let raw = format!(
+            "From: a@kunde.de\r\nTo: support@example.com\r\nCc: {cc}\r\nSubject: x\r\n\r\nhi\r\n"
+        );
+        let p = parse(raw.as_bytes()).unwrap();
+        assert_eq!(p.cc.len(), MAX_RECIPIENTS);
+        assert_eq!(p.cc[0].address, "p0@kunde.de");
+        assert_eq!(p.to.len(), 1);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.starts_with("Cc: only the first 100 of 1000 addresses")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]
