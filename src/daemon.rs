@@ -94,8 +94,7 @@ pub async fn run(
             store.clone(),
             md,
             wake.clone(),
-            cfg.intake.batch_size,
-            cfg.intake.max_message_bytes,
+            cfg.intake.clone(),
             Some(metrics.clone()),
             stop_rx.clone(),
         ));
@@ -301,15 +300,15 @@ fn delivers(ev: &notify::Event) -> bool {
 
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
 /// periodic rescan as a safety net) and acknowledges each after its commit.
-/// With `metrics`, each decision and its latency (file time to commit) are
+/// Takes at most `limits.batch_size` files per transaction and leaves files
+/// over `limits.max_message_bytes` in `new/`. With `metrics`, each decision and its latency (file time to commit) are
 /// recorded as source `maildir`.
 async fn watch_maildir(
     intake: Arc<Intake>,
     store: Store,
     md: Maildir,
     wake_outbox: Arc<Wake>,
-    batch: usize,
-    max_bytes: u64,
+    limits: crate::config::IntakeConfig,
     metrics: Option<Arc<Metrics>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -342,7 +341,7 @@ async fn watch_maildir(
         if *shutdown.borrow() {
             return;
         }
-        let files = match md.pending(batch, |p| too_big.contains(p)) {
+        let files = match md.pending(limits.batch_size, |p| too_big.contains(p)) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(maildir = %md.root().display(), error = %e, "cannot list new/");
@@ -354,7 +353,7 @@ async fn watch_maildir(
             let mut paths = Vec::with_capacity(files.len());
             let mut arrived = Vec::with_capacity(files.len());
             for f in files {
-                match crate::sources::read_file(&f, max_bytes) {
+                match crate::sources::read_file(&f, limits.max_message_bytes) {
                     Ok(raw) => {
                         // The delivery wrote the file, then renamed it into new/.
                         arrived.push(

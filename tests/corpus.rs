@@ -149,18 +149,19 @@ fn action_name(r: &Result<Outcome, String>) -> &'static str {
 /// The raw bytes kept for a message with this SHA-256: the `messages` row,
 /// or for a second delivery with other bytes, its `duplicates` row.
 async fn raw_kept(store: &Store, sha256: &str) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = sqlx::query_scalar("SELECT raw FROM messages WHERE sha256 = ?")
-        .bind(sha256)
-        .fetch_all(store.pool())
-        .await
-        .expect("select messages.raw");
-    let dup: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT raw FROM duplicates WHERE sha256 = ? AND raw IS NOT NULL")
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    if let Some(raw) = store.raw_by_sha256(sha256).await.expect("raw message") {
+        out.push(raw);
+    }
+    let dups: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM duplicates WHERE sha256 = ? AND raw IS NOT NULL")
             .bind(sha256)
             .fetch_all(store.pool())
             .await
-            .expect("select duplicates.raw");
-    out.extend(dup);
+            .expect("select duplicates");
+    for id in dups {
+        out.extend(store.raw_duplicate(id).await.expect("raw duplicate"));
+    }
     out
 }
 

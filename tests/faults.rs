@@ -552,3 +552,68 @@ fn run_leaves_a_too_big_maildir_file_and_takes_the_next() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log.matches("not taken: left in new/").count(), 1, "{log}");
 }
+
+/// A message of several MiB is kept byte for byte (its first MiB inline,
+/// the rest in pieces), and so is a second delivery of it with other bytes.
+#[tokio::test]
+async fn a_big_message_is_kept_whole_in_pieces() {
+    let env = env().await;
+    let big = mail(7, 3 * 1024 * 1024 + 12_345);
+    let out = ingest(&env, vec![big.clone()]).await;
+    let o = out[0].as_ref().unwrap();
+    assert_eq!(o.action, Action::Created);
+    let kept = env.store.raw_by_sha256(&o.sha256).await.unwrap().unwrap();
+    assert!(kept == big, "{} bytes kept of {}", kept.len(), big.len());
+    let pieces: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM raw_chunks")
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(pieces, 3);
+    // The same mail through another relay: a duplicate, its bytes kept.
+    let mut relayed = b"Received: from relay.example\r\n".to_vec();
+    relayed.extend_from_slice(&big);
+    let out = ingest(&env, vec![relayed.clone()]).await;
+    assert_eq!(out[0].as_ref().unwrap().action, Action::Duplicate);
+    let id: i64 = sqlx::query_scalar("SELECT id FROM duplicates")
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    assert!(env.store.raw_duplicate(id).await.unwrap().unwrap() == relayed);
+    // An attachment of several MiB: decoded and kept whole, in pieces too.
+    let content: Vec<u8> = (0..2_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let b64 = {
+        use std::fmt::Write as _;
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for (n, c) in content.chunks(3).enumerate() {
+            let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+            let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+                let ch = if k > c.len() {
+                    '='
+                } else {
+                    T[(v >> shift) as usize & 63] as char
+                };
+                out.push(ch);
+            }
+            if n % 19 == 18 {
+                let _ = write!(out, "\r\n");
+            }
+        }
+        out
+    };
+    let with_file = format!("From: Anna <anna@kunde.example>\r\nTo: support@example.com\r\nSubject: Dump\r\nMessage-ID: <dump@kunde.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nanbei\r\n--b\r\nContent-Type: application/octet-stream; name=\"dump.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n");
+    let out = ingest(&env, vec![with_file.into_bytes()]).await;
+    assert_eq!(out[0].as_ref().unwrap().action, Action::Created);
+    let id: i64 = sqlx::query_scalar("SELECT id FROM attachments WHERE filename = 'dump.bin'")
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    let kept = env.store.attachment_content(id).await.unwrap().unwrap();
+    assert!(
+        kept == content,
+        "{} bytes kept of {}",
+        kept.len(),
+        content.len()
+    );
+}

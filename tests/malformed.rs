@@ -366,11 +366,7 @@ async fn ingest(env: &Env, name: &str, raw: &[u8]) -> (Outcome, Duration) {
 }
 
 async fn raw_kept(store: &Store, sha256: &str) -> Option<Vec<u8>> {
-    sqlx::query_scalar("SELECT raw FROM messages WHERE sha256 = ?")
-        .bind(sha256)
-        .fetch_optional(store.pool())
-        .await
-        .expect("select messages.raw")
+    store.raw_by_sha256(sha256).await.expect("raw message")
 }
 
 async fn ticket(store: &Store, o: &Outcome, name: &str) -> TicketView {

@@ -845,7 +845,7 @@ pub async fn claim(
         s.arg(m.message_id.map(|i| i.as_str())),
         s.arg(m.sha256),
         s.arg(m.raw.len() as i64),
-        s.arg(m.raw),
+        s.arg(inline_part(m.raw)),
         s.arg(m.source),
         s.arg(now),
     );
@@ -916,6 +916,7 @@ pub async fn claim(
     let Some(claimed) = rows.iter().find(|r| label(r) == "claim") else {
         return duplicate(conn, m, now).await;
     };
+    store_chunks(conn, "message", claimed.try_get(1)?, m.raw).await?;
     let mut next = NextIds::default();
     let mut auto = 0i64;
     let mut cases = 0i64;
@@ -997,6 +998,41 @@ fn incident_from(
 
 /// At most 50 of `items` as text: a References header of thousands of ids
 /// must not become thousands of parameters.
+/// Raw bytes kept inline in a row (`messages.raw`, `duplicates.raw`); the
+/// rest of a bigger message goes into `raw_chunks` in pieces of this size,
+/// so that no copy the driver or SQLite makes is bigger than one piece.
+pub const RAW_CHUNK: usize = 1024 * 1024;
+
+/// An article's attachments over one piece: the article's id and, for each,
+/// its position among the article's attachments and its content.
+type Pieced<'a> = (i64, Vec<(usize, &'a [u8])>);
+
+/// The inline part of a raw message: its first [`RAW_CHUNK`] bytes.
+fn inline_part(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(RAW_CHUNK)]
+}
+
+/// Stores what [`inline_part`] leaves out as `raw_chunks` rows 1, 2, … of
+/// row `row_id` of `kind` (`message` or `duplicate`). Nothing for a
+/// message of one piece: the usual mail costs no extra statement.
+async fn store_chunks(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    row_id: i64,
+    raw: &[u8],
+) -> Result<(), StoreError> {
+    for (seq, piece) in raw.chunks(RAW_CHUNK).enumerate().skip(1) {
+        sqlx::query("INSERT INTO raw_chunks (kind, row_id, seq, data) VALUES ($1, $2, $3, $4)")
+            .bind(kind)
+            .bind(row_id)
+            .bind(seq as i64)
+            .bind(piece)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 fn keys_of<T>(items: &[T], text: impl Fn(&T) -> &str) -> Vec<&str> {
     items.iter().take(50).map(text).collect()
 }
@@ -1019,16 +1055,19 @@ async fn duplicate(
     let number: Option<String> = orig.try_get(2)?;
     let severity: Option<i64> = orig.try_get(3)?;
     let raw = (orig_sha != m.sha256).then_some(m.raw);
-    sqlx::query(
-        "INSERT INTO duplicates (original_id, sha256, raw, source, received_at) VALUES ($1, $2, $3, $4, $5)",
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO duplicates (original_id, sha256, raw, source, received_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(orig_id)
     .bind(m.sha256)
-    .bind(raw)
+    .bind(raw.map(inline_part))
     .bind(m.source)
     .bind(now)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if let Some(raw) = raw {
+        store_chunks(conn, "duplicate", id, raw).await?;
+    }
     Ok(Claim::Duplicate {
         ticket: number.map(TicketNumber),
         severity: severity.and_then(|s| Severity::try_from(s).ok()),
@@ -1533,6 +1572,9 @@ pub async fn apply(
 
     // A repeated alert only counts: no article of its own.
     let quiet = matches!(d.target, Target::Existing { quiet: true, .. });
+    // Attachments over one piece: their inline part goes in with the rest,
+    // the other pieces after it (by the article and their order).
+    let mut pieced: Option<Pieced<'_>> = None;
     if let Some(tid) = ticket_id.filter(|_| !quiet) {
         let plan = inbound_plan(mail, limits);
         notes.extend(plan.2.iter().cloned());
@@ -1568,11 +1610,21 @@ pub async fn apply(
                     s.arg(a.content_type.as_str()),
                     s.arg(a.content.len() as i64),
                     s.arg(sha256_hex(&a.content)),
-                    s.arg(a.content.as_slice()),
+                    s.arg(inline_part(&a.content)),
                 );
                 format!("({id}, {f}, {ct}, {sz}, {sh}, {c})")
             },
         );
+        let big: Vec<(usize, &[u8])> = plan
+            .1
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.content.len() > RAW_CHUNK)
+            .map(|(i, a)| (i, a.content.as_slice()))
+            .collect();
+        if !big.is_empty() {
+            pieced = Some((inbound, big));
+        }
         let mut ids = Vec::with_capacity(1 + outgoing.len());
         if let Some(id) = &mail.message_id {
             ids.push(id.as_str());
@@ -1604,6 +1656,19 @@ pub async fn apply(
     ));
     s.end();
     let rows = s.run(conn).await?;
+    if let Some((article, big)) = pieced {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = $1 ORDER BY id")
+                .bind(article)
+                .fetch_all(&mut *conn)
+                .await?;
+        for (i, content) in big {
+            let id = ids.get(i).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("attachment {i} of article {article} not written"))
+            })?;
+            store_chunks(conn, "attachment", id, content).await?;
+        }
+    }
     let severity = match severity {
         Some(sev) => Some(sev),
         None => rows
@@ -1964,12 +2029,73 @@ impl Store {
             .collect()
     }
 
-    /// The raw bytes of a stored message.
+    /// The raw bytes of a stored message, whole (its inline part and its
+    /// `raw_chunks`).
     pub async fn raw_message(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT raw FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.raw_of("message", id).await
+    }
+
+    /// The raw bytes of a recorded duplicate delivery, when they differed
+    /// from the first one's.
+    pub async fn raw_duplicate(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_of("duplicate", id).await
+    }
+
+    /// The decoded content of a stored attachment, whole.
+    pub async fn attachment_content(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.raw_of("attachment", id).await
+    }
+
+    /// The raw bytes of the stored message with this SHA-256 (of the whole
+    /// raw message), if any.
+    pub async fn raw_by_sha256(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = $1 ORDER BY id LIMIT 1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+        match id {
+            Some(id) => self.raw_message(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn raw_of(&self, kind: &str, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = match kind {
+            "message" => "SELECT raw, size FROM messages WHERE id = $1",
+            "attachment" => "SELECT content, size FROM attachments WHERE id = $1",
+            _ => "SELECT raw, NULL FROM duplicates WHERE id = $1",
+        };
+        let Some((inline, size)): Option<(Option<Vec<u8>>, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let Some(mut raw) = inline else {
+            return Ok(None);
+        };
+        if raw.len() < RAW_CHUNK {
+            return Ok(Some(raw));
+        }
+        raw.reserve(
+            usize::try_from(size.unwrap_or(0))
+                .unwrap_or(0)
+                .saturating_sub(raw.len()),
+        );
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT data FROM raw_chunks WHERE kind = $1 AND row_id = $2 ORDER BY seq",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch(&self.pool);
+        use futures_util::TryStreamExt as _;
+        while let Some(piece) = rows.try_next().await? {
+            raw.extend_from_slice(&piece);
+        }
+        Ok(Some(raw))
     }
 
     /// Claims up to `limit` due mails (queued, due now, or `sending` whose
