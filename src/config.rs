@@ -805,6 +805,19 @@ impl HttpConfig {
         })
     }
 
+    /// A warning when the endpoint listens beyond loopback: it has no
+    /// authentication, so anyone who reaches the port sees the metrics
+    /// (mailbox names, queue sizes). `None` for loopback or disabled.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let addr = self.listen_addr().ok().flatten()?;
+        (!addr.ip().is_loopback()).then(|| {
+            format!(
+                "http.listen = {:?} is not a loopback address: /healthz and /metrics have no authentication and answer anyone who reaches {addr}; keep it on 127.0.0.1 or put a firewall or an authenticating proxy in front",
+                self.listen
+            )
+        })
+    }
+
     /// How long a mailbox may go without a successful sync.
     pub fn max_sync_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.max_sync_age_seconds)
@@ -904,6 +917,12 @@ impl Config {
                 crate::sources::MAX_MESSAGE_BYTES
             )));
         }
+        if self.intake.max_body_bytes > crate::ingest::parse::MAX_TEXT_BYTES {
+            return Err(bad(format!(
+                "intake.max_body_bytes must be at most {} (the text taken from a mail)",
+                crate::ingest::parse::MAX_TEXT_BYTES
+            )));
+        }
         if self.intake.batch_size == 0 {
             return Err(bad("intake.batch_size must be at least 1".into()));
         }
@@ -918,6 +937,13 @@ impl Config {
         }
         if self.outbound.transport == Transport::Smtp && self.outbound.smtp.host.is_empty() {
             return Err(bad("outbound.smtp.host is empty".into()));
+        }
+        // Mail and the AUTH password would cross the network in clear text.
+        if self.outbound.smtp.tls == SmtpTls::None && !is_loopback(&self.outbound.smtp.host) {
+            return Err(bad(format!(
+                "outbound.smtp.tls = \"none\" is only allowed for a relay on loopback (127.0.0.1, ::1, localhost), not {:?}: use tls = \"starttls\" or \"tls\"",
+                self.outbound.smtp.host
+            )));
         }
         let mut names = std::collections::HashSet::new();
         for m in &self.imap {
@@ -1125,6 +1151,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("c.toml: http.listen:"), "{err}");
+    }
+
+    #[test]
+    fn plain_smtp_is_refused_beyond_loopback() {
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            let text = format!("[outbound.smtp]\nhost = \"{host}\"\ntls = \"none\"\n");
+            assert!(
+                Config::parse_str(&text, Path::new("c.toml")).is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["mail.example.com", "192.0.2.7", "0.0.0.0"] {
+            let text = format!(
+                "[outbound]\ntransport = \"smtp\"\n[outbound.smtp]\nhost = \"{host}\"\ntls = \"none\"\n"
+            );
+            let err = Config::parse_str(&text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("c.toml: outbound.smtp.tls = \"none\"") && err.contains(host),
+                "{err}"
+            );
+        }
+        // The default relay is 127.0.0.1 without TLS, and TLS to anywhere is fine.
+        assert!(Config::parse_str("", Path::new("c.toml")).is_ok());
+        assert!(Config::parse_str(
+            "[outbound.smtp]\nhost = \"mail.example.com\"\ntls = \"starttls\"\n",
+            Path::new("c.toml")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn http_beyond_loopback_is_warned_about() {
+        let warning = |listen: &str| {
+            Config::parse_str(
+                &format!("[http]\nlisten = \"{listen}\"\n"),
+                Path::new("c.toml"),
+            )
+            .unwrap()
+            .http
+            .exposure_warning()
+        };
+        assert_eq!(warning("127.0.0.1:9187"), None);
+        assert_eq!(warning("[::1]:9187"), None);
+        assert_eq!(warning(""), None);
+        for listen in ["0.0.0.0:9187", "[::]:9187", "192.0.2.7:9187"] {
+            let w = warning(listen).expect(listen);
+            assert!(
+                w.contains("http.listen") && w.contains("no authentication"),
+                "{w}"
+            );
+        }
     }
 
     #[test]

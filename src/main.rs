@@ -801,6 +801,9 @@ async fn dispatch(
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
+            if let Some(w) = cfg.http.exposure_warning() {
+                tracing::warn!("{w}");
+            }
             let (data, store) = open(&cfg, data_dir, 4).await?;
             let intake = Arc::new(intake(&cfg, &data)?);
             ticketd::daemon::run(cfg, data, store, intake).await?;
@@ -873,6 +876,9 @@ async fn dispatch(
             } else {
                 "Discord off".into()
             };
+            if let Some(w) = cfg.http.exposure_warning() {
+                eprintln!("warning: {w}");
+            }
             if cfg.discord.enabled && cfg.discord.staff_roles.is_empty() {
                 eprintln!(
                     "warning: discord.staff_roles is empty: nobody can act on tickets in Discord"

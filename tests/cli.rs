@@ -229,11 +229,13 @@ fn reply_by_reference_and_by_tag_land_on_the_ticket() {
         (r["action"].as_str(), r["ticket"].as_str()),
         (Some("appended"), Some(n.as_str()))
     );
-    // A colleague's reply to the customer's own first mail (References only).
+    // A colleague's reply to the customer's own first mail (References
+    // only): the colleague shares the requester's domain. (A stranger with
+    // that Message-ID gets a ticket of his own: tests/faults.rs.)
     let r = d.ingest(&mail(
-        "chef@other.de",
+        "chef@kunde.de",
         "Re: Drucker",
-        "p3@other.de",
+        "p3@kunde.de",
         "References: <p1@kunde.de>\r\n",
         "Ich auch",
     ));
@@ -744,6 +746,32 @@ fn run_refuses_broken_templates_and_sighup_keeps_the_old_set() {
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn check_config_refuses_plain_smtp_abroad_and_warns_of_open_http() {
+    let d = Desk::new();
+    let cfg = write_config(
+        d.dir.path(),
+        "[outbound]\ntransport = \"smtp\"\n[outbound.smtp]\nhost = \"mail.example.com\"\nport = 25\ntls = \"none\"\n",
+    );
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("outbound.smtp.tls") && err.contains("loopback"),
+        "{err}"
+    );
+    let cfg = write_config(d.dir.path(), "[http]\nlisten = \"0.0.0.0:9187\"\n");
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: http.listen") && l.contains("no authentication")),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("configuration ok"));
 }
 
 #[test]
