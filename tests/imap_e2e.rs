@@ -708,6 +708,43 @@ async fn polling_without_idle_a_bad_message_is_quarantined_and_does_not_block() 
     assert_eq!(desk.stop(), Some(0));
 }
 
+/// A message over `[intake] max_message_bytes` stays in the INBOX, untaken
+/// and unflagged, is told once, and the mail after it is taken as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_stays_in_the_folder() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(
+        &stack,
+        Tls::Plain,
+        false,
+        "idle = false\npoll_seconds = 1\n[intake]\nmax_message_bytes = 65536\n",
+    );
+    desk.start();
+    let mut big = customer_mail(ALICE, 1, "Logs");
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    big.extend_from_slice(b"\r\n");
+    stack.append(SUPPORT, "INBOX", big).await;
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 2, "Scanner broken"))
+        .await;
+    until(Duration::from_secs(30), "the small mail's ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    count_until(&stack, SUPPORT, "Processed", 1, Duration::from_secs(10)).await;
+    // Two more polls: the big one is neither taken nor moved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    count_until(&stack, SUPPORT, "INBOX", 1, Duration::from_secs(10)).await;
+    assert_eq!(desk.tickets().len(), 1);
+    let log = desk.log();
+    assert_eq!(
+        log.matches("not taken, left in the folder").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(desk.stop(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_uidvalidity_rereads_the_folder_and_seen_flags_hide_nothing() {
     let stack = MailStack::start();

@@ -91,6 +91,11 @@ pub struct ImapSource {
     password_file: Option<PathBuf>,
     tls: Option<tokio_rustls::TlsConnector>,
     defaults: SourceDefaults,
+    /// `[intake] max_message_bytes`: bigger messages stay in the folder.
+    max_bytes: u64,
+    /// Messages (UIDVALIDITY, UID) found too big, told once and never
+    /// moved by this process.
+    too_big: std::sync::Mutex<BTreeSet<(u32, u32)>>,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -135,6 +140,8 @@ impl ImapSource {
             }
         };
         Ok(ImapSource {
+            max_bytes: cfg.intake.max_message_bytes,
+            too_big: std::sync::Mutex::default(),
             cfg: m.clone(),
             label,
             password_file: m.password_file.as_ref().map(|f| cfg.resolve(f)),
@@ -426,10 +433,16 @@ impl Ctx<'_> {
             let found = timed("UID SEARCH", session.uid_search(&query)).await?;
             let mut leftover: Vec<u32> = Vec::new();
             let mut fresh: Vec<u32> = Vec::new();
+            let skipped = self
+                .src
+                .too_big
+                .lock()
+                .map(|t| t.clone())
+                .unwrap_or_default();
             for u in found {
                 if u > last {
                     fresh.push(u);
-                } else if moving {
+                } else if moving && !skipped.contains(&(validity, u)) {
                     leftover.push(u);
                 }
             }
@@ -445,7 +458,10 @@ impl Ctx<'_> {
             fresh.truncate(m.batch_size);
             let fetched = timed("UID FETCH", async {
                 session
-                    .uid_fetch(uid_set(&fresh), "(UID INTERNALDATE BODY.PEEK[])")
+                    .uid_fetch(
+                        uid_set(&fresh),
+                        "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])",
+                    )
                     .await?
                     .try_collect::<Vec<_>>()
                     .await
@@ -460,6 +476,27 @@ impl Ctx<'_> {
                     continue;
                 };
                 if uid <= last || uids.contains(&uid) {
+                    continue;
+                }
+                let size = f.size.map_or(body.len() as u64, u64::from);
+                if size > self.src.max_bytes {
+                    // Too big to take: it stays in the folder, unflagged
+                    // (the cursor passes it as if it were gone).
+                    let new = self
+                        .src
+                        .too_big
+                        .lock()
+                        .map(|mut t| t.insert((validity, uid)))
+                        .unwrap_or(false);
+                    if new {
+                        tracing::error!(
+                            mailbox = %label,
+                            uid,
+                            size,
+                            limit = self.src.max_bytes,
+                            "message larger than [intake] max_message_bytes: not taken, left in the folder"
+                        );
+                    }
                     continue;
                 }
                 uids.push(uid);
