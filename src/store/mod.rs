@@ -468,6 +468,18 @@ impl Store {
             // messages (≈ 14 KB of pages each) stays in memory until its
             // commit instead of spilling to the WAL and being read back.
             .pragma("cache_size", "-32768");
+        // A new database file is set to WAL by its first connection, and
+        // processes doing that at once get "database is locked" at once
+        // (SQLite does not wait for a journal mode change): the first
+        // connection to a file that is not there yet is made under the
+        // migration lock. An existing database costs no lock.
+        let path = opts.get_filename().to_path_buf();
+        let is_new = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let _lock = if is_new {
+            lock_beside(&path).await?
+        } else {
+            None
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
@@ -513,28 +525,7 @@ impl Store {
     /// An exclusive lock on `<database>-migrate.lock` beside the database
     /// file, held while migrations run (none for an in-memory database).
     async fn migration_lock(&self) -> Result<Option<std::fs::File>, StoreError> {
-        let db = self.pool.connect_options().get_filename().to_path_buf();
-        if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
-            return Ok(None);
-        }
-        let mut name = db.clone().into_os_string();
-        name.push("-migrate.lock");
-        let path = std::path::PathBuf::from(name);
-        let shown = path.display().to_string();
-        let locked = tokio::task::spawn_blocking(move || {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            f.lock()?;
-            Ok::<_, std::io::Error>(f)
-        })
-        .await
-        .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))?;
-        locked
-            .map(Some)
-            .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))
+        lock_beside(self.pool.connect_options().get_filename()).await
     }
 
     /// Begins a write transaction, taking the write lock at once so that the
@@ -565,6 +556,32 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// An exclusive lock on `<db>-migrate.lock` beside the database file `db`
+/// (none for an in-memory database), taken without blocking the runtime.
+async fn lock_beside(db: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
+        return Ok(None);
+    }
+    let mut name = db.as_os_str().to_owned();
+    name.push("-migrate.lock");
+    let path = std::path::PathBuf::from(name);
+    let shown = path.display().to_string();
+    let locked = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        f.lock()?;
+        Ok::<_, std::io::Error>(f)
+    })
+    .await
+    .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))?;
+    locked
+        .map(Some)
+        .map_err(|e| StoreError::Io(format!("cannot lock {shown}: {e}")))
 }
 
 /// Several SQL statements sent to SQLite in one call, sharing one list of
