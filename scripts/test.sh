@@ -5,7 +5,8 @@
 # Needs the Rust toolchain on a fresh Debian machine; installs the mail
 # server packages when they are missing (as root) and starts the servers on
 # loopback ports in temp directories. The corpus tests read ../shared/corpus
-# (or $TICKETD_CORPUS) and say SKIPPED when it is absent.
+# (or $TICKETD_CORPUS) and say SKIPPED when it is absent; the fuzz run
+# (tests/fuzz.rs) takes them as seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,10 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --all-targets 2>&1 | tee "$log"
+# tests/fuzz.rs mutates the corpus and fixtures for a bounded time (20 s by
+# default); here it gets 150 s of the debug build that is built anyway. A
+# failure prints TICKETD_FUZZ_SEED=… to repeat it.
+TICKETD_FUZZ_SECS="${TICKETD_FUZZ_SECS:-150}" cargo test --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo's own last line is that of
