@@ -779,7 +779,7 @@ fn save_failure(seed: u64, round: u64, raw: &[u8]) -> String {
 /// the pipeline keeps a few copies of a message (raw, parsed, decoded
 /// parts, the text of its HTML), never dozens.
 fn memory_allowance_mib(bytes: usize) -> u64 {
-    (16 * bytes as u64 >> 20) + 128
+    ((16 * bytes as u64) >> 20) + 128
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in MiB.
