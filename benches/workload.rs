@@ -1332,8 +1332,10 @@ fn reply_mail(
     original_id: &str,
 ) -> Mail {
     let p = &original.person;
-    // Mostly the customer; sometimes a colleague from the same company
-    // (threading by Message-ID does not care who writes).
+    // Mostly the customer; sometimes a colleague from the same company. A
+    // reply found only by the customer's Message-ID is taken from the
+    // requester's domain, not from a stranger (the first name is drawn all
+    // the same, so the rest of the workload stays as it was).
     let (name, address) = if rng.chance(85) {
         (p.name(), p.address.clone())
     } else {
@@ -1342,10 +1344,14 @@ fn reply_mail(
         } else {
             rng.pick(EN_FIRST)
         };
-        (
-            format!("{first} {}", p.last),
-            format!("{}.team@{}", ascii_slug(first), p.domain),
-        )
+        if FREEMAIL.contains(&p.domain.as_str()) {
+            (p.name(), p.address.clone())
+        } else {
+            (
+                format!("{first} {}", p.last),
+                format!("{}.team@{}", ascii_slug(first), p.domain),
+            )
+        }
     };
     let subject = format!("Re: {}", original.subject);
     let encoded_subject = !subject.is_ascii();
