@@ -227,6 +227,38 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / hz
 }
 
+/// `ticketd run` with `cfg` on `data`, its log into `log`.
+fn run_daemon(
+    cfg: &std::path::Path,
+    data: &std::path::Path,
+    log: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+        .arg("--config")
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("run")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to 30 s for `done`; fails with `what` and the daemon's log.
+fn wait_until(log: &std::path::Path, what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The guard for an idle daemon: `ticketd run` on the default setup (the
 /// data directory's Maildir watched, the outbox, timers, the socket) uses
 /// under 0.1 CPU-s in 10 s with nothing to do. Before, the Maildir watcher
@@ -239,29 +271,12 @@ fn an_idle_daemon_idles() {
     let cfg = dir.path().join("ticketd.toml");
     std::fs::write(&cfg, "[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let log = dir.path().join("run.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("watching")
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "never started: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut child = run_daemon(&cfg, &dir.path().join("data"), &log);
+    wait_until(&log, "never started", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("watching")
+    });
     // Start-up (migrations, rules) is done after a second.
     std::thread::sleep(std::time::Duration::from_secs(1));
     let before = cpu_seconds(child.id());
@@ -526,25 +541,10 @@ fn run_leaves_a_too_big_maildir_file_and_takes_the_next() {
     std::fs::write(new.join("1.big"), mail(1, 70_000)).unwrap();
     std::fs::write(new.join("2.small"), mail(2, 1_000)).unwrap();
     let log = dir.path().join("run.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while new.join("2.small").exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the small mail was not taken: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut child = run_daemon(&cfg, &data, &log);
+    wait_until(&log, "the small mail was not taken", || {
+        !new.join("2.small").exists()
+    });
     std::thread::sleep(std::time::Duration::from_millis(500));
     let _ = child.kill();
     let _ = child.wait();
