@@ -249,7 +249,11 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         b = b.reply_to(mailbox(r.name.as_deref(), &r.address)?);
     }
     let msg = match c.attach {
-        None => b.header(ContentType::TEXT_PLAIN).body(body.clone()),
+        // lettre adds MIME-Version for multipart only.
+        None => b
+            .header(lettre::message::header::MIME_VERSION_1_0)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body.clone()),
         Some(raw) => b.multipart(
             MultiPart::mixed()
                 .singlepart(
@@ -316,6 +320,9 @@ mod tests {
         assert!(raw.contains("In-Reply-To: <orig@kunde.de>\r\n"));
         assert!(raw.contains("References: <orig@kunde.de>\r\n"));
         assert!(raw.contains("Message-ID: <td.10001.abc.def@example.com>\r\n"));
+        // A single part mail declares MIME too (RFC 2045 §4): its
+        // Content-Type and charset mean nothing without it.
+        assert_eq!(raw.matches("MIME-Version: 1.0\r\n").count(), 1, "{raw}");
         assert!(!raw.lines().any(|l| l.starts_with("Bcc:")), "{raw}");
         assert!(o.subject.starts_with("[Ticket#10001]"));
         let parsed = crate::ingest::parse::parse(&o.raw).unwrap();
