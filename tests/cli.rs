@@ -1147,6 +1147,21 @@ fn ingest_hands_over_to_a_running_daemon_and_falls_back_without_one() {
         ))["action"],
         "duplicate"
     );
+    // A second run is refused, and its probe of the socket is no message:
+    // nothing quarantined (issue 14, item 8: an empty message was).
+    let o = d.run(&["--config", &cfg, "run"], None);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another ticketd run"),
+        "{o:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let q = d.json(&["quarantine", "list", "--json"]);
+    assert_eq!(q.as_array().map(Vec::len), Some(0), "{q}");
+    // Empty input is no probe either: stored (quarantined) by ingest itself.
+    let o = d.run(&["ingest"], Some(b""));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["action"], "quarantined");
     // Garbage through the socket is quarantined by the daemon, exit 0.
     let o = d.run(&["ingest"], Some(&[0xffu8, 0, 1]));
     assert_eq!(o.status.code(), Some(0));
@@ -1179,7 +1194,9 @@ fn ingest_hands_over_to_a_running_daemon_and_falls_back_without_one() {
             .await
             .unwrap()
     });
-    assert_eq!(sources, vec!["pipe", "pipe", "stdin"]);
+    // The first mail and the garbage by the daemon; the empty input and
+    // --direct in-process.
+    assert_eq!(sources, vec!["pipe", "stdin", "pipe", "stdin"]);
     // Without a daemon (a stale socket file left behind): stored in-process.
     std::fs::write(&sock, "").unwrap();
     let r = d.ingest(&mail("c@kunde.de", "Ohne Daemon", "s3@kunde.de", "", "x"));

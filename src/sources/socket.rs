@@ -37,6 +37,11 @@ pub enum Handed {
 
 /// Client side: hands one message to a running daemon, if there is one.
 pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
+    // Empty input is stored (quarantined) by the caller itself: to the
+    // daemon, a connection that sends nothing is a probe, not a message.
+    if raw.is_empty() {
+        return Handed::NoDaemon;
+    }
     let path = data_dir.join(SOCKET_FILE);
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
         return Handed::NoDaemon;
@@ -135,6 +140,11 @@ async fn handle(
     let mut raw = Vec::new();
     let limit = super::MAX_MESSAGE_BYTES;
     (&mut stream).take(limit + 1).read_to_end(&mut raw).await?;
+    if raw.is_empty() {
+        // A probe (a second `run` checking whether this one is up, a
+        // monitoring check), never a message: `hand_over` sends none empty.
+        return Ok(());
+    }
     let reply = if raw.len() as u64 > limit {
         error_line(&format!("message larger than {limit} bytes"))
     } else {
