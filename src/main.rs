@@ -564,7 +564,7 @@ async fn dispatch(
                         Some(t) => t,
                         None => {
                             let raw =
-                                ticketd::sources::read_stdin(cfg.intake.max_body_bytes as u64)
+                                ticketd::sources::read_stdin(cfg.intake.max_message_bytes)
                                     .context("cannot read the reply from stdin")?;
                             String::from_utf8(raw)
                                 .map_err(|_| anyhow!("the reply on stdin is not UTF-8"))?
