@@ -563,9 +563,8 @@ async fn dispatch(
                     let text = match text {
                         Some(t) => t,
                         None => {
-                            let raw =
-                                ticketd::sources::read_stdin(cfg.intake.max_message_bytes)
-                                    .context("cannot read the reply from stdin")?;
+                            let raw = ticketd::sources::read_stdin(cfg.intake.max_message_bytes)
+                                .context("cannot read the reply from stdin")?;
                             String::from_utf8(raw)
                                 .map_err(|_| anyhow!("the reply on stdin is not UTF-8"))?
                         }
