@@ -301,8 +301,8 @@ fn delivers(ev: &notify::Event) -> bool {
 /// Takes messages from a Maildir's `new/` as they arrive (inotify, with a
 /// periodic rescan as a safety net) and acknowledges each after its commit.
 /// Takes at most `limits.batch_size` files per transaction and leaves files
-/// over `limits.max_message_bytes` in `new/`. With `metrics`, each decision and its latency (file time to commit) are
-/// recorded as source `maildir`.
+/// over `limits.max_message_bytes` in `new/`. With `metrics`, each decision
+/// and its latency (file time to commit) are recorded as source `maildir`.
 async fn watch_maildir(
     intake: Arc<Intake>,
     store: Store,
