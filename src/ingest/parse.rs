@@ -318,41 +318,28 @@ const MAX_LOST_BOUNDARIES: usize = 4;
 /// searches and are left alone. Returns how many were renamed.
 fn defuse_lost_boundaries(data: &mut std::borrow::Cow<'_, [u8]>) -> usize {
     let bytes: &[u8] = data;
-    // Blank lines (header block ends) and delimiter candidates: every line
-    // that starts with "--", by its text after the dashes (trailing
-    // whitespace and a closing "--" removed), with its last position.
-    let mut blank_lines: Vec<usize> = Vec::new();
-    let mut delimiters: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let end = bytes[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |p| at + p);
-        let line = bytes[at..end].trim_ascii_end();
-        if line.is_empty() {
-            blank_lines.push(at);
-        } else if let Some(rest) = line.strip_prefix(b"--") {
-            delimiters.insert(rest, at);
-            if let Some(open) = rest.strip_suffix(b"--") {
-                delimiters.insert(open, at);
-            }
+    // Every `boundary=` parameter: where its name starts, its value, and
+    // whether the value was read exactly.
+    let mut declared: Vec<(usize, &[u8], bool)> = Vec::new();
+    // The end of the value just read: what is inside it is not another
+    // declaration.
+    let mut skip_until = 0;
+    // Found by its last letter: "y" is rare in German and English text,
+    // "b" is not (this keeps the scan a few percent of parsing).
+    for y_at in memchr::memchr2_iter(b'y', b'Y', bytes) {
+        let Some(name_at) = y_at.checked_sub(7) else {
+            continue;
+        };
+        if name_at < skip_until {
+            continue;
         }
-        at = end + 1;
-    }
-    let mut lost: Vec<usize> = Vec::new();
-    let mut i = 0;
-    while let Some(p) = bytes[i..].iter().position(|&b| b | 0x20 == b'b') {
-        let name_at = i + p;
-        i = name_at + 1;
         if !bytes[name_at..]
             .get(..8)
             .is_some_and(|w| w.eq_ignore_ascii_case(b"boundary"))
         {
             continue;
         }
-        i = name_at + 8;
-        let mut j = i;
+        let mut j = name_at + 8;
         let mut exact = true;
         while j < bytes.len() && (bytes[j] == b'*' || bytes[j].is_ascii_digit()) {
             exact = false;
@@ -371,11 +358,8 @@ fn defuse_lost_boundaries(data: &mut std::borrow::Cow<'_, [u8]>) -> usize {
         let (start, end) = if bytes.get(j) == Some(&b'"') {
             // A quoted value on this line; one folded onto the next (or
             // unterminated) is not read exactly.
-            let line = bytes[j + 1..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |p| j + 1 + p);
-            match bytes[j + 1..line].iter().position(|&b| b == b'"') {
+            let line = memchr::memchr(b'\n', &bytes[j + 1..]).map_or(bytes.len(), |p| j + 1 + p);
+            match memchr::memchr(b'"', &bytes[j + 1..line]) {
                 Some(q) => (j + 1, j + 1 + q),
                 None => {
                     exact = false;
@@ -390,8 +374,7 @@ fn defuse_lost_boundaries(data: &mut std::borrow::Cow<'_, [u8]>) -> usize {
             (j, e)
         };
         let value = &bytes[start..end];
-        // What is inside the value is not another declaration.
-        i = end;
+        skip_until = end;
         if value.is_empty() && exact {
             // mail-parser does not search for an empty boundary.
             continue;
@@ -402,17 +385,42 @@ fn defuse_lost_boundaries(data: &mut std::borrow::Cow<'_, [u8]>) -> usize {
         {
             exact = false;
         }
-        let found = exact && {
+        declared.push((name_at, value, exact));
+    }
+    // Almost every mail stops here: a few lost ones are left alone anyway.
+    if declared.len() <= MAX_LOST_BOUNDARIES {
+        return 0;
+    }
+    // Blank lines (header block ends) and delimiter candidates: every line
+    // that starts with "--", by its text after the dashes (trailing
+    // whitespace and a closing "--" removed), with its last position.
+    let mut blank_lines: Vec<usize> = Vec::new();
+    let mut delimiters: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |p| at + p);
+        let line = bytes[at..end].trim_ascii_end();
+        if line.is_empty() {
+            blank_lines.push(at);
+        } else if let Some(rest) = line.strip_prefix(b"--") {
+            delimiters.insert(rest, at);
+            if let Some(open) = rest.strip_suffix(b"--") {
+                delimiters.insert(open, at);
+            }
+        }
+        at = end + 1;
+    }
+    let lost: Vec<usize> = declared
+        .iter()
+        .filter(|&&(name_at, value, exact)| {
             let block_end = blank_lines
                 .get(blank_lines.partition_point(|&b| b <= name_at))
                 .copied()
                 .unwrap_or(bytes.len());
-            delimiters.get(value).is_some_and(|&d| d > block_end)
-        };
-        if !found {
-            lost.push(name_at);
-        }
-    }
+            !(exact && delimiters.get(value).is_some_and(|&d| d > block_end))
+        })
+        .map(|&(name_at, _, _)| name_at)
+        .collect();
     if lost.len() <= MAX_LOST_BOUNDARIES {
         return 0;
     }
