@@ -16,7 +16,7 @@ use crate::ingest::decide::{
     decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind,
     OrgFacts,
 };
-use crate::ingest::guard;
+use crate::ingest::{arrival, guard};
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
 use crate::ingest::{lookup_keys, parse::ParseFailure};
@@ -96,6 +96,11 @@ pub struct Incoming {
     pub raw: Vec<u8>,
     /// Where it came from, for the record.
     pub source: String,
+    /// When it arrived, as far as the source knows (IMAP INTERNALDATE, the
+    /// Maildir file's delivery time, the start of `ingest`, the Discord
+    /// message's time); `None` when it knows nothing. The arrival recorded
+    /// is chosen from this by [`crate::ingest::arrival::arrival`].
+    pub arrived: Option<jiff::Timestamp>,
 }
 
 /// What happened to one message: the JSON line `ingest` prints.
@@ -693,11 +698,21 @@ impl Intake {
             .as_ref()
             .filter(|_| self.join_host_down)
             .and_then(|a| host_incident_key(org.map(|o| o.id.as_str()), a));
+        // When it arrived: what the source knows, else the top Received
+        // header, never after this commit (the receipt timestamp and the
+        // start of the SLA clocks).
+        let arrived = arrival::arrival(
+            item.arrived,
+            parsed.as_ref().ok().and_then(arrival::top_received),
+            t.now,
+        );
+        let arrived_at = store::ts(arrived);
         let claim = store::claim(
             conn,
             &NewMessage {
                 raw: &item.raw,
                 source: &item.source,
+                arrived_at: &arrived_at,
                 message_id: mid.as_ref(),
                 sha256: &sha,
                 dedupe_key: &crate::ingest::dedupe_key(parsed.as_ref().ok(), &sha),
@@ -787,6 +802,7 @@ impl Intake {
             });
         };
         let mail = *mail;
+        let received_at = self.local_time(arrived);
         let mut extra_notes = Vec::new();
         let mut classify = |m: &ParsedMail, facts: &Facts<'_>| match self.rules() {
             Ok(r) => r.classify(m, facts),
@@ -843,7 +859,7 @@ impl Intake {
                     subject: &clean_subject,
                     body: &mail.body,
                     severity: sev.unwrap_or(Severity::Malfunction),
-                    received_at: &t.received_at,
+                    received_at: &received_at,
                     language: self.language_for(org, templates, template),
                     desk_name: &self.desk_name,
                     from: &self.from,
@@ -877,6 +893,7 @@ impl Intake {
             &mut build,
             hooks.context().as_ref(),
             &t.at,
+            &arrived_at,
         )
         .await?;
         if let Some(n) = &applied.ticket {
@@ -931,8 +948,6 @@ struct Instants {
     flap_since: String,
     /// When a recovery received now resolves its ticket, if not at once.
     hold_until: Option<String>,
-    /// The receipt timestamp for customers (desk time zone).
-    received_at: String,
 }
 
 impl Intake {
@@ -945,7 +960,6 @@ impl Intake {
             flap_since: store::ts(now - self.flap_window),
             hold_until: (!self.recovery_hold.is_zero())
                 .then(|| store::ts(now + self.recovery_hold)),
-            received_at: self.local_time(now),
         }
     }
 
