@@ -2368,7 +2368,24 @@ fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["action"], "created");
+    // The confirmation's receipt timestamp is the start of ingest, more
+    // than a second before the daemon had the message.
+    let body = first_sent_body(&d);
     stop(&mut child);
+    let receipt = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Eingangszeitstempel:"))
+        .and_then(|v| v.trim().rsplit_once(' '))
+        .and_then(|(local, _zone)| {
+            jiff::civil::DateTime::strptime("%d.%m.%Y %H:%M:%S", local).ok()
+        })
+        .and_then(|dt| dt.in_tz("Europe/Berlin").ok())
+        .map(|z| z.timestamp())
+        .unwrap_or_else(|| panic!("a receipt timestamp in\n{body}"));
+    assert!(
+        receipt + jiff::SignedDuration::from_secs(1) < written,
+        "receipt {receipt} is before the message was written at {written}"
+    );
     let t = d.ticket(r["ticket"].as_str().unwrap());
     let arrived = instant(&t["arrived_at"]);
     assert!(
