@@ -1152,7 +1152,10 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     }
     // The receipt timestamp the customer was told and the SLA counts
     // from; `Created` is when ticketd stored that message.
-    println!("Received:  {}   (arrival: receipt timestamp, SLA start)", t.arrived_at);
+    println!(
+        "Received:  {}   (arrival: receipt timestamp, SLA start)",
+        t.arrived_at
+    );
     println!("Created:   {}   updated {}", s.created_at, s.updated_at);
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");

@@ -16,9 +16,9 @@ use crate::ingest::decide::{
     decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind,
     OrgFacts,
 };
-use crate::ingest::{arrival, guard};
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
+use crate::ingest::{arrival, guard};
 use crate::ingest::{lookup_keys, parse::ParseFailure};
 use crate::keys::MacKey;
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};

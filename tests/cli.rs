@@ -2276,8 +2276,8 @@ fn a_maildir_file_arrives_at_its_delivery_time_not_at_the_commit() {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
     // Delivered the Maildir way, 40 minutes ago, while nothing ran.
-    let delivered = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 40 * 60)
-        .unwrap();
+    let delivered =
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 40 * 60).unwrap();
     let tmp = maildir.join("tmp").join("1700000000.M2.host");
     std::fs::write(
         &tmp,
@@ -2376,9 +2376,7 @@ fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Eingangszeitstempel:"))
         .and_then(|v| v.trim().rsplit_once(' '))
-        .and_then(|(local, _zone)| {
-            jiff::civil::DateTime::strptime("%d.%m.%Y %H:%M:%S", local).ok()
-        })
+        .and_then(|(local, _zone)| jiff::civil::DateTime::strptime("%d.%m.%Y %H:%M:%S", local).ok())
         .and_then(|dt| dt.in_tz("Europe/Berlin").ok())
         .map(|z| z.timestamp())
         .unwrap_or_else(|| panic!("a receipt timestamp in\n{body}"));
@@ -2408,5 +2406,8 @@ fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
             .await
             .unwrap()
     });
-    assert_eq!(rows, vec![("pipe".to_string(), ticketd::store::ts(arrived))]);
+    assert_eq!(
+        rows,
+        vec![("pipe".to_string(), ticketd::store::ts(arrived))]
+    );
 }

@@ -21,7 +21,11 @@ pub const MAX_AGE: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// commit itself. A time more than [`MAX_AGE`] before the commit is passed
 /// over for the next; a time after the commit (a clock ahead of ours) is
 /// taken as the commit: a message never arrives after it was stored.
-pub fn arrival(source: Option<Timestamp>, received: Option<Timestamp>, commit: Timestamp) -> Timestamp {
+pub fn arrival(
+    source: Option<Timestamp>,
+    received: Option<Timestamp>,
+    commit: Timestamp,
+) -> Timestamp {
     let oldest = commit.checked_sub(MAX_AGE).unwrap_or(Timestamp::MIN);
     [source, received]
         .into_iter()

@@ -116,7 +116,8 @@ mod tests {
         let m = Maildir::open(d.path()).unwrap();
         let f = m.new_dir().join("1700000000.M1P2.host");
         std::fs::write(&f, "x").unwrap();
-        let past = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000);
+        let past =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000);
         std::fs::File::options()
             .write(true)
             .open(&f)

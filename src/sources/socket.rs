@@ -210,7 +210,10 @@ fn take_arrival(raw: &mut Vec<u8>) -> Option<jiff::Timestamp> {
     if !raw.starts_with(ARRIVAL_HEADER.as_bytes()) {
         return None;
     }
-    let end = raw.iter().take(ARRIVAL_LINE_MAX).position(|b| *b == b'\n')?;
+    let end = raw
+        .iter()
+        .take(ARRIVAL_LINE_MAX)
+        .position(|b| *b == b'\n')?;
     let at = std::str::from_utf8(&raw[ARRIVAL_HEADER.len()..end])
         .ok()
         .and_then(|v| v.trim().parse().ok());
@@ -234,7 +237,8 @@ mod tests {
 
     #[test]
     fn the_arrival_line_is_taken_off_and_a_message_without_one_kept_whole() {
-        let mut raw = b"X-Ticketd-Arrival: 2026-12-03T07:13:48.250Z\nFrom: a@b.example\n\nx\n".to_vec();
+        let mut raw =
+            b"X-Ticketd-Arrival: 2026-12-03T07:13:48.250Z\nFrom: a@b.example\n\nx\n".to_vec();
         assert_eq!(
             take_arrival(&mut raw),
             Some("2026-12-03T07:13:48.250Z".parse().unwrap())

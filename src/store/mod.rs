@@ -1860,11 +1860,12 @@ impl Store {
         };
         let id: i64 = r.try_get("id")?;
         let summary = summary_from_row(&r)?;
-        let arrived_at: String =
-            sqlx::query_scalar("SELECT COALESCE(arrived_at, created_at) FROM tickets WHERE id = $1")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
+        let arrived_at: String = sqlx::query_scalar(
+            "SELECT COALESCE(arrived_at, created_at) FROM tickets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
         let severity_rule: Option<String> = r.try_get("severity_rule")?;
         let assignee: Option<String> = r.try_get("assignee_name")?;
         let participants: Vec<String> = sqlx::query_scalar(
