@@ -802,7 +802,6 @@ impl Intake {
             });
         };
         let mail = *mail;
-        let received_at = self.local_time(arrived);
         let mut extra_notes = Vec::new();
         let mut classify = |m: &ParsedMail, facts: &Facts<'_>| match self.rules() {
             Ok(r) => r.classify(m, facts),
@@ -829,6 +828,8 @@ impl Intake {
             let templates = self.templates()?;
             let templates = &*templates;
             let mid = self.new_message_id(n)?;
+            // The receipt timestamp: the message's arrival, desk time.
+            let received_at = self.local_time(arrived);
             let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
             // An answer to the customer's mail threads with it; a notice
             // to the account manager is a mail of its own.
