@@ -111,6 +111,7 @@ async fn burst(d: &Desk, n: usize) {
                 "Bitte prüfen.",
             ),
             source: "bench".into(),
+            arrived: None,
         })
         .collect();
     let start = Instant::now();

@@ -356,11 +356,8 @@ async fn watch_maildir(
                 match crate::sources::read_file(&f, limits.max_message_bytes) {
                     Ok(raw) => {
                         // The delivery wrote the file, then renamed it into new/.
-                        arrived.push(
-                            std::fs::metadata(&f)
-                                .and_then(|m| m.modified())
-                                .unwrap_or_else(|_| SystemTime::now()),
-                        );
+                        let delivered = Maildir::delivered_at(&f);
+                        arrived.push(delivered.map_or_else(SystemTime::now, SystemTime::from));
                         items.push(Incoming {
                             raw,
                             source: format!(
@@ -369,6 +366,7 @@ async fn watch_maildir(
                                     .map(|n| n.to_string_lossy())
                                     .unwrap_or_default()
                             ),
+                            arrived: delivered,
                         });
                         paths.push(f);
                     }

@@ -264,12 +264,19 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         if files.is_empty() {
+            // The message arrives when the MTA starts handing it over.
+            let started = jiff::Timestamp::now();
             let raw = match read_pipe(&cfg) {
                 Ok(raw) => raw,
                 Err(code) => return code,
             };
             use ticketd::sources::socket::{hand_over, Handed};
-            match hand_over(&data_dir, &raw, std::time::Duration::from_secs(120)) {
+            match hand_over(
+                &data_dir,
+                &raw,
+                started,
+                std::time::Duration::from_secs(120),
+            ) {
                 Handed::Stored(line) => {
                     println!("{line}");
                     return ExitCode::SUCCESS;
@@ -278,7 +285,7 @@ fn main() -> ExitCode {
                     eprintln!("ticketd: not stored: {e}");
                     return ExitCode::from(EX_TEMPFAIL);
                 }
-                Handed::NoDaemon => stdin_raw = Some(raw),
+                Handed::NoDaemon => stdin_raw = Some((raw, started)),
             }
         }
     }
@@ -502,7 +509,7 @@ async fn dispatch(
     cmd: Command,
     cfg: Config,
     data_dir: &Path,
-    stdin_raw: Option<Vec<u8>>,
+    stdin_raw: Option<(Vec<u8>, jiff::Timestamp)>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Ingest { files, .. } => ingest(&cfg, data_dir, files, stdin_raw).await,
@@ -898,11 +905,13 @@ async fn dispatch(
 }
 
 /// `ingest`: every message is stored, or the exit code says so (75).
+/// `stdin_raw` is the message already read from stdin with the instant its
+/// reading started (its arrival).
 async fn ingest(
     cfg: &Config,
     data_dir: &Path,
     files: Vec<PathBuf>,
-    stdin_raw: Option<Vec<u8>>,
+    stdin_raw: Option<(Vec<u8>, jiff::Timestamp)>,
 ) -> anyhow::Result<ExitCode> {
     let (data, store) = open(cfg, data_dir, 1).await?;
     let intake = intake(cfg, &data)?;
@@ -927,16 +936,20 @@ async fn ingest(
         Ok(())
     };
     if files.is_empty() {
-        let raw = match stdin_raw {
-            Some(raw) => raw,
-            None => match read_pipe(cfg) {
-                Ok(raw) => raw,
-                Err(code) => return Ok(code),
-            },
+        let (raw, started) = match stdin_raw {
+            Some(read) => read,
+            None => {
+                let started = jiff::Timestamp::now();
+                match read_pipe(cfg) {
+                    Ok(raw) => (raw, started),
+                    Err(code) => return Ok(code),
+                }
+            }
         };
         let items = [Incoming {
             raw,
             source: "stdin".into(),
+            arrived: Some(started),
         }];
         let results = intake
             .ingest_batch(&store, &items, jiff::Timestamp::now())
@@ -947,9 +960,13 @@ async fn ingest(
             let mut items = Vec::with_capacity(chunk.len());
             for f in chunk {
                 match ticketd::sources::read_file(f, cfg.intake.max_message_bytes) {
+                    // A file knows no arrival of its own (it may be
+                    // a copy made at any time): its Received header
+                    // tells, else the commit.
                     Ok(raw) => items.push(Incoming {
                         raw,
                         source: format!("file:{}", f.display()),
+                        arrived: None,
                     }),
                     Err(e) => {
                         failed_read = true;
@@ -1133,6 +1150,12 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     if !s.tags.is_empty() {
         println!("Tags:      {}", s.tags.join(", "));
     }
+    // The receipt timestamp the customer was told and the SLA counts
+    // from; `Created` is when ticketd stored that message.
+    println!(
+        "Received:  {}   (arrival: receipt timestamp, SLA start)",
+        t.arrived_at
+    );
     println!("Created:   {}   updated {}", s.created_at, s.updated_at);
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");
@@ -1175,6 +1198,9 @@ fn print_ticket(t: &ticketd::store::TicketView) {
         );
         if let Some(s) = &a.subject {
             println!("Subject: {s}");
+        }
+        if let Some(r) = a.arrived_at.as_ref().filter(|r| **r != a.created_at) {
+            println!("Arrived: {r}");
         }
         for at in &a.attachments {
             println!(

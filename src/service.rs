@@ -16,9 +16,9 @@ use crate::ingest::decide::{
     decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind,
     OrgFacts,
 };
-use crate::ingest::guard;
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
+use crate::ingest::{arrival, guard};
 use crate::ingest::{lookup_keys, parse::ParseFailure};
 use crate::keys::MacKey;
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
@@ -96,6 +96,11 @@ pub struct Incoming {
     pub raw: Vec<u8>,
     /// Where it came from, for the record.
     pub source: String,
+    /// When it arrived, as far as the source knows (IMAP INTERNALDATE, the
+    /// Maildir file's delivery time, the start of `ingest`, the Discord
+    /// message's time); `None` when it knows nothing. The arrival recorded
+    /// is chosen from this by [`crate::ingest::arrival::arrival`].
+    pub arrived: Option<jiff::Timestamp>,
 }
 
 /// What happened to one message: the JSON line `ingest` prints.
@@ -693,11 +698,21 @@ impl Intake {
             .as_ref()
             .filter(|_| self.join_host_down)
             .and_then(|a| host_incident_key(org.map(|o| o.id.as_str()), a));
+        // When it arrived: what the source knows, else the top Received
+        // header, never after this commit (the receipt timestamp and the
+        // start of the SLA clocks).
+        let arrived = arrival::arrival(
+            item.arrived,
+            parsed.as_ref().ok().and_then(arrival::top_received),
+            t.now,
+        );
+        let arrived_at = store::ts(arrived);
         let claim = store::claim(
             conn,
             &NewMessage {
                 raw: &item.raw,
                 source: &item.source,
+                arrived_at: &arrived_at,
                 message_id: mid.as_ref(),
                 sha256: &sha,
                 dedupe_key: &crate::ingest::dedupe_key(parsed.as_ref().ok(), &sha),
@@ -813,6 +828,8 @@ impl Intake {
             let templates = self.templates()?;
             let templates = &*templates;
             let mid = self.new_message_id(n)?;
+            // The receipt timestamp: the message's arrival, desk time.
+            let received_at = self.local_time(arrived);
             let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
             // An answer to the customer's mail threads with it; a notice
             // to the account manager is a mail of its own.
@@ -843,7 +860,7 @@ impl Intake {
                     subject: &clean_subject,
                     body: &mail.body,
                     severity: sev.unwrap_or(Severity::Malfunction),
-                    received_at: &t.received_at,
+                    received_at: &received_at,
                     language: self.language_for(org, templates, template),
                     desk_name: &self.desk_name,
                     from: &self.from,
@@ -877,6 +894,7 @@ impl Intake {
             &mut build,
             hooks.context().as_ref(),
             &t.at,
+            &arrived_at,
         )
         .await?;
         if let Some(n) = &applied.ticket {
@@ -931,8 +949,6 @@ struct Instants {
     flap_since: String,
     /// When a recovery received now resolves its ticket, if not at once.
     hold_until: Option<String>,
-    /// The receipt timestamp for customers (desk time zone).
-    received_at: String,
 }
 
 impl Intake {
@@ -945,7 +961,6 @@ impl Intake {
             flap_since: store::ts(now - self.flap_window),
             hold_until: (!self.recovery_hold.is_zero())
                 .then(|| store::ts(now + self.recovery_hold)),
-            received_at: self.local_time(now),
         }
     }
 

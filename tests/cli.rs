@@ -2242,3 +2242,172 @@ fn check_config_names_the_discord_setup_and_its_missing_token() {
         "{err}"
     );
 }
+
+/// An instant as the JSON output gives it.
+fn instant(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an instant: {v}"))
+}
+
+/// The parsed body of the first `.eml` the file transport wrote, waiting
+/// for it.
+fn first_sent_body(d: &Desk) -> String {
+    let sent = d.data().join("sent");
+    let raw = wait_for(20, || {
+        std::fs::read_dir(&sent).ok().and_then(|r| {
+            r.filter_map(|e| e.ok())
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .and_then(|e| std::fs::read(e.path()).ok())
+        })
+    })
+    .expect("a mail written by the file transport");
+    ticketd::ingest::parse::parse(&raw).expect("parse").body
+}
+
+/// Issue 14, item 1: a Maildir file delivered 40 minutes before `run` took
+/// it arrived then: that is its receipt timestamp in the confirmation and
+/// on the ticket, and the commit is told apart.
+#[test]
+fn a_maildir_file_arrives_at_its_delivery_time_not_at_the_commit() {
+    let d = Desk::new();
+    let maildir = d.data().join("Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    // Delivered the Maildir way, 40 minutes ago, while nothing ran.
+    let delivered =
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 40 * 60).unwrap();
+    let tmp = maildir.join("tmp").join("1700000000.M2.host");
+    std::fs::write(
+        &tmp,
+        mail(
+            "anna@kunde.de",
+            "Drucker defekt",
+            "arrival-md@kunde.de",
+            "",
+            "Der Drucker geht nicht.",
+        ),
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(std::time::SystemTime::from(delivered))
+        .unwrap();
+    std::fs::rename(&tmp, maildir.join("new").join("1700000000.M2.host")).unwrap();
+
+    let cfg = daemon_config(d.dir.path(), "");
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let body = first_sent_body(&d);
+    stop(&mut child);
+    let local = delivered
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap())
+        .strftime("%d.%m.%Y %H:%M:%S %Z")
+        .to_string();
+    assert!(
+        body.contains(&format!("Eingangszeitstempel:   {local}")),
+        "receipt {local} in\n{body}"
+    );
+    let list = d.json(&["tickets", "list", "--json"]);
+    let n = list[0]["number"].as_str().unwrap().to_string();
+    let t = d.ticket(&n);
+    assert_eq!(instant(&t["arrived_at"]), delivered, "{t}");
+    assert!(instant(&t["created_at"]) > delivered + jiff::SignedDuration::from_mins(39));
+}
+
+/// Issue 14, item 1: `ingest` handing a message to the running daemon
+/// passes the instant it started reading stdin (the MTA's hand-over), not
+/// the instant the daemon got it.
+#[test]
+fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
+    let d = Desk::new();
+    let cfg = daemon_config(d.dir.path(), "");
+    let mut child = Daemon(
+        d.cmd(&["--config", &cfg, "run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sock = d.data().join("ingest.sock");
+    wait_for(20, || sock.exists().then_some(())).expect("socket");
+    let before = jiff::Timestamp::now();
+    let mut ingest = d
+        .cmd(&["ingest"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A slow MTA: the message takes 1.5 s to come through the pipe.
+    std::thread::sleep(Duration::from_millis(1500));
+    let written = jiff::Timestamp::now();
+    {
+        let mut si = ingest.stdin.take().unwrap();
+        si.write_all(
+            mail(
+                "anna@kunde.de",
+                "Über Socket",
+                "arrival-pipe@kunde.de",
+                "",
+                "x",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    }
+    let o = ingest.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["action"], "created");
+    // The confirmation's receipt timestamp is the start of ingest, more
+    // than a second before the daemon had the message.
+    let body = first_sent_body(&d);
+    stop(&mut child);
+    let receipt = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Eingangszeitstempel:"))
+        .and_then(|v| v.trim().rsplit_once(' '))
+        .and_then(|(local, _zone)| jiff::civil::DateTime::strptime("%d.%m.%Y %H:%M:%S", local).ok())
+        .and_then(|dt| dt.in_tz("Europe/Berlin").ok())
+        .map(|z| z.timestamp())
+        .unwrap_or_else(|| panic!("a receipt timestamp in\n{body}"));
+    assert!(
+        receipt + jiff::SignedDuration::from_secs(1) < written,
+        "receipt {receipt} is before the message was written at {written}"
+    );
+    let t = d.ticket(r["ticket"].as_str().unwrap());
+    let arrived = instant(&t["arrived_at"]);
+    assert!(
+        before <= arrived && arrived + jiff::SignedDuration::from_secs(1) < written,
+        "arrival {arrived} is the start of ingest (between {before} and {written})"
+    );
+    assert!(instant(&t["created_at"]) >= written, "{t}");
+    // Through the socket (source `pipe`), not stored in-process.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows: Vec<(String, String)> = rt.block_on(async {
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite:{}", d.data().join("ticketd.db").display()))
+                .await
+                .unwrap();
+        sqlx::query_as("SELECT source, arrived_at FROM messages ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        rows,
+        vec![("pipe".to_string(), ticketd::store::ts(arrived))]
+    );
+}

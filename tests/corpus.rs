@@ -229,6 +229,7 @@ async fn every_corpus_mail_gets_a_decision() {
         let item = Incoming {
             raw: raw.clone(),
             source: format!("corpus:{}", entry.path),
+            arrived: None,
         };
         // Each file in a task of its own, so a panic names the file and the
         // rest of the corpus still runs.

@@ -48,6 +48,7 @@ async fn ingest(env: &Env, items: Vec<Vec<u8>>) -> Vec<Result<Outcome, String>> 
         .map(|raw| Incoming {
             raw,
             source: "test".into(),
+            arrived: None,
         })
         .collect();
     env.intake

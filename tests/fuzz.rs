@@ -663,6 +663,7 @@ impl Env {
             .map(|(_, raw)| Incoming {
                 raw: raw.clone(),
                 source: "fuzz".into(),
+                arrived: None,
             })
             .collect();
         let results = self.rt.block_on(self.intake.ingest_batch(

@@ -950,3 +950,100 @@ async fn a_server_without_move_and_idle_gets_copy_expunge_and_polling() {
     assert!(desk.log().contains("idle=false"), "polled: {}", desk.log());
     assert_eq!(desk.stop(), Some(0));
 }
+
+/// Issue 14, item 1: a mail that reached the INBOX while ticketd was not
+/// running keeps its arrival (the server's INTERNALDATE) as the receipt
+/// timestamp in the confirmation and as the start of its SLA clocks;
+/// `tickets show` tells arrival and commit apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_that_waited_in_the_inbox_keeps_its_arrival_for_receipt_and_sla() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "");
+    // alice's organisation has the Premium plan: 24/7 clocks.
+    let customers = desk.data().join("customers");
+    std::fs::create_dir_all(&customers).expect("customers dir");
+    std::fs::write(
+        customers.join("customers.toml"),
+        "[[plan]]\nname = \"Premium\"\n\n[[organisation]]\nid = \"cust\"\nname = \"Customer Ltd\"\n\
+         plan = \"Premium\"\ndomains = [\"customer.test\"]\n",
+    )
+    .expect("customers file");
+    // Delivered 40 minutes ago, while ticketd was stopped; the sender's
+    // Date header says something else again and must not count.
+    let arrived = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 40 * 60)
+        .expect("an instant");
+    let internaldate = arrived
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("\"%d-%b-%Y %H:%M:%S +0000\"")
+        .to_string();
+    let mut imap = stack.imap(SUPPORT).await;
+    imap.append(
+        "INBOX",
+        None,
+        Some(&internaldate),
+        customer_mail(ALICE, 1, "Printer broken"),
+    )
+    .await
+    .expect("APPEND with INTERNALDATE");
+    let _ = imap.logout().await;
+
+    desk.start();
+    until(Duration::from_secs(30), "the ticket", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    let number = desk.tickets()[0]["number"]
+        .as_str()
+        .expect("number")
+        .to_string();
+    let t = desk.json(&["tickets", "show", &number, "--json"]);
+    let ts = |v: &Value| -> jiff::Timestamp {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("an instant: {v}"))
+    };
+    // The SLA clock counts from the arrival.
+    assert_eq!(t["sla"]["plan"], "Premium", "{t}");
+    let first = t["sla"]["targets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["target"] == "first-response"))
+        .unwrap_or_else(|| panic!("a first-response target: {t}"))
+        .clone();
+    let allowed: jiff::SignedDuration = first["amount"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an amount: {first}"));
+    assert_eq!(ts(&first["due"]), arrived + allowed, "{first}");
+
+    // The confirmation tells the arrival as the receipt timestamp.
+    let sent = desk.data().join("sent");
+    let mut eml = None;
+    until(Duration::from_secs(20), "the confirmation file", || {
+        eml = std::fs::read_dir(&sent).ok().and_then(|r| {
+            r.filter_map(|e| e.ok())
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .and_then(|e| std::fs::read(e.path()).ok())
+        });
+        eml.is_some()
+    })
+    .await;
+    let eml = eml.expect("confirmation");
+    let body = ticketd::ingest::parse::parse(&eml).expect("parse").body;
+    let local = arrived
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").expect("zone"))
+        .strftime("%d.%m.%Y %H:%M:%S %Z")
+        .to_string();
+    assert!(
+        body.contains(&format!("Received at:     {local}")),
+        "receipt {local} in\n{body}"
+    );
+    // Both instants: arrival (the receipt) and the commit 40 minutes later.
+    assert_eq!(ts(&t["arrived_at"]), arrived, "{t}");
+    let stored = ts(&t["created_at"]);
+    assert!(
+        stored.duration_since(arrived) >= jiff::SignedDuration::from_mins(39),
+        "stored {stored}, arrived {arrived}"
+    );
+    assert_eq!(ts(&t["articles"][0]["arrived_at"]), arrived, "{t}");
+    assert_eq!(desk.stop(), Some(0));
+}

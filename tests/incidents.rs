@@ -66,6 +66,7 @@ async fn take(
             &[Incoming {
                 raw,
                 source: "test".into(),
+                arrived: None,
             }],
             at,
         )

@@ -343,6 +343,7 @@ async fn ingest(env: &Env, name: &str, raw: &[u8]) -> (Outcome, Duration) {
     let item = Incoming {
         raw: raw.to_vec(),
         source: format!("malformed:{name}"),
+        arrived: None,
     };
     let (intake, store) = (env.intake.clone(), env.store.clone());
     let t0 = Instant::now();
@@ -554,6 +555,7 @@ async fn limits_follow_the_configuration() {
             &[Incoming {
                 raw: raw.clone(),
                 source: "test".into(),
+                arrived: None,
             }],
             jiff::Timestamp::now(),
         )

@@ -79,6 +79,7 @@ async fn mail(intake: &Intake, store: &Store, raw: String, t: Timestamp) -> Stri
             &[Incoming {
                 raw: raw.into_bytes(),
                 source: "test".into(),
+                arrived: None,
             }],
             t,
         )

@@ -575,8 +575,9 @@ impl<A: ChatApi> Desk<A> {
             }
         };
         let now = Timestamp::now();
+        // The message arrived when Discord says it was sent.
         let outcome = self
-            .ingest_one(raw, format!("discord:{}", m.channel), now)
+            .ingest_one(raw, format!("discord:{}", m.channel), Some(m.sent), now)
             .await?;
         tracing::info!(message = m.id, action = outcome.action.as_str(), ticket = ?outcome.ticket, "Discord message taken in");
         self.wake.notify_one();
@@ -590,14 +591,20 @@ impl<A: ChatApi> Desk<A> {
         Ok(())
     }
 
-    /// Takes one message in through the intake, as every source does.
+    /// Takes one message in through the intake, as every source does;
+    /// `arrived` is when it was sent, if known.
     async fn ingest_one(
         &self,
         raw: Vec<u8>,
         source: String,
+        arrived: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<crate::service::Outcome, StoreError> {
-        let items = [Incoming { raw, source }];
+        let items = [Incoming {
+            raw,
+            source,
+            arrived,
+        }];
         self.intake
             .ingest_batch(&self.store, &items, now)
             .await
@@ -897,7 +904,7 @@ impl<A: ChatApi> Desk<A> {
         );
         let outcome = match raw {
             Ok(raw) => self
-                .ingest_one(raw, format!("discord:new:{}", by.id), now)
+                .ingest_one(raw, format!("discord:new:{}", by.id), Some(now), now)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),

@@ -5,6 +5,7 @@
 //! unit-tested and benchmarked without a database or a server.
 
 pub mod alerts;
+pub mod arrival;
 pub mod classify;
 pub mod decide;
 pub mod guard;

@@ -500,14 +500,15 @@ impl Ctx<'_> {
                     continue;
                 }
                 uids.push(uid);
-                arrived.push(
-                    f.internal_date()
-                        .and_then(|d| jiff::Timestamp::from_second(d.timestamp()).ok())
-                        .unwrap_or(now),
-                );
+                // When the server took the message in: its arrival.
+                let internal = f
+                    .internal_date()
+                    .and_then(|d| jiff::Timestamp::from_second(d.timestamp()).ok());
+                arrived.push(internal.unwrap_or(now));
                 items.push(Incoming {
                     raw: body.to_vec(),
                     source: format!("imap:{label}/{}/{validity}/{uid}", m.folder),
+                    arrived: internal,
                 });
             }
             drop(fetched);

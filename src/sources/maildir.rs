@@ -52,6 +52,22 @@ impl Maildir {
         Ok(files)
     }
 
+    /// When a message file in `new/` was delivered: its modification time
+    /// (a delivery writes the file in `tmp/` and renames it into `new/`,
+    /// which keeps that time), else the time-stamp its name starts with
+    /// (`<seconds>.<unique>.<host>`, the Maildir convention).
+    pub fn delivered_at(file: &Path) -> Option<jiff::Timestamp> {
+        std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .or_else(|| {
+                let name = file.file_name()?.to_str()?;
+                let secs: i64 = name.split('.').next()?.parse().ok()?;
+                jiff::Timestamp::from_second(secs).ok()
+            })
+    }
+
     /// Acknowledges a stored message: moves it from `new/` to `cur/` with
     /// the Seen flag.
     pub fn acknowledge(&self, file: &Path) -> std::io::Result<PathBuf> {
@@ -92,5 +108,32 @@ mod tests {
         assert!(t.ends_with("cur/1.a:2,S"));
         assert_eq!(m.pending(10, |_| false).unwrap().len(), 1);
         assert!(m.pending(10, |p| p.ends_with("2.b")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn delivered_at_is_the_file_time_else_the_name() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Maildir::open(d.path()).unwrap();
+        let f = m.new_dir().join("1700000000.M1P2.host");
+        std::fs::write(&f, "x").unwrap();
+        let past =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        assert_eq!(
+            Maildir::delivered_at(&f),
+            Some(jiff::Timestamp::from_second(1_764_000_000).unwrap())
+        );
+        // A file gone meanwhile: the name still tells.
+        let gone = m.new_dir().join("1700000000.M9P9.host");
+        assert_eq!(
+            Maildir::delivered_at(&gone),
+            Some(jiff::Timestamp::from_second(1_700_000_000).unwrap())
+        );
+        assert_eq!(Maildir::delivered_at(&m.new_dir().join("odd")), None);
     }
 }

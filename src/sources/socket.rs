@@ -9,6 +9,12 @@
 //! posting to the running RT. Without a daemon, `ingest` stores the message
 //! itself; when the daemon dies mid-way it does the same (the dedupe key
 //! makes a second store of a committed message a harmless duplicate).
+//!
+//! The message is preceded by one line [`ARRIVAL_HEADER`]` <RFC 3339>`: the
+//! instant `ingest` started reading it, the message's arrival. The daemon
+//! takes that line off; a hand-over without it (an `ingest` from before the
+//! line existed) arrives when the daemon accepts it. The line is a header
+//! field, so a daemon from before keeps it as one harmless trace header.
 
 use crate::metrics::Metrics;
 use crate::outbound::Wake;
@@ -24,6 +30,10 @@ use tokio::sync::watch;
 /// The socket's file name inside the data directory.
 pub const SOCKET_FILE: &str = "ingest.sock";
 
+/// The field name of the line that carries the message's arrival ahead of
+/// it on the socket.
+pub const ARRIVAL_HEADER: &str = "X-Ticketd-Arrival:";
+
 /// What the daemon answered.
 #[derive(Debug)]
 pub enum Handed {
@@ -35,8 +45,14 @@ pub enum Handed {
     NoDaemon,
 }
 
-/// Client side: hands one message to a running daemon, if there is one.
-pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
+/// Client side: hands one message that arrived at `arrived` (when `ingest`
+/// started reading it) to a running daemon, if there is one.
+pub fn hand_over(
+    data_dir: &Path,
+    raw: &[u8],
+    arrived: jiff::Timestamp,
+    timeout: Duration,
+) -> Handed {
     // Empty input is stored (quarantined) by the caller itself: to the
     // daemon, a connection that sends nothing is a probe, not a message.
     if raw.is_empty() {
@@ -48,7 +64,11 @@ pub fn hand_over(data_dir: &Path, raw: &[u8], timeout: Duration) -> Handed {
     };
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
-    if s.write_all(raw).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
+    let arrival = format!("{ARRIVAL_HEADER} {}\n", crate::store::ts(arrived));
+    if s.write_all(arrival.as_bytes()).is_err()
+        || s.write_all(raw).is_err()
+        || s.shutdown(std::net::Shutdown::Write).is_err()
+    {
         return Handed::NoDaemon;
     }
     let mut reply = String::new();
@@ -111,10 +131,11 @@ pub async fn serve(
                     }
                 };
                 let arrived = Instant::now();
+                let accepted = jiff::Timestamp::now();
                 let (intake, store, wake, metrics) =
                     (intake.clone(), store.clone(), wake_outbox.clone(), metrics.clone());
                 conns.spawn(async move {
-                    if let Err(e) = handle(stream, &intake, &store, &wake, metrics.as_deref(), arrived).await {
+                    if let Err(e) = handle(stream, &intake, &store, &wake, metrics.as_deref(), arrived, accepted).await {
                         tracing::warn!(error = %e, "hand-over connection failed");
                     }
                 });
@@ -136,10 +157,16 @@ async fn handle(
     wake: &Wake,
     metrics: Option<&Metrics>,
     arrived: Instant,
+    accepted: jiff::Timestamp,
 ) -> std::io::Result<()> {
     let mut raw = Vec::new();
     let limit = super::MAX_MESSAGE_BYTES;
-    (&mut stream).take(limit + 1).read_to_end(&mut raw).await?;
+    // The arrival line and the message.
+    (&mut stream)
+        .take(limit + 1 + ARRIVAL_LINE_MAX as u64)
+        .read_to_end(&mut raw)
+        .await?;
+    let started = take_arrival(&mut raw);
     if raw.is_empty() {
         // A probe (a second `run` checking whether this one is up, a
         // monitoring check), never a message: `hand_over` sends none empty.
@@ -151,6 +178,7 @@ async fn handle(
         let item = Incoming {
             raw,
             source: "pipe".into(),
+            arrived: Some(started.unwrap_or(accepted)),
         };
         match intake
             .ingest_batch(store, std::slice::from_ref(&item), jiff::Timestamp::now())
@@ -173,6 +201,26 @@ async fn handle(
     stream.shutdown().await
 }
 
+/// The longest arrival line taken off a hand-over.
+const ARRIVAL_LINE_MAX: usize = 80;
+
+/// Takes the arrival line off the front of a hand-over and returns its
+/// instant; a hand-over without one is left as it is.
+fn take_arrival(raw: &mut Vec<u8>) -> Option<jiff::Timestamp> {
+    if !raw.starts_with(ARRIVAL_HEADER.as_bytes()) {
+        return None;
+    }
+    let end = raw
+        .iter()
+        .take(ARRIVAL_LINE_MAX)
+        .position(|b| *b == b'\n')?;
+    let at = std::str::from_utf8(&raw[ARRIVAL_HEADER.len()..end])
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    raw.drain(..=end);
+    at
+}
+
 fn outcome_line(o: &Outcome) -> String {
     serde_json::to_string(o)
         .map(|s| s + "\n")
@@ -181,4 +229,28 @@ fn outcome_line(o: &Outcome) -> String {
 
 fn error_line(e: &str) -> String {
     serde_json::json!({ "error": e }).to_string() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arrival_line_is_taken_off_and_a_message_without_one_kept_whole() {
+        let mut raw =
+            b"X-Ticketd-Arrival: 2026-12-03T07:13:48.250Z\nFrom: a@b.example\n\nx\n".to_vec();
+        assert_eq!(
+            take_arrival(&mut raw),
+            Some("2026-12-03T07:13:48.250Z".parse().unwrap())
+        );
+        assert_eq!(raw, b"From: a@b.example\n\nx\n");
+        // From an `ingest` without the line: all of it is the message.
+        let mut old = b"From: a@b.example\n\nx\n".to_vec();
+        assert_eq!(take_arrival(&mut old), None);
+        assert_eq!(old, b"From: a@b.example\n\nx\n");
+        // A garbled value is no arrival, and the line still not the message.
+        let mut bad = b"X-Ticketd-Arrival: soon\r\nFrom: a@b.example\n\nx\n".to_vec();
+        assert_eq!(take_arrival(&mut bad), None);
+        assert_eq!(bad, b"From: a@b.example\n\nx\n");
+    }
 }

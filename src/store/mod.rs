@@ -165,6 +165,9 @@ pub struct NewMessage<'a> {
     pub raw: &'a [u8],
     /// Where it came from (`stdin`, `file`, `maildir:<path>`, …).
     pub source: &'a str,
+    /// When it arrived (`ts` format), at or before the commit: see
+    /// [`crate::ingest::arrival`].
+    pub arrived_at: &'a str,
     /// Its Message-ID, when it has one.
     pub message_id: Option<&'a MessageId>,
     /// SHA-256 hex of the raw bytes.
@@ -302,8 +305,11 @@ pub struct ArticleView {
     pub message_id: Option<String>,
     /// Text.
     pub body: String,
-    /// When.
+    /// When it was stored (UTC).
     pub created_at: String,
+    /// For an article made from a received message: when that message
+    /// arrived (UTC), at or before `created_at`.
+    pub arrived_at: Option<String>,
     /// Attachments.
     pub attachments: Vec<AttachmentInfo>,
 }
@@ -314,6 +320,10 @@ pub struct TicketView {
     /// The summary fields.
     #[serde(flatten)]
     pub summary: TicketSummary,
+    /// The receipt timestamp (UTC): when the message that opened the ticket
+    /// arrived, where its SLA clocks start; `created_at` is when ticketd
+    /// stored it.
+    pub arrived_at: String,
     /// The rule that set the severity.
     pub severity_rule: Option<String>,
     /// Who works it (`claim`/`assign`), by name.
@@ -857,7 +867,7 @@ pub async fn claim(
     now: &str,
 ) -> Result<Claim, StoreError> {
     let mut s = Script::default();
-    let (key, mid, sha, size, raw, source, at) = (
+    let (key, mid, sha, size, raw, source, at, arrived) = (
         s.arg(m.dedupe_key),
         s.arg(m.message_id.map(|i| i.as_str())),
         s.arg(m.sha256),
@@ -865,10 +875,11 @@ pub async fn claim(
         s.arg(inline_part(m.raw)),
         s.arg(m.source),
         s.arg(now),
+        s.arg(m.arrived_at),
     );
     s.push(format_args!(
-        "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, action)
-         VALUES ({key}, {mid}, {sha}, {size}, {raw}, {source}, {at}, 'pending')
+        "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, arrived_at, action)
+         VALUES ({key}, {mid}, {sha}, {size}, {raw}, {source}, {at}, {arrived}, 'pending')
          ON CONFLICT (dedupe_key) DO NOTHING RETURNING 'claim', id"
     ));
     s.end();
@@ -1332,7 +1343,9 @@ fn inbound_plan<'m>(
 /// Writes what the decision says, in one call: ticket or article,
 /// attachments, ids, participants, bounces, notes, the audit event, the
 /// confirmation in the outbox, and the message's final action. `next`
-/// comes from the [`claim`] of this message in this transaction.
+/// comes from the [`claim`] of this message in this transaction; `arrived`
+/// is the message's arrival (`ts` format), where a ticket it opens has its
+/// receipt and its SLA clocks start.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     conn: &mut SqliteConnection,
@@ -1344,6 +1357,7 @@ pub async fn apply(
     build_mail: &mut AutoMailBuilder<'_>,
     sla_ctx: Option<&sla::SlaContext<'_>>,
     now: &str,
+    arrived: &str,
 ) -> Result<Applied, StoreError> {
     let mut s = Script::default();
     let mut notes = d.notes.clone();
@@ -1372,11 +1386,12 @@ pub async fn apply(
                 s.arg(t.organisation.as_deref()),
                 s.arg((!t.flags.is_empty()).then(|| t.flags.join(","))),
                 s.arg(t.queue.as_deref()),
+                s.arg(arrived),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12]
             ));
             s.end();
             let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
@@ -1406,9 +1421,14 @@ pub async fn apply(
                 list.push(("linked", l.as_str()));
             }
             events(&mut s, Some(id), Some(message_row), &list, now);
-            // A new ticket's clock starts now, with nothing in its history:
+            // A new ticket's clock starts at the arrival of its first
+            // message, with nothing in its history, and is evaluated now:
             // its pending reminder row goes into this same script.
-            if let (Some(ctx), Ok(received)) = (sla_ctx, now.parse::<jiff::Timestamp>()) {
+            if let (Some(ctx), Ok(received), Ok(at)) = (
+                sla_ctx,
+                arrived.parse::<jiff::Timestamp>(),
+                now.parse::<jiff::Timestamp>(),
+            ) {
                 let ticket = sla::SlaTicket {
                     id,
                     number: number.clone(),
@@ -1423,7 +1443,7 @@ pub async fn apply(
                     received,
                     happenings: Vec::new(),
                 };
-                let e = sla::evaluate_with(ticket, history, ctx, received);
+                let e = sla::evaluate_with(ticket, history, ctx, at);
                 sla::write(&mut s, &e, ctx.policies, true);
             }
             (Some(id), Some(number), Some(t.severity))
@@ -1840,6 +1860,12 @@ impl Store {
         };
         let id: i64 = r.try_get("id")?;
         let summary = summary_from_row(&r)?;
+        let arrived_at: String = sqlx::query_scalar(
+            "SELECT COALESCE(arrived_at, created_at) FROM tickets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
         let severity_rule: Option<String> = r.try_get("severity_rule")?;
         let assignee: Option<String> = r.try_get("assignee_name")?;
         let participants: Vec<String> = sqlx::query_scalar(
@@ -1849,7 +1875,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let arts = sqlx::query(
-            "SELECT id, direction, kind, from_addr, from_name, subject, message_id, body, created_at FROM articles WHERE ticket_id = $1 ORDER BY id",
+            "SELECT a.id, a.direction, a.kind, a.from_addr, a.from_name, a.subject, a.message_id, a.body, a.created_at, m.arrived_at
+             FROM articles a LEFT JOIN messages m ON m.id = a.message_ref AND a.direction = 'in' WHERE a.ticket_id = $1 ORDER BY a.id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -1872,6 +1899,7 @@ impl Store {
                 message_id: a.try_get("message_id")?,
                 body: a.try_get("body")?,
                 created_at: a.try_get("created_at")?,
+                arrived_at: a.try_get("arrived_at")?,
                 attachments: atts
                     .iter()
                     .map(|x| {
@@ -1933,6 +1961,7 @@ impl Store {
         .collect();
         Ok(Some(TicketView {
             summary,
+            arrived_at,
             severity_rule,
             assignee,
             participants,

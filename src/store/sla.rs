@@ -54,7 +54,7 @@ pub struct SlaTicket {
     pub organisation: Option<String>,
     /// Requester address.
     pub requester: String,
-    /// Receipt: when the ticket was opened.
+    /// Receipt: the arrival of the message that opened the ticket.
     pub received: Timestamp,
 }
 
@@ -293,7 +293,7 @@ pub async fn evaluate_ticket(
     now: Timestamp,
 ) -> Result<Option<Evaluated>, StoreError> {
     let Some(r) = sqlx::query(
-        "SELECT id, number, subject, status, severity, organisation, requester, created_at FROM tickets WHERE id = $1",
+        "SELECT id, number, subject, status, severity, organisation, requester, COALESCE(arrived_at, created_at) AS arrived_at FROM tickets WHERE id = $1",
     )
     .bind(ticket_id)
     .fetch_optional(&mut *conn)
@@ -310,7 +310,8 @@ pub async fn evaluate_ticket(
         severity: Severity::try_from(severity).map_err(StoreError::Corrupt)?,
         organisation: r.try_get("organisation")?,
         requester: r.try_get("requester")?,
-        received: instant(r.try_get::<&str, _>("created_at")?)?,
+        // The clock starts at the arrival of the first message.
+        received: instant(r.try_get::<&str, _>("arrived_at")?)?,
     };
     let rows: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT kind, detail, created_at FROM events WHERE ticket_id = $1 AND kind IN {CLOCK_EVENTS} ORDER BY id"

@@ -143,6 +143,7 @@ impl Desk {
         self.ingest_many(&[Incoming {
             raw,
             source: "test".into(),
+            arrived: None,
         }])
         .await
         .into_iter()
