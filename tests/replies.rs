@@ -305,6 +305,12 @@ async fn a_relayed_staff_mail_without_threading_headers_threads_onto_the_custome
     ] {
         assert!(refs.contains(&format!("<{id}>")), "{id} in {refs}");
     }
+    // Our earlier relay is in the thread, the staff members' own mails not.
+    let first_relay = outbox_of(&store, "relay").await[0].message_id.clone();
+    assert!(refs.contains(&format!("<{first_relay}>")), "{refs}");
+    for internal in ["s2@desk.example", "s3@desk.example"] {
+        assert!(!refs.contains(internal), "{internal} in {refs}");
+    }
 }
 
 #[tokio::test]

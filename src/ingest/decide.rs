@@ -92,6 +92,9 @@ pub struct Lookups {
     /// over-quota notice), when the message answers one (a signed staff id
     /// in In-Reply-To/References): the answer is filed as a note there.
     pub staff_mail_ticket: Option<TicketInfo>,
+    /// The message answers a mail of ours to staff about one ticket (a
+    /// signed staff id), whether or not that ticket is still here.
+    pub answers_staff_mail: bool,
     /// The message answers a mail of ours to staff about many tickets (a
     /// digest): it is refused with one answer, never a ticket.
     pub answers_digest: bool,
@@ -605,6 +608,21 @@ fn decide_target(
             notices: Vec::new(),
             incident: None,
             notes,
+        };
+    }
+    if look.answers_staff_mail {
+        return Decision {
+            action: Action::Suppressed,
+            kind: Kind::StaffNote,
+            target: Target::Nothing,
+            confirm_to: None,
+            new_participants: Vec::new(),
+            set_reply_to: None,
+            notices: Vec::new(),
+            incident: None,
+            notes,
+            reason: "answers a mail of ours to staff about a ticket that is not here: stored only"
+                .into(),
         };
     }
     if look.answers_digest {
@@ -1968,6 +1986,7 @@ mod tests {
         for from in ["tom@provider.de", "anna@kunde.de", "x@elsewhere.org"] {
             let look = Lookups {
                 staff_mail_ticket: Some(ticket("anna@kunde.de")),
+                answers_staff_mail: true,
                 answers_ours: true,
                 ..Default::default()
             };
@@ -1984,6 +2003,15 @@ mod tests {
                 }
             ));
         }
+        // The ticket is gone: stored, nothing else.
+        let gone = Lookups {
+            answers_staff_mail: true,
+            answers_ours: true,
+            ..Default::default()
+        };
+        let d = run("From: tom@provider.de\r\nSubject: Re: SLA 50 %: x", &gone);
+        assert_eq!(d.action, Action::Suppressed);
+        assert!(d.notices.is_empty() && d.confirm_to.is_none());
         let digest = Lookups {
             answers_digest: true,
             answers_ours: true,

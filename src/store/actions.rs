@@ -95,8 +95,10 @@ pub async fn action_ticket(
         reply_to: row.try_get("reply_to")?,
         organisation: row.try_get("organisation")?,
         last_inbound,
+        // The customer's mails and ours; staff members' own are internal.
         references: mids
             .iter()
+            .filter(|(d, k, _)| d == "out" || k == "mail")
             .filter_map(|(_, _, m)| MessageId::parse(m))
             .collect(),
     })

@@ -780,15 +780,17 @@ pub enum Claim {
 
 /// Ticket columns the decision needs, with one row per participant
 /// (`p.address` NULL when there is none): then the reply address, the
-/// newest customer mail's Message-ID and the newest Message-IDs on the
-/// ticket (space-separated, newest first, at most
-/// [`crate::ingest::decide::THREAD_IDS`]), read through `articles_ticket`
-/// so that a mail of ours on the ticket threads without another query.
+/// newest customer mail's Message-ID and the newest Message-IDs of the
+/// customer's mails and ours on the ticket (space-separated, newest first,
+/// at most [`crate::ingest::decide::THREAD_IDS`]; staff members' own mails
+/// are internal), read through `articles_ticket` so that a mail of ours on
+/// the ticket threads without another query.
 const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address, t.reply_to,
     (SELECT a.message_id FROM articles a WHERE a.ticket_id = t.id AND a.direction = 'in' AND a.kind = 'mail'
        AND a.message_id IS NOT NULL ORDER BY a.id DESC LIMIT 1),
     (SELECT group_concat(x.message_id, ' ') FROM (SELECT a.message_id FROM articles a
-       WHERE a.ticket_id = t.id AND a.message_id IS NOT NULL ORDER BY a.id DESC LIMIT 10) x)";
+       WHERE a.ticket_id = t.id AND a.message_id IS NOT NULL AND (a.direction = 'out' OR a.kind = 'mail')
+       ORDER BY a.id DESC LIMIT 10) x)";
 
 /// How many columns [`TICKET_INFO_COLUMNS`] has.
 const TICKET_INFO_WIDTH: usize = 8;
@@ -1018,6 +1020,7 @@ pub async fn claim(
                     || !p.keys.staff_numbers.is_empty()
             }),
             staff_mail_ticket: first_ticket(&rows, "staff", &staff)?,
+            answers_staff_mail: !staff.is_empty(),
             answers_digest: probe.is_some_and(|p| p.keys.answers_digest),
             incident: incident_from(&rows, "incident", &incident_keys, probe)?,
             host_incident: incident_from(&rows, "hostinc", &host_keys, probe)?,
