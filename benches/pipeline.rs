@@ -173,6 +173,9 @@ fn prepare(desk: &Desk) -> (Vec<workload::Mail>, Vec<Lookups>) {
                     requester: t.requester.key(),
                     participants: t.participants.clone(),
                     status: Status::New,
+                    reply_to: None,
+                    last_inbound: None,
+                    thread: Vec::new(),
                 };
                 by_message_id.insert(m.message_id.clone(), info);
             }

@@ -1138,6 +1138,9 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     );
     println!("Subject:   {}", s.subject);
     println!("Requester: {}", s.requester);
+    if let Some(r) = &t.reply_to {
+        println!("Reply-To:  {r} (mail to the customer goes there)");
+    }
     if let Some(o) = &s.organisation {
         println!("Customer:  {o}");
     }
@@ -1164,7 +1167,10 @@ fn print_ticket(t: &ticketd::store::TicketView) {
         println!("Assignee:  {a}");
     }
     if let Some(l) = &s.linked_ticket {
-        println!("Linked:    refers to ticket {l} (subject tag from a sender who is not a participant there)");
+        println!("Linked:    refers to ticket {l}");
+    }
+    for l in &t.linked_from {
+        println!("Linked:    ticket {l} refers to this one");
     }
     println!("Participants: {}", t.participants.join(", "));
     if let Some(i) = &t.incident {

@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::customers::{Directory, DirectoryError, Organisation};
-use crate::domain::{Action, Mailbox, Severity, TicketNumber};
+use crate::domain::{Action, Mailbox, MessageId, Severity, TicketNumber};
 use crate::ingest::alerts::{parse_alert, Alert, GenericAlertRule};
 use crate::ingest::classify::{Classification, Facts, RuleError, RuleSet};
 use crate::ingest::decide::{
@@ -454,6 +454,18 @@ impl Intake {
         })
     }
 
+    /// A fresh signed Message-ID for a mail to staff: a staff id naming the
+    /// ticket it is about, or (none) a digest id.
+    fn new_staff_id(&self, n: Option<&TicketNumber>) -> Result<crate::domain::MessageId, String> {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let nonce = hex::encode(nonce);
+        Ok(match n {
+            Some(n) => self.signer.staff_id(n, &nonce),
+            None => self.signer.digest_id(&nonce),
+        })
+    }
+
     /// The mails telling an organisation's `notify_status` recipients that
     /// a ticket was resolved by a timer (a monitoring recovery's
     /// hold-down); a mail that cannot be built is logged and left out.
@@ -478,6 +490,7 @@ impl Intake {
             template: "status",
             number: Some(&t.number),
             names_ticket: true,
+            to_staff: false,
             tag: &tag,
             subject: &t.subject,
             severity: t.severity,
@@ -816,6 +829,11 @@ impl Intake {
         let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
         let clean_subject = self.tag.strip(&mail.subject);
+        // The ticket's thread, for the mails of ours on an existing ticket.
+        let on_ticket = match &decision.target {
+            crate::ingest::decide::Target::Existing { ticket, .. } => Some(ticket),
+            _ => None,
+        };
         let customer = mail
             .from
             .as_ref()
@@ -827,7 +845,14 @@ impl Intake {
                          sev: Option<Severity>| {
             let templates = self.templates()?;
             let templates = &*templates;
-            let mid = self.new_message_id(n)?;
+            // A notice to the account manager is a mail to staff: an answer
+            // to it is a note on the ticket, never a customer's mail.
+            let to_staff = notice.is_some_and(|x| x.kind == NoticeKind::OverQuota);
+            let mid = if to_staff {
+                self.new_staff_id(n)?
+            } else {
+                self.new_message_id(n)?
+            };
             // The receipt timestamp: the message's arrival, desk time.
             let received_at = self.local_time(arrived);
             let tag = n.map(|n| self.tag.render(n)).unwrap_or_default();
@@ -840,8 +865,33 @@ impl Intake {
             // A forward carries the message whole, and answers go to its
             // sender.
             let forward = notice.is_some_and(|x| x.kind == NoticeKind::Forward);
-            // A relayed staff reply carries the staff member's thread on.
+            // A relayed staff reply answers the customer's newest mail, with
+            // the ticket's thread as References, whatever the staff
+            // member's own mail carried; a notice to the customer's people
+            // on an existing ticket threads with it too.
             let relay = notice.is_some_and(|x| x.kind.personal());
+            let (in_reply_to, references): (Option<&MessageId>, Vec<MessageId>) =
+                match (answer, on_ticket) {
+                    (true, _) => (mail.message_id.as_ref(), mail.references.clone()),
+                    (false, _) if to_staff => (None, Vec::new()),
+                    (false, Some(t)) if relay => (
+                        t.last_inbound.as_ref().or(mail.in_reply_to.first()),
+                        t.thread.clone(),
+                    ),
+                    (false, Some(t)) => {
+                        let mut refs = t.thread.clone();
+                        if let Some(id) = &mail.message_id {
+                            refs.retain(|r| r != id);
+                            refs.push(id.clone());
+                        }
+                        (mail.message_id.as_ref().or(t.last_inbound.as_ref()), refs)
+                    }
+                    // A new ticket's notice: the mail that opened it.
+                    (false, None) if n.is_some() && !forward => {
+                        (mail.message_id.as_ref(), mail.references.clone())
+                    }
+                    (false, None) => (None, Vec::new()),
+                };
             confirmation(
                 templates,
                 &Confirmation {
@@ -865,16 +915,8 @@ impl Intake {
                     desk_name: &self.desk_name,
                     from: &self.from,
                     to,
-                    in_reply_to: if relay {
-                        mail.in_reply_to.first()
-                    } else {
-                        mail.message_id.as_ref().filter(|_| answer)
-                    },
-                    references: if answer || relay {
-                        &mail.references
-                    } else {
-                        &[]
-                    },
+                    in_reply_to,
+                    references: &references,
                     message_id: &mid,
                     date: SystemTime::from(t.now),
                     attach: forward.then_some(item.raw.as_slice()),

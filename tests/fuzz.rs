@@ -572,6 +572,9 @@ impl Desk {
                 .unwrap_or_else(|| "anna@kunde.example".into()),
             participants: vec!["anna@kunde.example".into()],
             status: Status::Resolved,
+            reply_to: None,
+            last_inbound: None,
+            thread: Vec::new(),
         };
         decide(
             &mail,

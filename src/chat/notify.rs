@@ -251,7 +251,9 @@ pub fn feed_kind(
         "appended" => match message {
             Some("alert") => "alert",
             Some("bounce") => "bounce",
-            Some("auto-reply" | "loop") => return None,
+            // A staff member's answer to a reminder is an internal note,
+            // like a note made in chat: no post, least of all as a reply.
+            Some("auto-reply" | "loop" | "staff-note") => return None,
             _ => "reply",
         },
         "staff-reply" => "staff-reply",
@@ -394,6 +396,10 @@ mod tests {
             None
         );
         assert_eq!(feed_kind("note", "by cli:anna", false, None, false), None);
+        assert_eq!(
+            feed_kind("appended", "note", false, Some("staff-note"), true),
+            None
+        );
         assert_eq!(feed_kind("duplicate", "", false, mail, false), None);
         // A repeated alert is only counted; a state change is posted.
         assert_eq!(

@@ -5,7 +5,9 @@
 use super::classify::{Classification, Facts, RuleAction, ACCOUNT_MANAGER};
 use super::guard::Verdict;
 use super::parse::ParsedMail;
-use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber, UnknownSenders};
+use crate::domain::{
+    domain_of, Action, Mailbox, MessageId, Severity, Status, TicketNumber, UnknownSenders,
+};
 
 /// A ticket as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,27 @@ pub struct TicketInfo {
     pub participants: Vec<String>,
     /// Current status.
     pub status: Status,
+    /// Where the customer asked answers to go (the Reply-To of the
+    /// requester's latest mail, lower case); `None`: to the requester.
+    pub reply_to: Option<String>,
+    /// The newest customer mail's Message-ID on the ticket: what a mail of
+    /// ours on it answers.
+    pub last_inbound: Option<MessageId>,
+    /// The newest Message-IDs on the ticket (customer's and ours), oldest
+    /// first, at most [`THREAD_IDS`]: the References of a mail of ours.
+    pub thread: Vec<MessageId>,
+}
+
+/// How many of a ticket's Message-IDs the mails ticketd sends on it carry
+/// in References.
+pub const THREAD_IDS: usize = 10;
+
+impl TicketInfo {
+    /// Where mail to the customer on this ticket goes: the reply address
+    /// the customer asked for, else the requester.
+    pub fn customer_address(&self) -> &str {
+        self.reply_to.as_deref().unwrap_or(&self.requester)
+    }
 }
 
 /// What the store looked up for a message before the decision.
@@ -65,6 +88,16 @@ pub struct Lookups {
     /// mail, so a follow-up found only by it is held to the same
     /// participant/domain rule as the subject tag.
     pub reference_ours: bool,
+    /// The ticket a mail of ours to staff was about (an SLA reminder, an
+    /// over-quota notice), when the message answers one (a signed staff id
+    /// in In-Reply-To/References): the answer is filed as a note there.
+    pub staff_mail_ticket: Option<TicketInfo>,
+    /// The message answers a mail of ours to staff about one ticket (a
+    /// signed staff id), whether or not that ticket is still here.
+    pub answers_staff_mail: bool,
+    /// The message answers a mail of ours to staff about many tickets (a
+    /// digest): it is refused with one answer, never a ticket.
+    pub answers_digest: bool,
 }
 
 impl Lookups {
@@ -242,6 +275,9 @@ pub enum NoticeKind {
     /// A staff member's mail on a ticket, relayed to the requester as the
     /// desk's reply (not an automatic mail).
     Relay,
+    /// To a staff member who answered a digest: such answers are not
+    /// filed anywhere (an automatic mail that itself is never answered).
+    DigestAnswer,
 }
 
 impl NoticeKind {
@@ -255,6 +291,7 @@ impl NoticeKind {
             NoticeKind::Forward => "forward",
             NoticeKind::Answer => "answer",
             NoticeKind::Relay => "relay",
+            NoticeKind::DigestAnswer => "digest-answer",
         }
     }
 
@@ -262,7 +299,10 @@ impl NoticeKind {
     /// against the sender's hourly limit of automatic mails) rather than
     /// being a mail of our own to someone else.
     pub fn answers(self) -> bool {
-        matches!(self, NoticeKind::Registration | NoticeKind::Answer)
+        matches!(
+            self,
+            NoticeKind::Registration | NoticeKind::Answer | NoticeKind::DigestAnswer
+        )
     }
 
     /// Whether a person wrote it (a relayed staff reply): no
@@ -339,7 +379,8 @@ pub enum Target {
     Existing {
         /// The ticket.
         ticket: TicketInfo,
-        /// Re-open it (a customer wrote to a resolved or closed ticket).
+        /// Re-open it (a customer wrote to a resolved ticket, or ended the
+        /// wait of a pending one).
         reopen: bool,
         /// Resolve it (a monitoring recovery).
         resolve: bool,
@@ -361,8 +402,12 @@ pub struct NewTicket {
     pub severity: Severity,
     /// The rule that decided the severity (`None`: the default).
     pub rule: Option<String>,
-    /// An existing ticket this one refers to (a subject tag from a stranger).
+    /// An existing ticket this one refers to (a subject tag from a
+    /// stranger, a mail on a closed ticket).
     pub linked: Option<TicketNumber>,
+    /// Where the customer asked answers to go (Reply-To, lower case), when
+    /// not to the requester.
+    pub reply_to: Option<String>,
     /// Addresses to record as participants (lower case).
     pub participants: Vec<String>,
     /// The requester's organisation (its directory id), if known.
@@ -390,6 +435,9 @@ pub enum Kind {
     Alert,
     /// A staff member's mail on a ticket.
     StaffReply,
+    /// An answer to a mail of ours to staff (an SLA reminder): an internal
+    /// note on the ticket, never sent to the customer.
+    StaffNote,
 }
 
 impl Kind {
@@ -402,6 +450,7 @@ impl Kind {
             Kind::Loop => "loop",
             Kind::Alert => "alert",
             Kind::StaffReply => "staff-reply",
+            Kind::StaffNote => "staff-note",
         }
     }
 }
@@ -419,6 +468,9 @@ pub struct Decision {
     pub confirm_to: Option<Mailbox>,
     /// Addresses to add as participants of an existing ticket.
     pub new_participants: Vec<String>,
+    /// For an existing ticket: record a new reply address (`Some(None)`:
+    /// answers go to the requester again); `None`: leave it.
+    pub set_reply_to: Option<Option<String>>,
     /// Notes for the ticket (or the message record): why something was not
     /// done, links, skipped confirmations.
     pub notes: Vec<String>,
@@ -508,6 +560,7 @@ fn decide_target(
                 },
                 confirm_to: None,
                 new_participants: Vec::new(),
+                set_reply_to: None,
                 notices: Vec::new(),
                 incident: None,
                 notes,
@@ -518,6 +571,7 @@ fn decide_target(
                 target: Target::Nothing,
                 confirm_to: None,
                 new_participants: Vec::new(),
+                set_reply_to: None,
                 notices: Vec::new(),
                 incident: None,
                 notes,
@@ -528,6 +582,51 @@ fn decide_target(
                 ),
             },
         };
+    }
+
+    // A person answering a mail of ours to staff: a reminder's answer is a
+    // note on its ticket, a digest's is refused; never a ticket, never a
+    // confirmation, never sent to the customer.
+    if let Some(t) = &look.staff_mail_ticket {
+        return Decision {
+            action: Action::Appended,
+            kind: Kind::StaffNote,
+            reason: format!(
+                "{} answered a mail of ours to staff about ticket {}: filed there as a note, not sent to the customer",
+                if sender.is_empty() { "someone" } else { &sender },
+                t.number
+            ),
+            target: Target::Existing {
+                ticket: t.clone(),
+                reopen: false,
+                resolve: false,
+                quiet: false,
+            },
+            confirm_to: None,
+            new_participants: Vec::new(),
+            set_reply_to: None,
+            notices: Vec::new(),
+            incident: None,
+            notes,
+        };
+    }
+    if look.answers_staff_mail {
+        return Decision {
+            action: Action::Suppressed,
+            kind: Kind::StaffNote,
+            target: Target::Nothing,
+            confirm_to: None,
+            new_participants: Vec::new(),
+            set_reply_to: None,
+            notices: Vec::new(),
+            incident: None,
+            notes,
+            reason: "answers a mail of ours to staff about a ticket that is not here: stored only"
+                .into(),
+        };
+    }
+    if look.answers_digest {
+        return digest_answer(mail, look, cfg, &sender, notes);
     }
 
     // A person. Follow-up by reference to a mail of ours: they had one of
@@ -576,16 +675,32 @@ fn decide_target(
         (None, None) => None,
     };
 
+    // Closed is final: a customer's mail on a closed ticket opens a new
+    // ticket linked to it (staff may still write on it).
+    let mut closed_link = None;
+    let follow_up = match follow_up {
+        Some((ticket, how)) if !all_staff && ticket.status == Status::Closed => {
+            notes.push(format!(
+                "Ticket {} (found by {how}) is closed: opened as a new ticket linked to {}.",
+                ticket.number, ticket.number
+            ));
+            closed_link = Some(ticket.number);
+            None
+        }
+        other => other,
+    };
+
     if let Some((ticket, how)) = follow_up {
         if all_staff {
             return staff_reply(mail, ticket, how, &sender, cfg, notes);
         }
         // A customer's answer also ends the wait of a pending ticket (the
         // SLA clock resumes).
-        let reopen = matches!(
-            ticket.status,
-            Status::Resolved | Status::Closed | Status::Pending
-        );
+        let reopen = matches!(ticket.status, Status::Resolved | Status::Pending);
+        // The requester's latest mail says where answers go.
+        let set_reply_to = (sender == ticket.requester)
+            .then(|| reply_to_of(mail, cfg))
+            .filter(|r| *r != ticket.reply_to);
         let new_participants: Vec<String> = people(mail, cfg)
             .into_iter()
             .filter(|a| !ticket.participants.contains(a))
@@ -602,6 +717,7 @@ fn decide_target(
             },
             confirm_to: None,
             new_participants,
+            set_reply_to,
             notices: Vec::new(),
             incident: None,
             notes,
@@ -617,6 +733,7 @@ fn decide_target(
             target: Target::Nothing,
             confirm_to: None,
             new_participants: Vec::new(),
+            set_reply_to: None,
             notices: Vec::new(),
             incident: None,
             notes,
@@ -636,6 +753,7 @@ fn decide_target(
                 target: Target::Nothing,
                 confirm_to: None,
                 new_participants: Vec::new(),
+                set_reply_to: None,
                 notices: Vec::new(),
                 incident: None,
                 notes,
@@ -693,6 +811,7 @@ fn decide_target(
                     target: Target::Nothing,
                     confirm_to: None,
                     new_participants: Vec::new(),
+                    set_reply_to: None,
                     notices: to
                         .map(|m| Notice {
                             kind: NoticeKind::Registration,
@@ -759,10 +878,8 @@ fn decide_target(
         ..
     } = c;
     let severity = severity.unwrap_or(cfg.default_severity);
-    let linked = look
-        .by_tag
-        .as_ref()
-        .map(|t| t.number.clone())
+    let linked = closed_link
+        .or_else(|| look.by_tag.as_ref().map(|t| t.number.clone()))
         .or(untrusted_reference);
     if linked.is_none() {
         if let Some(n) = &look.tag_number {
@@ -790,6 +907,7 @@ fn decide_target(
             severity,
             rule,
             linked,
+            reply_to: reply_to_of(mail, cfg),
             participants: people(mail, cfg),
             organisation: look.organisation.as_ref().map(|o| o.id.clone()),
             flags,
@@ -798,6 +916,7 @@ fn decide_target(
         }),
         confirm_to,
         new_participants: Vec::new(),
+        set_reply_to: None,
         notes,
         notices,
         incident: None,
@@ -911,6 +1030,7 @@ fn route(
         target: Target::Nothing,
         confirm_to: None,
         new_participants: Vec::new(),
+        set_reply_to: None,
         notices,
         incident: None,
         notes: std::mem::take(notes),
@@ -941,11 +1061,12 @@ fn staff_reply(
     cfg: &DecideConfig,
     notes: Vec<String>,
 ) -> Decision {
+    let customer = ticket.customer_address().to_string();
     let addressed = mail
         .to
         .iter()
         .chain(mail.cc.iter())
-        .any(|m| m.key() == ticket.requester);
+        .any(|m| m.key() == customer);
     let mut notices = Vec::new();
     let reason = if addressed {
         format!(
@@ -956,15 +1077,15 @@ fn staff_reply(
         notices.push(Notice {
             kind: NoticeKind::Relay,
             to: Mailbox {
-                address: ticket.requester.clone(),
+                address: customer.clone(),
                 name: None,
             },
             facts: vec![("staff".to_string(), sender.to_string())],
             template: Some("reply".into()),
         });
         format!(
-            "staff reply by {sender} on ticket {} ({how}); relayed to {}",
-            ticket.number, ticket.requester
+            "staff reply by {sender} on ticket {} ({how}); relayed to {customer}",
+            ticket.number
         )
     };
     let new_participants: Vec<String> = people(mail, cfg)
@@ -983,9 +1104,65 @@ fn staff_reply(
         },
         confirm_to: None,
         new_participants,
+        set_reply_to: None,
         notices,
         incident: None,
         notes,
+    }
+}
+
+/// Where the sender of `mail` asks answers to go, when not to From: its
+/// Reply-To (lower case), unless that is one of ours, a system address, not
+/// deliverable, or From itself.
+fn reply_to_of(mail: &ParsedMail, cfg: &DecideConfig) -> Option<String> {
+    let r = mail.reply_to.as_ref()?.key();
+    let from = mail.from.as_ref().map(|m| m.key()).unwrap_or_default();
+    let deliverable = r.contains('@') && !r.starts_with('@') && !r.ends_with('@');
+    (deliverable
+        && r != from
+        && !cfg.own_addresses.contains(&r)
+        && !super::guard::is_system_address(&r))
+    .then_some(r)
+}
+
+/// A person's answer to a digest of ours (a mail about many tickets):
+/// stored, no ticket, and one automatic answer saying so — unless the
+/// message answers that answer (a notice of ours) or the hourly limit is
+/// reached, so that it cannot loop.
+fn digest_answer(
+    mail: &ParsedMail,
+    look: &Lookups,
+    cfg: &DecideConfig,
+    sender: &str,
+    mut notes: Vec<String>,
+) -> Decision {
+    let to = confirmation_recipient(mail, cfg, look, &mut notes);
+    let reason = match &to {
+        Some(m) => format!(
+            "{sender} answered a digest of ours (about many tickets): no ticket; told {} to answer on a ticket instead",
+            m.address
+        ),
+        None => format!("{sender} answered a digest of ours (about many tickets): no ticket"),
+    };
+    Decision {
+        action: Action::Suppressed,
+        kind: Kind::Mail,
+        target: Target::Nothing,
+        confirm_to: None,
+        new_participants: Vec::new(),
+        set_reply_to: None,
+        notices: to
+            .map(|m| Notice {
+                kind: NoticeKind::DigestAnswer,
+                to: m,
+                facts: Vec::new(),
+                template: None,
+            })
+            .into_iter()
+            .collect(),
+        incident: None,
+        notes,
+        reason,
     }
 }
 
@@ -1048,6 +1225,7 @@ fn decide_alert(
         target,
         confirm_to: None,
         new_participants: Vec::new(),
+        set_reply_to: None,
         notes,
         notices: Vec::new(),
         incident,
@@ -1246,6 +1424,8 @@ fn decide_alert(
             severity,
             rule: Some(rule),
             linked: None,
+            // Monitoring is never answered.
+            reply_to: None,
             participants: Vec::new(),
             organisation: org.map(|o| o.id.clone()),
             flags: Vec::new(),
@@ -1513,6 +1693,9 @@ mod tests {
             requester: requester.into(),
             participants: vec![requester.into(), "cc@partner.de".into()],
             status: Status::Open,
+            reply_to: None,
+            last_inbound: None,
+            thread: Vec::new(),
         }
     }
 
@@ -1697,15 +1880,173 @@ mod tests {
     }
 
     #[test]
-    fn closed_ticket_reopens() {
+    fn a_closed_ticket_is_final_a_mail_on_it_opens_a_linked_ticket() {
         let mut t = ticket("anna@kunde.de");
         t.status = Status::Closed;
+        let by_ref = Lookups {
+            by_reference: Some(t.clone()),
+            reference_ours: true,
+            ..Default::default()
+        };
+        let by_tag = Lookups {
+            tag_number: Some(t.number.clone()),
+            by_tag: Some(t.clone()),
+            ..Default::default()
+        };
+        for look in [by_ref, by_tag] {
+            let d = run(
+                "From: anna@kunde.de\r\nSubject: Re: [Ticket#10001] x",
+                &look,
+            );
+            assert_eq!(d.action, Action::Created, "{}", d.reason);
+            match &d.target {
+                Target::New(n) => {
+                    assert_eq!(n.linked, Some(TicketNumber("10001".into())));
+                    assert_eq!(n.subject, "Re: x", "the old tag is not carried on");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(d.confirm_to.as_ref().unwrap().address, "anna@kunde.de");
+            assert!(
+                d.notes.iter().any(|n| n.contains("is closed")),
+                "{:?}",
+                d.notes
+            );
+        }
+        // Staff may still write on a closed ticket.
+        let look = Lookups {
+            by_reference: Some(t),
+            reference_ours: true,
+            ..Default::default()
+        };
+        let d = run("From: tom@provider.de\r\nSubject: Re: x", &look);
+        assert_eq!(d.kind, Kind::StaffReply);
+    }
+
+    #[test]
+    fn a_resolved_ticket_reopens() {
+        let mut t = ticket("anna@kunde.de");
+        t.status = Status::Resolved;
         let look = Lookups {
             by_reference: Some(t),
             ..Default::default()
         };
         let d = run("From: anna@kunde.de\r\nSubject: Re: x", &look);
         assert!(matches!(d.target, Target::Existing { reopen: true, .. }));
+    }
+
+    #[test]
+    fn a_relay_goes_to_the_reply_address_and_the_requester_may_change_it() {
+        let mut t = ticket("anna@kunde.de");
+        t.reply_to = Some("it@kunde.de".into());
+        let look = Lookups {
+            by_reference: Some(t.clone()),
+            reference_ours: true,
+            ..Default::default()
+        };
+        let d = run("From: tom@provider.de\r\nSubject: Re: x", &look);
+        assert_eq!(d.notices[0].kind, NoticeKind::Relay);
+        assert_eq!(d.notices[0].to.address, "it@kunde.de");
+        // Staff wrote to the reply address directly: not sent again.
+        let d = run(
+            "From: tom@provider.de\r\nCc: it@kunde.de\r\nSubject: Re: x",
+            &look,
+        );
+        assert!(d.notices.is_empty(), "{:?}", d.notices);
+        // The requester's mail decides where answers go; others' do not.
+        let d = run(
+            "From: anna@kunde.de\r\nReply-To: Anna <Anna.Mobil@kunde.de>\r\nSubject: Re: x",
+            &look,
+        );
+        assert_eq!(d.set_reply_to, Some(Some("anna.mobil@kunde.de".into())));
+        let d = run("From: anna@kunde.de\r\nSubject: Re: x", &look);
+        assert_eq!(d.set_reply_to, Some(None));
+        let d = run(
+            "From: anna@kunde.de\r\nReply-To: it@kunde.de\r\nSubject: Re: x",
+            &look,
+        );
+        assert_eq!(d.set_reply_to, None, "unchanged");
+        let d = run(
+            "From: bob@kunde.de\r\nReply-To: bob2@kunde.de\r\nSubject: Re: x",
+            &look,
+        );
+        assert_eq!(d.set_reply_to, None);
+        // Our own address as Reply-To is no reply address.
+        let d = run(
+            "From: anna@kunde.de\r\nReply-To: support@example.com\r\nSubject: y",
+            &Lookups::default(),
+        );
+        assert!(matches!(&d.target, Target::New(n) if n.reply_to.is_none()));
+    }
+
+    #[test]
+    fn an_answer_to_a_staff_mail_is_a_note_and_to_a_digest_a_refusal() {
+        // From staff or from anyone holding the signed id: never a ticket,
+        // never a confirmation, never relayed.
+        for from in ["tom@provider.de", "anna@kunde.de", "x@elsewhere.org"] {
+            let look = Lookups {
+                staff_mail_ticket: Some(ticket("anna@kunde.de")),
+                answers_staff_mail: true,
+                answers_ours: true,
+                ..Default::default()
+            };
+            let d = run(&format!("From: {from}\r\nSubject: Re: SLA 50 %: x"), &look);
+            assert_eq!(d.action, Action::Appended);
+            assert_eq!(d.kind, Kind::StaffNote);
+            assert!(d.confirm_to.is_none() && d.notices.is_empty(), "{d:?}");
+            assert!(matches!(
+                d.target,
+                Target::Existing {
+                    reopen: false,
+                    resolve: false,
+                    ..
+                }
+            ));
+        }
+        // The ticket is gone: stored, nothing else.
+        let gone = Lookups {
+            answers_staff_mail: true,
+            answers_ours: true,
+            ..Default::default()
+        };
+        let d = run("From: tom@provider.de\r\nSubject: Re: SLA 50 %: x", &gone);
+        assert_eq!(d.action, Action::Suppressed);
+        assert!(d.notices.is_empty() && d.confirm_to.is_none());
+        let digest = Lookups {
+            answers_digest: true,
+            answers_ours: true,
+            ..Default::default()
+        };
+        let d = run("From: tom@provider.de\r\nSubject: Re: Digest", &digest);
+        assert_eq!(d.action, Action::Suppressed);
+        assert_eq!(d.target, Target::Nothing);
+        assert!(d.confirm_to.is_none());
+        assert_eq!(d.notices.len(), 1);
+        assert_eq!(d.notices[0].kind, NoticeKind::DigestAnswer);
+        assert!(d.notices[0].kind.answers(), "auto-replied, threaded");
+        assert_eq!(d.notices[0].to.address, "tom@provider.de");
+        // An answer to that refusal (a notice of ours), or over the hourly
+        // limit: stored only.
+        for look in [
+            Lookups {
+                answers_notice: true,
+                ..digest.clone()
+            },
+            Lookups {
+                auto_mails_last_hour: 10,
+                ..digest.clone()
+            },
+        ] {
+            let d = run("From: tom@provider.de\r\nSubject: Re: Re: Digest", &look);
+            assert_eq!(d.action, Action::Suppressed);
+            assert!(d.notices.is_empty(), "{d:?}");
+        }
+        // A robot answering a digest is not answered either.
+        let d = run(
+            "From: tom@provider.de\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office",
+            &digest,
+        );
+        assert!(d.notices.is_empty(), "{d:?}");
     }
 
     fn run_rules(headers: &str, look: &Lookups, cfg: &DecideConfig, c: Classification) -> Decision {

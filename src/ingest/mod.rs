@@ -33,6 +33,13 @@ pub struct LookupKeys {
     /// the message answers an automatic mail of ours that belongs to no
     /// ticket (a registration notice), and gets no automatic answer.
     pub answers_notice: bool,
+    /// Ticket numbers proven by our signed staff mail ids
+    /// ([`IdSigner::staff_id`]) among `thread_ids`: the message answers a
+    /// mail of ours to staff about that ticket (an SLA reminder).
+    pub staff_numbers: Vec<TicketNumber>,
+    /// Whether In-Reply-To/References name one of our signed digest ids:
+    /// the message answers a mail of ours to staff about many tickets.
+    pub answers_digest: bool,
 }
 
 /// Works out which ids and numbers to look up for a message.
@@ -40,9 +47,13 @@ pub fn lookup_keys(mail: &ParsedMail, tag: &SubjectTag, signer: &IdSigner) -> Lo
     let thread_ids = mail.thread_ids();
     let signed_numbers = unique(thread_ids.iter().filter_map(|id| signer.verify(id)));
     let answers_notice = thread_ids.iter().any(|id| signer.is_notice(id));
+    let staff_numbers = unique(thread_ids.iter().filter_map(|id| signer.verify_staff(id)));
+    let answers_digest = thread_ids.iter().any(|id| signer.is_digest(id));
     let mut keys = LookupKeys {
         tag_number: tag.find(&mail.subject),
         answers_notice,
+        staff_numbers,
+        answers_digest,
         thread_ids,
         signed_numbers,
         ..Default::default()

@@ -112,6 +112,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// ticket number has a dash).
 const NOTICE: &str = "td-n";
 
+/// What a staff mail id's MAC is taken over before the ticket number, so
+/// that no customer-facing ticket id can be turned into one.
+const STAFF: &str = "td-s:";
+
+/// What a digest id's MAC is taken over in place of a ticket number.
+const DIGEST: &str = "td-d";
+
 /// Writes and verifies our outgoing Message-IDs:
 /// `td.<number>.<nonce>.<mac>@<domain>`, the MAC over number and nonce.
 #[derive(Debug, Clone)]
@@ -169,6 +176,56 @@ impl IdSigner {
             return false;
         };
         let expect = self.mac(NOTICE, nonce);
+        !expect.is_empty() && constant_time_eq(expect.as_bytes(), mac.as_bytes())
+    }
+
+    /// A Message-ID of ours for a mail to staff about ticket `number` (an
+    /// SLA reminder, an over-quota notice): `td-s.<number>.<nonce>.<mac>`.
+    /// It is not a ticket id, so an answer to it never threads onto the
+    /// customer's conversation; [`IdSigner::verify_staff`] finds the ticket
+    /// for it, to file the answer as a note.
+    pub fn staff_id(&self, number: &TicketNumber, nonce: &str) -> MessageId {
+        let mac = self.mac(&format!("{STAFF}{number}"), nonce);
+        MessageId(format!("td-s.{}.{}.{}@{}", number, nonce, mac, self.domain))
+    }
+
+    /// The ticket number inside one of our staff mail ids
+    /// ([`IdSigner::staff_id`]), when its MAC is valid.
+    pub fn verify_staff(&self, id: &MessageId) -> Option<TicketNumber> {
+        let (local, _domain) = id.as_str().rsplit_once('@')?;
+        let rest = local.strip_prefix("td-s.")?;
+        let mut it = rest.rsplitn(3, '.');
+        let mac = it.next()?;
+        let nonce = it.next()?;
+        let number = it.next()?;
+        let expect = self.mac(&format!("{STAFF}{number}"), nonce);
+        if !expect.is_empty() && constant_time_eq(expect.as_bytes(), mac.as_bytes()) {
+            Some(TicketNumber(number.to_string()))
+        } else {
+            None
+        }
+    }
+
+    /// A Message-ID of ours for a mail to staff about no single ticket (a
+    /// digest, and the refusal of an answer to one): `td-d.<nonce>.<mac>`.
+    pub fn digest_id(&self, nonce: &str) -> MessageId {
+        let mac = self.mac(DIGEST, nonce);
+        MessageId(format!("td-d.{nonce}.{mac}@{}", self.domain))
+    }
+
+    /// Whether `id` is one of our digest ids ([`IdSigner::digest_id`]) with
+    /// a valid MAC.
+    pub fn is_digest(&self, id: &MessageId) -> bool {
+        let Some((local, _domain)) = id.as_str().rsplit_once('@') else {
+            return false;
+        };
+        let Some((nonce, mac)) = local
+            .strip_prefix("td-d.")
+            .and_then(|rest| rest.rsplit_once('.'))
+        else {
+            return false;
+        };
+        let expect = self.mac(DIGEST, nonce);
         !expect.is_empty() && constant_time_eq(expect.as_bytes(), mac.as_bytes())
     }
 
@@ -254,6 +311,31 @@ mod tests {
         assert!(!s.is_notice(&MessageId("td-n.a1b2c3@desk.example".into())));
         let t = s.message_id(&TicketNumber("10001".into()), "a1b2c3");
         assert!(!s.is_notice(&t));
+    }
+
+    #[test]
+    fn staff_and_digest_ids_are_signed_and_told_apart() {
+        let s = IdSigner::new(MacKey(vec![7; 32]), "desk.example");
+        let other = IdSigner::new(MacKey(vec![8; 32]), "desk.example");
+        let n = TicketNumber("10042".into());
+        let st = s.staff_id(&n, "a1b2c3");
+        assert!(st.as_str().starts_with("td-s.10042.a1b2c3."), "{st:?}");
+        assert_eq!(s.verify_staff(&st), Some(n.clone()));
+        assert_eq!(s.verify(&st), None, "not a ticket id");
+        assert!(!s.is_notice(&st) && !s.is_digest(&st));
+        assert_eq!(other.verify_staff(&st), None, "another desk's key");
+        let forged = MessageId(st.as_str().replace("10042", "10043"));
+        assert_eq!(s.verify_staff(&forged), None);
+        // A customer-facing ticket id cannot be passed off as a staff id.
+        let t = s.message_id(&n, "a1b2c3");
+        let relabelled = MessageId(t.as_str().replacen("td.", "td-s.", 1));
+        assert_eq!(s.verify_staff(&relabelled), None);
+        assert_eq!(s.verify_staff(&t), None);
+        let d = s.digest_id("a1b2c3");
+        assert!(s.is_digest(&d));
+        assert!(!other.is_digest(&d));
+        assert!(!s.is_notice(&d) && s.verify(&d).is_none() && s.verify_staff(&d).is_none());
+        assert!(!s.is_digest(&s.notice_id("a1b2c3")));
     }
 
     #[test]

@@ -160,6 +160,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "digest.en.txt",
         include_str!("../../templates/digest.en.txt"),
     ),
+    (
+        "digest-answer.de.subject",
+        include_str!("../../templates/digest-answer.de.subject"),
+    ),
+    (
+        "digest-answer.de.txt",
+        include_str!("../../templates/digest-answer.de.txt"),
+    ),
+    (
+        "digest-answer.en.subject",
+        include_str!("../../templates/digest-answer.en.subject"),
+    ),
+    (
+        "digest-answer.en.txt",
+        include_str!("../../templates/digest-answer.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered. The file is the override's
@@ -229,6 +245,7 @@ const KIND_FACTS: &[(&str, &[&str], &[&str])] = &[
         &["open", "running", "paused", "breached", "other", "late"],
         &[],
     ),
+    ("digest-answer", &[], &[]),
 ];
 
 /// The facts of a route rule's answer (`not-support` and any template of

@@ -95,6 +95,10 @@ pub(super) struct OwnMail<'a> {
     pub number: Option<&'a TicketNumber>,
     /// Whether its Message-ID names the ticket (answers thread onto it).
     pub names_ticket: bool,
+    /// Whether it goes to staff (a reminder, a digest): its Message-ID is a
+    /// staff id, so an answer is filed as a note on the ticket (or, for a
+    /// digest, refused) and never opens a ticket.
+    pub to_staff: bool,
     /// The subject tag, or empty.
     pub tag: &'a str,
     /// The ticket's (or the job's) subject.
@@ -378,7 +382,7 @@ impl Intake {
     }
 
     /// The mail of a staff reply: the text with the desk's signature, to
-    /// the requester, in reply to the newest inbound mail with the
+    /// where the customer asked answers to go (else the requester), in reply to the newest inbound mail with the
     /// ticket's thread as References, tagged subject. Not marked automatic.
     fn reply_mail(
         &self,
@@ -393,6 +397,7 @@ impl Intake {
         let tag = self.tag.render(&t.number);
         let subject = self.tag.strip(&t.subject);
         let received_at = self.local_time(now);
+        let to = t.customer();
         confirmation(
             &templates,
             &Confirmation {
@@ -409,7 +414,7 @@ impl Intake {
                 language: self.language_for(org, &templates, "reply"),
                 desk_name: &self.desk_name,
                 from: &self.from,
-                to: &t.requester,
+                to: &to,
                 in_reply_to: t.last_inbound.as_ref(),
                 references: &t.references,
                 message_id: &mid,
@@ -471,7 +476,11 @@ impl Intake {
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
-        let mid = self.new_message_id(m.number.filter(|_| m.names_ticket))?;
+        let mid = if m.to_staff {
+            self.new_staff_id(m.number)?
+        } else {
+            self.new_message_id(m.number.filter(|_| m.names_ticket))?
+        };
         let received_at = self.local_time(now);
         confirmation(
             &templates,
@@ -717,10 +726,11 @@ impl TimerHooks for SlaHooks<'_> {
                 &OwnMail {
                     template: "reminder",
                     number: Some(&r.number),
-                    // Staff mail names no ticket in its Message-ID: an
-                    // answer to a reminder must not thread onto the ticket
-                    // (and be relayed to the customer as a staff reply).
+                    // Staff mail has a staff id, not a ticket id: an answer
+                    // to a reminder is a note on the ticket, never threaded
+                    // onto the customer's conversation (and relayed).
                     names_ticket: false,
+                    to_staff: true,
                     tag: "",
                     subject: &r.subject,
                     severity: r.severity,
@@ -789,6 +799,7 @@ impl TimerHooks for SlaHooks<'_> {
                     template: "digest",
                     number: None,
                     names_ticket: false,
+                    to_staff: true,
                     tag: "",
                     subject: &d.name,
                     severity: Severity::Question,

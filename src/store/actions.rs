@@ -24,9 +24,12 @@ pub struct ActionTicket {
     pub severity: Severity,
     /// The customer who opened it.
     pub requester: Mailbox,
+    /// Where the customer asked answers to go (the Reply-To of the
+    /// requester's latest mail), when not to the requester.
+    pub reply_to: Option<String>,
     /// The customer's organisation (directory id), if known.
     pub organisation: Option<String>,
-    /// The newest inbound message's Message-ID: what a reply answers.
+    /// The newest customer mail's Message-ID: what a reply answers.
     pub last_inbound: Option<MessageId>,
     /// Message-IDs of the ticket's mails, oldest first: a reply's
     /// References.
@@ -59,7 +62,7 @@ pub async fn action_ticket(
     number: &str,
 ) -> Result<ActionTicket, ActionError> {
     let row = sqlx::query(
-        "SELECT id, number, subject, status, severity, requester, requester_name, organisation FROM tickets WHERE number = $1",
+        "SELECT id, number, subject, status, severity, requester, requester_name, organisation, reply_to FROM tickets WHERE number = $1",
     )
     .bind(number.trim())
     .fetch_optional(&mut *conn)
@@ -67,17 +70,18 @@ pub async fn action_ticket(
     .ok_or_else(|| ActionError::NoTicket(number.trim().to_string()))?;
     let id: i64 = row.try_get("id")?;
     let severity: i64 = row.try_get("severity")?;
-    let mids: Vec<(String, String)> = sqlx::query_as(
-        "SELECT direction, message_id FROM articles WHERE ticket_id = $1 AND message_id IS NOT NULL ORDER BY id",
+    let mids: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT direction, kind, message_id FROM articles WHERE ticket_id = $1 AND message_id IS NOT NULL ORDER BY id",
     )
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
+    // A customer's mail, not a staff member's or a robot's on the ticket.
     let last_inbound = mids
         .iter()
         .rev()
-        .find(|(d, _)| d == "in")
-        .and_then(|(_, m)| MessageId::parse(m));
+        .find(|(d, k, _)| d == "in" && k == "mail")
+        .and_then(|(_, _, m)| MessageId::parse(m));
     Ok(ActionTicket {
         id,
         number: TicketNumber(row.try_get("number")?),
@@ -88,13 +92,31 @@ pub async fn action_ticket(
             address: row.try_get("requester")?,
             name: row.try_get("requester_name")?,
         },
+        reply_to: row.try_get("reply_to")?,
         organisation: row.try_get("organisation")?,
         last_inbound,
+        // The customer's mails and ours; staff members' own are internal.
         references: mids
             .iter()
-            .filter_map(|(_, m)| MessageId::parse(m))
+            .filter(|(d, k, _)| d == "out" || k == "mail")
+            .filter_map(|(_, _, m)| MessageId::parse(m))
             .collect(),
     })
+}
+
+impl ActionTicket {
+    /// Where mail to the customer goes: the reply address the customer
+    /// asked for (with no name: it may be another person's), else the
+    /// requester.
+    pub fn customer(&self) -> Mailbox {
+        match &self.reply_to {
+            Some(a) => Mailbox {
+                address: a.clone(),
+                name: None,
+            },
+            None => self.requester.clone(),
+        }
+    }
 }
 
 /// The event kind a status change is recorded as; the SLA clock reads

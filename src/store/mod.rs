@@ -328,6 +328,12 @@ pub struct TicketView {
     pub severity_rule: Option<String>,
     /// Who works it (`claim`/`assign`), by name.
     pub assignee: Option<String>,
+    /// Where mail to the customer goes when not to the requester (the
+    /// Reply-To of the requester's latest mail).
+    pub reply_to: Option<String>,
+    /// Tickets that refer to this one (opened by a mail on it after it was
+    /// closed, or by a stranger naming it), oldest first.
+    pub linked_from: Vec<String>,
     /// Participants.
     pub participants: Vec<String>,
     /// Articles, oldest first.
@@ -783,8 +789,21 @@ pub enum Claim {
 }
 
 /// Ticket columns the decision needs, with one row per participant
-/// (`p.address` NULL when there is none).
-const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address";
+/// (`p.address` NULL when there is none): then the reply address, the
+/// newest customer mail's Message-ID and the newest Message-IDs of the
+/// customer's mails and ours on the ticket (space-separated, newest first,
+/// at most [`crate::ingest::decide::THREAD_IDS`]; staff members' own mails
+/// are internal), read through `articles_ticket` so that a mail of ours on
+/// the ticket threads without another query.
+const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address, t.reply_to,
+    (SELECT a.message_id FROM articles a WHERE a.ticket_id = t.id AND a.direction = 'in' AND a.kind = 'mail'
+       AND a.message_id IS NOT NULL ORDER BY a.id DESC LIMIT 1),
+    (SELECT group_concat(x.message_id, ' ') FROM (SELECT a.message_id FROM articles a
+       WHERE a.ticket_id = t.id AND a.message_id IS NOT NULL AND (a.direction = 'out' OR a.kind = 'mail')
+       ORDER BY a.id DESC LIMIT 10) x)";
+
+/// How many columns [`TICKET_INFO_COLUMNS`] has.
+const TICKET_INFO_WIDTH: usize = 8;
 
 /// A ticket from its rows of [`TICKET_INFO_COLUMNS`] starting at column
 /// `at`; `None` when there are no rows.
@@ -801,12 +820,26 @@ fn ticket_info_from_rows<'r>(
             participants.push(a);
         }
     }
+    let newest_first: Option<String> = first.try_get(at + 7)?;
+    let mut thread: Vec<MessageId> = newest_first
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter_map(MessageId::parse)
+        .take(crate::ingest::decide::THREAD_IDS)
+        .collect();
+    thread.reverse();
     Ok(Some(TicketInfo {
         id: first.try_get(at)?,
         number: TicketNumber(first.try_get(at + 1)?),
         requester: first.try_get(at + 2)?,
         participants,
         status: Status::parse(first.try_get::<&str, _>(at + 3)?),
+        reply_to: first.try_get(at + 5)?,
+        last_inbound: first
+            .try_get::<Option<&str>, _>(at + 6)?
+            .and_then(MessageId::parse),
+        thread,
     }))
 }
 
@@ -888,10 +921,11 @@ pub async fn claim(
                 (SELECT COALESCE(MAX(id), 0) FROM outbox), (SELECT value FROM counters WHERE name = 'ticket')"
     ));
     s.end();
-    let (thread, signed, tag, bounced, bounced_nums) = match probe {
+    let (thread, signed, staff, tag, bounced, bounced_nums) = match probe {
         Some(p) => (
             keys_of(&p.keys.thread_ids, MessageId::as_str),
             keys_of(&p.keys.signed_numbers, TicketNumber::as_str),
+            keys_of(&p.keys.staff_numbers, TicketNumber::as_str),
             p.keys
                 .tag_number
                 .iter()
@@ -904,6 +938,7 @@ pub async fn claim(
     };
     find_tickets(&mut s, "ref", &thread, false);
     find_tickets(&mut s, "sig", &signed, true);
+    find_tickets(&mut s, "staff", &staff, true);
     find_tickets(&mut s, "tag", &tag, true);
     find_tickets(&mut s, "bref", &bounced, false);
     find_tickets(&mut s, "bsig", &bounced_nums, true);
@@ -989,8 +1024,15 @@ pub async fn claim(
             hold_until: None,
             reference_ours,
             answers_notice: probe.is_some_and(|p| p.keys.answers_notice),
-            answers_ours: probe
-                .is_some_and(|p| p.keys.answers_notice || !p.keys.signed_numbers.is_empty()),
+            answers_ours: probe.is_some_and(|p| {
+                p.keys.answers_notice
+                    || p.keys.answers_digest
+                    || !p.keys.signed_numbers.is_empty()
+                    || !p.keys.staff_numbers.is_empty()
+            }),
+            staff_mail_ticket: first_ticket(&rows, "staff", &staff)?,
+            answers_staff_mail: !staff.is_empty(),
+            answers_digest: probe.is_some_and(|p| p.keys.answers_digest),
             incident: incident_from(&rows, "incident", &incident_keys, probe)?,
             host_incident: incident_from(&rows, "hostinc", &host_keys, probe)?,
         }),
@@ -1013,10 +1055,13 @@ fn incident_from(
         .iter()
         .find(|r| r.try_get::<&str, _>(0).is_ok_and(|l| l == label));
     let problem = row
-        .map(|r| r.try_get::<i64, _>(7))
+        .map(|r| r.try_get::<i64, _>(2 + TICKET_INFO_WIDTH))
         .transpose()?
         .unwrap_or(0);
-    let recovered: Option<String> = row.map(|r| r.try_get(8)).transpose()?.flatten();
+    let recovered: Option<String> = row
+        .map(|r| r.try_get(3 + TICKET_INFO_WIDTH))
+        .transpose()?
+        .flatten();
     Ok(Some(Incident {
         ticket,
         problem: problem != 0,
@@ -1387,11 +1432,12 @@ pub async fn apply(
                 s.arg((!t.flags.is_empty()).then(|| t.flags.join(","))),
                 s.arg(t.queue.as_deref()),
                 s.arg(arrived),
+                s.arg(t.reply_to.as_deref()),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at, reply_to)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12], ps[13]
             ));
             s.end();
             let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
@@ -1463,8 +1509,12 @@ pub async fn apply(
             } else {
                 ""
             };
+            let reply_to = match &d.set_reply_to {
+                Some(r) => format!("reply_to = {}, ", s.arg(r.as_deref())),
+                None => String::new(),
+            };
             s.push(format_args!(
-                "UPDATE tickets SET {status}updated_at = {at} WHERE id = {id} RETURNING 'severity', severity"
+                "UPDATE tickets SET {status}{reply_to}updated_at = {at} WHERE id = {id} RETURNING 'severity', severity"
             ));
             s.end();
             let people: Vec<&str> = d.new_participants.iter().map(String::as_str).collect();
@@ -1485,6 +1535,16 @@ pub async fn apply(
             }
             if *resolve {
                 list.push(("resolved", d.reason.as_str()));
+            }
+            let reply_note = d.set_reply_to.as_ref().map(|r| match r {
+                Some(a) => format!("answers to the customer go to {a} (Reply-To of their mail)"),
+                None => {
+                    "answers to the customer go to the requester again (their mail had no Reply-To)"
+                        .to_string()
+                }
+            });
+            if let Some(n) = &reply_note {
+                list.push(("reply-to", n.as_str()));
             }
             events(&mut s, Some(ticket.id), Some(message_row), &list, now);
             (Some(ticket.id), Some(ticket.number.clone()), None)
@@ -1868,6 +1928,16 @@ impl Store {
         .await?;
         let severity_rule: Option<String> = r.try_get("severity_rule")?;
         let assignee: Option<String> = r.try_get("assignee_name")?;
+        let reply_to: Option<String> =
+            sqlx::query_scalar("SELECT reply_to FROM tickets WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        let linked_from: Vec<String> =
+            sqlx::query_scalar("SELECT number FROM tickets WHERE linked_number = $1 ORDER BY id")
+                .bind(&summary.number)
+                .fetch_all(&self.pool)
+                .await?;
         let participants: Vec<String> = sqlx::query_scalar(
             "SELECT address FROM participants WHERE ticket_id = $1 ORDER BY address",
         )
@@ -1964,6 +2034,8 @@ impl Store {
             arrived_at,
             severity_rule,
             assignee,
+            reply_to,
+            linked_from,
             participants,
             articles,
             bounces,
