@@ -157,7 +157,8 @@ enum TicketsCmd {
         /// now (`90m`, `24h`, `7d`, `2w`).
         #[arg(long)]
         since: Option<String>,
-        /// At most this many tickets (default 100, at most 10000).
+        /// At most this many tickets, 1 to 1,000,000 (default: 100 in
+        /// the table, all with --json).
         #[arg(long)]
         limit: Option<i64>,
     },
@@ -631,13 +632,23 @@ async fn dispatch(
                         organisation,
                         since,
                         limit,
+                        json,
                         jiff::Timestamp::now(),
                     )?;
-                    let list = store.list_tickets_by(&filter).await?;
+                    let mut list = store.list_tickets_by(&filter).await?;
                     if json {
                         print_json(&list)?;
                     } else {
+                        let more = limit.is_none() && list.len() as i64 > LIST_DEFAULT;
+                        if more {
+                            list.truncate(LIST_DEFAULT as usize);
+                        }
                         print_ticket_list(&tz, &list);
+                        if more {
+                            eprintln!(
+                                "(the newest {LIST_DEFAULT} shown; --limit N for more, --json for all)"
+                            );
+                        }
                     }
                 }
                 TicketsCmd::Attachment {
@@ -1400,8 +1411,10 @@ fn local(tz: &jiff::tz::TimeZone, stored: &str) -> String {
     }
 }
 
-/// The most tickets `tickets list` shows at once, and without `--limit`.
-const LIST_MAX: i64 = 10_000;
+/// The most tickets `--limit` asks for.
+const LIST_MAX: i64 = 1_000_000;
+/// The tickets the table shows without `--limit` (a person reads it; a
+/// script uses `--json`, which lists all of them by default).
 const LIST_DEFAULT: i64 = 100;
 
 /// The filter of `tickets list` from its options, checked.
@@ -1412,6 +1425,7 @@ fn ticket_filter(
     organisation: Option<String>,
     since: Option<String>,
     limit: Option<i64>,
+    json: bool,
     now: jiff::Timestamp,
 ) -> anyhow::Result<ticketd::store::admin::TicketFilter> {
     let mut statuses = Vec::new();
@@ -1429,10 +1443,15 @@ fn ticket_filter(
         let s = Severity::try_from(sev).map_err(|e| anyhow!("--severity: {e}"))?;
         severities.push(i64::from(s.level()));
     }
-    let limit = limit.unwrap_or(LIST_DEFAULT);
-    if !(1..=LIST_MAX).contains(&limit) {
-        return Err(anyhow!("--limit {limit}: use 1 to {LIST_MAX}"));
-    }
+    let limit = match limit {
+        Some(l) if !(1..=LIST_MAX).contains(&l) => {
+            return Err(anyhow!("--limit {l}: use 1 to {LIST_MAX}"))
+        }
+        Some(l) => l,
+        None if json => i64::MAX,
+        // One more than shown, to tell whether there are more.
+        None => LIST_DEFAULT + 1,
+    };
     let since = since
         .map(|s| parse_since(tz, s.trim(), now).map(ticketd::store::ts))
         .transpose()?;
@@ -1527,20 +1546,22 @@ fn print_ticket_list(tz: &jiff::tz::TimeZone, list: &[ticketd::store::TicketSumm
     }
 }
 
-/// `outbox list` as a table: the next attempt of a queued mail, the last
-/// error of one that failed, times in the desk's time zone.
+/// `outbox list` as a table: when each mail was queued, the next attempt
+/// of a queued one, the last error of one not sent, times in the desk's
+/// time zone.
 fn print_outbox(tz: &jiff::tz::TimeZone, list: &[ticketd::store::OutboxView]) {
     println!(
-        "{:>6} {:<10} {:<9} {:>3} {:<23} {:<28} SUBJECT",
-        "ID", "TICKET", "STATUS", "TRY", "NEXT ATTEMPT", "TO"
+        "{:>6} {:<10} {:<9} {:>3} {:<23} {:<23} {:<28} SUBJECT",
+        "ID", "TICKET", "STATUS", "TRY", "QUEUED", "NEXT ATTEMPT", "TO"
     );
     for o in list {
         println!(
-            "{:>6} {:<10} {:<9} {:>3} {:<23} {:<28} {}",
+            "{:>6} {:<10} {:<9} {:>3} {:<23} {:<23} {:<28} {}",
             o.id,
             o.ticket.as_deref().unwrap_or("-"),
             o.status,
             o.attempts,
+            local(tz, &o.created_at),
             o.next_attempt_at
                 .as_deref()
                 .map(|t| local(tz, t))

@@ -212,9 +212,11 @@ impl Store {
                     .fetch_optional(&self.pool)
                     .await?
             }
-            (None, None) => return Err(AdminError::Refused(format!(
+            (None, None) => {
+                return Err(AdminError::Refused(format!(
                 "article {id} of ticket {number} is a {kind} written on the ticket; it has no mail"
-            ))),
+            )))
+            }
         };
         let raw = raw.ok_or_else(|| StoreError::Corrupt(format!("article {id}: mail missing")))?;
         Ok(ArticleMail {
