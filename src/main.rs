@@ -701,10 +701,17 @@ async fn dispatch(
                     from_name,
                     author,
                 } => {
-                    let cc = cc
-                        .iter()
-                        .map(|a| cc_address(a))
-                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let mut copies: Vec<ticketd::domain::Mailbox> = Vec::new();
+                    for a in &cc {
+                        let m = cc_address(a)?;
+                        if !copies
+                            .iter()
+                            .any(|c| c.address.eq_ignore_ascii_case(&m.address))
+                        {
+                            copies.push(m);
+                        }
+                    }
+                    let cc = copies;
                     let text = match text {
                         Some(t) => t,
                         None => {
@@ -927,8 +934,25 @@ async fn dispatch(
                 }
                 QuarantineCmd::Release { id, author } => {
                     let intake = intake(&cfg, &data)?;
+                    // An IMAP mailbox's message is released with that
+                    // mailbox's defaults, as it came in.
+                    let defaults_of = |source: &str| {
+                        use ticketd::service::{mailbox_of, SourceDefaults};
+                        cfg.imap
+                            .iter()
+                            .filter(|_| source.starts_with("imap:"))
+                            .find(|m| m.label() == mailbox_of(source))
+                            .map(|m| SourceDefaults::from(&m.defaults))
+                            .unwrap_or_default()
+                    };
                     let o = intake
-                        .release(&store, id, &author_of(author), jiff::Timestamp::now())
+                        .release(
+                            &store,
+                            id,
+                            &author_of(author),
+                            jiff::Timestamp::now(),
+                            defaults_of,
+                        )
                         .await?;
                     let mut out = std::io::stdout().lock();
                     serde_json::to_writer(&mut out, &o)?;

@@ -914,14 +914,26 @@ impl Intake {
     /// bytes (marked `released`) and records by `author` what became of
     /// it; should the intake quarantine it again, that is a new
     /// quarantined row with the same bytes, so nothing is lost.
+    /// `defaults_of` gives the defaults of a source by its record (an IMAP
+    /// mailbox's `[imap.defaults]`), as when it came in.
     pub async fn release(
         &self,
         store: &Store,
         id: i64,
         author: &str,
         now: jiff::Timestamp,
+        defaults_of: impl Fn(&str) -> SourceDefaults,
     ) -> Result<Outcome, store::admin::AdminError> {
         let (view, raw) = store.quarantined(id).await?;
+        let d = defaults_of(&view.source);
+        let cfg = DecideConfig {
+            confirm: d.confirm.unwrap_or(self.decide_cfg.confirm),
+            default_severity: d
+                .default_severity
+                .unwrap_or(self.decide_cfg.default_severity),
+            unknown_senders: d.unknown_senders.unwrap_or(self.decide_cfg.unknown_senders),
+            ..self.decide_cfg.clone()
+        };
         let item = Incoming {
             raw,
             source: view.source,
@@ -930,9 +942,7 @@ impl Intake {
         let t = self.instants(now);
         let mut tx = store.begin().await?;
         store::admin::release_quarantined(&mut tx, id).await?;
-        let outcome = self
-            .store_one(&mut tx, &item, &parsed, &t, &self.decide_cfg)
-            .await?;
+        let outcome = self.store_one(&mut tx, &item, &parsed, &t, &cfg).await?;
         let detail = format!(
             "quarantined message {id} released by {author}: {}{} ({})",
             outcome.action.as_str(),
