@@ -648,6 +648,51 @@ fn quarantine_lists_shows_and_releases_without_losing_a_byte() {
         .any(|m| m["ticket"] == n && m["to"][0] == "anna@kunde.de"));
     let q = d.json(&["quarantine", "list", "--json"]);
     assert_eq!(q.as_array().unwrap().len(), 1, "only the garbage is left");
+
+    // A message of an IMAP mailbox is released with that mailbox's
+    // defaults: the monitoring mailbox confirms nothing.
+    let alert = mail(
+        "nagios@kunde.de",
+        "Festplatte voll auf fs01",
+        "q2@kunde.de",
+        "Die Festplatte ist voll.",
+    );
+    let old = rt.block_on(async {
+        let store = ticketd::store::Store::open_sqlite(&d.data().join("ticketd.db"), 1)
+            .await
+            .unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (dedupe_key, message_id, sha256, size, raw, source, received_at, action, reason)
+             VALUES ('sha:old2', NULL, 'old2', $1, $2, 'imap:monitoring/INBOX/1/7', '2026-12-01T08:00:00.000Z', 'quarantined', 'no RFC 5322 header found')
+             RETURNING id",
+        )
+        .bind(alert.len() as i64)
+        .bind(alert.as_bytes())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        store.close().await;
+        id
+    });
+    let cfg = d.config(
+        "[[imap]]\nname = \"monitoring\"\nhost = \"127.0.0.1\"\ntls = \"plain\"\nuser = \"mon\"\n\
+         password_env = \"TICKETD_TEST_UNSET\"\n[imap.defaults]\nconfirm = false\n",
+    );
+    let before = d.outbox().len();
+    let o: Value = serde_json::from_slice(&d.ok(&[
+        "--config",
+        &cfg,
+        "quarantine",
+        "release",
+        &old.to_string(),
+    ]))
+    .unwrap();
+    assert_eq!(o["action"], "created", "{o}");
+    assert_eq!(
+        d.outbox().len(),
+        before,
+        "no confirmation from the monitoring mailbox"
+    );
 }
 
 #[test]
@@ -795,6 +840,8 @@ fn tickets_reply_copies_cc_and_names_the_staff_member() {
         "chef@kunde.de",
         "--cc",
         "it@partner.example",
+        "--cc",
+        "Chef@Kunde.de",
         "--from-name",
         "Jörg Müller",
     ]);
