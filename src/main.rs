@@ -1442,6 +1442,7 @@ const LIST_MAX: i64 = 1_000_000;
 const LIST_DEFAULT: i64 = 100;
 
 /// The filter of `tickets list` from its options, checked.
+#[allow(clippy::too_many_arguments)]
 fn ticket_filter(
     tz: &jiff::tz::TimeZone,
     status: Vec<String>,
