@@ -58,12 +58,12 @@ enum Command {
     /// Outgoing mail.
     Outbox {
         #[command(subcommand)]
-        cmd: ListCmd,
+        cmd: OutboxCmd,
     },
     /// Messages that could not be parsed.
     Quarantine {
         #[command(subcommand)]
-        cmd: ListCmd,
+        cmd: QuarantineCmd,
     },
     /// Show the severity the rules give a message.
     Classify {
@@ -135,11 +135,62 @@ enum CustomersCmd {
 
 #[derive(Subcommand, Debug)]
 enum TicketsCmd {
-    /// All tickets, newest first.
+    /// Tickets, newest first (at most --limit).
     List {
         /// JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only tickets with this status (new, open, pending, resolved,
+        /// closed); repeat or separate by commas for several.
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        /// Only tickets of this severity (1–4); repeat or separate by
+        /// commas for several.
+        #[arg(long, value_delimiter = ',')]
+        severity: Vec<u8>,
+        /// Only tickets of this organisation (its directory id).
+        #[arg(long)]
+        organisation: Option<String>,
+        /// Only tickets created since: a date (`2026-12-01`, midnight in
+        /// the desk's time zone), a date and time (`2026-12-01T14:00`,
+        /// desk time zone, or with an offset), or a duration back from
+        /// now (`90m`, `24h`, `7d`, `2w`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many tickets, 1 to 1,000,000 (default: 100 in
+        /// the table, all with --json).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Writes an attachment's exact bytes to stdout or FILE.
+    Attachment {
+        /// The ticket number.
+        number: String,
+        /// The attachment's id, as `tickets show` lists it.
+        id: i64,
+        /// Write to FILE instead of stdout (never over an existing file
+        /// without --force).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite FILE when it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Writes the original mail of the ticket's first article (or of
+    /// ARTICLE), byte for byte, to stdout or FILE.
+    Raw {
+        /// The ticket number.
+        number: String,
+        /// The article's id, as `tickets show` lists it (default: the
+        /// message that opened the ticket).
+        article: Option<i64>,
+        /// Write to FILE instead of stdout (never over an existing file
+        /// without --force).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite FILE when it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// One ticket with its articles and SLA.
     Show {
@@ -161,6 +212,13 @@ enum TicketsCmd {
         /// pauses).
         #[arg(long)]
         pending: bool,
+        /// Copy the reply to this address too (repeatable).
+        #[arg(long, value_name = "ADDR")]
+        cc: Vec<String>,
+        /// The staff member's name: the reply is sent as `NAME (desk
+        /// name)` and signed so (default: the desk's name alone).
+        #[arg(long, value_name = "NAME")]
+        from_name: Option<String>,
         /// Who replies, as recorded on the ticket (default: $USER).
         #[arg(long = "as")]
         author: Option<String>,
@@ -210,12 +268,61 @@ enum TicketsCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum ListCmd {
-    /// List the entries.
+enum OutboxCmd {
+    /// Outgoing mail, oldest first, with its state and next attempt.
     List {
         /// JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Makes a failed, cancelled or waiting mail due now (a running
+    /// daemon sends it within its poll interval).
+    Retry {
+        /// The outbox row's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every failed mail and every mail waiting for a later attempt.
+        #[arg(long)]
+        all: bool,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+    /// Cancels a queued or failed mail: it is never sent and stays listed
+    /// as cancelled.
+    Cancel {
+        /// The outbox row's id.
+        id: i64,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCmd {
+    /// Quarantined messages, newest first: id, time, size, source, reason.
+    List {
+        /// JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One quarantined message: why, and its header (or its raw bytes).
+    Show {
+        /// The message's id.
+        id: i64,
+        /// Write the raw bytes, exactly as received, instead.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Runs a quarantined message through the intake again (after a fix);
+    /// prints the outcome like `ingest`.
+    Release {
+        /// The message's id.
+        id: i64,
+        /// Who does it (default: $USER).
+        #[arg(long = "as")]
+        author: Option<String>,
     },
 }
 
@@ -516,27 +623,59 @@ async fn dispatch(
         Command::Tickets { cmd } => {
             let (_, store) = open(&cfg, data_dir, 1).await?;
             match cmd {
-                TicketsCmd::List { json } => {
-                    let list = store.list_tickets().await?;
+                TicketsCmd::List {
+                    json,
+                    status,
+                    severity,
+                    organisation,
+                    since,
+                    limit,
+                } => {
+                    let tz = desk_tz(&cfg);
+                    let filter = ticket_filter(
+                        &tz,
+                        status,
+                        severity,
+                        organisation,
+                        since,
+                        limit,
+                        json,
+                        jiff::Timestamp::now(),
+                    )?;
+                    let mut list = store.list_tickets_by(&filter).await?;
                     if json {
                         print_json(&list)?;
                     } else {
-                        println!(
-                            "NUMBER       STATUS   SEV QUEUE      REQUESTER                 ART  SUBJECT"
-                        );
-                        for t in list {
-                            println!(
-                                "{:<12} {:<8} {:>3} {:<10} {:<24} {:>4}  {}",
-                                t.number,
-                                t.status,
-                                t.severity,
-                                t.queue.as_deref().unwrap_or("-"),
-                                t.requester,
-                                t.article_count,
-                                t.subject
+                        let more = limit.is_none() && list.len() as i64 > LIST_DEFAULT;
+                        if more {
+                            list.truncate(LIST_DEFAULT as usize);
+                        }
+                        print_ticket_list(&tz, &list);
+                        if more {
+                            eprintln!(
+                                "(the newest {LIST_DEFAULT} shown; --limit N for more, --json for all)"
                             );
                         }
                     }
+                }
+                TicketsCmd::Attachment {
+                    number,
+                    id,
+                    output,
+                    force,
+                } => {
+                    let (info, content) = store.ticket_attachment(&number, id).await?;
+                    write_bytes(&content, output.as_deref(), force, &info.filename)?;
+                }
+                TicketsCmd::Raw {
+                    number,
+                    article,
+                    output,
+                    force,
+                } => {
+                    let m = store.article_mail(&number, article).await?;
+                    let what = format!("article {} of ticket {number}", m.article);
+                    write_bytes(&m.raw, output.as_deref(), force, &what)?;
                 }
                 TicketsCmd::Show { number, json } => {
                     let Some(t) = store.show_ticket(&number).await? else {
@@ -554,7 +693,7 @@ async fn dispatch(
                         }
                         print_json(&v)?;
                     } else {
-                        print_ticket(&t);
+                        print_ticket(&desk_tz(&cfg), &t);
                         if let Some(s) = &sla {
                             println!();
                             print_sla(s, false);
@@ -565,8 +704,21 @@ async fn dispatch(
                     number,
                     text,
                     pending,
+                    cc,
+                    from_name,
                     author,
                 } => {
+                    let mut copies: Vec<ticketd::domain::Mailbox> = Vec::new();
+                    for a in &cc {
+                        let m = cc_address(a)?;
+                        if !copies
+                            .iter()
+                            .any(|c| c.address.eq_ignore_ascii_case(&m.address))
+                        {
+                            copies.push(m);
+                        }
+                    }
+                    let cc = copies;
                     let text = match text {
                         Some(t) => t,
                         None => {
@@ -579,6 +731,8 @@ async fn dispatch(
                     let action = StaffAction::Reply {
                         text,
                         then_pending: pending,
+                        cc,
+                        staff_name: from_name,
                     };
                     act(&cfg, data_dir, &store, &number, &action, author).await?;
                 }
@@ -708,45 +862,108 @@ async fn dispatch(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Outbox {
-            cmd: ListCmd::List { json },
-        } => {
+        Command::Outbox { cmd } => {
             let (_, store) = open(&cfg, data_dir, 1).await?;
-            let list = store.list_outbox().await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                println!("    ID TICKET     STATUS   TO                           SUBJECT");
-                for o in list {
-                    println!(
-                        "{:>6} {:<10} {:<8} {:<28} {}",
-                        o.id,
-                        o.ticket.unwrap_or_default(),
-                        o.status,
-                        o.to.join(","),
-                        o.subject
-                    );
+            let now = jiff::Timestamp::now();
+            match cmd {
+                OutboxCmd::List { json } => {
+                    let list = store.list_outbox().await?;
+                    if json {
+                        print_json(&list)?;
+                    } else {
+                        print_outbox(&desk_tz(&cfg), &list);
+                    }
+                }
+                OutboxCmd::Retry { id, all, author } => {
+                    use ticketd::store::admin::RetryWhich;
+                    let which = match (id, all) {
+                        (Some(id), false) => RetryWhich::One(id),
+                        (None, true) => RetryWhich::All,
+                        _ => return Err(anyhow!("give one outbox id or --all")),
+                    };
+                    let ids = store.outbox_retry(which, &author_of(author), now).await?;
+                    if ids.is_empty() {
+                        println!("nothing to retry: no failed or waiting mail");
+                    } else {
+                        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+                        println!(
+                            "due now: {} (a running `ticketd run` sends {} within its poll interval)",
+                            list.join(", "),
+                            if ids.len() == 1 { "it" } else { "them" }
+                        );
+                    }
+                }
+                OutboxCmd::Cancel { id, author } => {
+                    store.outbox_cancel(id, &author_of(author), now).await?;
+                    println!("outbox row {id} cancelled: it is never sent");
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Quarantine {
-            cmd: ListCmd::List { json },
-        } => {
-            let (_, store) = open(&cfg, data_dir, 1).await?;
-            let list = store.list_quarantine().await?;
-            if json {
-                print_json(&list)?;
-            } else {
-                for q in list {
-                    println!(
-                        "{:>6} {} {:>9} B  {}  {}",
-                        q.id,
-                        q.received_at,
-                        q.size,
-                        q.source,
-                        q.reason.unwrap_or_default()
-                    );
+        Command::Quarantine { cmd } => {
+            let (data, store) = open(&cfg, data_dir, 1).await?;
+            let tz = desk_tz(&cfg);
+            match cmd {
+                QuarantineCmd::List { json } => {
+                    let list = store.list_quarantine().await?;
+                    if json {
+                        print_json(&list)?;
+                    } else {
+                        println!(
+                            "{:>6}  {:<23}  {:>10}  {:<24}  REASON",
+                            "ID", "RECEIVED", "BYTES", "SOURCE"
+                        );
+                        for q in list {
+                            println!(
+                                "{:>6}  {:<23}  {:>10}  {:<24}  {}",
+                                q.id,
+                                local(&tz, &q.received_at),
+                                q.size,
+                                q.source,
+                                q.reason.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                QuarantineCmd::Show { id, raw } => {
+                    let (q, bytes, _) = store.quarantined(id).await?;
+                    if raw {
+                        write_bytes(&bytes, None, false, &format!("message {id}"))?;
+                    } else {
+                        println!("Message:   {}", q.id);
+                        println!("Received:  {}", local(&tz, &q.received_at));
+                        println!("Source:    {}", q.source);
+                        println!("Size:      {} bytes, SHA-256 {}", q.size, q.sha256);
+                        println!("Reason:    {}", q.reason.as_deref().unwrap_or("-"));
+                        println!();
+                        print!("{}", header_part(&bytes));
+                    }
+                }
+                QuarantineCmd::Release { id, author } => {
+                    let intake = intake(&cfg, &data)?;
+                    // An IMAP mailbox's message is released with that
+                    // mailbox's defaults, as it came in.
+                    let defaults_of = |source: &str| {
+                        use ticketd::service::{mailbox_of, SourceDefaults};
+                        cfg.imap
+                            .iter()
+                            .filter(|_| source.starts_with("imap:"))
+                            .find(|m| m.label() == mailbox_of(source))
+                            .map(|m| SourceDefaults::from(&m.defaults))
+                            .unwrap_or_default()
+                    };
+                    let o = intake
+                        .release(
+                            &store,
+                            id,
+                            &author_of(author),
+                            jiff::Timestamp::now(),
+                            defaults_of,
+                        )
+                        .await?;
+                    let mut out = std::io::stdout().lock();
+                    serde_json::to_writer(&mut out, &o)?;
+                    writeln!(out)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -1130,7 +1347,7 @@ fn print_sla(s: &ticketd::service::SlaView, explain: bool) {
     }
 }
 
-fn print_ticket(t: &ticketd::store::TicketView) {
+fn print_ticket(tz: &jiff::tz::TimeZone, t: &ticketd::store::TicketView) {
     let s = &t.summary;
     println!(
         "Ticket {}  [{}]  severity {}",
@@ -1157,9 +1374,13 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     // from; `Created` is when ticketd stored that message.
     println!(
         "Received:  {}   (arrival: receipt timestamp, SLA start)",
-        t.arrived_at
+        local(tz, &t.arrived_at)
     );
-    println!("Created:   {}   updated {}", s.created_at, s.updated_at);
+    println!(
+        "Created:   {}   updated {}",
+        local(tz, &s.created_at),
+        local(tz, &s.updated_at)
+    );
     if let Some(r) = &t.severity_rule {
         println!("Rule:      {r}");
     }
@@ -1176,7 +1397,11 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     if let Some(i) = &t.incident {
         println!(
             "Incident:  {} {} ({} problem alerts, last {}: {})",
-            i.key, i.state, i.occurrences, i.last_at, i.last_text
+            i.key,
+            i.state,
+            i.occurrences,
+            local(tz, &i.last_at),
+            i.last_text
         );
     }
     for b in &t.bounces {
@@ -1190,14 +1415,20 @@ fn print_ticket(t: &ticketd::store::TicketView) {
     if !t.events.is_empty() {
         println!("History:");
         for e in &t.events {
-            println!("  {}  {:<14} {}", e.created_at, e.kind, e.detail);
+            println!(
+                "  {}  {:<14} {}",
+                local(tz, &e.created_at),
+                e.kind,
+                e.detail
+            );
         }
     }
     for a in &t.articles {
         println!();
         println!(
-            "--- {} {} {} {}",
-            a.created_at,
+            "--- article {}  {} {} {} {}",
+            a.id,
+            local(tz, &a.created_at),
             a.direction,
             a.kind,
             a.from.as_deref().unwrap_or("")
@@ -1206,16 +1437,284 @@ fn print_ticket(t: &ticketd::store::TicketView) {
             println!("Subject: {s}");
         }
         if let Some(r) = a.arrived_at.as_ref().filter(|r| **r != a.created_at) {
-            println!("Arrived: {r}");
+            println!("Arrived: {}", local(tz, r));
         }
         for at in &a.attachments {
             println!(
-                "Attachment: {} ({} bytes, {})",
-                at.filename, at.size, at.content_type
+                "Attachment {}: {} ({} bytes, {})",
+                at.id, at.filename, at.size, at.content_type
             );
         }
         println!("{}", a.body.trim_end());
     }
+}
+
+/// The desk's time zone (`[desk] timezone`): every time the command
+/// line prints for people is in it, with the zone named.
+fn desk_tz(cfg: &Config) -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get(&cfg.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+/// A stored instant (UTC, `2026-12-01T13:00:00.000Z`) in the desk's time
+/// zone: `2026-12-01 14:00:00 CET`; text that is no instant as it is.
+fn local(tz: &jiff::tz::TimeZone, stored: &str) -> String {
+    match stored.parse::<jiff::Timestamp>() {
+        Ok(t) => t
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => stored.to_string(),
+    }
+}
+
+/// The most tickets `--limit` asks for.
+const LIST_MAX: i64 = 1_000_000;
+/// The tickets the table shows without `--limit` (a person reads it; a
+/// script uses `--json`, which lists all of them by default).
+const LIST_DEFAULT: i64 = 100;
+
+/// The filter of `tickets list` from its options, checked.
+#[allow(clippy::too_many_arguments)]
+fn ticket_filter(
+    tz: &jiff::tz::TimeZone,
+    status: Vec<String>,
+    severity: Vec<u8>,
+    organisation: Option<String>,
+    since: Option<String>,
+    limit: Option<i64>,
+    json: bool,
+    now: jiff::Timestamp,
+) -> anyhow::Result<ticketd::store::admin::TicketFilter> {
+    let mut statuses = Vec::new();
+    for st in status {
+        let st = st.trim().to_ascii_lowercase();
+        if !["new", "open", "pending", "resolved", "closed"].contains(&st.as_str()) {
+            return Err(anyhow!(
+                "--status {st:?}: use new, open, pending, resolved or closed"
+            ));
+        }
+        statuses.push(st);
+    }
+    let mut severities = Vec::new();
+    for sev in severity {
+        let s = Severity::try_from(sev).map_err(|e| anyhow!("--severity: {e}"))?;
+        severities.push(i64::from(s.level()));
+    }
+    let limit = match limit {
+        Some(l) if !(1..=LIST_MAX).contains(&l) => {
+            return Err(anyhow!("--limit {l}: use 1 to {LIST_MAX}"))
+        }
+        Some(l) => l,
+        None if json => i64::MAX,
+        // One more than shown, to tell whether there are more.
+        None => LIST_DEFAULT + 1,
+    };
+    let since = since
+        .map(|s| parse_since(tz, s.trim(), now).map(ticketd::store::ts))
+        .transpose()?;
+    Ok(ticketd::store::admin::TicketFilter {
+        statuses,
+        severities,
+        organisation,
+        since,
+        limit,
+    })
+}
+
+/// `--since`: a duration back from `now` (`90m`, `24h`, `7d`, `2w`), a
+/// date (midnight in the desk's time zone), a date and time in the desk's
+/// time zone, or an instant with an offset.
+fn parse_since(
+    tz: &jiff::tz::TimeZone,
+    s: &str,
+    now: jiff::Timestamp,
+) -> anyhow::Result<jiff::Timestamp> {
+    let bad = || {
+        anyhow!(
+            "--since {s:?}: use a duration (90m, 24h, 7d, 2w), a date (2026-12-01) or a date and time (2026-12-01T14:00, or with an offset)"
+        )
+    };
+    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            let secs = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => 604_800,
+            };
+            let back = n.checked_mul(secs).filter(|v| *v >= 0).ok_or_else(bad)?;
+            return now
+                .checked_sub(jiff::SignedDuration::from_secs(back))
+                .map_err(|_| bad());
+        }
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return d
+            .to_zoned(tz.clone())
+            .map(|z| z.timestamp())
+            .map_err(|_| bad());
+    }
+    if let Ok(dt) = s.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(tz.clone())
+            .map(|z| z.timestamp())
+            .map_err(|_| bad());
+    }
+    Err(bad())
+}
+
+/// `text` cut to `width` characters, the cut marked with `…`.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let mut t: String = text.chars().take(width.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `tickets list` as a table. The columns are fixed (README): NUMBER,
+/// STATUS, SEV, ORGANISATION, QUEUE, REQUESTER, CREATED (desk time zone),
+/// ART, SUBJECT; a value wider than its column is cut with `…`, the
+/// subject last and whole.
+fn print_ticket_list(tz: &jiff::tz::TimeZone, list: &[ticketd::store::TicketSummary]) {
+    println!(
+        "{:<12} {:<8} {:>3} {:<16} {:<10} {:<28} {:<23} {:>4}  SUBJECT",
+        "NUMBER", "STATUS", "SEV", "ORGANISATION", "QUEUE", "REQUESTER", "CREATED", "ART"
+    );
+    for t in list {
+        println!(
+            "{:<12} {:<8} {:>3} {:<16} {:<10} {:<28} {:<23} {:>4}  {}",
+            t.number,
+            t.status,
+            t.severity,
+            cut(t.organisation.as_deref().unwrap_or("-"), 16),
+            cut(t.queue.as_deref().unwrap_or("-"), 10),
+            cut(&t.requester, 28),
+            local(tz, &t.created_at),
+            t.article_count,
+            t.subject
+        );
+    }
+}
+
+/// `outbox list` as a table: when each mail was queued, the next attempt
+/// of a queued one, the last error of one not sent, times in the desk's
+/// time zone.
+fn print_outbox(tz: &jiff::tz::TimeZone, list: &[ticketd::store::OutboxView]) {
+    println!(
+        "{:>6} {:<10} {:<9} {:>3} {:<23} {:<23} {:<28} SUBJECT",
+        "ID", "TICKET", "STATUS", "TRY", "QUEUED", "NEXT ATTEMPT", "TO"
+    );
+    for o in list {
+        println!(
+            "{:>6} {:<10} {:<9} {:>3} {:<23} {:<23} {:<28} {}",
+            o.id,
+            o.ticket.as_deref().unwrap_or("-"),
+            o.status,
+            o.attempts,
+            local(tz, &o.created_at),
+            o.next_attempt_at
+                .as_deref()
+                .map(|t| local(tz, t))
+                .unwrap_or_else(|| "-".into()),
+            cut(&o.to.join(","), 28),
+            o.subject
+        );
+        if let Some(e) = o.last_error.as_deref().filter(|_| o.status != "sent") {
+            println!("{:>6} {e}", "");
+        }
+    }
+}
+
+/// Writes `bytes` exactly: to `output` (a new file; an existing one only
+/// with `force`), else to stdout — but not to a terminal when they are
+/// not text (`what` names them in the refusal).
+fn write_bytes(bytes: &[u8], output: Option<&Path>, force: bool, what: &str) -> anyhow::Result<()> {
+    match output {
+        Some(path) => {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true);
+            if force {
+                opts.create(true).truncate(true);
+            } else {
+                opts.create_new(true);
+            }
+            let mut f = opts.open(path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow!("{} exists; --force to overwrite it", path.display())
+                } else {
+                    anyhow!("cannot write {}: {e}", path.display())
+                }
+            })?;
+            f.write_all(bytes)
+                .and_then(|_| f.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            let text = std::str::from_utf8(bytes).is_ok_and(|t| {
+                !t.chars()
+                    .any(|c| c.is_control() && !"\t\r\n\x0c".contains(c))
+            });
+            if !text && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(anyhow!(
+                    "{what} is binary; not written to a terminal: use -o FILE or a pipe"
+                ));
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// A `--cc` address, checked the way the reply's header will need it.
+fn cc_address(a: &str) -> anyhow::Result<ticketd::domain::Mailbox> {
+    let a = a.trim();
+    a.parse::<lettre::Address>()
+        .map_err(|e| anyhow!("--cc {a:?} is not a mail address: {e}"))?;
+    Ok(ticketd::domain::Mailbox {
+        address: a.to_string(),
+        name: None,
+    })
+}
+
+/// The header of a raw message: everything before the first empty line
+/// (all of it when there is none), as text.
+fn header_part(raw: &[u8]) -> String {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 1))
+        .unwrap_or(raw.len());
+    // For a terminal: at most 64 KiB, control characters shown as U+FFFD
+    // (`--raw` gives the bytes).
+    const SHOWN: usize = 64 * 1024;
+    let mut text: String = String::from_utf8_lossy(&raw[..end.min(SHOWN)])
+        .chars()
+        .filter(|c| *c != '\r')
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if end > SHOWN {
+        text.push_str("[… header cut at 64 KiB; --raw for all of it]\n");
+    }
+    text
 }
 
 #[cfg(test)]

@@ -921,6 +921,7 @@ impl Intake {
                     date: SystemTime::from(t.now),
                     attach: forward.then_some(item.raw.as_slice()),
                     reply_to: mail.reply_address().filter(|_| forward),
+                    cc: &[],
                 },
             )
             .map_err(|e| e.to_string())
@@ -962,6 +963,73 @@ impl Intake {
             kind: Some(decision.kind.as_str().to_string()),
             reason: decision.reason,
         })
+    }
+}
+
+impl Intake {
+    /// Releases quarantined message `id` (`quarantine release`): its raw
+    /// bytes go through the intake again, as from its original source,
+    /// with today's parser, rules and configuration, in one transaction
+    /// with taking it out of quarantine. The quarantined row keeps its
+    /// bytes (marked `released`) and records by `author` what became of
+    /// it; should the intake quarantine it again, that is a new
+    /// quarantined row with the same bytes, so nothing is lost.
+    /// `defaults_of` gives the defaults of a source by its record (an IMAP
+    /// mailbox's `[imap.defaults]`), as when it came in.
+    pub async fn release(
+        &self,
+        store: &Store,
+        id: i64,
+        author: &str,
+        now: jiff::Timestamp,
+        defaults_of: impl Fn(&str) -> SourceDefaults,
+    ) -> Result<Outcome, store::admin::AdminError> {
+        let (view, raw, arrived) = store.quarantined(id).await?;
+        let d = defaults_of(&view.source);
+        let cfg = DecideConfig {
+            confirm: d.confirm.unwrap_or(self.decide_cfg.confirm),
+            default_severity: d
+                .default_severity
+                .unwrap_or(self.decide_cfg.default_severity),
+            unknown_senders: d.unknown_senders.unwrap_or(self.decide_cfg.unknown_senders),
+            ..self.decide_cfg.clone()
+        };
+        // It arrived when it was first received, not at its release.
+        let item = Incoming {
+            raw,
+            source: view.source,
+            arrived,
+        };
+        let parsed = parse(&item.raw);
+        let t = self.instants(now);
+        let mut tx = store.begin().await?;
+        store::admin::release_quarantined(&mut tx, id).await?;
+        let outcome = self.store_one(&mut tx, &item, &parsed, &t, &cfg).await?;
+        let detail = format!(
+            "quarantined message {id} released by {author}: {}{} ({})",
+            outcome.action.as_str(),
+            outcome
+                .ticket
+                .as_ref()
+                .map(|n| format!(" ticket {n}"))
+                .unwrap_or_default(),
+            outcome.reason
+        );
+        store::admin::record_release(
+            &mut tx,
+            id,
+            outcome.ticket.as_ref().map(|n| n.as_str()),
+            &detail,
+            &t.at,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            message = id,
+            action = outcome.action.as_str(),
+            "released from quarantine"
+        );
+        Ok(outcome)
     }
 }
 

@@ -2347,8 +2347,10 @@ fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A slow MTA: the message takes 1.5 s to come through the pipe.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A slow MTA: the message takes 3 s to come through the pipe (ingest
+    // itself may take a second to start on a loaded machine; its arrival
+    // is when it starts reading).
+    std::thread::sleep(Duration::from_millis(3000));
     let written = jiff::Timestamp::now();
     {
         let mut si = ingest.stdin.take().unwrap();

@@ -176,6 +176,8 @@ async fn staff_replies_and_relayed_staff_mail_go_to_the_customers_reply_to() {
         StaffAction::Reply {
             text: "Wir sind dran.".into(),
             then_pending: false,
+            cc: Vec::new(),
+            staff_name: None,
         },
         mins(t0, 5),
     )
@@ -210,6 +212,8 @@ async fn staff_replies_and_relayed_staff_mail_go_to_the_customers_reply_to() {
         StaffAction::Reply {
             text: "Gut.".into(),
             then_pending: false,
+            cc: Vec::new(),
+            staff_name: None,
         },
         mins(t0, 20),
     )
@@ -236,6 +240,8 @@ async fn staff_replies_and_relayed_staff_mail_go_to_the_customers_reply_to() {
         StaffAction::Reply {
             text: "Schön.".into(),
             then_pending: false,
+            cc: Vec::new(),
+            staff_name: None,
         },
         mins(t0, 35),
     )

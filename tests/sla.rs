@@ -226,6 +226,8 @@ async fn premium_critical_reminders_fire_once_and_a_reply_meets_the_first_respon
         StaffAction::Reply {
             text: "Wir sind dran.".into(),
             then_pending: false,
+            cc: Vec::new(),
+            staff_name: None,
         },
         mins(t0, 20),
     )

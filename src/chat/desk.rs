@@ -746,6 +746,8 @@ impl<A: ChatApi> Desk<A> {
                     StaffAction::Reply {
                         text,
                         then_pending: false,
+                        cc: Vec::new(),
+                        staff_name: None,
                     },
                 )
                 .await,

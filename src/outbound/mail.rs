@@ -87,6 +87,8 @@ pub struct Confirmation<'a> {
     pub attach: Option<&'a [u8]>,
     /// `Reply-To`: the original sender of a forwarded message.
     pub reply_to: Option<&'a Mailbox>,
+    /// `Cc`: further recipients a staff member copies on a reply.
+    pub cc: &'a [Mailbox],
 }
 
 /// The first lines of a text, quoted, at most `max` characters.
@@ -217,7 +219,11 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
     }
     let mut b = lettre::Message::builder()
         .from(mailbox(Some(c.desk_name), c.from)?)
-        .to(mailbox(c.to.name.as_deref(), &c.to.address)?)
+        .to(mailbox(c.to.name.as_deref(), &c.to.address)?);
+    for m in c.cc {
+        b = b.cc(mailbox(m.name.as_deref(), &m.address)?);
+    }
+    let mut b = b
         .subject(subject.clone())
         .message_id(Some(c.message_id.bracketed()))
         .date(c.date);
@@ -265,8 +271,14 @@ pub fn confirmation(t: &Templates, c: &Confirmation<'_>) -> Result<Outgoing, Bui
         ),
     }
     .map_err(|e| BuildError::Build(e.to_string()))?;
+    let mut to = vec![c.to.address.clone()];
+    to.extend(
+        c.cc.iter()
+            .map(|m| m.address.clone())
+            .filter(|a| !a.eq_ignore_ascii_case(&c.to.address)),
+    );
     Ok(Outgoing {
-        to: vec![c.to.address.clone()],
+        to,
         sender: c.from.to_string(),
         subject,
         message_id: c.message_id.clone(),
@@ -312,6 +324,7 @@ mod tests {
                 date: SystemTime::UNIX_EPOCH,
                 attach: None,
                 reply_to: None,
+                cc: &[],
             },
         )
         .unwrap();

@@ -123,6 +123,12 @@ pub enum StaffAction {
         text: String,
         /// Set the ticket pending afterwards.
         then_pending: bool,
+        /// Further recipients (`Cc`), besides the customer.
+        cc: Vec<Mailbox>,
+        /// The staff member's name: the reply's sender name becomes
+        /// `NAME (desk name)` and the signature names them; `None` keeps
+        /// the desk's name alone.
+        staff_name: Option<String>,
     },
     /// Set the status.
     Status(Status),
@@ -344,12 +350,17 @@ impl Intake {
         let mut tx = store.begin().await?;
         let t = actions::action_ticket(&mut tx, number).await?;
         let (changed, queued) = match action {
-            StaffAction::Reply { text, then_pending } => {
+            StaffAction::Reply {
+                text,
+                then_pending,
+                cc,
+                staff_name,
+            } => {
                 if text.trim().is_empty() {
                     return Err(ActionError::Refused("the reply is empty".into()));
                 }
                 let out = self
-                    .reply_mail(&t, text, now)
+                    .reply_mail(&t, text, cc, staff_name.as_deref(), now)
                     .map_err(ActionError::Refused)?;
                 actions::reply(&mut tx, &t, &out, author, *then_pending, &at).await?;
                 (true, true)
@@ -382,12 +393,16 @@ impl Intake {
     }
 
     /// The mail of a staff reply: the text with the desk's signature, to
-    /// where the customer asked answers to go (else the requester), in reply to the newest inbound mail with the
-    /// ticket's thread as References, tagged subject. Not marked automatic.
+    /// where the customer asked answers to go (else the requester), in
+    /// reply to the newest inbound mail with the ticket's thread as
+    /// References, tagged subject, copied to `cc`, sent in the name of
+    /// `staff_name` (if given) for the desk. Not marked automatic.
     fn reply_mail(
         &self,
         t: &actions::ActionTicket,
         text: &str,
+        cc: &[Mailbox],
+        staff_name: Option<&str>,
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
@@ -398,6 +413,17 @@ impl Intake {
         let subject = self.tag.strip(&t.subject);
         let received_at = self.local_time(now);
         let to = t.customer();
+        let staff_name = staff_name
+            .map(crate::domain::header_safe)
+            .filter(|n| !n.trim().is_empty());
+        let sender_name = match &staff_name {
+            Some(n) => format!("{} ({})", n.trim(), self.desk_name),
+            None => self.desk_name.clone(),
+        };
+        let facts: Vec<(String, String)> = staff_name
+            .iter()
+            .map(|n| ("staff_name".to_string(), n.trim().to_string()))
+            .collect();
         confirmation(
             &templates,
             &Confirmation {
@@ -406,13 +432,13 @@ impl Intake {
                 number: Some(&t.number),
                 tag: &tag,
                 customer: &t.requester.address,
-                facts: &[],
+                facts: &facts,
                 subject: &subject,
                 body: text.trim_end(),
                 severity: t.severity,
                 received_at: &received_at,
                 language: self.language_for(org, &templates, "reply"),
-                desk_name: &self.desk_name,
+                desk_name: &sender_name,
                 from: &self.from,
                 to: &to,
                 in_reply_to: t.last_inbound.as_ref(),
@@ -421,6 +447,7 @@ impl Intake {
                 date: SystemTime::from(now),
                 attach: None,
                 reply_to: None,
+                cc,
             },
         )
         .map_err(|e| e.to_string())
@@ -505,6 +532,7 @@ impl Intake {
                 date: SystemTime::from(now),
                 attach: None,
                 reply_to: None,
+                cc: &[],
             },
         )
         .map_err(|e| e.to_string())

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod actions;
+pub mod admin;
 pub mod chat;
 pub mod sla;
 
@@ -280,6 +281,8 @@ pub struct TicketSummary {
 /// An attachment as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachmentInfo {
+    /// Its id: what `tickets attachment NUMBER ID` takes.
+    pub id: i64,
     /// Decoded file name.
     pub filename: String,
     /// Size in bytes.
@@ -291,6 +294,8 @@ pub struct AttachmentInfo {
 /// An article as shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArticleView {
+    /// Its id: what `tickets raw NUMBER ARTICLE` takes.
+    pub id: i64,
     /// in, out or note.
     pub direction: String,
     /// mail, auto-reply, bounce, confirmation, note.
@@ -404,10 +409,13 @@ pub struct OutboxView {
     pub subject: String,
     /// Message-ID.
     pub message_id: String,
-    /// queued, sending, sent, failed.
+    /// queued, sending, sent, failed, cancelled.
     pub status: String,
     /// Delivery attempts.
     pub attempts: i64,
+    /// When it is tried next (UTC): for a queued row only (a row being
+    /// sent, sent, failed or cancelled is tried no more by itself).
+    pub next_attempt_at: Option<String>,
     /// Last error.
     pub last_error: Option<String>,
     /// Queued at.
@@ -1955,12 +1963,13 @@ impl Store {
         for a in arts {
             let aid: i64 = a.try_get("id")?;
             let atts = sqlx::query(
-                "SELECT filename, size, content_type FROM attachments WHERE article_id = $1 ORDER BY id",
+                "SELECT id, filename, size, content_type FROM attachments WHERE article_id = $1 ORDER BY id",
             )
             .bind(aid)
             .fetch_all(&self.pool)
             .await?;
             articles.push(ArticleView {
+                id: aid,
                 direction: a.try_get("direction")?,
                 kind: a.try_get("kind")?,
                 from: a.try_get("from_addr")?,
@@ -1974,6 +1983,7 @@ impl Store {
                     .iter()
                     .map(|x| {
                         Ok(AttachmentInfo {
+                            id: x.try_get("id")?,
                             filename: x.try_get("filename")?,
                             size: x.try_get("size")?,
                             content_type: x.try_get("content_type")?,
@@ -2047,7 +2057,7 @@ impl Store {
     /// The outbox, oldest first.
     pub async fn list_outbox(&self) -> Result<Vec<OutboxView>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.id, t.number, o.kind, o.recipients, o.subject, o.message_id, o.status, o.attempts, o.last_error, o.created_at, o.sent_at, o.raw
+            "SELECT o.id, t.number, o.kind, o.recipients, o.subject, o.message_id, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.sent_at, o.raw
              FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id ORDER BY o.id",
         )
         .fetch_all(&self.pool)
@@ -2066,6 +2076,8 @@ impl Store {
                     message_id: r.try_get("message_id")?,
                     status: r.try_get("status")?,
                     attempts: r.try_get("attempts")?,
+                    next_attempt_at: Some(r.try_get::<String, _>("next_attempt_at")?)
+                        .filter(|_| r.try_get::<&str, _>("status").is_ok_and(|s| s == "queued")),
                     last_error: r.try_get("last_error")?,
                     created_at: r.try_get("created_at")?,
                     sent_at: r.try_get("sent_at")?,
@@ -2091,6 +2103,8 @@ impl Store {
                 "sending" => stats.sending = n,
                 "failed" => stats.failed = n,
                 "sent" => stats.sent = n,
+                // Cancelled by an admin (`outbox cancel`): never sent.
+                "cancelled" => {}
                 // A status this build does not know (a newer schema): not
                 // a reason to fail the scrape.
                 other => tracing::warn!(status = other, rows = n, "unknown outbox status"),
@@ -2484,6 +2498,10 @@ impl Store {
         let mut s = Script::default();
         for (m, d) in list {
             let id = s.arg(m.id);
+            // A mail the transport accepted is sent, whatever happened to
+            // its row meanwhile; a retry or a failure applies only to a row
+            // still being sent, so a late outcome never brings back a row
+            // an admin cancelled (`outbox cancel`).
             match d {
                 Delivery::Sent => {
                     let at = s.arg(now);
@@ -2503,14 +2521,14 @@ impl Store {
                 Delivery::Retry { error, next } => {
                     let (e, n) = (s.arg(error.as_str()), s.arg(next.as_str()));
                     s.push(format_args!(
-                        "UPDATE outbox SET status = 'queued', attempts = attempts + 1, last_error = {e}, next_attempt_at = {n} WHERE id = {id}"
+                        "UPDATE outbox SET status = 'queued', attempts = attempts + 1, last_error = {e}, next_attempt_at = {n} WHERE id = {id} AND status = 'sending'"
                     ));
                     s.end();
                 }
                 Delivery::Failed { error } => {
                     let e = s.arg(error.as_str());
                     s.push(format_args!(
-                        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = {e} WHERE id = {id}"
+                        "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = {e} WHERE id = {id} AND status = 'sending'"
                     ));
                     s.end();
                     if let Some(t) = m.ticket_id {
