@@ -38,6 +38,14 @@ pub enum ConfigError {
     },
 }
 
+/// A configuration that was read but cannot be used: rules, templates, SLA
+/// policies, the customer directory, a source or a transport it names.
+/// The command line exits with EX_CONFIG (78) for it, as for a
+/// [`ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -779,6 +787,10 @@ pub struct HttpConfig {
     /// `/healthz` fails (503) when a configured mailbox has not synced
     /// successfully for longer than this.
     pub max_sync_age_seconds: u64,
+    /// `/healthz` fails (503) while an IMAP mailbox has had no connection
+    /// for longer than this (a reconnect after a server restart fits in
+    /// it); `ticketd_mailbox_connected` drops to 0 at once regardless.
+    pub disconnected_grace_seconds: u64,
 }
 
 impl Default for HttpConfig {
@@ -786,6 +798,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:9187".into(),
             max_sync_age_seconds: 900,
+            disconnected_grace_seconds: 60,
         }
     }
 }
@@ -821,6 +834,11 @@ impl HttpConfig {
     /// How long a mailbox may go without a successful sync.
     pub fn max_sync_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.max_sync_age_seconds)
+    }
+
+    /// How long a mailbox may be disconnected before `/healthz` fails.
+    pub fn disconnected_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.disconnected_grace_seconds)
     }
 }
 
@@ -887,8 +905,10 @@ impl Config {
             return Err(bad("desk.addresses needs at least one address".into()));
         }
         for a in &self.desk.addresses {
-            if !mail_like(a) {
-                return Err(bad(format!("desk.addresses: {a:?} is not a mail address")));
+            if !deliverable(a) {
+                return Err(bad(format!(
+                    "desk.addresses: {a:?} is not a mail address others can write to (local@domain.tld)"
+                )));
             }
         }
         for a in &self.desk.staff {
@@ -1062,6 +1082,38 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what the configuration names outside itself that `run` will
+    /// need, without any network: each IMAP mailbox's password (its
+    /// variable set, its file readable, not empty) and its `ca_file` (a
+    /// readable PEM file with a certificate). For `check-config`; the
+    /// outbound transport and the Discord token are checked where they are
+    /// built.
+    pub fn check_sources(&self) -> Result<(), String> {
+        for m in &self.imap {
+            let what = format!("imap {:?}", m.label());
+            let password = read_secret(
+                m.password_env.as_deref(),
+                m.password_file.as_ref().map(|f| self.resolve(f)).as_deref(),
+                &what,
+            )?;
+            if password.is_empty() {
+                return Err(format!("{what}: the password is empty"));
+            }
+            if let Some(ca) = &m.ca_file {
+                let path = self.resolve(ca);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{what}: ca_file {}: {e}", path.display()))?;
+                if !text.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!(
+                        "{what}: ca_file {}: no PEM certificate in it",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves a path from the config file against the file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         match &self.base_dir {
@@ -1078,6 +1130,25 @@ pub enum AudienceEntry {
     Mail(String),
     /// A post to this named chat channel, through the chat outbox.
     Chat(String),
+}
+
+/// Whether `a` is an address mail can be sent to from elsewhere:
+/// `local@domain.tld`, a domain of at least two labels of letters, digits
+/// and `-` (`support@example` is not: no MTA delivers to it).
+fn deliverable(a: &str) -> bool {
+    let Some((local, domain)) = a.trim().rsplit_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && !local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@')
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
 }
 
 /// Whether `a` can be a mail address (or `@domain`) in the configuration:
@@ -1225,6 +1296,9 @@ mod tests {
             "[http]\nlisten = \"localhost\"",
             "[http]\nlisten = \"127.0.0.1\"",
             "[http]\nmax_sync_age_seconds = 0",
+            "[desk]\naddresses = [\"support@example\"]",
+            "[desk]\naddresses = [\"support@.example.com\"]",
+            "[desk]\naddresses = [\"@example.com\"]",
         ] {
             assert!(
                 Config::parse_str(text, Path::new("c.toml")).is_err(),

@@ -25,9 +25,14 @@ pub async fn run(
     intake: Arc<Intake>,
 ) -> anyhow::Result<()> {
     // Fail at start, not on the first mail, when rules or templates are broken.
-    let n = intake.verify().map_err(|e| anyhow::anyhow!(e))?;
+    let n = intake
+        .verify()
+        .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
     tracing::info!(rules = n, "rules loaded");
-    let metrics = Arc::new(Metrics::with_max_sync_age(cfg.http.max_sync_age()));
+    let metrics = Arc::new(
+        Metrics::with_max_sync_age(cfg.http.max_sync_age())
+            .with_disconnect_grace(cfg.http.disconnected_grace()),
+    );
     // Bound before anything starts: a taken port is a start-up error.
     let http = match cfg.http.listen_addr().map_err(|e| anyhow::anyhow!("{e}"))? {
         Some(addr) => Some(crate::http::bind(addr).await?),
@@ -61,14 +66,15 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Wake::new());
-    let sender =
-        Sender::from_config(&cfg, &data.sent()).map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
+    let sender = Sender::from_config(&cfg, &data.sent())
+        .map_err(|e| anyhow::Error::new(crate::config::Unusable(format!("outbound: {e}"))))?;
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
 
     for m in &cfg.imap {
-        let src = crate::sources::imap::ImapSource::new(&cfg, m).map_err(|e| anyhow::anyhow!(e))?;
+        let src = crate::sources::imap::ImapSource::new(&cfg, m)
+            .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
         tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
         metrics.mailbox_registered(src.label());
         tasks.spawn(src.run(
@@ -87,7 +93,12 @@ pub async fn run(
         dirs.push(data.maildir());
     }
     for d in dirs {
-        let md = Maildir::open(&d).map_err(|e| anyhow::anyhow!("maildir {}: {e}", d.display()))?;
+        let md = Maildir::open(&d).map_err(|e| {
+            anyhow::Error::new(crate::config::Unusable(format!(
+                "maildir {}: {e}",
+                d.display()
+            )))
+        })?;
         tracing::info!(maildir = %d.display(), "watching");
         tasks.spawn(watch_maildir(
             intake.clone(),

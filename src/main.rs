@@ -245,7 +245,7 @@ fn main() -> ExitCode {
     let cfg = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ticketd: {e:#}");
+            eprintln!("ticketd: {}", said_once_all(&e));
             return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { EX_CONFIG });
         }
     };
@@ -303,10 +303,51 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command, cfg, &data_dir, stdin_raw)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ticketd: {e:#}");
-            ExitCode::from(if is_ingest { EX_TEMPFAIL } else { 1 })
+            eprintln!("ticketd: {}", said_once_all(&e));
+            ExitCode::from(if is_ingest {
+                EX_TEMPFAIL
+            } else if is_config_problem(&e) {
+                EX_CONFIG
+            } else {
+                1
+            })
         }
     }
+}
+
+/// Whether an error is the configuration's (the file, rules, templates,
+/// policies, customers, a source or transport it names): those all exit
+/// EX_CONFIG, so a unit manager or script can tell them from a failure at
+/// run time.
+fn is_config_problem(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<ticketd::config::Unusable>()
+            || c.is::<ticketd::config::ConfigError>()
+            || c.is::<ticketd::ingest::classify::RuleError>()
+            || c.is::<ticketd::customers::DirectoryError>()
+            || c.is::<ticketd::sla::policy::PolicyError>()
+    })
+}
+
+/// An error and its causes on one line, each cause only when the text
+/// before does not already say it (most errors here put their source's
+/// text into their own).
+fn said_once_all(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for c in e.chain() {
+        let part = c.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+    }
+    text
+}
+
+/// Marks a configuration problem found after the file was read (exit 78).
+fn unusable(message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(ticketd::config::Unusable(message.to_string()))
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -419,7 +460,9 @@ fn said_once(e: &ticketd::store::StoreError) -> String {
 
 fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {
     let key = MacKey::load_or_create(&data.root).context("Message-ID key")?;
-    Ok(Intake::new(cfg, key).with_customers(customers_dir(cfg, &data.root))?)
+    Intake::new(cfg, key)
+        .with_customers(customers_dir(cfg, &data.root))
+        .map_err(|e| unusable(format!("customers: {e}")))
 }
 
 /// `[customers] dir`, else `<data_dir>/customers`.
@@ -757,8 +800,12 @@ async fn dispatch(
                 root: data_dir.to_path_buf(),
             };
             let key = MacKey(vec![0; 32]);
-            let intake = Intake::new(&cfg, key).with_customers(customers_dir(&cfg, &data.root))?;
-            let rules = intake.rules()?;
+            let intake = Intake::new(&cfg, key)
+                .with_customers(customers_dir(&cfg, &data.root))
+                .map_err(|e| unusable(format!("customers: {e}")))?;
+            let rules = intake
+                .rules()
+                .map_err(|e| unusable(format!("rules: {e}")))?;
             let directory = intake.customers();
             let (alert, org) = intake.context(&directory, &mail);
             let facts = ticketd::ingest::classify::Facts {
@@ -842,15 +889,18 @@ async fn dispatch(
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
+            cfg.check_sources().map_err(unusable)?;
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
-            intake.verify().map_err(|e| anyhow!(e))?;
-            let rules = intake.rules().map_err(|e| anyhow!("rules: {e}"))?;
+            intake.verify().map_err(unusable)?;
+            let rules = intake.rules().map_err(|e| unusable(format!("rules: {e}")))?;
             ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
-                .map_err(|e| anyhow!("outbound: {e}"))?;
+                .map_err(|e| unusable(format!("outbound: {e}")))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
-                .map_err(|e| anyhow!("customers: {e}"))?;
+                .map_err(|e| unusable(format!("customers: {e}")))?;
             let sla = if cfg.sla.enabled {
-                let p = intake.policies().map_err(|e| anyhow!("sla: {e}"))?;
+                let p = intake
+                    .policies()
+                    .map_err(|e| unusable(format!("sla: {e}")))?;
                 format!(
                     "{} SLA policies, {} digests",
                     p.policies().len(),
@@ -862,7 +912,7 @@ async fn dispatch(
             let discord = if cfg.discord.enabled {
                 cfg.discord
                     .token(|p| cfg.resolve(p))
-                    .map_err(|e| anyhow!("discord: {e}"))?;
+                    .map_err(|e| unusable(format!("discord: {e}")))?;
                 format!(
                     "Discord on ({} channels, {} staff roles{})",
                     cfg.discord.channels.len(),

@@ -2242,3 +2242,191 @@ fn check_config_names_the_discord_setup_and_its_missing_token() {
         "{err}"
     );
 }
+
+/// Issue 14, item 12: every configuration problem (the file, rules, the
+/// policy file, the customer directory) exits 78 (EX_CONFIG) with one line
+/// that names the file and, where there is one, a real line.
+#[test]
+fn every_configuration_problem_exits_78_with_file_and_line_once() {
+    let d = Desk::new();
+    let dir = d.dir.path();
+    let check = |cfg: &Path| d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    let one_line = |o: &Output, wants: &[&str]| {
+        // Warnings (of the embedded policies' audiences) aside.
+        let err: String = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| !l.contains(" WARN "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(o.status.code(), Some(78), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains(":0:"), "names no line 0: {err}");
+        for w in wants {
+            assert!(err.contains(w), "{w:?} in {err}");
+        }
+        err
+    };
+    // A rule file with a wrong value: its file and line.
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-local.toml"),
+        "[[rule]]\nname = \"x\"\nseverity = 9\nsubject = [\"x\"]\n",
+    )
+    .unwrap();
+    let cfg = write_config(dir, "[rules]\ndir = \"rules\"\n");
+    one_line(&check(&cfg), &["10-local.toml:3:", "severity"]);
+    // The same for `classify`, which compiles the rules too.
+    let msg = dir.join("m.eml");
+    std::fs::write(&msg, mail("a@kunde.de", "x", "c@kunde.de", "", "x")).unwrap();
+    let o = d.run(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "classify",
+            msg.to_str().unwrap(),
+        ],
+        None,
+    );
+    one_line(&o, &["10-local.toml:3:"]);
+    // A rules directory that does not exist: the directory, no line 0.
+    let cfg = write_config(dir, "[rules]\ndir = \"no-such-rules\"\n");
+    one_line(&check(&cfg), &["no-such-rules", "No such file"]);
+    // A policy file with broken TOML: its file and line, one line (toml's
+    // own text spans several).
+    std::fs::write(
+        dir.join("sla-policies.toml"),
+        "# policies\n\n[[policy\nname = \"x\"\n",
+    )
+    .unwrap();
+    let cfg = write_config(dir, "[sla]\npolicies = \"sla-policies.toml\"\n");
+    one_line(&check(&cfg), &["sla-policies.toml:3:"]);
+    // A customer directory with broken TOML.
+    let customers = dir.join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(customers.join("a.toml"), "[[organisation]]\nid = \n").unwrap();
+    let cfg = write_config(dir, "[customers]\ndir = \"customers\"\n");
+    one_line(&check(&cfg), &["a.toml:2:"]);
+    // `run` refuses the same directory with the same code.
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "run"], None);
+    one_line(&o, &["a.toml:2:"]);
+    // A config file that cannot be read: its cause once.
+    let o = d.run(&["--config", "/nonexistent/x.toml", "check-config"], None);
+    let err = one_line(&o, &["/nonexistent/x.toml"]);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// Issue 14, item 9: the offline check refuses what `run` cannot use: an
+/// IMAP password variable that is not set, a password file or CA file
+/// that does not exist, an own address no one can write to.
+#[test]
+fn check_config_refuses_missing_imap_credentials_ca_files_and_bad_addresses() {
+    let d = Desk::new();
+    let dir = d.dir.path();
+    let imap = |extra: &str| {
+        format!(
+            "[[imap]]\nname = \"support\"\nhost = \"imap.example.com\"\nuser = \"support@example.com\"\n{extra}\n"
+        )
+    };
+    let check = |text: &str, env: Option<(&str, &str)>| {
+        let cfg = write_config(dir, text);
+        let mut c = d.cmd(&["--config", cfg.to_str().unwrap(), "check-config"]);
+        c.env_remove("TICKETD_TEST_CHECK_PASSWORD");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let refused = |o: &Output, wants: &[&str]| {
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(78), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for w in wants {
+            assert!(err.contains(w), "{w:?} in {err}");
+        }
+    };
+    refused(
+        &check(&imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\""), None),
+        &["imap \"support\"", "TICKETD_TEST_CHECK_PASSWORD is not set"],
+    );
+    refused(
+        &check(&imap("password_file = \"no-such-secret\""), None),
+        &["imap \"support\"", "no-such-secret"],
+    );
+    let secret = ("TICKETD_TEST_CHECK_PASSWORD", "s3cret-value");
+    refused(
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"no-such-ca.pem\""),
+            Some(secret),
+        ),
+        &["imap \"support\"", "ca_file", "no-such-ca.pem"],
+    );
+    std::fs::write(dir.join("not-a-cert.pem"), "hello\n").unwrap();
+    refused(
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"not-a-cert.pem\""),
+            Some(secret),
+        ),
+        &["not-a-cert.pem", "no PEM certificate"],
+    );
+    refused(
+        &check("[desk]\naddresses = [\"support@example\"]\n", None),
+        &["desk.addresses", "support@example"],
+    );
+    // Everything there: it passes, and the password is not printed.
+    std::fs::write(
+        dir.join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("imap-secret"), "s3cret-file\n").unwrap();
+    for (text, env) in [
+        (
+            imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"ca.pem\""),
+            Some(secret),
+        ),
+        (imap("password_file = \"imap-secret\""), None),
+    ] {
+        let o = check(&text, env);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{out}");
+        assert!(!out.contains("s3cret"), "{out}");
+    }
+}
+
+/// The sample configuration of the repository passes `check-config` as
+/// shipped, and README's configuration block is that file verbatim.
+#[test]
+fn the_example_config_passes_check_config_and_is_readmes_block() {
+    let d = Desk::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("ticketd.example.toml");
+    let o = d.run(&["--config", sample.to_str().unwrap(), "check-config"], None);
+    assert!(
+        o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## Configuration reference").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + section[start..].find("```\n").unwrap();
+    let block = &section[start..end];
+    assert_eq!(
+        block,
+        std::fs::read_to_string(&sample).unwrap(),
+        "README's configuration block differs from ticketd.example.toml"
+    );
+    // Copied from README as it stands, it passes too.
+    let copied = write_config(d.dir.path(), block);
+    let o = d.run(&["--config", copied.to_str().unwrap(), "check-config"], None);
+    assert!(
+        o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

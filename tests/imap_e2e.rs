@@ -950,3 +950,83 @@ async fn a_server_without_move_and_idle_gets_copy_expunge_and_polling() {
     assert!(desk.log().contains("idle=false"), "polled: {}", desk.log());
     assert_eq!(desk.stop(), Some(0));
 }
+
+/// Issue 14, item 10: an IMAP outage shows at once in
+/// `ticketd_mailbox_connected`, and `/healthz` fails once the mailbox has
+/// been disconnected longer than `disconnected_grace_seconds` — long before
+/// `max_sync_age_seconds` (900 s by default) would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_outage_shows_at_once_in_the_connected_gauge_and_in_healthz_after_the_grace() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "idle_seconds = 10\n");
+    desk.edit_config(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\ndisconnected_grace_seconds = 4",
+    );
+    desk.start();
+    let connected = |desk: &Desk| {
+        let (_, m) = desk.get("/metrics");
+        m.lines()
+            .find(|l| l.starts_with("ticketd_mailbox_connected{mailbox=\"support\"}"))
+            .map(|l| l.ends_with(" 1"))
+    };
+    until(Duration::from_secs(30), "the mailbox connected", || {
+        desk.log().contains("serving /healthz") && connected(&desk) == Some(true)
+    })
+    .await;
+    until(Duration::from_secs(10), "/healthz ok once synced", || {
+        desk.get("/healthz").0 == 200
+    })
+    .await;
+
+    // The server goes away as in a crash or a reboot: the master stops and
+    // the session process ticketd is logged in to (which outlives a
+    // stopped master here) dies with it. Its pid is the `mpid` of the
+    // last login Dovecot logged.
+    let dovecot_log = stack.state_dir().join("dovecot").join("dovecot.log");
+    let session = std::fs::read_to_string(&dovecot_log)
+        .expect("dovecot log")
+        .lines()
+        .filter(|l| l.contains("Login: user=<") && l.contains(SUPPORT))
+        .filter_map(|l| l.split("mpid=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u32>().ok())
+        .last()
+        .expect("the session's pid in the dovecot log");
+    stack.stop_imap();
+    let _ = Command::new("kill")
+        .args(["-KILL", &session.to_string()])
+        .status();
+    until(Duration::from_secs(15), "the gauge at 0", || {
+        connected(&desk) == Some(false)
+    })
+    .await;
+    let lost = Instant::now();
+    assert_eq!(desk.get("/healthz").0, 200, "healthy within the grace");
+    until(
+        Duration::from_secs(20),
+        "/healthz failing after the grace",
+        || desk.get("/healthz").0 == 503,
+    )
+    .await;
+    assert!(
+        lost.elapsed() >= Duration::from_secs(3),
+        "not before the grace: {:?}",
+        lost.elapsed()
+    );
+    let (_, why) = desk.get("/healthz");
+    assert!(
+        why.contains("support: disconnected for") && why.contains("grace 4 s"),
+        "{why}"
+    );
+
+    stack.start_imap();
+    until(Duration::from_secs(60), "connected again", || {
+        connected(&desk) == Some(true)
+    })
+    .await;
+    until(Duration::from_secs(10), "/healthz ok again", || {
+        desk.get("/healthz").0 == 200
+    })
+    .await;
+    assert_eq!(desk.stop(), Some(0));
+}

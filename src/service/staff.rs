@@ -81,7 +81,10 @@ impl SlaSetup {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                Policies::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+                Policies::parse(&text).map_err(|e| match e.line {
+                    Some(line) => format!("{}:{line}: {}", p.display(), e.reason),
+                    None => format!("{}: {e}", p.display()),
+                })
             }
         }
     }

@@ -72,11 +72,16 @@ pub trait SyncObserver: Send + Sync {
     /// A message was decided; `latency` runs from its arrival on the
     /// server (INTERNALDATE) to the commit.
     fn decided(&self, action: Action, latency: Duration);
+    /// The mailbox logged in (`true`) or lost its connection (`false`).
+    fn connected(&self, _mailbox: &str, _up: bool) {}
 }
 
 impl SyncObserver for crate::metrics::Metrics {
     fn synced(&self, mailbox: &str) {
         self.mailbox_synced(mailbox);
+    }
+    fn connected(&self, mailbox: &str, up: bool) {
+        self.mailbox_connected(mailbox, up);
     }
     fn decided(&self, action: Action, latency: Duration) {
         self.message_decided("imap", action.as_str());
@@ -179,8 +184,12 @@ impl ImapSource {
                 observer: &*observer,
             };
             match ctx.session(&mut shutdown, &mut synced).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    observer.connected(&self.label, false);
+                    return;
+                }
                 Err(e) => {
+                    observer.connected(&self.label, false);
                     if synced {
                         backoff = MIN_BACKOFF;
                     }
@@ -283,6 +292,7 @@ impl Ctx<'_> {
     ) -> Result<(), ImapError> {
         let m = &self.src.cfg;
         let mut session = self.connect().await?;
+        self.observer.connected(&self.src.label, true);
         let caps = timed("CAPABILITY", session.capabilities()).await?;
         let caps = Caps {
             idle: caps.has_str("IDLE"),
