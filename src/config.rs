@@ -88,6 +88,10 @@ pub struct Config {
     /// against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file this was read from (`None`: all defaults); SIGHUP reads it
+    /// again.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// The desk's identity.
@@ -851,6 +855,7 @@ impl Config {
         })?;
         let mut cfg = Config::parse_str(&text, path)?;
         cfg.base_dir = path.parent().map(Path::to_path_buf);
+        cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
 
@@ -1112,6 +1117,41 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The sections of `other` that differ from this one's and take a
+    /// restart to apply: everything but rules, templates, customers, SLA
+    /// policies, audiences and digests, and the IMAP mailboxes, which a
+    /// reload puts in force. Names only, never values (they may hold
+    /// secrets' locations).
+    pub fn needs_restart(&self, other: &Config) -> Vec<&'static str> {
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            format!("{a:?}") != format!("{b:?}")
+        };
+        let mut out = Vec::new();
+        let mut check = |name: &'static str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            if differs(a, b) {
+                out.push(name);
+            }
+        };
+        check("data_dir", &self.data_dir, &other.data_dir);
+        check("[desk]", &self.desk, &other.desk);
+        check("[tickets]", &self.tickets, &other.tickets);
+        check("[intake]", &self.intake, &other.intake);
+        check("[autoreply]", &self.autoreply, &other.autoreply);
+        check("[outbound]", &self.outbound, &other.outbound);
+        check("[[maildir]]", &self.maildir, &other.maildir);
+        check(
+            "[customers] default_account_manager",
+            &self.customers.default_account_manager,
+            &other.customers.default_account_manager,
+        );
+        check("[alerts]", &self.alerts, &other.alerts);
+        check("[log]", &self.log, &other.log);
+        check("[database]", &self.database, &other.database);
+        check("[http]", &self.http, &other.http);
+        check("[discord]", &self.discord, &other.discord);
+        out
     }
 
     /// Resolves a path from the config file against the file's directory.

@@ -2430,3 +2430,91 @@ fn the_example_config_passes_check_config_and_is_readmes_block() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Issue 14, item 11: SIGHUP rereads the whole configuration file: a
+/// `[rules]` section added there changes the next mail's severity; a file
+/// that does not load keeps the old configuration; a change that needs a
+/// restart is named.
+#[test]
+fn sighup_rereads_the_config_file_and_keeps_the_old_one_when_it_is_broken() {
+    let d = Desk::new();
+    let rules = d.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("local.toml"),
+        "[[rule]]\nname = \"zebra\"\nseverity = 1\nsubject = [\"zebra\"]\n",
+    )
+    .unwrap();
+    // No [rules] at start: the embedded rules, which know no zebras.
+    let c = daemon_config(d.dir.path(), "[log]\nformat = \"json\"\n");
+    let stderr_path = d.dir.path().join("stderr.log");
+    let child = Daemon(
+        d.cmd(&["--config", &c, "run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let new = d.data().join("Maildir").join("new");
+    wait_for(20, || new.exists().then_some(())).expect("maildir");
+    let deliver = |i: u32| {
+        let tmp = d.data().join("Maildir").join("tmp").join(format!("{i}.x"));
+        std::fs::write(
+            &tmp,
+            mail("a@kunde.de", "Zebra", &format!("z{i}@kunde.de"), "", "x"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, new.join(format!("{i}.x"))).unwrap();
+    };
+    let severity_of = |i: usize| -> Option<i64> {
+        // Without --config: the file is broken for a while.
+        let o = d.run(&["tickets", "list", "--json"], None);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        let list = v.as_array()?;
+        (list.len() == i)
+            .then(|| list[0]["severity"].as_i64())
+            .flatten()
+    };
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let count = |what: &str| log().matches(what).count();
+    deliver(1);
+    assert_eq!(wait_for(20, || severity_of(1)), Some(3), "default severity");
+
+    // A [rules] section added to the file.
+    std::fs::write(
+        &c,
+        "[log]\nformat = \"json\"\n[rules]\ndir = \"rules\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("SIGHUP") == 1).then_some(())).expect("reload logged");
+    deliver(2);
+    assert_eq!(wait_for(20, || severity_of(2)), Some(1), "the added rules");
+
+    // A file that does not load: the old configuration stays, and says why.
+    std::fs::write(&c, "[rules\ndir = \"rules\"\n").unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("SIGHUP") == 2).then_some(())).expect("reload logged");
+    assert_eq!(count("configuration not reloaded"), 1, "{}", log());
+    assert!(log().contains("ticketd.toml:1:"), "{}", log());
+    deliver(3);
+    assert_eq!(wait_for(20, || severity_of(3)), Some(1), "old config kept");
+
+    // A change that needs a restart is named, and the rest still applies.
+    std::fs::write(
+        &c,
+        "[log]\nformat = \"json\"\n[desk]\nname = \"Helpdesk\"\n[rules]\ndir = \"rules\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("configuration reloaded") == 2).then_some(())).expect("reloaded");
+    wait_for(10, || {
+        log()
+            .lines()
+            .any(|l| l.contains("only after a restart") && l.contains("[desk]"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("restart named: {}", log()));
+    let mut child = child;
+    stop(&mut child);
+}

@@ -1030,3 +1030,66 @@ async fn an_imap_outage_shows_at_once_in_the_connected_gauge_and_in_healthz_afte
     .await;
     assert_eq!(desk.stop(), Some(0));
 }
+
+/// Issue 14, item 11: SIGHUP rereads the whole file; an IMAP mailbox added
+/// there starts syncing without a restart, one taken out stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_added_on_sighup_starts_syncing_and_a_removed_one_stops() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "");
+    desk.start();
+    until(Duration::from_secs(30), "the first mailbox in sync", || {
+        desk.log().contains("mailbox in sync")
+    })
+    .await;
+    let before = std::fs::read_to_string(&desk.config).expect("config");
+    let alerts = format!(
+        "\n[[imap]]\nname = \"alerts\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+         user = \"{ALERTS}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
+        stack.imap_port()
+    );
+    std::fs::write(&desk.config, format!("{before}{alerts}")).expect("config");
+    let hup = |desk: &Desk| {
+        let pid = desk.daemon.as_ref().expect("running").id();
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+    };
+    hup(&desk);
+    until(Duration::from_secs(10), "the reload logged", || {
+        desk.log().contains("SIGHUP")
+    })
+    .await;
+    stack
+        .append(
+            ALERTS,
+            "INBOX",
+            customer_mail(ALICE, 1, "Into the mailbox added by SIGHUP"),
+        )
+        .await;
+    until(Duration::from_secs(30), "a ticket from the new mailbox", || {
+        desk.tickets().len() == 1
+    })
+    .await;
+    // Taken out again: it stops, and mail there stays where it is.
+    std::fs::write(&desk.config, &before).expect("config");
+    hup(&desk);
+    until(Duration::from_secs(20), "the mailbox stopped", || {
+        desk.log().contains("mailbox removed")
+    })
+    .await;
+    stack
+        .append(ALERTS, "INBOX", customer_mail(ALICE, 2, "After its removal"))
+        .await;
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 3, "Still watched"))
+        .await;
+    until(Duration::from_secs(30), "the remaining mailbox's ticket", || {
+        desk.tickets().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(desk.tickets().len(), 2, "the removed mailbox took nothing");
+    assert_eq!(desk.stop(), Some(0));
+}
