@@ -81,8 +81,15 @@ enum Command {
     Run,
     /// Apply database migrations and exit.
     Migrate,
-    /// Validate the configuration, rules and templates.
-    CheckConfig,
+    /// Validate the configuration, rules and templates (offline); with
+    /// --connect also log in to every IMAP mailbox, the SMTP relay and
+    /// Discord, one line per check.
+    CheckConfig {
+        /// Also log in to every IMAP mailbox (and select its folder), the
+        /// SMTP relay and Discord; exit 1 when one fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// The customer directory.
     Customers {
         #[command(subcommand)]
@@ -888,13 +895,16 @@ async fn dispatch(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             cfg.check_sources().map_err(unusable)?;
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
             intake.verify().map_err(unusable)?;
             let rules = intake.rules().map_err(|e| unusable(format!("rules: {e}")))?;
-            ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
-                .map_err(|e| unusable(format!("outbound: {e}")))?;
+            let sender = ticketd::outbound::worker::Sender::from_config(
+                &cfg,
+                &Path::new(data_dir).join("sent"),
+            )
+            .map_err(|e| unusable(format!("outbound: {e}")))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
                 .map_err(|e| unusable(format!("customers: {e}")))?;
             let sla = if cfg.sla.enabled {
@@ -942,9 +952,57 @@ async fn dispatch(
                 cfg.desk.language,
                 cfg.desk.timezone
             );
+            if connect && !connect_checks(&cfg, &sender).await {
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `check-config --connect`: logs in to each IMAP mailbox and selects its
+/// folder, connects to the SMTP relay (TLS, AUTH), asks Discord who the
+/// token is; prints one line per check. Whether all passed.
+async fn connect_checks(cfg: &Config, sender: &ticketd::outbound::worker::Sender) -> bool {
+    let mut all = true;
+    let mut report = |what: String, r: Result<String, String>| match r {
+        Ok(s) => println!("ok    {what}: {s}"),
+        Err(e) => {
+            all = false;
+            println!("FAIL  {what}: {e}");
+        }
+    };
+    for m in &cfg.imap {
+        let r = match ticketd::sources::imap::ImapSource::new(cfg, m) {
+            Ok(src) => src.check().await,
+            Err(e) => Err(e),
+        };
+        report(format!("imap {}", m.label()), r);
+    }
+    if cfg.outbound.transport == ticketd::config::Transport::Smtp {
+        let s = &cfg.outbound.smtp;
+        report(format!("smtp {}:{}", s.host, s.port), sender.check().await);
+    }
+    if cfg.discord.enabled {
+        let r = match cfg.discord.token(|p| cfg.resolve(p)) {
+            Ok(token) => {
+                let http = ticketd::chat::discord::http(&token, cfg.discord.api_base.as_deref());
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    http.get_current_user(),
+                )
+                .await
+                {
+                    Ok(Ok(u)) => Ok(format!("the token is bot {} ({})", u.name, u.id)),
+                    Ok(Err(e)) => Err(format!("the token is not accepted: {e}")),
+                    Err(_) => Err("no answer within 30 s".into()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        report("discord".into(), r);
+    }
+    all
 }
 
 /// `ingest`: every message is stored, or the exit code says so (75).

@@ -1093,3 +1093,97 @@ async fn a_mailbox_added_on_sighup_starts_syncing_and_a_removed_one_stops() {
     assert_eq!(desk.tickets().len(), 2, "the removed mailbox took nothing");
     assert_eq!(desk.stop(), Some(0));
 }
+
+/// Issue 14, item 9: `check-config --connect` logs in to the IMAP mailbox
+/// (and selects its folder) and to the SMTP relay (STARTTLS, AUTH) of a
+/// real Dovecot and Postfix, one line per check; each way of getting them
+/// wrong fails with a clear line and a non-zero exit, and no password is
+/// printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_logs_in_to_imap_and_smtp_and_names_what_fails() {
+    const SMTP_ENV: &str = "TICKETD_TEST_SMTP_PASSWORD";
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack, Tls::Secure, true, "");
+    desk.edit_config(
+        &format!("port = {}\ntls = \"starttls\"", stack.smtp_port()),
+        &format!(
+            "port = {}\ntls = \"starttls\"\nuser = \"{SUPPORT}\"\npassword_env = \"{SMTP_ENV}\"",
+            stack.submission_port()
+        ),
+    );
+    let good = std::fs::read_to_string(&desk.config).expect("config");
+    let check = |text: &str, imap_pw: &str, smtp_pw: &str| {
+        std::fs::write(&desk.config, text).expect("config");
+        let o = desk
+            .cmd()
+            .args(["check-config", "--connect"])
+            .env(PASSWORD_ENV, imap_pw)
+            .env(SMTP_ENV, smtp_pw)
+            .output()
+            .expect("check-config");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !out.contains("wrong-pw-123") && !out.contains(mailstack::PASSWORD),
+            "no password in the output: {out}"
+        );
+        (o.status.code(), out)
+    };
+    let line = |out: &str, start: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in {out}"))
+            .to_string()
+    };
+
+    // All good: one ok line per check.
+    let (code, out) = check(&good, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        line(&out, "ok    imap support:").contains("folder \"INBOX\" selected"),
+        "{out}"
+    );
+    line(&out, &format!("ok    smtp 127.0.0.1:{}:", stack.submission_port()));
+
+    // A wrong SMTP password.
+    let (code, out) = check(&good, mailstack::PASSWORD, "wrong-pw-123");
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  smtp");
+    assert!(l.contains("535") || l.to_lowercase().contains("auth"), "{l}");
+    line(&out, "ok    imap support:");
+
+    // A closed SMTP port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let text = good.replace(
+        &format!("port = {}\ntls = \"starttls\"\nuser", stack.submission_port()),
+        &format!("port = {closed}\ntls = \"starttls\"\nuser"),
+    );
+    let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, &format!("FAIL  smtp 127.0.0.1:{closed}:"));
+    assert!(l.to_lowercase().contains("refused"), "{l}");
+
+    // A wrong IMAP password.
+    let (code, out) = check(&good, "wrong-pw-123", mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  imap support:");
+    assert!(l.contains("log in as") && l.contains(SUPPORT), "{l}");
+
+    // A folder that does not exist.
+    let text = good.replace(
+        &format!("user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\""),
+        &format!("user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\nfolder = \"NoSuchFolder\""),
+    );
+    assert_ne!(text, good);
+    let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  imap support:");
+    assert!(l.contains("\"NoSuchFolder\" cannot be selected"), "{l}");
+}
