@@ -1125,9 +1125,8 @@ impl Config {
     /// reload puts in force. Names only, never values (they may hold
     /// secrets' locations).
     pub fn needs_restart(&self, other: &Config) -> Vec<&'static str> {
-        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
-            format!("{a:?}") != format!("{b:?}")
-        };
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let mut out = Vec::new();
         let mut check = |name: &'static str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
             if differs(a, b) {
@@ -1181,7 +1180,9 @@ fn deliverable(a: &str) -> bool {
     };
     let labels: Vec<&str> = domain.split('.').collect();
     !local.is_empty()
-        && !local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@')
+        && !local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
         && labels.len() >= 2
         && labels.iter().all(|l| {
             !l.is_empty()
@@ -1345,6 +1346,23 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_that_need_a_restart() {
+        let old = Config::parse_str("[rules]\ndir = \"r\"\n", Path::new("c.toml")).unwrap();
+        let live = Config::parse_str(
+            "[rules]\ndir = \"other\"\n[sla.audiences]\nteam = [\"mail:a@b.example\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(old.needs_restart(&live).is_empty());
+        let restart = Config::parse_str(
+            "[desk]\nname = \"Helpdesk\"\n[http]\nlisten = \"127.0.0.1:9999\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&restart), vec!["[desk]", "[http]"]);
     }
 
     const DISCORD: &str = "[discord]\nenabled = true\nguild = 1\nstaff_roles = [2]\nnotify = \"staff\"\n[discord.channels.staff]\nid = 3\n";

@@ -322,8 +322,13 @@ async fn reload(
     let Some(path) = cfg.path.clone() else {
         // No file: the defaults, and the directories they name.
         match intake.reload() {
-            Ok(n) => tracing::info!(rules = n, "SIGHUP: rules, templates, SLA policies and customers reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
+            Ok(n) => tracing::info!(
+                rules = n,
+                "SIGHUP: rules, templates, SLA policies and customers reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates")
+            }
         }
         return;
     };

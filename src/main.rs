@@ -899,7 +899,9 @@ async fn dispatch(
             cfg.check_sources().map_err(unusable)?;
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
             intake.verify().map_err(unusable)?;
-            let rules = intake.rules().map_err(|e| unusable(format!("rules: {e}")))?;
+            let rules = intake
+                .rules()
+                .map_err(|e| unusable(format!("rules: {e}")))?;
             let sender = ticketd::outbound::worker::Sender::from_config(
                 &cfg,
                 &Path::new(data_dir).join("sent"),

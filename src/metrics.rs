@@ -631,6 +631,35 @@ mod tests {
     }
 
     #[test]
+    fn the_connected_gauge_follows_at_once_and_a_removed_mailbox_goes() {
+        let m = Metrics::new();
+        m.mailbox_registered("a");
+        let text = m.render(&OutboxStats::default());
+        assert!(
+            has(&text, "ticketd_mailbox_connected{mailbox=\"a\"} 0"),
+            "{text}"
+        );
+        assert_eq!(m.disconnected().len(), 1);
+        m.mailbox_connected("a", true);
+        let text = m.render(&OutboxStats::default());
+        assert!(
+            has(&text, "ticketd_mailbox_connected{mailbox=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(m.disconnected().is_empty());
+        m.mailbox_connected("a", false);
+        let first = m.disconnected()[0].1;
+        std::thread::sleep(Duration::from_millis(20));
+        // Still down: the outage is counted from its start.
+        m.mailbox_connected("a", false);
+        assert!(m.disconnected()[0].1 >= first + Duration::from_millis(20));
+        m.mailbox_removed("a");
+        let text = m.render(&OutboxStats::default());
+        assert!(!text.contains("mailbox=\"a\""), "{text}");
+        assert!(m.disconnected().is_empty() && m.sync_ages().is_empty());
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
         m.mailbox_synced("we\"ird\\box\nname");

@@ -2346,7 +2346,10 @@ fn check_config_refuses_missing_imap_credentials_ca_files_and_bad_addresses() {
         }
     };
     refused(
-        &check(&imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\""), None),
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\""),
+            None,
+        ),
         &["imap \"support\"", "TICKETD_TEST_CHECK_PASSWORD is not set"],
     );
     refused(
@@ -2405,12 +2408,11 @@ fn the_example_config_passes_check_config_and_is_readmes_block() {
     let d = Desk::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sample = root.join("ticketd.example.toml");
-    let o = d.run(&["--config", sample.to_str().unwrap(), "check-config"], None);
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = d.run(
+        &["--config", sample.to_str().unwrap(), "check-config"],
+        None,
     );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let section = &readme[readme.find("## Configuration reference").unwrap()..];
     let start = section.find("```toml\n").unwrap() + "```toml\n".len();
@@ -2423,12 +2425,11 @@ fn the_example_config_passes_check_config_and_is_readmes_block() {
     );
     // Copied from README as it stands, it passes too.
     let copied = write_config(d.dir.path(), block);
-    let o = d.run(&["--config", copied.to_str().unwrap(), "check-config"], None);
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = d.run(
+        &["--config", copied.to_str().unwrap(), "check-config"],
+        None,
     );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Issue 14, item 11: SIGHUP rereads the whole configuration file: a

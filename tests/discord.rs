@@ -666,7 +666,12 @@ async fn check_config_connect_asks_discord_who_the_token_is() {
     };
     let o = run(config(&fake.base_url())).await.unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert_eq!(o.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let line = out
         .lines()
         .find(|l| l.starts_with("ok    discord:"))
@@ -678,7 +683,9 @@ async fn check_config_connect_asks_discord_who_the_token_is() {
         .local_addr()
         .unwrap()
         .port();
-    let o = run(config(&format!("http://127.0.0.1:{closed}"))).await.unwrap();
+    let o = run(config(&format!("http://127.0.0.1:{closed}")))
+        .await
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(

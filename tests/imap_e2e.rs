@@ -990,7 +990,7 @@ async fn an_imap_outage_shows_at_once_in_the_connected_gauge_and_in_healthz_afte
         .filter(|l| l.contains("Login: user=<") && l.contains(SUPPORT))
         .filter_map(|l| l.split("mpid=").nth(1))
         .filter_map(|rest| rest.split(',').next()?.parse::<u32>().ok())
-        .last()
+        .next_back()
         .expect("the session's pid in the dovecot log");
     stack.stop_imap();
     let _ = Command::new("kill")
@@ -1068,9 +1068,11 @@ async fn a_mailbox_added_on_sighup_starts_syncing_and_a_removed_one_stops() {
             customer_mail(ALICE, 1, "Into the mailbox added by SIGHUP"),
         )
         .await;
-    until(Duration::from_secs(30), "a ticket from the new mailbox", || {
-        desk.tickets().len() == 1
-    })
+    until(
+        Duration::from_secs(30),
+        "a ticket from the new mailbox",
+        || desk.tickets().len() == 1,
+    )
     .await;
     // Taken out again: it stops, and mail there stays where it is.
     std::fs::write(&desk.config, &before).expect("config");
@@ -1080,14 +1082,20 @@ async fn a_mailbox_added_on_sighup_starts_syncing_and_a_removed_one_stops() {
     })
     .await;
     stack
-        .append(ALERTS, "INBOX", customer_mail(ALICE, 2, "After its removal"))
+        .append(
+            ALERTS,
+            "INBOX",
+            customer_mail(ALICE, 2, "After its removal"),
+        )
         .await;
     stack
         .append(SUPPORT, "INBOX", customer_mail(ALICE, 3, "Still watched"))
         .await;
-    until(Duration::from_secs(30), "the remaining mailbox's ticket", || {
-        desk.tickets().len() == 2
-    })
+    until(
+        Duration::from_secs(30),
+        "the remaining mailbox's ticket",
+        || desk.tickets().len() == 2,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(desk.tickets().len(), 2, "the removed mailbox took nothing");
@@ -1146,13 +1154,19 @@ async fn check_config_connect_logs_in_to_imap_and_smtp_and_names_what_fails() {
         line(&out, "ok    imap support:").contains("folder \"INBOX\" selected"),
         "{out}"
     );
-    line(&out, &format!("ok    smtp 127.0.0.1:{}:", stack.submission_port()));
+    line(
+        &out,
+        &format!("ok    smtp 127.0.0.1:{}:", stack.submission_port()),
+    );
 
     // A wrong SMTP password.
     let (code, out) = check(&good, mailstack::PASSWORD, "wrong-pw-123");
     assert_eq!(code, Some(1), "{out}");
     let l = line(&out, "FAIL  smtp");
-    assert!(l.contains("535") || l.to_lowercase().contains("auth"), "{l}");
+    assert!(
+        l.contains("535") || l.to_lowercase().contains("auth"),
+        "{l}"
+    );
     line(&out, "ok    imap support:");
 
     // A closed SMTP port.
@@ -1162,7 +1176,10 @@ async fn check_config_connect_logs_in_to_imap_and_smtp_and_names_what_fails() {
         .expect("addr")
         .port();
     let text = good.replace(
-        &format!("port = {}\ntls = \"starttls\"\nuser", stack.submission_port()),
+        &format!(
+            "port = {}\ntls = \"starttls\"\nuser",
+            stack.submission_port()
+        ),
         &format!("port = {closed}\ntls = \"starttls\"\nuser"),
     );
     let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);
@@ -1179,7 +1196,9 @@ async fn check_config_connect_logs_in_to_imap_and_smtp_and_names_what_fails() {
     // A folder that does not exist.
     let text = good.replace(
         &format!("user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\""),
-        &format!("user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\nfolder = \"NoSuchFolder\""),
+        &format!(
+            "user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\nfolder = \"NoSuchFolder\""
+        ),
     );
     assert_ne!(text, good);
     let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);

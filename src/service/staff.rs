@@ -452,11 +452,7 @@ impl Intake {
         let sla = self.sla();
         let mut mails: Vec<&str> = Vec::new();
         let mut channels: Vec<&str> = Vec::new();
-        for entry in names
-            .iter()
-            .filter_map(|n| sla.audiences.get(n))
-            .flatten()
-        {
+        for entry in names.iter().filter_map(|n| sla.audiences.get(n)).flatten() {
             match entry {
                 AudienceEntry::Mail(a) if !mails.contains(&a.as_str()) => mails.push(a),
                 AudienceEntry::Chat(c) if !channels.contains(&c.as_str()) => channels.push(c),

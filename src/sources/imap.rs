@@ -215,8 +215,12 @@ impl ImapSource {
             .map_err(|e| format!("cannot connect to {at} or log in as {}: {e}", m.user))?;
         let selected = timed("SELECT", session.select(&m.folder)).await;
         let _ = timed("LOGOUT", session.logout()).await;
-        let selected =
-            selected.map_err(|e| format!("logged in, but folder {:?} cannot be selected: {e}", m.folder))?;
+        let selected = selected.map_err(|e| {
+            format!(
+                "logged in, but folder {:?} cannot be selected: {e}",
+                m.folder
+            )
+        })?;
         Ok(format!(
             "logged in to {at} as {}, folder {:?} selected ({} messages)",
             m.user, m.folder, selected.exists
