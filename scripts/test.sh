@@ -42,6 +42,12 @@ fi
 # Debian packages when they are missing (root, ~40 s once; no-op after)
 echo "== mail stack packages"
 ./scripts/mailstack.sh install
+# The sample configuration passes the offline check as shipped (README's
+# configuration block is the same file; tests/cli.rs checks that too).
+echo "== ticketd.example.toml"
+sample_data=$(mktemp -d)
+cargo run --quiet -- --config ticketd.example.toml --data-dir "$sample_data" check-config
+rm -rf "$sample_data"
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -38,6 +38,14 @@ pub enum ConfigError {
     },
 }
 
+/// A configuration that was read but cannot be used: rules, templates, SLA
+/// policies, the customer directory, a source or a transport it names.
+/// The command line exits with EX_CONFIG (78) for it, as for a
+/// [`ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +88,10 @@ pub struct Config {
     /// against this.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// The file this was read from (`None`: all defaults); SIGHUP reads it
+    /// again.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// The desk's identity.
@@ -779,6 +791,10 @@ pub struct HttpConfig {
     /// `/healthz` fails (503) when a configured mailbox has not synced
     /// successfully for longer than this.
     pub max_sync_age_seconds: u64,
+    /// `/healthz` fails (503) while an IMAP mailbox has had no connection
+    /// for longer than this (a reconnect after a server restart fits in
+    /// it); `ticketd_mailbox_connected` drops to 0 at once regardless.
+    pub disconnected_grace_seconds: u64,
 }
 
 impl Default for HttpConfig {
@@ -786,6 +802,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:9187".into(),
             max_sync_age_seconds: 900,
+            disconnected_grace_seconds: 60,
         }
     }
 }
@@ -822,6 +839,11 @@ impl HttpConfig {
     pub fn max_sync_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.max_sync_age_seconds)
     }
+
+    /// How long a mailbox may be disconnected before `/healthz` fails.
+    pub fn disconnected_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.disconnected_grace_seconds)
+    }
 }
 
 impl Config {
@@ -833,6 +855,7 @@ impl Config {
         })?;
         let mut cfg = Config::parse_str(&text, path)?;
         cfg.base_dir = path.parent().map(Path::to_path_buf);
+        cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
 
@@ -887,8 +910,10 @@ impl Config {
             return Err(bad("desk.addresses needs at least one address".into()));
         }
         for a in &self.desk.addresses {
-            if !mail_like(a) {
-                return Err(bad(format!("desk.addresses: {a:?} is not a mail address")));
+            if !deliverable(a) {
+                return Err(bad(format!(
+                    "desk.addresses: {a:?} is not a mail address others can write to (local@domain.tld)"
+                )));
             }
         }
         for a in &self.desk.staff {
@@ -1062,6 +1087,72 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what the configuration names outside itself that `run` will
+    /// need, without any network: each IMAP mailbox's password (its
+    /// variable set, its file readable, not empty) and its `ca_file` (a
+    /// readable PEM file with a certificate). For `check-config`; the
+    /// outbound transport and the Discord token are checked where they are
+    /// built.
+    pub fn check_sources(&self) -> Result<(), String> {
+        for m in &self.imap {
+            let what = format!("imap {:?}", m.label());
+            let password = read_secret(
+                m.password_env.as_deref(),
+                m.password_file.as_ref().map(|f| self.resolve(f)).as_deref(),
+                &what,
+            )?;
+            if password.is_empty() {
+                return Err(format!("{what}: the password is empty"));
+            }
+            if let Some(ca) = &m.ca_file {
+                let path = self.resolve(ca);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{what}: ca_file {}: {e}", path.display()))?;
+                if !text.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(format!(
+                        "{what}: ca_file {}: no PEM certificate in it",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sections of `other` that differ from this one's and take a
+    /// restart to apply: everything but rules, templates, customers, SLA
+    /// policies, audiences and digests, and the IMAP mailboxes, which a
+    /// reload puts in force. Names only, never values (they may hold
+    /// secrets' locations).
+    pub fn needs_restart(&self, other: &Config) -> Vec<&'static str> {
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut out = Vec::new();
+        let mut check = |name: &'static str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            if differs(a, b) {
+                out.push(name);
+            }
+        };
+        check("data_dir", &self.data_dir, &other.data_dir);
+        check("[desk]", &self.desk, &other.desk);
+        check("[tickets]", &self.tickets, &other.tickets);
+        check("[intake]", &self.intake, &other.intake);
+        check("[autoreply]", &self.autoreply, &other.autoreply);
+        check("[outbound]", &self.outbound, &other.outbound);
+        check("[[maildir]]", &self.maildir, &other.maildir);
+        check(
+            "[customers] default_account_manager",
+            &self.customers.default_account_manager,
+            &other.customers.default_account_manager,
+        );
+        check("[alerts]", &self.alerts, &other.alerts);
+        check("[log]", &self.log, &other.log);
+        check("[database]", &self.database, &other.database);
+        check("[http]", &self.http, &other.http);
+        check("[discord]", &self.discord, &other.discord);
+        out
+    }
+
     /// Resolves a path from the config file against the file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         match &self.base_dir {
@@ -1078,6 +1169,27 @@ pub enum AudienceEntry {
     Mail(String),
     /// A post to this named chat channel, through the chat outbox.
     Chat(String),
+}
+
+/// Whether `a` is an address mail can be sent to from elsewhere:
+/// `local@domain.tld`, a domain of at least two labels of letters, digits
+/// and `-` (`support@example` is not: no MTA delivers to it).
+fn deliverable(a: &str) -> bool {
+    let Some((local, domain)) = a.trim().rsplit_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && !local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
 }
 
 /// Whether `a` can be a mail address (or `@domain`) in the configuration:
@@ -1225,12 +1337,32 @@ mod tests {
             "[http]\nlisten = \"localhost\"",
             "[http]\nlisten = \"127.0.0.1\"",
             "[http]\nmax_sync_age_seconds = 0",
+            "[desk]\naddresses = [\"support@example\"]",
+            "[desk]\naddresses = [\"support@.example.com\"]",
+            "[desk]\naddresses = [\"@example.com\"]",
         ] {
             assert!(
                 Config::parse_str(text, Path::new("c.toml")).is_err(),
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_reload_names_the_sections_that_need_a_restart() {
+        let old = Config::parse_str("[rules]\ndir = \"r\"\n", Path::new("c.toml")).unwrap();
+        let live = Config::parse_str(
+            "[rules]\ndir = \"other\"\n[sla.audiences]\nteam = [\"mail:a@b.example\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(old.needs_restart(&live).is_empty());
+        let restart = Config::parse_str(
+            "[desk]\nname = \"Helpdesk\"\n[http]\nlisten = \"127.0.0.1:9999\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&restart), vec!["[desk]", "[http]"]);
     }
 
     const DISCORD: &str = "[discord]\nenabled = true\nguild = 1\nstaff_roles = [2]\nnotify = \"staff\"\n[discord.channels.staff]\nid = 3\n";

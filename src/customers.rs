@@ -91,7 +91,7 @@ pub struct DirectoryFile {
 
 /// Why the directory cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
+#[error("{file}{}: {reason}", if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct DirectoryError {
     /// The file (or directory).
     pub file: String,

@@ -1,6 +1,6 @@
 //! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Maildirs
-//! and the hand-over socket, runs the outbox worker, reloads
-//! rules and templates on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
+//! and the hand-over socket, runs the outbox worker, rereads the
+//! configuration file on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
 //! ([`crate::http`]) and tells systemd when it is ready, alive and stopping
 //! ([`crate::systemd`]).
@@ -19,15 +19,20 @@ use tokio::sync::{mpsc, watch};
 
 /// Runs the daemon until a stop signal; returns the process exit code.
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     data: DataDir,
     store: Store,
     intake: Arc<Intake>,
 ) -> anyhow::Result<()> {
     // Fail at start, not on the first mail, when rules or templates are broken.
-    let n = intake.verify().map_err(|e| anyhow::anyhow!(e))?;
+    let n = intake
+        .verify()
+        .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
     tracing::info!(rules = n, "rules loaded");
-    let metrics = Arc::new(Metrics::with_max_sync_age(cfg.http.max_sync_age()));
+    let metrics = Arc::new(
+        Metrics::with_max_sync_age(cfg.http.max_sync_age())
+            .with_disconnect_grace(cfg.http.disconnected_grace()),
+    );
     // Bound before anything starts: a taken port is a start-up error.
     let http = match cfg.http.listen_addr().map_err(|e| anyhow::anyhow!("{e}"))? {
         Some(addr) => Some(crate::http::bind(addr).await?),
@@ -61,23 +66,23 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Wake::new());
-    let sender =
-        Sender::from_config(&cfg, &data.sent()).map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
+    let sender = Sender::from_config(&cfg, &data.sent())
+        .map_err(|e| anyhow::Error::new(crate::config::Unusable(format!("outbound: {e}"))))?;
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
 
+    let mut mailboxes = Mailboxes {
+        running: std::collections::BTreeMap::new(),
+        intake: intake.clone(),
+        store: store.clone(),
+        wake: wake.clone(),
+        metrics: metrics.clone(),
+    };
     for m in &cfg.imap {
-        let src = crate::sources::imap::ImapSource::new(&cfg, m).map_err(|e| anyhow::anyhow!(e))?;
-        tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
-        metrics.mailbox_registered(src.label());
-        tasks.spawn(src.run(
-            intake.clone(),
-            store.clone(),
-            wake.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-        ));
+        mailboxes
+            .start(&cfg, m)
+            .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
     }
 
     let mut dirs: Vec<std::path::PathBuf> =
@@ -87,7 +92,12 @@ pub async fn run(
         dirs.push(data.maildir());
     }
     for d in dirs {
-        let md = Maildir::open(&d).map_err(|e| anyhow::anyhow!("maildir {}: {e}", d.display()))?;
+        let md = Maildir::open(&d).map_err(|e| {
+            anyhow::Error::new(crate::config::Unusable(format!(
+                "maildir {}: {e}",
+                d.display()
+            )))
+        })?;
         tracing::info!(maildir = %d.display(), "watching");
         tasks.spawn(watch_maildir(
             intake.clone(),
@@ -179,15 +189,7 @@ pub async fn run(
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
                 crate::systemd::reloading();
-                match intake.reload() {
-                    Ok(n) => {
-                        tracing::info!(rules = n, "SIGHUP: rules, templates, SLA policies and customers reloaded");
-                        if let Err(e) = intake.plan_digests(&store, jiff::Timestamp::now()).await {
-                            tracing::warn!(error = %e, "digests could not be planned");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates"),
-                }
+                reload(&mut cfg, &data, &intake, &store, &mut mailboxes).await;
                 crate::systemd::ready(&status);
             }
             _ = tick(&mut watchdog) => crate::systemd::watchdog(),
@@ -195,7 +197,13 @@ pub async fn run(
     }
     crate::systemd::stopping();
     let _ = stop_tx.send(true);
-    let drain = async { while tasks.join_next().await.is_some() {} };
+    let mailbox_tasks = mailboxes.stop_all();
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        for t in mailbox_tasks {
+            let _ = t.await;
+        }
+    };
     if tokio::time::timeout(Duration::from_secs(10), drain)
         .await
         .is_err()
@@ -204,6 +212,162 @@ pub async fn run(
     }
     store.close().await;
     Ok(())
+}
+
+/// The IMAP mailboxes being watched, each with its own stop switch, so a
+/// reload can start, stop and restart them one by one.
+struct Mailboxes {
+    /// By name: the configuration it runs with, its stop switch, its task.
+    running: std::collections::BTreeMap<
+        String,
+        (
+            crate::config::ImapConfig,
+            watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        ),
+    >,
+    intake: Arc<Intake>,
+    store: Store,
+    wake: Arc<Wake>,
+    metrics: Arc<Metrics>,
+}
+
+impl Mailboxes {
+    /// Starts watching `m`.
+    fn start(&mut self, cfg: &Config, m: &crate::config::ImapConfig) -> Result<(), String> {
+        let src = crate::sources::imap::ImapSource::new(cfg, m)?;
+        tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
+        self.metrics.mailbox_registered(src.label());
+        let (tx, rx) = watch::channel(false);
+        let label = src.label().to_string();
+        let task = tokio::spawn(src.run(
+            self.intake.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+            self.metrics.clone(),
+            rx,
+        ));
+        self.running.insert(label, (m.clone(), tx, task));
+        Ok(())
+    }
+
+    /// Stops watching `name` and waits (at most 10 s) until its session
+    /// has finished the message in hand and logged out.
+    async fn stop(&mut self, name: &str) {
+        if let Some((_, tx, task)) = self.running.remove(name) {
+            let _ = tx.send(true);
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(mailbox = name, "did not stop within 10 s");
+            }
+            self.metrics.mailbox_removed(name);
+        }
+    }
+
+    /// Tells every mailbox to stop; their tasks, to wait for.
+    fn stop_all(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut self.running)
+            .into_values()
+            .map(|(_, tx, task)| {
+                let _ = tx.send(true);
+                task
+            })
+            .collect()
+    }
+
+    /// Brings the running mailboxes in line with `cfg`: a mailbox no longer
+    /// configured stops, a new one starts, a changed one restarts.
+    async fn apply(&mut self, cfg: &Config) {
+        let wanted: std::collections::BTreeMap<String, &crate::config::ImapConfig> =
+            cfg.imap.iter().map(|m| (m.label(), m)).collect();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let same = match (wanted.get(&name), self.running.get(&name)) {
+                (Some(new), Some((old, _, _))) => format!("{new:?}") == format!("{old:?}"),
+                _ => false,
+            };
+            if !same {
+                tracing::info!(
+                    mailbox = %name,
+                    "SIGHUP: mailbox {} (stopping it)",
+                    if wanted.contains_key(&name) { "changed" } else { "removed" }
+                );
+                self.stop(&name).await;
+            }
+        }
+        for (name, m) in wanted {
+            if !self.running.contains_key(&name) {
+                if let Err(e) = self.start(cfg, m) {
+                    tracing::error!(mailbox = %name, error = %e, "SIGHUP: mailbox not started");
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: reads the configuration file again and puts in force what can
+/// change while running (rules, templates, customers, SLA policies,
+/// audiences and digests, IMAP mailboxes); names what else changed and
+/// needs a restart. A file that does not load, or rules, templates,
+/// policies or customers with an error, leave everything as it was.
+async fn reload(
+    cfg: &mut Config,
+    data: &DataDir,
+    intake: &Intake,
+    store: &Store,
+    mailboxes: &mut Mailboxes,
+) {
+    let Some(path) = cfg.path.clone() else {
+        // No file: the defaults, and the directories they name.
+        match intake.reload() {
+            Ok(n) => tracing::info!(
+                rules = n,
+                "SIGHUP: rules, templates, SLA policies and customers reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: not reloaded, keeping the old rules and templates")
+            }
+        }
+        return;
+    };
+    let new = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded, keeping the old one");
+            return;
+        }
+    };
+    let customers = new
+        .customers
+        .dir
+        .as_ref()
+        .map(|d| new.resolve(d))
+        .unwrap_or_else(|| data.root.join("customers"));
+    match intake.reload_from(&new, customers) {
+        Ok(n) => tracing::info!(
+            rules = n,
+            config = %path.display(),
+            "SIGHUP: configuration reloaded: rules, templates, SLA policies, audiences, digests, customers and IMAP mailboxes in force"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded, keeping the old one");
+            return;
+        }
+    }
+    let restart = cfg.needs_restart(&new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            sections = %restart.join(", "),
+            "SIGHUP: these changes take effect only after a restart (systemctl restart ticketd)"
+        );
+    }
+    mailboxes.apply(&new).await;
+    if let Err(e) = intake.plan_digests(store, jiff::Timestamp::now()).await {
+        tracing::warn!(error = %e, "digests could not be planned");
+    }
+    *cfg = new;
 }
 
 /// The next watchdog tick; never, without a watchdog.

@@ -90,11 +90,35 @@ pub fn health(ages: &[(String, Option<Duration>)], max: Duration) -> (StatusCode
     }
 }
 
-/// `/healthz`: the mailboxes' sync ages, and whether the store takes a
+/// The lines of mailboxes disconnected for longer than `grace` (a
+/// reconnect within it, as after a server restart, fails nothing).
+pub fn disconnected_lines(down: &[(String, Duration)], grace: Duration) -> String {
+    down.iter()
+        .filter(|(_, d)| *d > grace)
+        .map(|(mailbox, d)| {
+            format!(
+                "{mailbox}: disconnected for {} s (grace {} s)\n",
+                d.as_secs(),
+                grace.as_secs()
+            )
+        })
+        .collect()
+}
+
+/// `/healthz`: the mailboxes' connections and sync ages, and whether the store takes a
 /// write (a full disk or a read-only database fails the check, and it
 /// passes again by itself once the cause is gone).
 async fn healthz(State(ops): State<Ops>) -> Response {
     let (mut status, mut body) = health(&ops.metrics.sync_ages(), ops.metrics.max_sync_age());
+    let down = disconnected_lines(&ops.metrics.disconnected(), ops.metrics.disconnect_grace());
+    if !down.is_empty() {
+        body = if status == StatusCode::OK {
+            down
+        } else {
+            down + &body
+        };
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     if let Err(e) = ops.store.probe_write().await {
         tracing::warn!(error = %e, "/healthz: the store cannot write");
         let line = format!("store: cannot write: {e}\n");
@@ -172,6 +196,19 @@ mod tests {
             body,
             "late: last synced 1234 s ago (limit 900 s)\nnew: never synced\n"
         );
+    }
+
+    #[test]
+    fn a_mailbox_down_longer_than_the_grace_is_one_line() {
+        let down = [
+            ("short".to_string(), Duration::from_secs(5)),
+            ("long".to_string(), Duration::from_secs(61)),
+        ];
+        assert_eq!(
+            disconnected_lines(&down, Duration::from_secs(60)),
+            "long: disconnected for 61 s (grace 60 s)\n"
+        );
+        assert_eq!(disconnected_lines(&[], Duration::from_secs(60)), "");
     }
 
     #[tokio::test]

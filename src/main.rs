@@ -81,8 +81,15 @@ enum Command {
     Run,
     /// Apply database migrations and exit.
     Migrate,
-    /// Validate the configuration, rules and templates.
-    CheckConfig,
+    /// Validate the configuration, rules and templates (offline); with
+    /// --connect also log in to every IMAP mailbox, the SMTP relay and
+    /// Discord, one line per check.
+    CheckConfig {
+        /// Also log in to every IMAP mailbox (and select its folder), the
+        /// SMTP relay and Discord; exit 1 when one fails.
+        #[arg(long)]
+        connect: bool,
+    },
     /// The customer directory.
     Customers {
         #[command(subcommand)]
@@ -352,7 +359,7 @@ fn main() -> ExitCode {
     let cfg = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ticketd: {e:#}");
+            eprintln!("ticketd: {}", said_once_all(&e));
             return ExitCode::from(if is_ingest { EX_TEMPFAIL } else { EX_CONFIG });
         }
     };
@@ -417,10 +424,51 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli.command, cfg, &data_dir, stdin_raw)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ticketd: {e:#}");
-            ExitCode::from(if is_ingest { EX_TEMPFAIL } else { 1 })
+            eprintln!("ticketd: {}", said_once_all(&e));
+            ExitCode::from(if is_ingest {
+                EX_TEMPFAIL
+            } else if is_config_problem(&e) {
+                EX_CONFIG
+            } else {
+                1
+            })
         }
     }
+}
+
+/// Whether an error is the configuration's (the file, rules, templates,
+/// policies, customers, a source or transport it names): those all exit
+/// EX_CONFIG, so a unit manager or script can tell them from a failure at
+/// run time.
+fn is_config_problem(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<ticketd::config::Unusable>()
+            || c.is::<ticketd::config::ConfigError>()
+            || c.is::<ticketd::ingest::classify::RuleError>()
+            || c.is::<ticketd::customers::DirectoryError>()
+            || c.is::<ticketd::sla::policy::PolicyError>()
+    })
+}
+
+/// An error and its causes on one line, each cause only when the text
+/// before does not already say it (most errors here put their source's
+/// text into their own).
+fn said_once_all(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for c in e.chain() {
+        let part = c.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+    }
+    text
+}
+
+/// Marks a configuration problem found after the file was read (exit 78).
+fn unusable(message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(ticketd::config::Unusable(message.to_string()))
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -533,7 +581,9 @@ fn said_once(e: &ticketd::store::StoreError) -> String {
 
 fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {
     let key = MacKey::load_or_create(&data.root).context("Message-ID key")?;
-    Ok(Intake::new(cfg, key).with_customers(customers_dir(cfg, &data.root))?)
+    Intake::new(cfg, key)
+        .with_customers(customers_dir(cfg, &data.root))
+        .map_err(|e| unusable(format!("customers: {e}")))
 }
 
 /// `[customers] dir`, else `<data_dir>/customers`.
@@ -981,8 +1031,12 @@ async fn dispatch(
                 root: data_dir.to_path_buf(),
             };
             let key = MacKey(vec![0; 32]);
-            let intake = Intake::new(&cfg, key).with_customers(customers_dir(&cfg, &data.root))?;
-            let rules = intake.rules()?;
+            let intake = Intake::new(&cfg, key)
+                .with_customers(customers_dir(&cfg, &data.root))
+                .map_err(|e| unusable(format!("customers: {e}")))?;
+            let rules = intake
+                .rules()
+                .map_err(|e| unusable(format!("rules: {e}")))?;
             let directory = intake.customers();
             let (alert, org) = intake.context(&directory, &mail);
             let facts = ticketd::ingest::classify::Facts {
@@ -1065,16 +1119,24 @@ async fn dispatch(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
+            cfg.check_sources().map_err(unusable)?;
             let intake = Intake::new(&cfg, MacKey(vec![0; 32]));
-            intake.verify().map_err(|e| anyhow!(e))?;
-            let rules = intake.rules().map_err(|e| anyhow!("rules: {e}"))?;
-            ticketd::outbound::worker::Sender::from_config(&cfg, &Path::new(data_dir).join("sent"))
-                .map_err(|e| anyhow!("outbound: {e}"))?;
+            intake.verify().map_err(unusable)?;
+            let rules = intake
+                .rules()
+                .map_err(|e| unusable(format!("rules: {e}")))?;
+            let sender = ticketd::outbound::worker::Sender::from_config(
+                &cfg,
+                &Path::new(data_dir).join("sent"),
+            )
+            .map_err(|e| unusable(format!("outbound: {e}")))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
-                .map_err(|e| anyhow!("customers: {e}"))?;
+                .map_err(|e| unusable(format!("customers: {e}")))?;
             let sla = if cfg.sla.enabled {
-                let p = intake.policies().map_err(|e| anyhow!("sla: {e}"))?;
+                let p = intake
+                    .policies()
+                    .map_err(|e| unusable(format!("sla: {e}")))?;
                 format!(
                     "{} SLA policies, {} digests",
                     p.policies().len(),
@@ -1086,7 +1148,7 @@ async fn dispatch(
             let discord = if cfg.discord.enabled {
                 cfg.discord
                     .token(|p| cfg.resolve(p))
-                    .map_err(|e| anyhow!("discord: {e}"))?;
+                    .map_err(|e| unusable(format!("discord: {e}")))?;
                 format!(
                     "Discord on ({} channels, {} staff roles{})",
                     cfg.discord.channels.len(),
@@ -1116,9 +1178,57 @@ async fn dispatch(
                 cfg.desk.language,
                 cfg.desk.timezone
             );
+            if connect && !connect_checks(&cfg, &sender).await {
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `check-config --connect`: logs in to each IMAP mailbox and selects its
+/// folder, connects to the SMTP relay (TLS, AUTH), asks Discord who the
+/// token is; prints one line per check. Whether all passed.
+async fn connect_checks(cfg: &Config, sender: &ticketd::outbound::worker::Sender) -> bool {
+    let mut all = true;
+    let mut report = |what: String, r: Result<String, String>| match r {
+        Ok(s) => println!("ok    {what}: {s}"),
+        Err(e) => {
+            all = false;
+            println!("FAIL  {what}: {e}");
+        }
+    };
+    for m in &cfg.imap {
+        let r = match ticketd::sources::imap::ImapSource::new(cfg, m) {
+            Ok(src) => src.check().await,
+            Err(e) => Err(e),
+        };
+        report(format!("imap {}", m.label()), r);
+    }
+    if cfg.outbound.transport == ticketd::config::Transport::Smtp {
+        let s = &cfg.outbound.smtp;
+        report(format!("smtp {}:{}", s.host, s.port), sender.check().await);
+    }
+    if cfg.discord.enabled {
+        let r = match cfg.discord.token(|p| cfg.resolve(p)) {
+            Ok(token) => {
+                let http = ticketd::chat::discord::http(&token, cfg.discord.api_base.as_deref());
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    http.get_current_user(),
+                )
+                .await
+                {
+                    Ok(Ok(u)) => Ok(format!("the token is bot {} ({})", u.name, u.id)),
+                    Ok(Err(e)) => Err(format!("the token is not accepted: {e}")),
+                    Err(_) => Err("no answer within 30 s".into()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        report("discord".into(), r);
+    }
+    all
 }
 
 /// `ingest`: every message is stored, or the exit code says so (75).

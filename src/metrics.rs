@@ -24,6 +24,11 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// fails and `ticketd_mailbox_up` drops to 0, unless configured otherwise.
 pub const DEFAULT_MAX_SYNC_AGE: Duration = Duration::from_secs(900);
 
+/// How long a mailbox may be disconnected before `/healthz` fails, unless
+/// configured otherwise (`[http] disconnected_grace_seconds`): long enough
+/// for a reconnect after a server restart, far shorter than the sync age.
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(60);
+
 /// Upper bounds of the ingest latency histogram, in seconds: 1 ms … 60 s
 /// (the hand-over path takes a few ms, a Maildir rescan up to 5 s, an
 /// IMAP mailbox catching up after an outage longer).
@@ -93,6 +98,7 @@ pub struct Metrics {
     outbox_failed: IntCounter,
     sync_age: GaugeVec,
     mailbox_up: IntGaugeVec,
+    mailbox_connected: IntGaugeVec,
     sla_open: IntGaugeVec,
     sla_breaches: IntCounter,
     sla_reminders: IntCounter,
@@ -100,7 +106,11 @@ pub struct Metrics {
     chat_failed: prometheus::IntGauge,
     /// Each registered mailbox and the instant of its last successful sync.
     mailboxes: Mutex<BTreeMap<String, Option<Instant>>>,
+    /// Each registered mailbox's connection: up or down, and since when.
+    connections: Mutex<BTreeMap<String, (bool, Instant)>>,
     max_sync_age: Duration,
+    /// How long a mailbox may be disconnected before `/healthz` fails.
+    disconnect_grace: Duration,
     /// Render sets the scrape-time gauges and then encodes them: two
     /// scrapes at once must not interleave those steps.
     render_lock: Mutex<()>,
@@ -211,6 +221,14 @@ impl Metrics {
         registry.register(Box::new(outbox_failed.clone()))?;
         registry.register(Box::new(sync_age.clone()))?;
         registry.register(Box::new(mailbox_up.clone()))?;
+        let mailbox_connected = IntGaugeVec::new(
+            Opts::new(
+                "ticketd_mailbox_connected",
+                "1 while the mailbox has a logged-in IMAP connection, 0 from the moment it is lost (or before the first).",
+            ),
+            &["mailbox"],
+        )?;
+        registry.register(Box::new(mailbox_connected.clone()))?;
         for source in SOURCES {
             for action in ACTIONS {
                 messages.with_label_values(&[source, action]);
@@ -225,15 +243,64 @@ impl Metrics {
             outbox_failed,
             sync_age,
             mailbox_up,
+            mailbox_connected,
             sla_open,
             sla_breaches,
             sla_reminders,
             chat_queued,
             chat_failed,
             mailboxes: Mutex::new(BTreeMap::new()),
+            connections: Mutex::new(BTreeMap::new()),
             max_sync_age,
+            disconnect_grace: DEFAULT_DISCONNECT_GRACE,
             render_lock: Mutex::new(()),
         })
+    }
+
+    /// The same registry, with `/healthz` failing once a mailbox has been
+    /// disconnected for longer than `grace`.
+    pub fn with_disconnect_grace(mut self, grace: Duration) -> Metrics {
+        self.disconnect_grace = grace;
+        self
+    }
+
+    /// How long a mailbox may be disconnected before `/healthz` fails.
+    pub fn disconnect_grace(&self) -> Duration {
+        self.disconnect_grace
+    }
+
+    /// A mailbox logged in (`true`) or lost its connection (`false`) now:
+    /// `ticketd_mailbox_connected` follows at once.
+    pub fn mailbox_connected(&self, mailbox: &str, up: bool) {
+        let mut c = lock(&self.connections);
+        let changed = c.get(mailbox).is_none_or(|(was, _)| *was != up);
+        if changed {
+            c.insert(mailbox.to_string(), (up, Instant::now()));
+        }
+        self.mailbox_connected
+            .with_label_values(&[mailbox])
+            .set(i64::from(up));
+    }
+
+    /// Each mailbox that is disconnected now (or never connected since it
+    /// was registered), and for how long.
+    pub fn disconnected(&self) -> Vec<(String, Duration)> {
+        let now = Instant::now();
+        lock(&self.connections)
+            .iter()
+            .filter(|(_, (up, _))| !*up)
+            .map(|(name, (_, since))| (name.clone(), now.saturating_duration_since(*since)))
+            .collect()
+    }
+
+    /// A mailbox taken out of the configuration (SIGHUP): its series and
+    /// its health go away.
+    pub fn mailbox_removed(&self, mailbox: &str) {
+        lock(&self.mailboxes).remove(mailbox);
+        lock(&self.connections).remove(mailbox);
+        let _ = self.mailbox_connected.remove_label_values(&[mailbox]);
+        let _ = self.mailbox_up.remove_label_values(&[mailbox]);
+        let _ = self.sync_age.remove_label_values(&[mailbox]);
     }
 
     /// The sync-age limit this registry judges mailboxes by.
@@ -246,6 +313,11 @@ impl Metrics {
         lock(&self.mailboxes)
             .entry(mailbox.to_string())
             .or_insert(None);
+        let mut c = lock(&self.connections);
+        if !c.contains_key(mailbox) {
+            c.insert(mailbox.to_string(), (false, Instant::now()));
+            self.mailbox_connected.with_label_values(&[mailbox]).set(0);
+        }
     }
 
     /// A mailbox finished a successful sync (fetch or IDLE cycle) now.
@@ -556,6 +628,35 @@ mod tests {
         assert!(is_fresh(Some(Duration::ZERO), max));
         assert!(is_fresh(Some(max), max));
         assert!(!is_fresh(Some(max + Duration::from_millis(1)), max));
+    }
+
+    #[test]
+    fn the_connected_gauge_follows_at_once_and_a_removed_mailbox_goes() {
+        let m = Metrics::new();
+        m.mailbox_registered("a");
+        let text = m.render(&OutboxStats::default());
+        assert!(
+            has(&text, "ticketd_mailbox_connected{mailbox=\"a\"} 0"),
+            "{text}"
+        );
+        assert_eq!(m.disconnected().len(), 1);
+        m.mailbox_connected("a", true);
+        let text = m.render(&OutboxStats::default());
+        assert!(
+            has(&text, "ticketd_mailbox_connected{mailbox=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(m.disconnected().is_empty());
+        m.mailbox_connected("a", false);
+        let first = m.disconnected()[0].1;
+        std::thread::sleep(Duration::from_millis(20));
+        // Still down: the outage is counted from its start.
+        m.mailbox_connected("a", false);
+        assert!(m.disconnected()[0].1 >= first + Duration::from_millis(20));
+        m.mailbox_removed("a");
+        let text = m.render(&OutboxStats::default());
+        assert!(!text.contains("mailbox=\"a\""), "{text}");
+        assert!(m.disconnected().is_empty() && m.sync_ages().is_empty());
     }
 
     #[test]

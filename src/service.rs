@@ -156,6 +156,14 @@ pub enum RuleSource {
 }
 
 impl RuleSource {
+    /// Where `[rules]` of `cfg` says the rules are.
+    pub fn of(cfg: &Config) -> RuleSource {
+        match &cfg.rules.dir {
+            Some(d) => RuleSource::Dir(cfg.resolve(d), cfg.rules.defaults),
+            None => RuleSource::Embedded,
+        }
+    }
+
     /// Reads and compiles the rules.
     pub fn load(&self) -> Result<RuleSet, RuleError> {
         match self {
@@ -223,11 +231,11 @@ pub struct Intake {
     language: String,
     desk_name: String,
     from: String,
-    rule_source: RuleSource,
-    template_dir: Option<PathBuf>,
+    rule_source: RwLock<RuleSource>,
+    template_dir: RwLock<Option<PathBuf>>,
     rules: RwLock<Option<Arc<RuleSet>>>,
     templates: RwLock<Option<Arc<Templates>>>,
-    customers_dir: Option<PathBuf>,
+    customers_dir: RwLock<Option<PathBuf>>,
     customers: RwLock<Arc<Directory>>,
     alert_rules: Vec<GenericAlertRule>,
     flap_window: jiff::SignedDuration,
@@ -235,8 +243,17 @@ pub struct Intake {
     recovery_hold: jiff::SignedDuration,
     /// A service's problems join its DOWN host's ticket.
     join_host_down: bool,
-    /// SLA policies, audiences and digests.
-    sla: staff::SlaSetup,
+    /// SLA policies, audiences and digests (replaced whole on a reload).
+    sla: RwLock<Arc<staff::SlaSetup>>,
+}
+
+/// A copy of what a lock holds, even if a panicking thread held it (the
+/// values behind these locks are replaced whole, never half-written).
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
 }
 
 fn sev(level: u8, fallback: Severity) -> Severity {
@@ -318,16 +335,13 @@ impl Intake {
             language: cfg.desk.language.clone(),
             desk_name: cfg.desk.name.clone(),
             from: cfg.desk.from_address().to_string(),
-            rule_source: match &cfg.rules.dir {
-                Some(d) => RuleSource::Dir(cfg.resolve(d), cfg.rules.defaults),
-                None => RuleSource::Embedded,
-            },
-            template_dir: cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
+            rule_source: RwLock::new(RuleSource::of(cfg)),
+            template_dir: RwLock::new(cfg.templates.dir.as_ref().map(|d| cfg.resolve(d))),
             rules: RwLock::new(None),
             templates: RwLock::new(None),
-            customers_dir: None,
+            customers_dir: RwLock::new(None),
             customers: RwLock::new(Arc::new(Directory::default())),
-            sla: staff::SlaSetup::new(cfg),
+            sla: RwLock::new(Arc::new(staff::SlaSetup::new(cfg))),
         }
     }
 
@@ -336,7 +350,7 @@ impl Intake {
     pub fn with_customers(mut self, dir: PathBuf) -> Result<Intake, DirectoryError> {
         let d = Directory::load(&dir)?;
         self.customers = RwLock::new(Arc::new(d));
-        self.customers_dir = Some(dir);
+        self.customers_dir = RwLock::new(Some(dir));
         Ok(self)
     }
 
@@ -374,7 +388,7 @@ impl Intake {
         if let Some(r) = self.rules.read().ok().and_then(|g| g.clone()) {
             return Ok(r);
         }
-        let r = Arc::new(self.rule_source.load()?);
+        let r = Arc::new(read(&self.rule_source).load()?);
         if let Ok(mut g) = self.rules.write() {
             *g = Some(r.clone());
         }
@@ -387,7 +401,7 @@ impl Intake {
             return Ok(t);
         }
         let t = Arc::new(
-            Templates::load(self.template_dir.as_deref())
+            Templates::load(read(&self.template_dir).as_deref())
                 .map_err(|e: TemplateError| e.to_string())?,
         );
         if let Ok(mut g) = self.templates.write() {
@@ -519,13 +533,48 @@ impl Intake {
     /// together; when one has an error none is replaced, and the error is
     /// returned.
     pub fn reload(&self) -> Result<usize, String> {
-        let rules = Arc::new(self.rule_source.load().map_err(|e| format!("rules: {e}"))?);
+        let rule_source = read(&self.rule_source);
+        let template_dir = read(&self.template_dir);
+        let customers_dir = read(&self.customers_dir);
+        let sla = self.sla();
+        let policies = sla.load().map_err(|e| format!("sla: {e}"))?;
+        self.put_in_force(rule_source, template_dir, customers_dir, None, policies)
+    }
+
+    /// Puts what a re-read configuration file names in force: its rules
+    /// (`[rules]`), templates (`[templates]`), SLA policies, audiences and
+    /// digests (`[sla]`) and the customer directory `customers_dir`, all
+    /// read and checked first; when one has an error none is replaced,
+    /// and the error is returned. Returns the number of rules. What else
+    /// the file says needs a restart (the daemon tells which).
+    pub fn reload_from(&self, cfg: &Config, customers_dir: PathBuf) -> Result<usize, String> {
+        let sla = staff::SlaSetup::new(cfg);
+        let policies = sla.load().map_err(|e| format!("sla: {e}"))?;
+        self.put_in_force(
+            RuleSource::of(cfg),
+            cfg.templates.dir.as_ref().map(|d| cfg.resolve(d)),
+            Some(customers_dir),
+            Some(sla),
+            policies,
+        )
+    }
+
+    /// Loads rules, templates and customers from these sources, checks
+    /// them together, and only then replaces the ones in force.
+    fn put_in_force(
+        &self,
+        rule_source: RuleSource,
+        template_dir: Option<PathBuf>,
+        customers_dir: Option<PathBuf>,
+        sla: Option<staff::SlaSetup>,
+        policies: crate::sla::policy::Policies,
+    ) -> Result<usize, String> {
+        let rules = Arc::new(rule_source.load().map_err(|e| format!("rules: {e}"))?);
         let templates = Arc::new(
-            Templates::load(self.template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
+            Templates::load(template_dir.as_deref()).map_err(|e| format!("templates: {e}"))?,
         );
         self.check_replies(&rules, &templates)?;
-        let policies = self.sla.load().map_err(|e| format!("sla: {e}"))?;
-        let customers = match &self.customers_dir {
+        let customers = match &customers_dir {
             Some(dir) => Some(Arc::new(
                 Directory::load(dir).map_err(|e| format!("customers: {e}"))?,
             )),
@@ -539,9 +588,25 @@ impl Intake {
         ) {
             *r = Some(rules);
             *t = Some(templates);
-            self.set_policies(policies);
+            match sla {
+                Some(setup) => {
+                    if let Ok(mut s) = self.sla.write() {
+                        *s = Arc::new(setup.with_policies(policies));
+                    }
+                }
+                None => self.set_policies(policies),
+            }
             if let Some(d) = customers {
                 *c = d;
+            }
+            if let Ok(mut g) = self.rule_source.write() {
+                *g = rule_source;
+            }
+            if let Ok(mut g) = self.template_dir.write() {
+                *g = template_dir;
+            }
+            if let Ok(mut g) = self.customers_dir.write() {
+                *g = customers_dir;
             }
         }
         Ok(n)

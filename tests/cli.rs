@@ -2413,3 +2413,280 @@ fn ingest_hands_its_start_time_to_the_daemon_as_the_arrival() {
         vec![("pipe".to_string(), ticketd::store::ts(arrived))]
     );
 }
+
+/// Issue 14, item 12: every configuration problem (the file, rules, the
+/// policy file, the customer directory) exits 78 (EX_CONFIG) with one line
+/// that names the file and, where there is one, a real line.
+#[test]
+fn every_configuration_problem_exits_78_with_file_and_line_once() {
+    let d = Desk::new();
+    let dir = d.dir.path();
+    let check = |cfg: &Path| d.run(&["--config", cfg.to_str().unwrap(), "check-config"], None);
+    let one_line = |o: &Output, wants: &[&str]| {
+        // Warnings (of the embedded policies' audiences) aside.
+        let err: String = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| !l.contains(" WARN "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(o.status.code(), Some(78), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains(":0:"), "names no line 0: {err}");
+        for w in wants {
+            assert!(err.contains(w), "{w:?} in {err}");
+        }
+        err
+    };
+    // A rule file with a wrong value: its file and line.
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-local.toml"),
+        "[[rule]]\nname = \"x\"\nseverity = 9\nsubject = [\"x\"]\n",
+    )
+    .unwrap();
+    let cfg = write_config(dir, "[rules]\ndir = \"rules\"\n");
+    one_line(&check(&cfg), &["10-local.toml:3:", "severity"]);
+    // The same for `classify`, which compiles the rules too.
+    let msg = dir.join("m.eml");
+    std::fs::write(&msg, mail("a@kunde.de", "x", "c@kunde.de", "", "x")).unwrap();
+    let o = d.run(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "classify",
+            msg.to_str().unwrap(),
+        ],
+        None,
+    );
+    one_line(&o, &["10-local.toml:3:"]);
+    // A rules directory that does not exist: the directory, no line 0.
+    let cfg = write_config(dir, "[rules]\ndir = \"no-such-rules\"\n");
+    one_line(&check(&cfg), &["no-such-rules", "No such file"]);
+    // A policy file with broken TOML: its file and line, one line (toml's
+    // own text spans several).
+    std::fs::write(
+        dir.join("sla-policies.toml"),
+        "# policies\n\n[[policy\nname = \"x\"\n",
+    )
+    .unwrap();
+    let cfg = write_config(dir, "[sla]\npolicies = \"sla-policies.toml\"\n");
+    one_line(&check(&cfg), &["sla-policies.toml:3:"]);
+    // A customer directory with broken TOML.
+    let customers = dir.join("customers");
+    std::fs::create_dir_all(&customers).unwrap();
+    std::fs::write(customers.join("a.toml"), "[[organisation]]\nid = \n").unwrap();
+    let cfg = write_config(dir, "[customers]\ndir = \"customers\"\n");
+    one_line(&check(&cfg), &["a.toml:2:"]);
+    // `run` refuses the same directory with the same code.
+    let o = d.run(&["--config", cfg.to_str().unwrap(), "run"], None);
+    one_line(&o, &["a.toml:2:"]);
+    // A config file that cannot be read: its cause once.
+    let o = d.run(&["--config", "/nonexistent/x.toml", "check-config"], None);
+    let err = one_line(&o, &["/nonexistent/x.toml"]);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// Issue 14, item 9: the offline check refuses what `run` cannot use: an
+/// IMAP password variable that is not set, a password file or CA file
+/// that does not exist, an own address no one can write to.
+#[test]
+fn check_config_refuses_missing_imap_credentials_ca_files_and_bad_addresses() {
+    let d = Desk::new();
+    let dir = d.dir.path();
+    let imap = |extra: &str| {
+        format!(
+            "[[imap]]\nname = \"support\"\nhost = \"imap.example.com\"\nuser = \"support@example.com\"\n{extra}\n"
+        )
+    };
+    let check = |text: &str, env: Option<(&str, &str)>| {
+        let cfg = write_config(dir, text);
+        let mut c = d.cmd(&["--config", cfg.to_str().unwrap(), "check-config"]);
+        c.env_remove("TICKETD_TEST_CHECK_PASSWORD");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let refused = |o: &Output, wants: &[&str]| {
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(78), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for w in wants {
+            assert!(err.contains(w), "{w:?} in {err}");
+        }
+    };
+    refused(
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\""),
+            None,
+        ),
+        &["imap \"support\"", "TICKETD_TEST_CHECK_PASSWORD is not set"],
+    );
+    refused(
+        &check(&imap("password_file = \"no-such-secret\""), None),
+        &["imap \"support\"", "no-such-secret"],
+    );
+    let secret = ("TICKETD_TEST_CHECK_PASSWORD", "s3cret-value");
+    refused(
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"no-such-ca.pem\""),
+            Some(secret),
+        ),
+        &["imap \"support\"", "ca_file", "no-such-ca.pem"],
+    );
+    std::fs::write(dir.join("not-a-cert.pem"), "hello\n").unwrap();
+    refused(
+        &check(
+            &imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"not-a-cert.pem\""),
+            Some(secret),
+        ),
+        &["not-a-cert.pem", "no PEM certificate"],
+    );
+    refused(
+        &check("[desk]\naddresses = [\"support@example\"]\n", None),
+        &["desk.addresses", "support@example"],
+    );
+    // Everything there: it passes, and the password is not printed.
+    std::fs::write(
+        dir.join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("imap-secret"), "s3cret-file\n").unwrap();
+    for (text, env) in [
+        (
+            imap("password_env = \"TICKETD_TEST_CHECK_PASSWORD\"\nca_file = \"ca.pem\""),
+            Some(secret),
+        ),
+        (imap("password_file = \"imap-secret\""), None),
+    ] {
+        let o = check(&text, env);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{out}");
+        assert!(!out.contains("s3cret"), "{out}");
+    }
+}
+
+/// The sample configuration of the repository passes `check-config` as
+/// shipped, and README's configuration block is that file verbatim.
+#[test]
+fn the_example_config_passes_check_config_and_is_readmes_block() {
+    let d = Desk::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("ticketd.example.toml");
+    let o = d.run(
+        &["--config", sample.to_str().unwrap(), "check-config"],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## Configuration reference").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + section[start..].find("```\n").unwrap();
+    let block = &section[start..end];
+    assert_eq!(
+        block,
+        std::fs::read_to_string(&sample).unwrap(),
+        "README's configuration block differs from ticketd.example.toml"
+    );
+    // Copied from README as it stands, it passes too.
+    let copied = write_config(d.dir.path(), block);
+    let o = d.run(
+        &["--config", copied.to_str().unwrap(), "check-config"],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 14, item 11: SIGHUP rereads the whole configuration file: a
+/// `[rules]` section added there changes the next mail's severity; a file
+/// that does not load keeps the old configuration; a change that needs a
+/// restart is named.
+#[test]
+fn sighup_rereads_the_config_file_and_keeps_the_old_one_when_it_is_broken() {
+    let d = Desk::new();
+    let rules = d.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("local.toml"),
+        "[[rule]]\nname = \"zebra\"\nseverity = 1\nsubject = [\"zebra\"]\n",
+    )
+    .unwrap();
+    // No [rules] at start: the embedded rules, which know no zebras.
+    let c = daemon_config(d.dir.path(), "[log]\nformat = \"json\"\n");
+    let stderr_path = d.dir.path().join("stderr.log");
+    let child = Daemon(
+        d.cmd(&["--config", &c, "run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let new = d.data().join("Maildir").join("new");
+    wait_for(20, || new.exists().then_some(())).expect("maildir");
+    let deliver = |i: u32| {
+        let tmp = d.data().join("Maildir").join("tmp").join(format!("{i}.x"));
+        std::fs::write(
+            &tmp,
+            mail("a@kunde.de", "Zebra", &format!("z{i}@kunde.de"), "", "x"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, new.join(format!("{i}.x"))).unwrap();
+    };
+    let severity_of = |i: usize| -> Option<i64> {
+        // Without --config: the file is broken for a while.
+        let o = d.run(&["tickets", "list", "--json"], None);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        let list = v.as_array()?;
+        (list.len() == i)
+            .then(|| list[0]["severity"].as_i64())
+            .flatten()
+    };
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let count = |what: &str| log().matches(what).count();
+    deliver(1);
+    assert_eq!(wait_for(20, || severity_of(1)), Some(3), "default severity");
+
+    // A [rules] section added to the file.
+    std::fs::write(
+        &c,
+        "[log]\nformat = \"json\"\n[rules]\ndir = \"rules\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("SIGHUP") == 1).then_some(())).expect("reload logged");
+    deliver(2);
+    assert_eq!(wait_for(20, || severity_of(2)), Some(1), "the added rules");
+
+    // A file that does not load: the old configuration stays, and says why.
+    std::fs::write(&c, "[rules\ndir = \"rules\"\n").unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("SIGHUP") == 2).then_some(())).expect("reload logged");
+    assert_eq!(count("configuration not reloaded"), 1, "{}", log());
+    assert!(log().contains("ticketd.toml:1:"), "{}", log());
+    deliver(3);
+    assert_eq!(wait_for(20, || severity_of(3)), Some(1), "old config kept");
+
+    // A change that needs a restart is named, and the rest still applies.
+    std::fs::write(
+        &c,
+        "[log]\nformat = \"json\"\n[desk]\nname = \"Helpdesk\"\n[rules]\ndir = \"rules\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    child.signal("-HUP");
+    wait_for(10, || (count("configuration reloaded") == 2).then_some(())).expect("reloaded");
+    wait_for(10, || {
+        log()
+            .lines()
+            .any(|l| l.contains("only after a restart") && l.contains("[desk]"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("restart named: {}", log()));
+    let mut child = child;
+    stop(&mut child);
+}

@@ -626,3 +626,71 @@ async fn a_repeated_alert_is_counted_not_posted() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(d.fake.posts().len(), 1, "{:?}", d.fake.posts());
 }
+
+/// Issue 14, item 9: `check-config --connect` asks Discord (here the fake,
+/// through `api_base`) who the token belongs to; a Discord it cannot reach
+/// fails with a line of its own and a non-zero exit, the token unprinted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_asks_discord_who_the_token_is() {
+    let fake = fake_discord::FakeDiscord::start(fake_discord::FakeConfig {
+        bot_user_id: 77,
+        application_id: 2,
+        guild_id: GUILD,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("discord.token"), "check-token-xyz\n").unwrap();
+    let config = |api_base: &str| {
+        let text = format!(
+            "[discord]\nenabled = true\ntoken_file = \"discord.token\"\nguild = {GUILD}\n\
+             staff_roles = [5]\nnotify = \"staff\"\napi_base = \"{api_base}\"\n\
+             [discord.channels.staff]\nid = 10\n"
+        );
+        let p = dir.path().join("ticketd.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let run = |cfg: std::path::PathBuf| {
+        let data = dir.path().join("data");
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ticketd"))
+                .arg("--config")
+                .arg(cfg)
+                .arg("--data-dir")
+                .arg(data)
+                .args(["check-config", "--connect"])
+                .env_remove("TICKETD_CONFIG")
+                .output()
+                .unwrap()
+        })
+    };
+    let o = run(config(&fake.base_url())).await.unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ok    discord:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("(77)"), "{line}");
+    // Nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = run(config(&format!("http://127.0.0.1:{closed}")))
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("FAIL  discord:")),
+        "{out}"
+    );
+    assert!(!out.contains("check-token-xyz"), "{out}");
+}

@@ -1047,3 +1047,259 @@ async fn a_mail_that_waited_in_the_inbox_keeps_its_arrival_for_receipt_and_sla()
     assert_eq!(ts(&t["articles"][0]["arrived_at"]), arrived, "{t}");
     assert_eq!(desk.stop(), Some(0));
 }
+
+/// Issue 14, item 10: an IMAP outage shows at once in
+/// `ticketd_mailbox_connected`, and `/healthz` fails once the mailbox has
+/// been disconnected longer than `disconnected_grace_seconds` — long before
+/// `max_sync_age_seconds` (900 s by default) would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_outage_shows_at_once_in_the_connected_gauge_and_in_healthz_after_the_grace() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "idle_seconds = 10\n");
+    desk.edit_config(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\ndisconnected_grace_seconds = 4",
+    );
+    desk.start();
+    let connected = |desk: &Desk| {
+        let (_, m) = desk.get("/metrics");
+        m.lines()
+            .find(|l| l.starts_with("ticketd_mailbox_connected{mailbox=\"support\"}"))
+            .map(|l| l.ends_with(" 1"))
+    };
+    until(Duration::from_secs(30), "the mailbox connected", || {
+        desk.log().contains("serving /healthz") && connected(&desk) == Some(true)
+    })
+    .await;
+    until(Duration::from_secs(10), "/healthz ok once synced", || {
+        desk.get("/healthz").0 == 200
+    })
+    .await;
+
+    // The server goes away as in a crash or a reboot: the master stops and
+    // the session process ticketd is logged in to (which outlives a
+    // stopped master here) dies with it. Its pid is the `mpid` of the
+    // last login Dovecot logged.
+    let dovecot_log = stack.state_dir().join("dovecot").join("dovecot.log");
+    let session = std::fs::read_to_string(&dovecot_log)
+        .expect("dovecot log")
+        .lines()
+        .filter(|l| l.contains("Login: user=<") && l.contains(SUPPORT))
+        .filter_map(|l| l.split("mpid=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u32>().ok())
+        .next_back()
+        .expect("the session's pid in the dovecot log");
+    stack.stop_imap();
+    let _ = Command::new("kill")
+        .args(["-KILL", &session.to_string()])
+        .status();
+    until(Duration::from_secs(15), "the gauge at 0", || {
+        connected(&desk) == Some(false)
+    })
+    .await;
+    let lost = Instant::now();
+    assert_eq!(desk.get("/healthz").0, 200, "healthy within the grace");
+    until(
+        Duration::from_secs(20),
+        "/healthz failing after the grace",
+        || desk.get("/healthz").0 == 503,
+    )
+    .await;
+    assert!(
+        lost.elapsed() >= Duration::from_secs(3),
+        "not before the grace: {:?}",
+        lost.elapsed()
+    );
+    let (_, why) = desk.get("/healthz");
+    assert!(
+        why.contains("support: disconnected for") && why.contains("grace 4 s"),
+        "{why}"
+    );
+
+    stack.start_imap();
+    until(Duration::from_secs(60), "connected again", || {
+        connected(&desk) == Some(true)
+    })
+    .await;
+    until(Duration::from_secs(10), "/healthz ok again", || {
+        desk.get("/healthz").0 == 200
+    })
+    .await;
+    assert_eq!(desk.stop(), Some(0));
+}
+
+/// Issue 14, item 11: SIGHUP rereads the whole file; an IMAP mailbox added
+/// there starts syncing without a restart, one taken out stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_added_on_sighup_starts_syncing_and_a_removed_one_stops() {
+    let stack = MailStack::start();
+    let mut desk = Desk::new(&stack, Tls::Plain, false, "");
+    desk.start();
+    until(Duration::from_secs(30), "the first mailbox in sync", || {
+        desk.log().contains("mailbox in sync")
+    })
+    .await;
+    let before = std::fs::read_to_string(&desk.config).expect("config");
+    let alerts = format!(
+        "\n[[imap]]\nname = \"alerts\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+         user = \"{ALERTS}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
+        stack.imap_port()
+    );
+    std::fs::write(&desk.config, format!("{before}{alerts}")).expect("config");
+    let hup = |desk: &Desk| {
+        let pid = desk.daemon.as_ref().expect("running").id();
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+    };
+    hup(&desk);
+    until(Duration::from_secs(10), "the reload logged", || {
+        desk.log().contains("SIGHUP")
+    })
+    .await;
+    stack
+        .append(
+            ALERTS,
+            "INBOX",
+            customer_mail(ALICE, 1, "Into the mailbox added by SIGHUP"),
+        )
+        .await;
+    until(
+        Duration::from_secs(30),
+        "a ticket from the new mailbox",
+        || desk.tickets().len() == 1,
+    )
+    .await;
+    // Taken out again: it stops, and mail there stays where it is.
+    std::fs::write(&desk.config, &before).expect("config");
+    hup(&desk);
+    until(Duration::from_secs(20), "the mailbox stopped", || {
+        desk.log().contains("mailbox removed")
+    })
+    .await;
+    stack
+        .append(
+            ALERTS,
+            "INBOX",
+            customer_mail(ALICE, 2, "After its removal"),
+        )
+        .await;
+    stack
+        .append(SUPPORT, "INBOX", customer_mail(ALICE, 3, "Still watched"))
+        .await;
+    until(
+        Duration::from_secs(30),
+        "the remaining mailbox's ticket",
+        || desk.tickets().len() == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(desk.tickets().len(), 2, "the removed mailbox took nothing");
+    assert_eq!(desk.stop(), Some(0));
+}
+
+/// Issue 14, item 9: `check-config --connect` logs in to the IMAP mailbox
+/// (and selects its folder) and to the SMTP relay (STARTTLS, AUTH) of a
+/// real Dovecot and Postfix, one line per check; each way of getting them
+/// wrong fails with a clear line and a non-zero exit, and no password is
+/// printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_logs_in_to_imap_and_smtp_and_names_what_fails() {
+    const SMTP_ENV: &str = "TICKETD_TEST_SMTP_PASSWORD";
+    let stack = MailStack::start();
+    let desk = Desk::new(&stack, Tls::Secure, true, "");
+    desk.edit_config(
+        &format!("port = {}\ntls = \"starttls\"", stack.smtp_port()),
+        &format!(
+            "port = {}\ntls = \"starttls\"\nuser = \"{SUPPORT}\"\npassword_env = \"{SMTP_ENV}\"",
+            stack.submission_port()
+        ),
+    );
+    let good = std::fs::read_to_string(&desk.config).expect("config");
+    let check = |text: &str, imap_pw: &str, smtp_pw: &str| {
+        std::fs::write(&desk.config, text).expect("config");
+        let o = desk
+            .cmd()
+            .args(["check-config", "--connect"])
+            .env(PASSWORD_ENV, imap_pw)
+            .env(SMTP_ENV, smtp_pw)
+            .output()
+            .expect("check-config");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !out.contains("wrong-pw-123") && !out.contains(mailstack::PASSWORD),
+            "no password in the output: {out}"
+        );
+        (o.status.code(), out)
+    };
+    let line = |out: &str, start: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in {out}"))
+            .to_string()
+    };
+
+    // All good: one ok line per check.
+    let (code, out) = check(&good, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        line(&out, "ok    imap support:").contains("folder \"INBOX\" selected"),
+        "{out}"
+    );
+    line(
+        &out,
+        &format!("ok    smtp 127.0.0.1:{}:", stack.submission_port()),
+    );
+
+    // A wrong SMTP password.
+    let (code, out) = check(&good, mailstack::PASSWORD, "wrong-pw-123");
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  smtp");
+    assert!(
+        l.contains("535") || l.to_lowercase().contains("auth"),
+        "{l}"
+    );
+    line(&out, "ok    imap support:");
+
+    // A closed SMTP port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let text = good.replace(
+        &format!(
+            "port = {}\ntls = \"starttls\"\nuser",
+            stack.submission_port()
+        ),
+        &format!("port = {closed}\ntls = \"starttls\"\nuser"),
+    );
+    let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, &format!("FAIL  smtp 127.0.0.1:{closed}:"));
+    assert!(l.to_lowercase().contains("refused"), "{l}");
+
+    // A wrong IMAP password.
+    let (code, out) = check(&good, "wrong-pw-123", mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  imap support:");
+    assert!(l.contains("log in as") && l.contains(SUPPORT), "{l}");
+
+    // A folder that does not exist.
+    let text = good.replace(
+        &format!("user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\""),
+        &format!(
+            "user = \"{SUPPORT}\"\npassword_env = \"{PASSWORD_ENV}\"\nfolder = \"NoSuchFolder\""
+        ),
+    );
+    assert_ne!(text, good);
+    let (code, out) = check(&text, mailstack::PASSWORD, mailstack::PASSWORD);
+    assert_eq!(code, Some(1), "{out}");
+    let l = line(&out, "FAIL  imap support:");
+    assert!(l.contains("\"NoSuchFolder\" cannot be selected"), "{l}");
+}

@@ -46,7 +46,7 @@ pub const BODY_SCAN_LIMIT: usize = 64 * 1024;
 
 /// A rule file that cannot be used: file, line and reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
+#[error("{file}{}: {reason}", if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct RuleError {
     /// The rule file.
     pub file: String,

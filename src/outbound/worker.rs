@@ -97,6 +97,20 @@ impl Sender {
         }
     }
 
+    /// For `check-config --connect`: connects to the SMTP relay with TLS and
+    /// AUTH as configured (a NOOP after), or says why it cannot. The file
+    /// transport has nothing to reach.
+    pub async fn check(&self) -> Result<String, String> {
+        match self {
+            Sender::File(_) => Ok("file transport: nothing to connect to".into()),
+            Sender::Smtp(t) => match t.test_connection().await {
+                Ok(true) => Ok("connected, TLS and AUTH as configured accepted".into()),
+                Ok(false) => Err("connected, but the server does not answer".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
     /// Delivers one mail.
     pub async fn send(&self, m: &DueMail) -> Result<(), SendError> {
         let from = m

@@ -74,6 +74,15 @@ impl SlaSetup {
         }
     }
 
+    /// The same setup with `p` as its policies, read already (a reload
+    /// checks them before anything is replaced).
+    pub(super) fn with_policies(self, p: Policies) -> SlaSetup {
+        if let Ok(mut g) = self.policies.write() {
+            *g = Some(Arc::new(p));
+        }
+        self
+    }
+
     /// Reads the policy file (or the embedded one).
     pub(super) fn load(&self) -> Result<Policies, String> {
         match &self.source {
@@ -81,7 +90,10 @@ impl SlaSetup {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                Policies::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+                Policies::parse(&text).map_err(|e| match e.line {
+                    Some(line) => format!("{}:{line}: {}", p.display(), e.reason),
+                    None => format!("{}: {e}", p.display()),
+                })
             }
         }
     }
@@ -184,19 +196,27 @@ impl Intake {
     /// The SLA policies, read on first use (the embedded example policies
     /// unless `[sla] policies` names a file).
     pub fn policies(&self) -> Result<Arc<Policies>, String> {
-        if let Some(p) = self.sla.policies.read().ok().and_then(|g| g.clone()) {
+        if let Some(p) = self.sla().policies.read().ok().and_then(|g| g.clone()) {
             return Ok(p);
         }
-        let p = Arc::new(self.sla.load()?);
-        if let Ok(mut g) = self.sla.policies.write() {
+        let p = Arc::new(self.sla().load()?);
+        if let Ok(mut g) = self.sla().policies.write() {
             *g = Some(p.clone());
         }
         Ok(p)
     }
 
+    /// The SLA setup in force (replaced whole by a reload of the config).
+    pub(super) fn sla(&self) -> Arc<SlaSetup> {
+        self.sla
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     /// Puts re-read policies in force (SIGHUP).
     pub(super) fn set_policies(&self, p: Policies) {
-        if let Ok(mut g) = self.sla.policies.write() {
+        if let Ok(mut g) = self.sla().policies.write() {
             *g = Some(Arc::new(p));
         }
     }
@@ -206,7 +226,7 @@ impl Intake {
     /// as a warning), every organisation's plan has a policy or the default
     /// plan. Returns warnings.
     pub fn verify_sla(&self) -> Result<Vec<String>, String> {
-        if !self.sla.enabled {
+        if !self.sla().enabled {
             return Ok(Vec::new());
         }
         let p = self.policies().map_err(|e| format!("sla: {e}"))?;
@@ -220,7 +240,7 @@ impl Intake {
         named.sort_unstable();
         named.dedup();
         for a in named {
-            if !self.sla.audiences.contains_key(a) {
+            if !self.sla().audiences.contains_key(a) {
                 warnings.push(format!(
                     "sla: reminder audience {a:?} has no entries in [sla.audiences]: its reminders are only recorded on the ticket"
                 ));
@@ -246,7 +266,7 @@ impl Intake {
 
     /// The hooks the timer task fires timers with, at `now`.
     pub fn hooks(&self, now: Timestamp) -> SlaHooks<'_> {
-        let policies = if self.sla.enabled {
+        let policies = if self.sla().enabled {
             match self.policies() {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -315,8 +335,8 @@ impl Intake {
 
     /// The configured digests and their next runs after `now`.
     pub fn digest_runs(&self, now: Timestamp) -> Vec<(String, Timestamp)> {
-        self.sla
-            .digests
+        let sla = self.sla();
+        sla.digests
             .iter()
             .filter_map(|d| Some((d.name.clone(), d.schedule.next_after(now)?)))
             .collect()
@@ -325,7 +345,7 @@ impl Intake {
     /// Plans the digest timers for the configured jobs (at start and on
     /// SIGHUP).
     pub async fn plan_digests(&self, store: &Store, now: Timestamp) -> Result<(), StoreError> {
-        let runs = if self.sla.enabled {
+        let runs = if self.sla().enabled {
             self.digest_runs(now)
         } else {
             Vec::new()
@@ -461,13 +481,10 @@ impl Intake {
         chat: &serde_json::Value,
         mut build: impl FnMut(&Mailbox) -> Result<Outgoing, String>,
     ) -> Vec<Notification> {
+        let sla = self.sla();
         let mut mails: Vec<&str> = Vec::new();
         let mut channels: Vec<&str> = Vec::new();
-        for entry in names
-            .iter()
-            .filter_map(|n| self.sla.audiences.get(n))
-            .flatten()
-        {
+        for entry in names.iter().filter_map(|n| sla.audiences.get(n)).flatten() {
             match entry {
                 AudienceEntry::Mail(a) if !mails.contains(&a.as_str()) => mails.push(a),
                 AudienceEntry::Chat(c) if !channels.contains(&c.as_str()) => channels.push(c),
@@ -774,7 +791,8 @@ impl TimerHooks for SlaHooks<'_> {
 
     fn digest(&mut self, d: &Digest) -> Vec<Notification> {
         let i = self.intake;
-        let Some(job) = i.sla.digests.iter().find(|j| j.name == d.name) else {
+        let sla = i.sla();
+        let Some(job) = sla.digests.iter().find(|j| j.name == d.name) else {
             return Vec::new();
         };
         let mut listing = String::new();
@@ -842,12 +860,11 @@ impl TimerHooks for SlaHooks<'_> {
     }
 
     fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp> {
-        if !self.intake.sla.enabled {
+        let sla = self.intake.sla();
+        if !sla.enabled {
             return None;
         }
-        self.intake
-            .sla
-            .digests
+        sla.digests
             .iter()
             .find(|d| d.name == name)
             .and_then(|d| d.schedule.next_after(after))

@@ -36,14 +36,17 @@ const DEFAULT_ZONE: &str = "Europe/Berlin";
 
 /// Why a policy file was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SLA policies: {reason}")]
+#[error("SLA policies{}: {reason}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
 pub struct PolicyError {
+    /// The 1-based line of the file where the TOML is wrong, when known.
+    pub line: Option<usize>,
     /// What is wrong, naming the policy, calendar or field.
     pub reason: String,
 }
 
 fn err<T>(reason: impl Into<String>) -> Result<T, PolicyError> {
     Err(PolicyError {
+        line: None,
         reason: reason.into(),
     })
 }
@@ -226,8 +229,12 @@ pub struct Policies {
 impl Policies {
     /// Reads and validates a policy file.
     pub fn parse(toml_text: &str) -> Result<Policies, PolicyError> {
+        // One line naming where: toml's own text spans several lines.
         let raw: RawFile = toml::from_str(toml_text).map_err(|e| PolicyError {
-            reason: e.to_string().trim_end().to_string(),
+            line: e
+                .span()
+                .map(|s| crate::config::line_col(toml_text, s.start).0),
+            reason: e.message().trim_end().to_string(),
         })?;
         compile(raw)
     }
@@ -418,6 +425,7 @@ fn compile(raw: RawFile) -> Result<Policies, PolicyError> {
             ));
         }
         let cal = compile_calendar(&rc).map_err(|reason| PolicyError {
+            line: None,
             reason: format!("calendar {name:?}: {reason}"),
         })?;
         calendars.insert(name, Calendar::Business(cal));
@@ -425,6 +433,7 @@ fn compile(raw: RawFile) -> Result<Policies, PolicyError> {
 
     let default_stages = match raw.reminder {
         Some(list) => compile_stages(&list).map_err(|reason| PolicyError {
+            line: None,
             reason: format!("[[reminder]]: {reason}"),
         })?,
         None => builtin_stages(),
@@ -439,6 +448,7 @@ fn compile(raw: RawFile) -> Result<Policies, PolicyError> {
             None => format!("policy #{} (plan {:?})", i + 1, rp.plan),
         };
         let p = compile_policy(rp, &calendars, &default_stages).map_err(|reason| PolicyError {
+            line: None,
             reason: format!("{label}: {reason}"),
         })?;
         let key = (p.plan.to_lowercase(), p.severity.map(Severity::level));

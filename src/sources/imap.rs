@@ -72,11 +72,16 @@ pub trait SyncObserver: Send + Sync {
     /// A message was decided; `latency` runs from its arrival on the
     /// server (INTERNALDATE) to the commit.
     fn decided(&self, action: Action, latency: Duration);
+    /// The mailbox logged in (`true`) or lost its connection (`false`).
+    fn connected(&self, _mailbox: &str, _up: bool) {}
 }
 
 impl SyncObserver for crate::metrics::Metrics {
     fn synced(&self, mailbox: &str) {
         self.mailbox_synced(mailbox);
+    }
+    fn connected(&self, mailbox: &str, up: bool) {
+        self.mailbox_connected(mailbox, up);
     }
     fn decided(&self, action: Action, latency: Duration) {
         self.message_decided("imap", action.as_str());
@@ -150,6 +155,78 @@ impl ImapSource {
         })
     }
 
+    /// Connects, upgrades to TLS as configured and logs in.
+    async fn connect(&self) -> Result<Session, ImapError> {
+        let m = &self.cfg;
+        let tcp = timed("connect", TcpStream::connect((m.host.as_str(), m.port()))).await?;
+        // APPEND/FETCH literals and their CRLF go in separate writes.
+        tcp.set_nodelay(true)?;
+        let name = || {
+            rustls::pki_types::ServerName::try_from(m.host.clone())
+                .map_err(|e| ImapError::Setup(format!("host {:?}: {e}", m.host)))
+        };
+        let connector = || {
+            self.tls
+                .clone()
+                .ok_or_else(|| ImapError::Setup("no TLS configuration".into()))
+        };
+        let (stream, greeted): (Box<dyn Io>, bool) = match m.tls {
+            ImapTls::Plain => (Box::new(tcp), false),
+            ImapTls::Implicit => {
+                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
+                (Box::new(tls), false)
+            }
+            ImapTls::Starttls => {
+                let mut client = async_imap::Client::new(tcp);
+                greeting(&mut client).await?;
+                timed(
+                    "STARTTLS",
+                    client.run_command_and_check_ok("STARTTLS", None),
+                )
+                .await?;
+                let tcp = client.into_inner();
+                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
+                // No second greeting after STARTTLS.
+                (Box::new(tls), true)
+            }
+        };
+        let mut client = async_imap::Client::new(stream);
+        if !greeted {
+            greeting(&mut client).await?;
+        }
+        let password = read_secret(
+            m.password_env.as_deref(),
+            self.password_file.as_deref(),
+            &format!("imap {:?}", self.label),
+        )
+        .map_err(ImapError::Setup)?;
+        log_in(client, &m.user, &password).await
+    }
+
+    /// For `check-config --connect`: connects, logs in and selects the
+    /// folder as `run` would, then logs out. Says what was reached, or
+    /// which step failed and why (never the password).
+    pub async fn check(&self) -> Result<String, String> {
+        let m = &self.cfg;
+        let at = format!("{}:{}", m.host, m.port());
+        let mut session = self
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {at} or log in as {}: {e}", m.user))?;
+        let selected = timed("SELECT", session.select(&m.folder)).await;
+        let _ = timed("LOGOUT", session.logout()).await;
+        let selected = selected.map_err(|e| {
+            format!(
+                "logged in, but folder {:?} cannot be selected: {e}",
+                m.folder
+            )
+        })?;
+        Ok(format!(
+            "logged in to {at} as {}, folder {:?} selected ({} messages)",
+            m.user, m.folder, selected.exists
+        ))
+    }
+
     /// The mailbox's name.
     pub fn label(&self) -> &str {
         &self.label
@@ -179,8 +256,12 @@ impl ImapSource {
                 observer: &*observer,
             };
             match ctx.session(&mut shutdown, &mut synced).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    observer.connected(&self.label, false);
+                    return;
+                }
                 Err(e) => {
+                    observer.connected(&self.label, false);
                     if synced {
                         backoff = MIN_BACKOFF;
                     }
@@ -282,7 +363,8 @@ impl Ctx<'_> {
         synced: &mut bool,
     ) -> Result<(), ImapError> {
         let m = &self.src.cfg;
-        let mut session = self.connect().await?;
+        let mut session = self.src.connect().await?;
+        self.observer.connected(&self.src.label, true);
         let caps = timed("CAPABILITY", session.capabilities()).await?;
         let caps = Caps {
             idle: caps.has_str("IDLE"),
@@ -345,55 +427,6 @@ impl Ctx<'_> {
                 timed("NOOP", session.noop()).await?;
             }
         }
-    }
-
-    /// Connects, upgrades to TLS as configured and logs in.
-    async fn connect(&self) -> Result<Session, ImapError> {
-        let m = &self.src.cfg;
-        let tcp = timed("connect", TcpStream::connect((m.host.as_str(), m.port()))).await?;
-        // APPEND/FETCH literals and their CRLF go in separate writes.
-        tcp.set_nodelay(true)?;
-        let name = || {
-            rustls::pki_types::ServerName::try_from(m.host.clone())
-                .map_err(|e| ImapError::Setup(format!("host {:?}: {e}", m.host)))
-        };
-        let connector = || {
-            self.src
-                .tls
-                .clone()
-                .ok_or_else(|| ImapError::Setup("no TLS configuration".into()))
-        };
-        let (stream, greeted): (Box<dyn Io>, bool) = match m.tls {
-            ImapTls::Plain => (Box::new(tcp), false),
-            ImapTls::Implicit => {
-                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
-                (Box::new(tls), false)
-            }
-            ImapTls::Starttls => {
-                let mut client = async_imap::Client::new(tcp);
-                greeting(&mut client).await?;
-                timed(
-                    "STARTTLS",
-                    client.run_command_and_check_ok("STARTTLS", None),
-                )
-                .await?;
-                let tcp = client.into_inner();
-                let tls = timed("TLS handshake", connector()?.connect(name()?, tcp)).await?;
-                // No second greeting after STARTTLS.
-                (Box::new(tls), true)
-            }
-        };
-        let mut client = async_imap::Client::new(stream);
-        if !greeted {
-            greeting(&mut client).await?;
-        }
-        let password = read_secret(
-            m.password_env.as_deref(),
-            self.src.password_file.as_deref(),
-            &format!("imap {:?}", self.src.label),
-        )
-        .map_err(ImapError::Setup)?;
-        log_in(client, &m.user, &password).await
     }
 
     /// Stores everything above the cursor, batch by batch, and moves what
