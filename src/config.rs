@@ -735,6 +735,9 @@ pub struct SourceDefaultsConfig {
     pub default_severity: Option<u8>,
     /// Mail from unknown senders (default: `intake.unknown_senders`).
     pub unknown_senders: Option<crate::domain::UnknownSenders>,
+    /// Language of mails to this mailbox's customers (`de`, `en`) when the
+    /// customer directory names none; before detection from the mail.
+    pub language: Option<String>,
 }
 
 /// Reads a password from the environment variable or the file named, for
@@ -983,6 +986,13 @@ impl Config {
             if let Some(s) = m.defaults.default_severity {
                 if !(1..=4).contains(&s) {
                     return Err(at("defaults.default_severity must be 1–4"));
+                }
+            }
+            if let Some(l) = &m.defaults.language {
+                if !matches!(l.as_str(), "de" | "en") {
+                    return Err(at(&format!(
+                        "defaults.language must be \"de\" or \"en\", not {l:?}"
+                    )));
                 }
             }
             if !names.insert(label.clone()) {

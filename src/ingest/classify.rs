@@ -1590,6 +1590,66 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The writer's own text of a body: everything before the quoted history
+/// of a reply (the first `>` line, or a client's reply header such as
+/// "On … wrote:", "Am … schrieb …:", "-----Original Message-----",
+/// "-----Ursprüngliche Nachricht-----", or Outlook's "From:"/"Von:" block
+/// followed by "Sent:"/"Gesendet:"/"Date:"/"Datum:"). What a customer quotes
+/// is the history, not the request: a thank-you note quoting "the server is
+/// down" is not an outage. A body that is all quote (or starts with one) is
+/// returned whole, and so is a forward's (its subject says `Fwd:`/`WG:`),
+/// whose quoted part is the request.
+pub fn own_text<'a>(subject: &str, body: &'a str) -> &'a str {
+    if is_forward(subject) {
+        return body;
+    }
+    let mut offset = 0;
+    let mut lines = body.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        let cut = t.starts_with('>')
+            || is_reply_header(t)
+            || ((starts_with_ci(t, "from:") || starts_with_ci(t, "von:"))
+                && lines.peek().is_some_and(|next| {
+                    let n = next.trim();
+                    ["sent:", "gesendet:", "date:", "datum:"]
+                        .iter()
+                        .any(|p| starts_with_ci(n, p))
+                }));
+        if cut {
+            let own = &body[..offset];
+            return if own.trim().is_empty() { body } else { own };
+        }
+        offset += line.len();
+    }
+    body
+}
+
+/// Whether a subject is a forward's (`Fwd:`, `FW:`, `WG:`, `TR:` first).
+fn is_forward(subject: &str) -> bool {
+    let s = subject.trim_start();
+    ["fwd:", "fw:", "wg:", "tr:", "weitergeleitet:"]
+        .iter()
+        .any(|p| starts_with_ci(s, p))
+}
+
+/// A mail client's line introducing the quoted message of a reply.
+fn is_reply_header(t: &str) -> bool {
+    let dashed = t.starts_with("-----") && t.ends_with("-----");
+    (dashed
+        && (t.to_ascii_lowercase().contains("original message")
+            || t.contains("Ursprüngliche Nachricht")
+            || t.contains("Originalnachricht")))
+        || (starts_with_ci(t, "on ") && t.ends_with("wrote:"))
+        || (starts_with_ci(t, "am ") && t.contains(" schrieb") && t.ends_with(':'))
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
 /// The matched text with a little context, on one line.
 fn excerpt(hay: &str, start: usize, end: usize) -> String {
     let mut a = start.saturating_sub(30);

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod classify;
 pub mod decide;
 pub mod guard;
+pub mod language;
 pub mod parse;
 pub mod thread;
 

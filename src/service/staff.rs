@@ -344,8 +344,9 @@ impl Intake {
                 if text.trim().is_empty() {
                     return Err(ActionError::Refused("the reply is empty".into()));
                 }
+                let language = store::ticket_language(&mut tx, t.id).await?;
                 let out = self
-                    .reply_mail(&t, text, now)
+                    .reply_mail(&t, text, language.as_deref(), now)
                     .map_err(ActionError::Refused)?;
                 actions::reply(&mut tx, &t, &out, author, *then_pending, &at).await?;
                 (true, true)
@@ -384,6 +385,7 @@ impl Intake {
         &self,
         t: &actions::ActionTicket,
         text: &str,
+        language: Option<&str>,
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
@@ -406,7 +408,13 @@ impl Intake {
                 body: text.trim_end(),
                 severity: t.severity,
                 received_at: &received_at,
-                language: self.language_for(org, &templates, "reply"),
+                // The ticket's language, chosen when it opened; else the
+                // directory's.
+                language: self.language_in(
+                    language.or_else(|| org.and_then(|o| o.language_of(&t.requester.address))),
+                    &templates,
+                    "reply",
+                ),
                 desk_name: &self.desk_name,
                 from: &self.from,
                 to: &t.requester,
