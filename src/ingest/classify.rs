@@ -537,8 +537,13 @@ pub struct Classification {
     pub matched: Vec<String>,
 }
 
-/// The default rules compiled into the binary: (file name, text).
+/// The default rules compiled into the binary: (file name, text), in file
+/// name order (the order a rules directory's files are tried in).
 pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "acknowledgement.toml",
+        include_str!("../../rules/acknowledgement.toml"),
+    ),
     ("routing.toml", include_str!("../../rules/routing.toml")),
     ("severity.toml", include_str!("../../rules/severity.toml")),
 ];
@@ -906,7 +911,7 @@ impl RuleSet {
                 alert_state_name(a)
             );
         }
-        let body = truncate(&mail.body, BODY_SCAN_LIMIT);
+        let body = own_text(&mail.subject, truncate(&mail.body, BODY_SCAN_LIMIT));
         for g in &self.groups {
             let applicable = g
                 .rules
@@ -1172,7 +1177,7 @@ impl<'a> Scan<'a> {
         Scan {
             rules,
             mail,
-            body: truncate(&mail.body, BODY_SCAN_LIMIT),
+            body: own_text(&mail.subject, truncate(&mail.body, BODY_SCAN_LIMIT)),
             customer: facts.customer.map(str::to_lowercase),
             plan: facts.plan.map(str::to_lowercase),
             mailbox: facts.mailbox.map(str::to_lowercase),
@@ -1687,6 +1692,37 @@ mod tests {
     fn embedded_rules_compile() {
         let r = RuleSet::embedded().unwrap();
         assert!(r.len() >= 8);
+    }
+
+    #[test]
+    fn quoted_history_is_not_read_but_a_forward_is() {
+        let quoted = "Danke, alles wieder gut.\n\nAm 03.12.2026 um 08:05 schrieb Anna:\n> Unser Server ist ausgefallen.";
+        assert_eq!(
+            own_text("Re: Server", quoted),
+            "Danke, alles wieder gut.\n\n"
+        );
+        let outlook =
+            "Thanks!\n\nFrom: Support <support@desk.example>\nSent: Monday\nSubject: outage";
+        assert_eq!(own_text("RE: x", outlook), "Thanks!\n\n");
+        // A forward's quoted part is the request; a body that is all quote is kept.
+        assert_eq!(own_text("Fwd: Server", quoted), quoted);
+        assert_eq!(own_text("x", "> all quote"), "> all quote");
+        // A thank-you quoting the outage it answers is no outage.
+        assert_eq!(
+            sev(
+                "Re: Server ausgefallen",
+                "Läuft wieder, vielen Dank!\n\n> Der Server ist ausgefallen, niemand kann arbeiten."
+            ),
+            Some(4)
+        );
+        // Something still broken is not an acknowledgement.
+        assert_eq!(
+            sev(
+                "Re: VPN",
+                "The VPN works again, thanks, but Outlook is still not working."
+            ),
+            Some(3)
+        );
     }
 
     #[test]
