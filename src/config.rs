@@ -1226,6 +1226,18 @@ mod tests {
     }
 
     #[test]
+    fn a_mailbox_may_name_the_language_of_its_customers_mails() {
+        let imap = "[[imap]]\nhost = \"imap.example.com\"\nuser = \"u\"\npassword_env = \"P\"\n[imap.defaults]\n";
+        let c =
+            Config::parse_str(&format!("{imap}language = \"en\"\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.imap[0].defaults.language.as_deref(), Some("en"));
+        let e = Config::parse_str(&format!("{imap}language = \"fr\"\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("defaults.language"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         for text in [
             "[tickets]\ndefault_severity = 7",
