@@ -747,6 +747,9 @@ pub struct SourceDefaultsConfig {
     pub default_severity: Option<u8>,
     /// Mail from unknown senders (default: `intake.unknown_senders`).
     pub unknown_senders: Option<crate::domain::UnknownSenders>,
+    /// Language of mails to this mailbox's customers (`de`, `en`) when the
+    /// customer directory names none; before detection from the mail.
+    pub language: Option<String>,
 }
 
 /// Reads a password from the environment variable or the file named, for
@@ -1008,6 +1011,13 @@ impl Config {
             if let Some(s) = m.defaults.default_severity {
                 if !(1..=4).contains(&s) {
                     return Err(at("defaults.default_severity must be 1–4"));
+                }
+            }
+            if let Some(l) = &m.defaults.language {
+                if !matches!(l.as_str(), "de" | "en") {
+                    return Err(at(&format!(
+                        "defaults.language must be \"de\" or \"en\", not {l:?}"
+                    )));
                 }
             }
             if !names.insert(label.clone()) {
@@ -1325,6 +1335,18 @@ mod tests {
             .to_string();
         assert!(err.starts_with("c.toml:2:"), "{err}");
         assert!(err.contains("prefixx"), "{err}");
+    }
+
+    #[test]
+    fn a_mailbox_may_name_the_language_of_its_customers_mails() {
+        let imap = "[[imap]]\nhost = \"imap.example.com\"\nuser = \"u\"\npassword_env = \"P\"\n[imap.defaults]\n";
+        let c =
+            Config::parse_str(&format!("{imap}language = \"en\"\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.imap[0].defaults.language.as_deref(), Some("en"));
+        let e = Config::parse_str(&format!("{imap}language = \"fr\"\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("defaults.language"), "{e}");
     }
 
     #[test]

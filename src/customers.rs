@@ -10,7 +10,7 @@
 //! to `kunde.de`); no address or domain may belong to two.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// A customer organisation.
@@ -41,6 +41,10 @@ pub struct Organisation {
     /// Language of mails to this customer (`de`, `en`); default the desk's.
     #[serde(default)]
     pub language: Option<String>,
+    /// Contacts who want another language than the organisation's
+    /// (address → `de`, `en`); they count as contacts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub contact_language: BTreeMap<String, String>,
     /// Time zone of this customer (IANA name); default the desk's.
     #[serde(default)]
     pub timezone: Option<String>,
@@ -112,6 +116,15 @@ pub struct Directory {
 }
 
 impl Organisation {
+    /// The language of mails to `address` (a sender of this organisation):
+    /// its `contact_language`, else the organisation's `language`.
+    pub fn language_of(&self, address: &str) -> Option<&str> {
+        self.contact_language
+            .get(&address.trim().to_ascii_lowercase())
+            .or(self.language.as_ref())
+            .map(String::as_str)
+    }
+
     /// Every main contact: `main_contact` and `main_contacts`, each once.
     pub fn main_contact_list(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self
@@ -196,6 +209,15 @@ impl Directory {
                         "organisation {:?} is also defined in {other}",
                         o.id
                     )));
+                }
+                o.contact_language = std::mem::take(&mut o.contact_language)
+                    .into_iter()
+                    .map(|(a, l)| (a.trim().to_ascii_lowercase(), l.trim().to_ascii_lowercase()))
+                    .collect();
+                for a in o.contact_language.keys() {
+                    if !o.contacts.iter().any(|c| c.trim().eq_ignore_ascii_case(a)) {
+                        o.contacts.push(a.clone());
+                    }
                 }
                 normalise(&mut o.contacts);
                 normalise(&mut o.domains);
@@ -431,6 +453,7 @@ pub fn from_csv(text: &str, file: &str) -> Result<Vec<Organisation>, DirectoryEr
             main_contact: opt("main_contact"),
             main_contacts: Vec::new(),
             language: opt("language"),
+            contact_language: BTreeMap::new(),
             timezone: opt("timezone"),
             account_manager: opt("account_manager"),
             hosts: list("hosts"),

@@ -13,8 +13,8 @@ use crate::domain::{Action, Mailbox, MessageId, Severity, TicketNumber};
 use crate::ingest::alerts::{parse_alert, Alert, GenericAlertRule};
 use crate::ingest::classify::{Classification, Facts, RuleError, RuleSet};
 use crate::ingest::decide::{
-    decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Notice, NoticeKind,
-    OrgFacts,
+    decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Decision, Notice,
+    NoticeKind, OrgFacts, Target,
 };
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
@@ -133,6 +133,8 @@ pub struct SourceDefaults {
     pub default_severity: Option<Severity>,
     /// Mail from unknown senders.
     pub unknown_senders: Option<crate::domain::UnknownSenders>,
+    /// Language of customer mails when the directory names none.
+    pub language: Option<String>,
 }
 
 impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
@@ -141,6 +143,7 @@ impl From<&crate::config::SourceDefaultsConfig> for SourceDefaults {
             confirm: c.confirm,
             default_severity: c.default_severity.and_then(|s| Severity::try_from(s).ok()),
             unknown_senders: c.unknown_senders,
+            language: c.language.clone(),
         }
     }
 }
@@ -437,15 +440,41 @@ impl Intake {
         Ok(())
     }
 
-    /// The language of mails to `org`: its own when the template exists in
-    /// it, else the desk's.
-    fn language_for<'a>(
+    /// The language of the mails about a message, in this order: the
+    /// ticket's recorded one (a follow-up stays in its ticket's language),
+    /// the directory's for the sender (contact, then organisation), the
+    /// mailbox's (`[imap.defaults] language`), the one detected from the
+    /// mail's own text, the desk's.
+    async fn choose_language(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        decision: &Decision,
+        mail: &ParsedMail,
+        org: Option<&Organisation>,
+        mailbox: Option<&str>,
+    ) -> Result<String, StoreError> {
+        if let Target::Existing { ticket, .. } = &decision.target {
+            if let Some(l) = store::ticket_language(conn, ticket.id).await? {
+                return Ok(l);
+            }
+        }
+        let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
+        Ok(org
+            .and_then(|o| o.language_of(sender))
+            .or(mailbox)
+            .or_else(|| crate::ingest::language::detect(mail))
+            .unwrap_or(&self.language)
+            .to_string())
+    }
+
+    /// `wanted` when the template exists in that language, else the desk's.
+    fn language_in<'a>(
         &'a self,
-        org: Option<&'a Organisation>,
+        wanted: Option<&'a str>,
         templates: &Templates,
         template: &str,
     ) -> &'a str {
-        match org.and_then(|o| o.language.as_deref()) {
+        match wanted {
             Some(l)
                 if templates.has(&format!("{template}.{l}.txt"))
                     && templates.has(&format!("{template}.{l}.subject")) =>
@@ -500,20 +529,21 @@ impl Intake {
             ("status".to_string(), "resolved".to_string()),
             ("why".to_string(), t.why.clone()),
         ];
-        let mail = staff::OwnMail {
-            template: "status",
-            number: Some(&t.number),
-            names_ticket: true,
-            to_staff: false,
-            tag: &tag,
-            subject: &t.subject,
-            severity: t.severity,
-            facts: &facts,
-            body: "",
-            language: Some(self.language_for(Some(org), &templates, "status")),
-        };
         let mut out = Vec::new();
         for a in &org.notify_status {
+            // Each recipient in the language the directory gives them.
+            let mail = staff::OwnMail {
+                template: "status",
+                number: Some(&t.number),
+                names_ticket: true,
+                to_staff: false,
+                tag: &tag,
+                subject: &t.subject,
+                severity: t.severity,
+                facts: &facts,
+                body: "",
+                language: Some(self.language_in(org.language_of(a), &templates, "status")),
+            };
             let to = Mailbox {
                 address: a.clone(),
                 name: None,
@@ -642,7 +672,10 @@ impl Intake {
         let parsed: Vec<Result<ParsedMail, ParseFailure>> =
             items.iter().map(|i| parse(&i.raw)).collect();
         let cfg_for_source;
-        let cfg = if defaults == &SourceDefaults::default() {
+        let cfg = if defaults.confirm.is_none()
+            && defaults.default_severity.is_none()
+            && defaults.unknown_senders.is_none()
+        {
             &self.decide_cfg
         } else {
             cfg_for_source = DecideConfig {
@@ -659,7 +692,14 @@ impl Intake {
         };
         let instants = self.instants(now);
         match self
-            .store_batch(store, items, &parsed, &instants, cfg)
+            .store_batch(
+                store,
+                items,
+                &parsed,
+                &instants,
+                cfg,
+                defaults.language.as_deref(),
+            )
             .await
         {
             Ok(results) => results,
@@ -684,13 +724,14 @@ impl Intake {
         parsed: &[Result<ParsedMail, ParseFailure>],
         t: &Instants,
         cfg: &DecideConfig,
+        language: Option<&str>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         if items.len() > 1 {
             let mut tx = store.begin().await?;
             let mut results = Vec::with_capacity(items.len());
             let mut failed = false;
             for (item, p) in items.iter().zip(parsed) {
-                match self.store_one(&mut tx, item, p, t, cfg).await {
+                match self.store_one(&mut tx, item, p, t, cfg, language).await {
                     Ok(o) => results.push(Ok(o)),
                     Err(e) => {
                         tracing::warn!(source = %item.source, error = %e, "batch rolled back; storing one by one");
@@ -709,7 +750,7 @@ impl Intake {
         for (item, p) in items.iter().zip(parsed) {
             let one = async {
                 let mut tx = store.begin().await?;
-                let o = self.store_one(&mut tx, item, p, t, cfg).await?;
+                let o = self.store_one(&mut tx, item, p, t, cfg, language).await?;
                 tx.commit().await?;
                 Ok(o)
             }
@@ -729,6 +770,7 @@ impl Intake {
         parsed: &Result<ParsedMail, ParseFailure>,
         t: &Instants,
         cfg: &DecideConfig,
+        language: Option<&str>,
     ) -> Result<Outcome, StoreError> {
         let (sha, mid) = match parsed {
             Ok(p) => (p.sha256.clone(), p.message_id.clone()),
@@ -743,7 +785,7 @@ impl Intake {
             source = %item.source,
             ticket = tracing::field::Empty,
         );
-        self.store_one_in(conn, item, parsed, t, sha, mid, cfg)
+        self.store_one_in(conn, item, parsed, t, sha, mid, cfg, language)
             .instrument(span)
             .await
     }
@@ -758,6 +800,7 @@ impl Intake {
         sha: String,
         mid: Option<crate::domain::MessageId>,
         cfg: &DecideConfig,
+        mailbox_language: Option<&str>,
     ) -> Result<Outcome, StoreError> {
         let probe = parsed.as_ref().ok().map(|mail| {
             let verdict = guard::check(mail, &cfg.own_addresses);
@@ -893,6 +936,9 @@ impl Intake {
         };
         let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
+        let language = self
+            .choose_language(conn, &decision, mail, org, mailbox_language)
+            .await?;
         let clean_subject = self.tag.strip(&mail.subject);
         // The ticket's thread, for the mails of ours on an existing ticket.
         let on_ticket = match &decision.target {
@@ -976,7 +1022,7 @@ impl Intake {
                     body: &mail.body,
                     severity: sev.unwrap_or(Severity::Malfunction),
                     received_at: &received_at,
-                    language: self.language_for(org, templates, template),
+                    language: self.language_in(Some(&language), templates, template),
                     desk_name: &self.desk_name,
                     from: &self.from,
                     to,
@@ -1007,6 +1053,9 @@ impl Intake {
         .await?;
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
+        }
+        if let Some(id) = applied.ticket_id {
+            store::set_ticket_language(conn, id, &language).await?;
         }
         if let (true, Some(id), Some(ctx)) =
             (applied.clock_moved, applied.ticket_id, hooks.context())
@@ -1069,7 +1118,9 @@ impl Intake {
         let t = self.instants(now);
         let mut tx = store.begin().await?;
         store::admin::release_quarantined(&mut tx, id).await?;
-        let outcome = self.store_one(&mut tx, &item, &parsed, &t, &cfg).await?;
+        let outcome = self
+            .store_one(&mut tx, &item, &parsed, &t, &cfg, d.language.as_deref())
+            .await?;
         let detail = format!(
             "quarantined message {id} released by {author}: {}{} ({})",
             outcome.action.as_str(),

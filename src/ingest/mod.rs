@@ -9,6 +9,7 @@ pub mod arrival;
 pub mod classify;
 pub mod decide;
 pub mod guard;
+pub mod language;
 pub mod parse;
 pub mod thread;
 

@@ -379,8 +379,16 @@ impl Intake {
                 if text.trim().is_empty() {
                     return Err(ActionError::Refused("the reply is empty".into()));
                 }
+                let language = store::ticket_language(&mut tx, t.id).await?;
                 let out = self
-                    .reply_mail(&t, text, cc, staff_name.as_deref(), now)
+                    .reply_mail(
+                        &t,
+                        text,
+                        cc,
+                        staff_name.as_deref(),
+                        language.as_deref(),
+                        now,
+                    )
                     .map_err(ActionError::Refused)?;
                 actions::reply(&mut tx, &t, &out, author, *then_pending, &at).await?;
                 (true, true)
@@ -423,6 +431,7 @@ impl Intake {
         text: &str,
         cc: &[Mailbox],
         staff_name: Option<&str>,
+        language: Option<&str>,
         now: Timestamp,
     ) -> Result<Outgoing, String> {
         let templates = self.templates()?;
@@ -457,7 +466,13 @@ impl Intake {
                 body: text.trim_end(),
                 severity: t.severity,
                 received_at: &received_at,
-                language: self.language_for(org, &templates, "reply"),
+                // The ticket's language, chosen when it opened; else the
+                // directory's.
+                language: self.language_in(
+                    language.or_else(|| org.and_then(|o| o.language_of(&t.requester.address))),
+                    &templates,
+                    "reply",
+                ),
                 desk_name: &sender_name,
                 from: &self.from,
                 to: &to,

@@ -1179,6 +1179,34 @@ pub async fn quarantine(
     Ok(())
 }
 
+/// The language recorded on a ticket for its customer's mails, if any.
+pub async fn ticket_language(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+) -> Result<Option<String>, StoreError> {
+    let l: Option<Option<String>> =
+        sqlx::query_scalar("SELECT language FROM tickets WHERE id = $1")
+            .bind(ticket_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(l.flatten())
+}
+
+/// Records the language of a ticket's customer mails, unless it has one:
+/// the first choice stays for the ticket's life.
+pub async fn set_ticket_language(
+    conn: &mut SqliteConnection,
+    ticket_id: i64,
+    language: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tickets SET language = $2 WHERE id = $1 AND language IS NULL")
+        .bind(ticket_id)
+        .bind(language)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Appends audit events of one ticket and message, in the order given.
 fn events(
     s: &mut Script,
