@@ -176,6 +176,7 @@ fn prepare(desk: &Desk) -> (Vec<workload::Mail>, Vec<Lookups>) {
                     reply_to: None,
                     last_inbound: None,
                     thread: Vec::new(),
+                    language: None,
                 };
                 by_message_id.insert(m.message_id.clone(), info);
             }

@@ -445,26 +445,24 @@ impl Intake {
     /// the directory's for the sender (contact, then organisation), the
     /// mailbox's (`[imap.defaults] language`), the one detected from the
     /// mail's own text, the desk's.
-    async fn choose_language(
+    fn choose_language(
         &self,
-        conn: &mut sqlx::SqliteConnection,
         decision: &Decision,
         mail: &ParsedMail,
         org: Option<&Organisation>,
         mailbox: Option<&str>,
-    ) -> Result<String, StoreError> {
+    ) -> String {
         if let Target::Existing { ticket, .. } = &decision.target {
-            if let Some(l) = store::ticket_language(conn, ticket.id).await? {
-                return Ok(l);
+            if let Some(l) = &ticket.language {
+                return l.clone();
             }
         }
         let sender = mail.from.as_ref().map(|f| f.address.as_str()).unwrap_or("");
-        Ok(org
-            .and_then(|o| o.language_of(sender))
+        org.and_then(|o| o.language_of(sender))
             .or(mailbox)
             .or_else(|| crate::ingest::language::detect(mail))
             .unwrap_or(&self.language)
-            .to_string())
+            .to_string()
     }
 
     /// `wanted` when the template exists in that language, else the desk's.
@@ -936,9 +934,10 @@ impl Intake {
         };
         let mut decision = decide(mail, verdict, &look, cfg, &mut classify);
         decision.notes.append(&mut extra_notes);
-        let language = self
-            .choose_language(conn, &decision, mail, org, mailbox_language)
-            .await?;
+        let language = self.choose_language(&decision, mail, org, mailbox_language);
+        if let Target::New(t) = &mut decision.target {
+            t.language = Some(language.clone());
+        }
         let clean_subject = self.tag.strip(&mail.subject);
         // The ticket's thread, for the mails of ours on an existing ticket.
         let on_ticket = match &decision.target {
@@ -1054,8 +1053,12 @@ impl Intake {
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
         }
-        if let Some(id) = applied.ticket_id {
-            store::set_ticket_language(conn, id, &language).await?;
+        // A ticket from before languages were recorded gets the one chosen
+        // now; a new one has it from its plan.
+        if let (Some(id), Target::Existing { ticket, .. }) = (applied.ticket_id, &decision.target) {
+            if ticket.language.is_none() {
+                store::set_ticket_language(conn, id, &language).await?;
+            }
         }
         if let (true, Some(id), Some(ctx)) =
             (applied.clock_moved, applied.ticket_id, hooks.context())

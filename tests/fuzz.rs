@@ -575,6 +575,7 @@ impl Desk {
             reply_to: None,
             last_inbound: None,
             thread: Vec::new(),
+            language: None,
         };
         decide(
             &mail,

@@ -31,6 +31,9 @@ pub struct TicketInfo {
     /// The newest Message-IDs on the ticket (customer's and ours), oldest
     /// first, at most [`THREAD_IDS`]: the References of a mail of ours.
     pub thread: Vec<MessageId>,
+    /// The language recorded for the customer's mails (`None`: a ticket
+    /// from before languages were recorded).
+    pub language: Option<String>,
 }
 
 /// How many of a ticket's Message-IDs the mails ticketd sends on it carry
@@ -418,6 +421,10 @@ pub struct NewTicket {
     pub queue: Option<String>,
     /// Tags from the rules.
     pub tags: Vec<String>,
+    /// The language of the customer's mails (`de`, `en`), chosen once
+    /// after the decision (see `Intake::choose_language`); `None`: the
+    /// desk's.
+    pub language: Option<String>,
 }
 
 /// What kind of article the message becomes.
@@ -913,6 +920,7 @@ fn decide_target(
             flags,
             queue,
             tags,
+            language: None,
         }),
         confirm_to,
         new_participants: Vec::new(),
@@ -1431,6 +1439,7 @@ fn decide_alert(
             flags: Vec::new(),
             queue: c.queue.clone(),
             tags: c.tags.clone(),
+            language: None,
         }),
         change(IncidentEvent::Opened),
         route_notes,
@@ -1696,6 +1705,7 @@ mod tests {
             reply_to: None,
             last_inbound: None,
             thread: Vec::new(),
+            language: None,
         }
     }
 

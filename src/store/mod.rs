@@ -803,7 +803,7 @@ pub enum Claim {
 /// at most [`crate::ingest::decide::THREAD_IDS`]; staff members' own mails
 /// are internal), read through `articles_ticket` so that a mail of ours on
 /// the ticket threads without another query.
-const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address, t.reply_to,
+const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address, t.reply_to, t.language,
     (SELECT a.message_id FROM articles a WHERE a.ticket_id = t.id AND a.direction = 'in' AND a.kind = 'mail'
        AND a.message_id IS NOT NULL ORDER BY a.id DESC LIMIT 1),
     (SELECT group_concat(x.message_id, ' ') FROM (SELECT a.message_id FROM articles a
@@ -811,7 +811,7 @@ const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.addr
        ORDER BY a.id DESC LIMIT 10) x)";
 
 /// How many columns [`TICKET_INFO_COLUMNS`] has.
-const TICKET_INFO_WIDTH: usize = 8;
+const TICKET_INFO_WIDTH: usize = 9;
 
 /// A ticket from its rows of [`TICKET_INFO_COLUMNS`] starting at column
 /// `at`; `None` when there are no rows.
@@ -828,7 +828,7 @@ fn ticket_info_from_rows<'r>(
             participants.push(a);
         }
     }
-    let newest_first: Option<String> = first.try_get(at + 7)?;
+    let newest_first: Option<String> = first.try_get(at + 8)?;
     let mut thread: Vec<MessageId> = newest_first
         .as_deref()
         .unwrap_or("")
@@ -844,8 +844,9 @@ fn ticket_info_from_rows<'r>(
         participants,
         status: Status::parse(first.try_get::<&str, _>(at + 3)?),
         reply_to: first.try_get(at + 5)?,
+        language: first.try_get(at + 6)?,
         last_inbound: first
-            .try_get::<Option<&str>, _>(at + 6)?
+            .try_get::<Option<&str>, _>(at + 7)?
             .and_then(MessageId::parse),
         thread,
     }))
@@ -1469,11 +1470,12 @@ pub async fn apply(
                 s.arg(t.queue.as_deref()),
                 s.arg(arrived),
                 s.arg(t.reply_to.as_deref()),
+                s.arg(t.language.as_deref()),
             ];
             s.push(format_args!(
-                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at, reply_to)
-                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12], ps[13]
+                "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at, reply_to, language)
+                 VALUES ({}, {}, {}, 'new', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12], ps[13], ps[14]
             ));
             s.end();
             let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
