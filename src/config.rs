@@ -852,8 +852,10 @@ pub struct OAuthConfig {
 
 /// Microsoft's app-only scope for IMAP and SMTP (Exchange Online).
 pub const MS_APP_SCOPE: &str = "https://outlook.office365.com/.default";
-/// Microsoft's delegated scopes for IMAP and SMTP, with a refresh token.
-pub const MS_DELEGATED_SCOPE: &str = "https://outlook.office365.com/IMAP.AccessAsUser.All https://outlook.office365.com/SMTP.Send offline_access";
+/// Microsoft's delegated scopes for IMAP and SMTP, with a refresh token
+/// (`offline_access`); the resource as Microsoft's "Authenticate an IMAP,
+/// POP or SMTP connection using OAuth" page writes it.
+pub const MS_DELEGATED_SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
 /// Google's scope for IMAP and SMTP (the only one Gmail's IMAP accepts).
 pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
 

@@ -99,8 +99,9 @@ async fn device_login(idp: &FakeIdp, s: &Setup) {
     let a = accounts.iter().find(|a| a.key == "imap:support").unwrap();
     let client = ticketd::oauth::Client::new(&s.cfg, a).unwrap();
     let login = ticketd::oauth::login::login(&client, &s.store, |_| {});
+    let polls = idp.count("device_code");
     let approve = async {
-        while idp.count("device_code") < 1 {
+        while idp.count("device_code") <= polls {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         idp.approve();
@@ -259,6 +260,17 @@ async fn a_revoked_grant_is_permanent_and_names_the_login_command() {
     for t in idp.issued() {
         assert!(!text.contains(&t));
     }
+    // Asking again does not hammer the provider with the dead grant …
+    let refreshes = idp.count("refresh_token");
+    for _ in 0..5 {
+        assert!(src.access_token().await.unwrap_err().is_permanent());
+    }
+    assert_eq!(idp.count("refresh_token"), refreshes);
+    // … and a new login repairs it for the running token source.
+    device_login(&idp, &s).await;
+    let t = src.access_token().await.unwrap();
+    assert!(idp.is_active(t.secret()));
+    assert_eq!(idp.count("refresh_token"), refreshes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

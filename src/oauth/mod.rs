@@ -367,6 +367,21 @@ impl TokenSource {
             *cache = None;
         }
         let grant = self.store.oauth_grant(&self.client.account).await?;
+        // A grant the provider refused stays refused: asking again with
+        // the same refresh token on every poll only gets the app throttled.
+        // `ticketd auth login` replaces the row and clears the error, which
+        // the next call here picks up.
+        if self.client.flow != OAuthFlow::ClientCredentials {
+            if let Some(g) = &grant {
+                if g.last_error_kind.as_deref() == Some("permanent") {
+                    return Err(OAuthError::Permanent {
+                        account: self.client.account.clone(),
+                        name: self.client.name.clone(),
+                        message: g.last_error.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
         if let Some(c) = grant.as_ref().and_then(stored_token) {
             let was_refused = refused
                 .as_ref()
