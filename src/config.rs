@@ -848,6 +848,11 @@ pub struct OAuthConfig {
     /// Space-separated scopes (generic; overrides a preset).
     #[serde(default)]
     pub scope: Option<String>,
+    /// Authorization code flow: the loopback port `ticketd auth login`
+    /// listens on for the browser's redirect (default: any free port); a
+    /// fixed one suits SSH port forwarding.
+    #[serde(default)]
+    pub redirect_port: Option<u16>,
 }
 
 /// Microsoft's app-only scope for IMAP and SMTP (Exchange Online).
@@ -964,8 +969,8 @@ impl OAuthConfig {
                 (token, None, None, String::new())
             }
         };
-        if flow == OAuthFlow::AuthorizationCode {
-            return Err("oauth: flow = \"authorization_code\" (browser redirect with PKCE) is not supported by this version of ticketd yet; use device_code or client_credentials".into());
+        if self.redirect_port.is_some() && flow != OAuthFlow::AuthorizationCode {
+            return Err("oauth.redirect_port is only for flow = \"authorization_code\"".into());
         }
         if self.provider() != OAuthProvider::Microsoft365
             && self.provider() != OAuthProvider::Generic
@@ -1772,6 +1777,24 @@ mod tests {
         // The client secret's location may be shown, never a secret.
         let dbg = format!("{:?}", cfg.imap[0]);
         assert!(dbg.contains("client_id"));
+    }
+
+    #[test]
+    fn google_takes_the_authorization_code_flow_with_the_gmail_scope() {
+        let cfg = Config::parse_str(
+            "[[imap]]\nname = \"g\"\nhost = \"imap.gmail.com\"\nuser = \"support@example.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"google\"\nclient_id = \"x.apps.googleusercontent.com\"\nclient_secret_env = \"S\"\nflow = \"authorization_code\"\nredirect_port = 8765\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = &cfg.oauth_accounts()[0];
+        let ep = a.oauth.endpoints().unwrap();
+        assert_eq!(ep.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!(
+            ep.authorization_url.as_deref(),
+            Some("https://accounts.google.com/o/oauth2/v2/auth")
+        );
+        assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
+        assert_eq!(a.oauth.redirect_port, Some(8765));
     }
 
     #[test]

@@ -49,11 +49,13 @@ client_secret_file = "{secret}"
 flow = "{flow}"
 token_url = "{token}"
 device_authorization_url = "{device}"
+authorization_url = "{authorize}"
 scope = "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access"
 "#,
         secret = secret_file.display(),
         token = idp.token_url(),
         device = idp.device_url(),
+        authorize = idp.authorization_url(),
     )
 }
 
@@ -494,4 +496,187 @@ fn impossible_provider_and_flow_combinations_are_config_errors() {
         let at = format!("{}:{}:", path.display(), line + 6);
         assert!(err.contains(&at), "case {k}: want {at} in {err}");
     }
+}
+
+/// A plain HTTP/1.1 GET (the test plays the browser): status line and the
+/// `Location` header, if any, and the body.
+fn http_get(url: &str) -> (String, Option<String>, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or("").to_string();
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .map(str::to_string);
+    (status, location, body.to_string())
+}
+
+/// Starts `auth login support` and returns the child, the authorization
+/// URL it printed and a receiver of the rest of its output.
+fn start_code_login(
+    s: &Setup,
+    stdin: Stdio,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(s.dir.path().join("ticketd.toml"))
+        .arg("--data-dir")
+        .arg(s.dir.path().join("data"))
+        .args(["auth", "login", "support"])
+        .env("TICKETD_LOG", "trace")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        if line.contains("/authorize?") {
+            return (child, line.trim().to_string(), rx);
+        }
+        assert!(Instant::now() < deadline, "no authorization URL printed");
+    }
+}
+
+/// Authorization code with PKCE on the loopback redirect, through the
+/// binary: the browser (this test) is sent back to ticketd's listener; a
+/// second login gets the code pasted on stdin instead. Both store a grant
+/// the token source then refreshes; no output holds a secret or token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_login_by_redirect_or_pasted_address() {
+    use std::io::Write;
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "authorization_code").await;
+    let mut outputs = Vec::new();
+
+    // 1. The browser reaches the loopback listener.
+    let (child, url, rx) = start_code_login(&s, Stdio::null());
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(
+        url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"),
+        "{url}"
+    );
+    let (status, location, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || http_get(&url)
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("302"), "{status}");
+    let location = location.unwrap();
+    let (status, _, body) = tokio::task::spawn_blocking(move || http_get(&location))
+        .await
+        .unwrap();
+    assert!(
+        status.contains("200") && body.contains("Signed in"),
+        "{status} {body}"
+    );
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{rest:?} {err}");
+    assert!(rest.join("\n").contains("refresh token stored"), "{rest:?}");
+    outputs.push(format!("{url}\n{}\n{err}", rest.join("\n")));
+    assert_eq!(idp.count("authorization_code"), 1);
+    let g1 = s.store.oauth_grant("imap:support").await.unwrap().unwrap();
+    assert!(g1.refresh_token.is_some());
+
+    // 2. The browser is elsewhere: its address bar is pasted on stdin.
+    let (mut child, url, rx) = start_code_login(&s, Stdio::piped());
+    let (_, location, _) = tokio::task::spawn_blocking(move || http_get(&url))
+        .await
+        .unwrap();
+    let location = location.unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{location}").unwrap();
+    drop(stdin);
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{rest:?} {err}");
+    outputs.push(format!("{}\n{err}", rest.join("\n")));
+    assert_eq!(idp.count("authorization_code"), 2);
+    let g2 = s.store.oauth_grant("imap:support").await.unwrap().unwrap();
+    assert_ne!(
+        g1.refresh_token, g2.refresh_token,
+        "the new grant replaced the old"
+    );
+
+    // The grant works for the token source: a refresh with rotation.
+    let src = source(&s, "imap:support");
+    src.invalidate_token(&ticketd::oauth::AccessToken::new(
+        g2.access_token.clone().unwrap(),
+    ));
+    let t = src.access_token().await.unwrap();
+    assert!(idp.is_active(t.secret()));
+    assert_eq!(idp.count("refresh_token"), 1);
+
+    for text in &outputs {
+        assert!(!text.contains(SECRET), "the client secret leaked: {text}");
+        for t in idp.issued() {
+            assert!(!text.contains(t.as_str()), "a token leaked: {text}");
+        }
+    }
+}
+
+/// A declined consent comes back as `error=access_denied` on the redirect:
+/// `auth login` exits 1 and says so; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_authorization_code_login_fails_clearly() {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "authorization_code").await;
+    idp.deny_next_authorization();
+    let (child, url, _rx) = start_code_login(&s, Stdio::null());
+    let (_, location, _) = tokio::task::spawn_blocking(move || http_get(&url))
+        .await
+        .unwrap();
+    let location = location.unwrap();
+    assert!(location.contains("error=access_denied"), "{location}");
+    tokio::task::spawn_blocking(move || http_get(&location))
+        .await
+        .unwrap();
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the sign-in was declined"), "{err}");
+    assert!(s.store.oauth_grant("imap:support").await.unwrap().is_none());
+    assert_eq!(idp.count("authorization_code"), 0);
 }

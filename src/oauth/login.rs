@@ -11,7 +11,10 @@
 use super::{describe, save, Client, Failure, OAuthError};
 use crate::config::OAuthFlow;
 use crate::store::Store;
-use oauth2::{DeviceAuthorizationUrl, RequestTokenError, TokenResponse};
+use oauth2::{
+    AuthUrl, AuthorizationCode, CsrfToken, DeviceAuthorizationUrl, PkceCodeChallenge, RedirectUrl,
+    RequestTokenError, TokenResponse,
+};
 use oauth2::{
     DeviceCodeErrorResponse, DeviceCodeErrorResponseType, StandardDeviceAuthorizationResponse,
 };
@@ -35,12 +38,7 @@ pub async fn login(
     let answer = match client.flow {
         OAuthFlow::ClientCredentials => client.client_credentials().await?,
         OAuthFlow::DeviceCode => device_code(client, &mut say).await?,
-        OAuthFlow::AuthorizationCode => {
-            return Err(OAuthError::Config(format!(
-                "{}: flow = \"authorization_code\" is not supported yet",
-                client.name
-            )))
-        }
+        OAuthFlow::AuthorizationCode => authorization_code(client, &mut say).await?,
     };
     let now = jiff::Timestamp::now();
     save(store, &client.account, &answer, now, true).await?;
@@ -87,6 +85,138 @@ async fn device_code(
         .request_async(&client.http, tokio::time::sleep, None)
         .await
         .map_err(|e| client.fail(device_failure(&e)))
+}
+
+/// Authorization code with PKCE (RFC 6749 §4.1, RFC 7636) on a loopback
+/// redirect (RFC 8252 §7.3): the browser may be anywhere. The redirect
+/// arrives either at the loopback listener (a browser on this machine, or
+/// over `ssh -L PORT:127.0.0.1:PORT`) or as the address pasted on stdin
+/// (the browser shows "cannot connect" but its address bar holds the code).
+async fn authorization_code(
+    client: &Client,
+    say: &mut impl FnMut(String),
+) -> Result<oauth2::basic::BasicTokenResponse, OAuthError> {
+    let config = |e: String| OAuthError::Config(format!("{}: {e}", client.name));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", client.redirect_port.unwrap_or(0)))
+        .await
+        .map_err(|e| config(format!("cannot listen for the redirect on 127.0.0.1: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| config(e.to_string()))?
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/");
+    let auth_url = client
+        .endpoints
+        .authorization_url
+        .clone()
+        .ok_or_else(|| config("no authorization_url".into()))?;
+    let oauth = client
+        .basic()?
+        .set_auth_uri(
+            AuthUrl::new(auth_url).map_err(|e| config(format!("authorization_url: {e}")))?,
+        )
+        .set_redirect_uri(RedirectUrl::new(redirect.clone()).map_err(|e| config(e.to_string()))?);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = oauth
+        .authorize_url(CsrfToken::new_random)
+        .add_scopes(client.scopes())
+        .set_pkce_challenge(challenge);
+    if client.provider == crate::config::OAuthProvider::Google {
+        // Google returns a refresh token only for offline access, and
+        // again on a repeated sign-in only with a fresh consent.
+        request = request
+            .add_extra_param("access_type", "offline")
+            .add_extra_param("prompt", "consent");
+    }
+    let (url, state) = request.url();
+    say(format!(
+        "To sign in {}, open this address in a browser:\n\n{url}\n\nAfter the sign-in the browser is sent to {redirect}. If the browser is on another machine, either forward the port first (ssh -L {port}:127.0.0.1:{port} this-server), or paste the address the browser ended up on (it begins with {redirect}) here and press Enter. Waiting …",
+        client.name
+    ));
+    let query = tokio::select! {
+        q = from_listener(&listener) => q,
+        q = from_stdin() => q,
+    }
+    .map_err(config)?;
+    let params: std::collections::HashMap<String, String> =
+        oauth2::url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    if params.get("state").map(String::as_str) != Some(state.secret().as_str()) {
+        return Err(client.fail(Failure::Permanent(
+            "the redirect does not belong to this sign-in (state differs); start the login again"
+                .into(),
+        )));
+    }
+    if let Some(error) = params.get("error") {
+        let text = describe(error, params.get("error_description"));
+        return Err(client.fail(Failure::Permanent(if error == "access_denied" {
+            format!("the sign-in was declined ({text})")
+        } else {
+            text
+        })));
+    }
+    let code = params
+        .get("code")
+        .ok_or_else(|| client.fail(Failure::Permanent("the redirect carries no code".into())))?;
+    oauth
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&client.http)
+        .await
+        .map_err(|e| client.fail(super::classify(&e)))
+}
+
+/// The query of the first request to the loopback listener that carries
+/// one; the browser gets a short page saying it may close.
+async fn from_listener(listener: &tokio::net::TcpListener) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut conn, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut len = 0;
+        // The request line is all that is needed; stop at its end.
+        while len < buf.len() && !buf[..len].windows(2).any(|w| w == b"\r\n") {
+            match conn.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+        let line = String::from_utf8_lossy(&buf[..len]);
+        let target = line.split_whitespace().nth(1).unwrap_or("");
+        let query = target.split_once('?').map(|(_, q)| q.to_string());
+        let body = if query.is_some() {
+            "<!doctype html><title>ticketd</title><p>Signed in. You may close this window; ticketd continues in the terminal.</p>"
+        } else {
+            "<!doctype html><title>ticketd</title><p>Waiting for the sign-in redirect.</p>"
+        };
+        let _ = conn
+            .write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        let _ = conn.shutdown().await;
+        if let Some(q) = query {
+            return Ok(q);
+        }
+    }
+}
+
+/// The query of a redirect address pasted on stdin; never resolves when
+/// stdin is closed (the listener may still get it).
+async fn from_stdin() -> Result<String, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some((_, q)) = line.trim().split_once('?') {
+            return Ok(q.to_string());
+        }
+    }
+    std::future::pending().await
 }
 
 /// Sorts the end of a device code poll (RFC 8628 §3.5).

@@ -163,6 +163,10 @@ pub struct Client {
     pub flow: OAuthFlow,
     /// Resolved endpoints and scope.
     pub endpoints: OAuthEndpoints,
+    /// Whose endpoints (Google needs extra parameters for a refresh token).
+    pub provider: crate::config::OAuthProvider,
+    /// Authorization code flow: the loopback port for the redirect.
+    pub redirect_port: Option<u16>,
     client_id: String,
     secret: Option<ClientSecret>,
     http: oauth2::reqwest::Client,
@@ -184,6 +188,8 @@ impl Client {
             name: account.name.clone(),
             flow: account.oauth.flow(),
             endpoints,
+            provider: account.oauth.provider(),
+            redirect_port: account.oauth.redirect_port,
             client_id: account.oauth.client_id.clone(),
             secret: secret.map(ClientSecret::new),
             http: http_client().map_err(OAuthError::Config)?,

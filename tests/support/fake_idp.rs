@@ -50,7 +50,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,6 +118,10 @@ struct Inner {
     counts: HashMap<String, usize>,
     next: u64,
     fail_next: Option<u16>,
+    /// Authorization code → (redirect_uri, PKCE challenge).
+    codes: HashMap<String, (String, String)>,
+    /// The next authorization request is declined.
+    deny_authorize: bool,
     /// Every token issued (to grep outputs for).
     issued: Vec<String>,
 }
@@ -145,6 +149,7 @@ impl FakeIdp {
             .route("/devicecode", post(devicecode))
             .route("/introspect", post(introspect))
             .route("/revoke", post(revoke))
+            .route("/authorize", get(authorize))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -161,6 +166,10 @@ impl FakeIdp {
     /// The token endpoint.
     pub fn token_url(&self) -> String {
         format!("{}/token", self.base_url())
+    }
+    /// The authorization endpoint (authorization code flow).
+    pub fn authorization_url(&self) -> String {
+        format!("{}/authorize", self.base_url())
     }
     /// The device authorization endpoint.
     pub fn device_url(&self) -> String {
@@ -224,6 +233,11 @@ impl FakeIdp {
                 d.state = to;
             }
         }
+    }
+
+    /// The next authorization request is answered with `access_denied`.
+    pub fn deny_next_authorization(&self) {
+        self.shared.inner.lock().unwrap().deny_authorize = true;
     }
 
     /// Revokes every grant: refresh tokens and access tokens stop working.
@@ -435,6 +449,35 @@ async fn token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             }
             issue(&mut i, &cfg, grant, true)
         }
+        "authorization_code" => {
+            bump(&mut i, "authorization_code");
+            let code = f.get("code").cloned().unwrap_or_default();
+            let Some((redirect, challenge)) = i.codes.remove(&code) else {
+                bump(&mut i, "refused");
+                return oauth_error(
+                    "invalid_grant",
+                    "AADSTS70000: the authorization code is unknown or was used",
+                );
+            };
+            if f.get("redirect_uri") != Some(&redirect) {
+                bump(&mut i, "refused");
+                return oauth_error(
+                    "invalid_grant",
+                    "redirect_uri differs from the authorization request",
+                );
+            }
+            let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+            if pkce_s256(&verifier) != challenge {
+                bump(&mut i, "refused");
+                return oauth_error(
+                    "invalid_grant",
+                    "AADSTS50148: the code_verifier does not match the code_challenge",
+                );
+            }
+            i.next += 1;
+            let grant = i.next;
+            issue(&mut i, &cfg, grant, true)
+        }
         "urn:ietf:params:oauth:grant-type:device_code" => {
             bump(&mut i, "device_code");
             let code = f.get("device_code").cloned().unwrap_or_default();
@@ -479,6 +522,56 @@ async fn token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             )
         }
     }
+}
+
+/// RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding.
+fn pkce_s256(verifier: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(verifier.as_bytes());
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in digest.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * k)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// `GET /authorize` (RFC 6749 §4.1.1 with RFC 7636): the user at the
+/// browser signs in at once; the answer is the redirect (302) to
+/// `redirect_uri` with `code` and `state`, or `error=access_denied` after
+/// [`FakeIdp::deny_next_authorization`]. Only `S256` challenges and
+/// loopback redirects are accepted, as Google does for desktop clients.
+async fn authorize(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let q = form(uri.query().unwrap_or("").as_bytes());
+    let cfg = s.cfg.lock().unwrap().clone();
+    let mut i = s.inner.lock().unwrap();
+    bump(&mut i, "authorize");
+    let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+    if q.get("client_id") != Some(&cfg.client_id)
+        || !redirect.starts_with("http://127.0.0.1:")
+        || q.get("response_type").map(String::as_str) != Some("code")
+        || q.get("code_challenge_method").map(String::as_str) != Some("S256")
+    {
+        return (StatusCode::BAD_REQUEST, "invalid authorization request").into_response();
+    }
+    let state = q.get("state").cloned().unwrap_or_default();
+    let target = if std::mem::take(&mut i.deny_authorize) {
+        format!("{redirect}?error=access_denied&error_description=The+user+declined&state={state}")
+    } else {
+        let code = random_token(&mut i, "code");
+        let challenge = q.get("code_challenge").cloned().unwrap_or_default();
+        i.codes.insert(code.clone(), (redirect.clone(), challenge));
+        format!("{redirect}?code={code}&state={state}")
+    };
+    (StatusCode::FOUND, [("location", target)]).into_response()
 }
 
 async fn devicecode(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
