@@ -558,13 +558,21 @@ fn start_code_login(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-        if line.contains("/authorize?") {
-            return (child, line.trim().to_string(), rx);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.contains("/authorize?") => {
+                return (child, line.trim().to_string(), rx);
+            }
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        assert!(Instant::now() < deadline, "no authorization URL printed");
     }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    panic!(
+        "no authorization URL printed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Authorization code with PKCE on the loopback redirect, through the
