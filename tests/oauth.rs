@@ -688,3 +688,26 @@ async fn a_declined_authorization_code_login_fails_clearly() {
     assert!(s.store.oauth_grant("imap:support").await.unwrap().is_none());
     assert_eq!(idp.count("authorization_code"), 0);
 }
+
+/// Two token sources of one account (a reload builds new ones while the
+/// old still run), both refused with the same token: one refresh, and the
+/// second uses its result instead of sending the already rotated refresh
+/// token (which the provider would refuse as a revoked grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_token_sources_of_one_account_share_one_refresh() {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "device_code").await;
+    device_login(&idp, &s).await;
+    let a = source(&s, "imap:support");
+    let b = source(&s, "imap:support");
+    let old = a.access_token().await.unwrap();
+    assert_eq!(b.access_token().await.unwrap().secret(), old.secret());
+    a.invalidate_token(&old);
+    b.invalidate_token(&old);
+    let (ta, tb) = tokio::join!(a.access_token(), b.access_token());
+    let (ta, tb) = (ta.unwrap(), tb.unwrap());
+    assert_eq!(ta.secret(), tb.secret());
+    assert_ne!(ta.secret(), old.secret());
+    assert_eq!(idp.count("refresh_token"), 1);
+    assert_eq!(idp.count("refused"), 0);
+}

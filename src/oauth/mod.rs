@@ -372,6 +372,13 @@ impl TokenSource {
             }
             *cache = None;
         }
+        // Token sources of one account in this process (a reload builds
+        // new ones while the old still run) refresh one after the other:
+        // with rotation, two refreshes with the same refresh token would
+        // have the second refused and the grant look revoked. The one that
+        // waited finds the other's token in the database.
+        let account_lock = account_lock(&self.client.account);
+        let _serial = account_lock.lock().await;
         let grant = self.store.oauth_grant(&self.client.account).await?;
         // A grant the provider refused stays refused: asking again with
         // the same refresh token on every poll only gets the app throttled.
@@ -464,7 +471,31 @@ impl TokenSource {
                         message: "no grant stored".into(),
                     });
                 };
-                self.client.refresh(&RefreshToken::new(refresh)).await?
+                match self
+                    .client
+                    .refresh(&RefreshToken::new(refresh.clone()))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // Another process may have rotated the refresh
+                        // token a moment ago: its token is then in the
+                        // database, and the grant is fine.
+                        if let OAuthError::Permanent { .. } = e {
+                            let now = self.store.oauth_grant(&self.client.account).await?;
+                            if let Some(g) = now.as_ref() {
+                                if g.refresh_token.as_deref() != Some(refresh.as_str()) {
+                                    if let Some(c) = stored_token(g) {
+                                        if jiff::Timestamp::now() < c.refresh_at {
+                                            return Ok(c);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let now = jiff::Timestamp::now();
@@ -516,6 +547,15 @@ async fn save(
         token: answer.access_token().clone(),
         refresh_at: refresh_at(now, expires),
     })
+}
+
+/// The lock that serialises refreshes of `account` within this process.
+fn account_lock(account: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(account.to_string()).or_default().clone()
 }
 
 /// The access token a stored grant holds, if any and readable.
