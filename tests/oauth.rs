@@ -711,3 +711,47 @@ async fn two_token_sources_of_one_account_share_one_refresh() {
     assert_eq!(idp.count("refresh_token"), 1);
     assert_eq!(idp.count("refused"), 0);
 }
+
+/// `check-config` reads the client secret as `run` will: a missing file is
+/// a configuration problem (exit 78) named by its account, and an empty
+/// secret too; the message never holds the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reads_the_client_secret_without_showing_it() {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "device_code").await;
+    let check = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(s.dir.path().join("ticketd.toml"))
+            .arg("--data-dir")
+            .arg(s.dir.path().join("data"))
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    let secret = s.dir.path().join("client-secret");
+    let o = check();
+    assert_eq!(o.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!all.contains(SECRET), "{all}");
+    std::fs::write(&secret, "\n").unwrap();
+    let o = check();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("support: oauth: the client secret is empty"),
+        "{err}"
+    );
+    std::fs::remove_file(&secret).unwrap();
+    let o = check();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("support: oauth client secret: cannot read"),
+        "{err}"
+    );
+}
