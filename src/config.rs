@@ -333,6 +333,11 @@ pub struct SmtpConfig {
     /// A PEM file of extra trust anchors (a private CA) for `starttls` and
     /// `tls`; the public web roots are trusted as well.
     pub ca_file: Option<PathBuf>,
+    /// `password` (default) or `oauth2` (SASL XOAUTH2 with a token from
+    /// `[outbound.smtp.oauth]`).
+    pub auth: MailAuth,
+    /// The OAuth 2.0 client, for `auth = "oauth2"`.
+    pub oauth: Option<OAuthConfig>,
 }
 
 impl Default for SmtpConfig {
@@ -345,6 +350,8 @@ impl Default for SmtpConfig {
             password_env: None,
             password_file: None,
             ca_file: None,
+            auth: MailAuth::Password,
+            oauth: None,
         }
     }
 }
@@ -681,6 +688,13 @@ pub struct ImapConfig {
     /// Per-mailbox defaults for the pipeline.
     #[serde(default)]
     pub defaults: SourceDefaultsConfig,
+    /// `password` (default) or `oauth2` (SASL XOAUTH2 with a token from
+    /// `[imap.oauth]`).
+    #[serde(default)]
+    pub auth: MailAuth,
+    /// The OAuth 2.0 client, for `auth = "oauth2"`.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
 }
 
 fn default_inbox() -> String {
@@ -750,6 +764,295 @@ pub struct SourceDefaultsConfig {
     /// Language of mails to this mailbox's customers (`de`, `en`) when the
     /// customer directory names none; before detection from the mail.
     pub language: Option<String>,
+}
+
+/// How a mailbox or the SMTP relay logs in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MailAuth {
+    /// A password from `password_env` / `password_file`.
+    #[default]
+    Password,
+    /// An OAuth 2.0 access token (SASL XOAUTH2), from the `oauth` table.
+    Oauth2,
+}
+
+/// Whose identity platform issues the tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthProvider {
+    /// Microsoft Entra ID (Exchange Online): endpoints from `tenant`.
+    Microsoft365,
+    /// Google Workspace / Gmail.
+    Google,
+    /// Any RFC 6749 server: `token_url`, `scope` and the flow's URL given.
+    Generic,
+}
+
+/// The OAuth 2.0 grant that gets the first token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// RFC 6749 §4.4, app-only: no person signs in; a fresh token whenever
+    /// the last one expires, no refresh token.
+    ClientCredentials,
+    /// RFC 8628: `ticketd auth login NAME` shows a code to enter in a
+    /// browser anywhere; the refresh token is stored.
+    DeviceCode,
+    /// RFC 6749 §4.1 with PKCE on a loopback redirect.
+    AuthorizationCode,
+}
+
+impl OAuthFlow {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthFlow::ClientCredentials => "client_credentials",
+            OAuthFlow::DeviceCode => "device_code",
+            OAuthFlow::AuthorizationCode => "authorization_code",
+        }
+    }
+}
+
+/// The `[imap.oauth]` / `[outbound.smtp.oauth]` table. The client secret
+/// itself is never here, only where to read it; this is what `Debug`
+/// shows.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// `microsoft365`, `google` or `generic`.
+    pub provider: toml::Spanned<OAuthProvider>,
+    /// Microsoft: the directory (tenant) id or a verified domain; for
+    /// device code also `organizations`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The application (client) id.
+    pub client_id: String,
+    /// File holding the client secret (e.g. a systemd credential).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// `client_credentials`, `device_code` or `authorization_code`.
+    pub flow: toml::Spanned<OAuthFlow>,
+    /// Token endpoint (generic; overrides a preset).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Device authorization endpoint (generic; overrides a preset).
+    #[serde(default)]
+    pub device_authorization_url: Option<String>,
+    /// Authorization endpoint (generic; overrides a preset).
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    /// Space-separated scopes (generic; overrides a preset).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Authorization code flow: the loopback port `ticketd auth login`
+    /// listens on for the browser's redirect (default: any free port); a
+    /// fixed one suits SSH port forwarding.
+    #[serde(default)]
+    pub redirect_port: Option<u16>,
+}
+
+/// Microsoft's app-only scope for IMAP and SMTP (Exchange Online).
+pub const MS_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Microsoft's delegated scopes for IMAP and SMTP, with a refresh token
+/// (`offline_access`); the resource as Microsoft's "Authenticate an IMAP,
+/// POP or SMTP connection using OAuth" page writes it.
+pub const MS_DELEGATED_SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
+/// Google's scope for IMAP and SMTP (the only one Gmail's IMAP accepts).
+pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
+
+/// The endpoints and scope an [`OAuthConfig`] resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthEndpoints {
+    /// Token endpoint.
+    pub token_url: String,
+    /// Device authorization endpoint (device code flow).
+    pub device_authorization_url: Option<String>,
+    /// Authorization endpoint (authorization code flow).
+    pub authorization_url: Option<String>,
+    /// Space-separated scopes ("" for none).
+    pub scope: String,
+}
+
+impl OAuthConfig {
+    /// The flow.
+    pub fn flow(&self) -> OAuthFlow {
+        *self.flow.get_ref()
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> OAuthProvider {
+        *self.provider.get_ref()
+    }
+
+    /// Checks the combination of provider, flow and keys, and resolves the
+    /// presets. The message does not name a secret, only keys.
+    pub fn endpoints(&self) -> Result<OAuthEndpoints, String> {
+        let flow = self.flow();
+        if self.client_id.trim().is_empty() {
+            return Err("oauth.client_id is empty".into());
+        }
+        if self.client_secret_env.is_some() && self.client_secret_file.is_some() {
+            return Err("oauth: give client_secret_env or client_secret_file, not both".into());
+        }
+        let has_secret = self.client_secret_env.is_some() || self.client_secret_file.is_some();
+        if flow == OAuthFlow::ClientCredentials && !has_secret {
+            return Err(
+                "oauth: flow = \"client_credentials\" needs client_secret_file or client_secret_env"
+                    .into(),
+            );
+        }
+        let (token, device, authorize, scope) = match self.provider() {
+            OAuthProvider::Microsoft365 => {
+                let tenant = match self.tenant.as_deref().map(str::trim) {
+                    Some(t) if !t.is_empty() => t,
+                    _ => {
+                        return Err("oauth: provider = \"microsoft365\" needs tenant (the directory id or a verified domain, e.g. \"contoso.onmicrosoft.com\")".into())
+                    }
+                };
+                if !tenant
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                {
+                    return Err(format!(
+                        "oauth.tenant {tenant:?} is neither a directory id nor a domain"
+                    ));
+                }
+                if flow == OAuthFlow::ClientCredentials
+                    && matches!(tenant, "common" | "organizations" | "consumers")
+                {
+                    return Err(format!(
+                        "oauth.tenant = {tenant:?}: the client credentials flow needs the tenant's directory id or domain"
+                    ));
+                }
+                let base = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
+                (
+                    format!("{base}/token"),
+                    Some(format!("{base}/devicecode")),
+                    Some(format!("{base}/authorize")),
+                    match flow {
+                        OAuthFlow::ClientCredentials => MS_APP_SCOPE,
+                        _ => MS_DELEGATED_SCOPE,
+                    }
+                    .to_string(),
+                )
+            }
+            OAuthProvider::Google => {
+                match flow {
+                    OAuthFlow::ClientCredentials => return Err("oauth: Google has no client credentials grant for Gmail; use flow = \"authorization_code\" (a service account with domain-wide delegation is not supported yet)".into()),
+                    OAuthFlow::DeviceCode => return Err(format!("oauth: Google's device flow does not allow the Gmail scope {GOOGLE_MAIL_SCOPE} (IMAP and SMTP need it): use flow = \"authorization_code\"")),
+                    OAuthFlow::AuthorizationCode => {}
+                }
+                (
+                    "https://oauth2.googleapis.com/token".to_string(),
+                    None,
+                    Some("https://accounts.google.com/o/oauth2/v2/auth".to_string()),
+                    GOOGLE_MAIL_SCOPE.to_string(),
+                )
+            }
+            OAuthProvider::Generic => {
+                if self.tenant.is_some() {
+                    return Err("oauth.tenant is only for provider = \"microsoft365\"".into());
+                }
+                let Some(token) = self.token_url.clone() else {
+                    return Err("oauth: provider = \"generic\" needs token_url".into());
+                };
+                if flow == OAuthFlow::DeviceCode && self.device_authorization_url.is_none() {
+                    return Err("oauth: flow = \"device_code\" with provider = \"generic\" needs device_authorization_url".into());
+                }
+                if flow == OAuthFlow::AuthorizationCode && self.authorization_url.is_none() {
+                    return Err("oauth: flow = \"authorization_code\" with provider = \"generic\" needs authorization_url".into());
+                }
+                (token, None, None, String::new())
+            }
+        };
+        if self.redirect_port.is_some() && flow != OAuthFlow::AuthorizationCode {
+            return Err("oauth.redirect_port is only for flow = \"authorization_code\"".into());
+        }
+        if self.provider() != OAuthProvider::Microsoft365
+            && self.provider() != OAuthProvider::Generic
+            && self.tenant.is_some()
+        {
+            return Err("oauth.tenant is only for provider = \"microsoft365\"".into());
+        }
+        let ep = OAuthEndpoints {
+            token_url: self.token_url.clone().unwrap_or(token),
+            device_authorization_url: self.device_authorization_url.clone().or(device),
+            authorization_url: self.authorization_url.clone().or(authorize),
+            scope: self.scope.clone().unwrap_or(scope),
+        };
+        for (key, url) in [
+            ("token_url", Some(&ep.token_url)),
+            (
+                "device_authorization_url",
+                ep.device_authorization_url.as_ref(),
+            ),
+            ("authorization_url", ep.authorization_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                let host = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"))
+                    .map(|r| r.split(['/', '?']).next().unwrap_or(""));
+                match host {
+                    None | Some("") => {
+                        return Err(format!("oauth.{key} {url:?} is not an http(s) URL"))
+                    }
+                    // Client secrets and tokens would cross the network in
+                    // clear text.
+                    Some(h)
+                        if url.starts_with("http://")
+                            && !is_loopback(h.rsplit_once(':').map_or(h, |(a, _)| a)) =>
+                    {
+                        return Err(format!(
+                            "oauth.{key}: plain http is only allowed on loopback, use https"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(ep)
+    }
+
+    /// The client secret, from the file (resolved by `resolve`) or the
+    /// environment; `None` when neither is configured (a public client).
+    pub fn client_secret(
+        &self,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Option<String>, String> {
+        if self.client_secret_env.is_none() && self.client_secret_file.is_none() {
+            return Ok(None);
+        }
+        let file = self.client_secret_file.as_deref().map(resolve);
+        let secret = read_secret(
+            self.client_secret_env.as_deref(),
+            file.as_deref(),
+            "oauth client secret",
+        )?;
+        if secret.is_empty() {
+            return Err("oauth: the client secret is empty".into());
+        }
+        Ok(Some(secret))
+    }
+}
+
+/// One configured OAuth account: its key in the grant table
+/// (`imap:NAME`, `smtp`), the name `ticketd auth login` takes and its
+/// table.
+#[derive(Debug, Clone)]
+pub struct OAuthAccount<'a> {
+    /// Key in the `oauth_grants` table.
+    pub key: String,
+    /// Name for `ticketd auth login` (the mailbox name, or `smtp`).
+    pub name: String,
+    /// The login user (the mailbox address for XOAUTH2).
+    pub user: Option<String>,
+    /// The settings.
+    pub oauth: &'a OAuthConfig,
 }
 
 /// Reads a password from the environment variable or the file named, for
@@ -874,7 +1177,61 @@ impl Config {
             }
         })?;
         cfg.validate(path)?;
+        cfg.validate_oauth(text, path)?;
         Ok(cfg)
+    }
+
+    /// Every configured OAuth account, IMAP mailboxes first, then SMTP.
+    pub fn oauth_accounts(&self) -> Vec<OAuthAccount<'_>> {
+        let mut out = Vec::new();
+        for m in &self.imap {
+            if let (MailAuth::Oauth2, Some(o)) = (m.auth, &m.oauth) {
+                let name = m.label();
+                out.push(OAuthAccount {
+                    key: format!("imap:{name}"),
+                    name,
+                    user: Some(m.user.clone()),
+                    oauth: o,
+                });
+            }
+        }
+        let smtp = &self.outbound.smtp;
+        if let (MailAuth::Oauth2, Some(o)) = (smtp.auth, &smtp.oauth) {
+            out.push(OAuthAccount {
+                key: "smtp".into(),
+                name: "smtp".into(),
+                user: smtp.user.clone(),
+                oauth: o,
+            });
+        }
+        out
+    }
+
+    /// Checks each `oauth` table; an error names the line of its
+    /// `provider` (or `flow`) key.
+    fn validate_oauth(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for a in self.oauth_accounts() {
+            if let Err(message) = a.oauth.endpoints() {
+                let span = if message.contains("flow") {
+                    a.oauth.flow.span()
+                } else {
+                    a.oauth.provider.span()
+                };
+                let (line, column) = line_col(text, span.start);
+                let what = if a.key == "smtp" {
+                    "outbound.smtp".to_string()
+                } else {
+                    format!("imap {:?}", a.name)
+                };
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    message: format!("{what}: {message}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks values that TOML types cannot express.
@@ -973,6 +1330,30 @@ impl Config {
                 self.outbound.smtp.host
             )));
         }
+        let smtp = &self.outbound.smtp;
+        if smtp.auth == MailAuth::Oauth2 {
+            if smtp.oauth.is_none() {
+                return Err(bad(
+                    "outbound.smtp: auth = \"oauth2\" needs an [outbound.smtp.oauth] table".into(),
+                ));
+            }
+            if smtp.user.is_none() {
+                return Err(bad(
+                    "outbound.smtp: auth = \"oauth2\" needs user (the mailbox the token sends as)"
+                        .into(),
+                ));
+            }
+            if smtp.password_env.is_some() || smtp.password_file.is_some() {
+                return Err(bad(
+                    "outbound.smtp: auth = \"oauth2\" takes no password_env or password_file"
+                        .into(),
+                ));
+            }
+        } else if smtp.oauth.is_some() {
+            return Err(bad(
+                "outbound.smtp: [outbound.smtp.oauth] is only used with auth = \"oauth2\"".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for m in &self.imap {
             let label = m.label();
@@ -980,7 +1361,18 @@ impl Config {
             if m.host.is_empty() {
                 return Err(at("host is empty"));
             }
-            if m.password_env.is_none() && m.password_file.is_none() {
+            if m.auth == MailAuth::Oauth2 {
+                if m.oauth.is_none() {
+                    return Err(at("auth = \"oauth2\" needs an [imap.oauth] table"));
+                }
+                if m.password_env.is_some() || m.password_file.is_some() {
+                    return Err(at(
+                        "auth = \"oauth2\" takes no password_env or password_file",
+                    ));
+                }
+            } else if m.oauth.is_some() {
+                return Err(at("[imap.oauth] is only used with auth = \"oauth2\""));
+            } else if m.password_env.is_none() && m.password_file.is_none() {
                 return Err(at("needs password_env or password_file"));
             }
             if m.password_env.is_some() && m.password_file.is_some() {
@@ -1104,15 +1496,22 @@ impl Config {
     /// outbound transport and the Discord token are checked where they are
     /// built.
     pub fn check_sources(&self) -> Result<(), String> {
+        for a in self.oauth_accounts() {
+            a.oauth
+                .client_secret(|p| self.resolve(p))
+                .map_err(|e| format!("{}: {e}", a.name))?;
+        }
         for m in &self.imap {
             let what = format!("imap {:?}", m.label());
-            let password = read_secret(
-                m.password_env.as_deref(),
-                m.password_file.as_ref().map(|f| self.resolve(f)).as_deref(),
-                &what,
-            )?;
-            if password.is_empty() {
-                return Err(format!("{what}: the password is empty"));
+            if m.auth == MailAuth::Password {
+                let password = read_secret(
+                    m.password_env.as_deref(),
+                    m.password_file.as_ref().map(|f| self.resolve(f)).as_deref(),
+                    &what,
+                )?;
+                if password.is_empty() {
+                    return Err(format!("{what}: the password is empty"));
+                }
             }
             if let Some(ca) = &m.ca_file {
                 let path = self.resolve(ca);
@@ -1326,6 +1725,92 @@ mod tests {
                 "{w}"
             );
         }
+    }
+
+    #[test]
+    fn oauth_presets_fill_endpoints_and_scopes() {
+        let imap = |oauth: &str| {
+            format!("[[imap]]\nname = \"m\"\nhost = \"outlook.office365.com\"\nuser = \"support@contoso.com\"\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}")
+        };
+        let cfg = Config::parse_str(
+            &imap("provider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = cfg.oauth_accounts();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].key, "imap:m");
+        let ep = a[0].oauth.endpoints().unwrap();
+        assert_eq!(
+            ep.token_url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(ep.scope, MS_APP_SCOPE);
+        let cfg = Config::parse_str(
+            &imap("provider = \"microsoft365\"\ntenant = \"organizations\"\nclient_id = \"id\"\nflow = \"device_code\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let ep = cfg.oauth_accounts()[0].oauth.endpoints().unwrap();
+        assert_eq!(
+            ep.device_authorization_url.as_deref(),
+            Some("https://login.microsoftonline.com/organizations/oauth2/v2.0/devicecode")
+        );
+        assert_eq!(ep.scope, MS_DELEGATED_SCOPE);
+        assert!(ep.scope.contains("offline_access"));
+        // Password mailboxes are unchanged, and take no oauth table.
+        let e = Config::parse_str(
+            "[[imap]]\nhost = \"h\"\nuser = \"u\"\npassword_env = \"P\"\n[imap.oauth]\nprovider = \"google\"\nclient_id = \"x\"\nflow = \"authorization_code\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("only used with auth = \"oauth2\""),
+            "{e}"
+        );
+        let e = Config::parse_str(
+            "[[imap]]\nhost = \"h\"\nuser = \"u\"\nauth = \"oauth2\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs an [imap.oauth] table"), "{e}");
+        // The client secret's location may be shown, never a secret.
+        let dbg = format!("{:?}", cfg.imap[0]);
+        assert!(dbg.contains("client_id"));
+    }
+
+    #[test]
+    fn google_takes_the_authorization_code_flow_with_the_gmail_scope() {
+        let cfg = Config::parse_str(
+            "[[imap]]\nname = \"g\"\nhost = \"imap.gmail.com\"\nuser = \"support@example.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"google\"\nclient_id = \"x.apps.googleusercontent.com\"\nclient_secret_env = \"S\"\nflow = \"authorization_code\"\nredirect_port = 8765\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = &cfg.oauth_accounts()[0];
+        let ep = a.oauth.endpoints().unwrap();
+        assert_eq!(ep.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!(
+            ep.authorization_url.as_deref(),
+            Some("https://accounts.google.com/o/oauth2/v2/auth")
+        );
+        assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
+        assert_eq!(a.oauth.redirect_port, Some(8765));
+    }
+
+    #[test]
+    fn smtp_oauth_needs_the_user_it_sends_as() {
+        let e = Config::parse_str(
+            "[outbound.smtp]\nauth = \"oauth2\"\n[outbound.smtp.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.com\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs user"), "{e}");
+        let cfg = Config::parse_str(
+            "[outbound.smtp]\nuser = \"support@contoso.com\"\nauth = \"oauth2\"\n[outbound.smtp.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.com\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.oauth_accounts()[0].key, "smtp");
     }
 
     #[test]

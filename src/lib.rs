@@ -21,6 +21,8 @@
 //! - [`service`]: what the commands do, wiring the layers together; staff
 //!   actions and the SLA hooks of the timer task.
 //! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
+//! - [`oauth`]: OAuth 2.0 access tokens for IMAP/SMTP (XOAUTH2): cached,
+//!   refreshed once, rotation stored; `ticketd auth login`.
 //! - [`http`]: `/healthz` and `/metrics` of `ticketd run`.
 //! - [`systemd`]: readiness, watchdog and stop notices for `Type=notify`.
 //! - [`daemon`]: `ticketd run`: the sources and the outbox worker until a signal.
@@ -35,6 +37,7 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod oauth;
 pub mod outbound;
 pub mod service;
 pub mod sla;

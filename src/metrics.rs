@@ -104,6 +104,8 @@ pub struct Metrics {
     sla_reminders: IntCounter,
     chat_queued: prometheus::IntGauge,
     chat_failed: prometheus::IntGauge,
+    oauth_refreshes: IntCounterVec,
+    mailbox_auth_ok: IntGaugeVec,
     /// Each registered mailbox and the instant of its last successful sync.
     mailboxes: Mutex<BTreeMap<String, Option<Instant>>>,
     /// Each registered mailbox's connection: up or down, and since when.
@@ -229,6 +231,22 @@ impl Metrics {
             &["mailbox"],
         )?;
         registry.register(Box::new(mailbox_connected.clone()))?;
+        let oauth_refreshes = IntCounterVec::new(
+            Opts::new(
+                "ticketd_oauth_token_refreshes_total",
+                "OAuth 2.0 access tokens obtained from the token endpoint per account (imap:NAME, smtp); about one per token lifetime in steady state.",
+            ),
+            &["account"],
+        )?;
+        registry.register(Box::new(oauth_refreshes.clone()))?;
+        let mailbox_auth_ok = IntGaugeVec::new(
+            Opts::new(
+                "ticketd_mailbox_auth_ok",
+                "0 while the mailbox (or smtp) cannot log in because its credentials or OAuth grant were refused, else 1.",
+            ),
+            &["mailbox"],
+        )?;
+        registry.register(Box::new(mailbox_auth_ok.clone()))?;
         for source in SOURCES {
             for action in ACTIONS {
                 messages.with_label_values(&[source, action]);
@@ -249,6 +267,8 @@ impl Metrics {
             sla_reminders,
             chat_queued,
             chat_failed,
+            oauth_refreshes,
+            mailbox_auth_ok,
             mailboxes: Mutex::new(BTreeMap::new()),
             connections: Mutex::new(BTreeMap::new()),
             max_sync_age,
@@ -267,6 +287,19 @@ impl Metrics {
     /// How long a mailbox may be disconnected before `/healthz` fails.
     pub fn disconnect_grace(&self) -> Duration {
         self.disconnect_grace
+    }
+
+    /// An OAuth access token was obtained for `account`.
+    pub fn oauth_token_refreshed(&self, account: &str) {
+        self.oauth_refreshes.with_label_values(&[account]).inc();
+    }
+
+    /// Whether `mailbox` (or `smtp`) can log in: `false` after its
+    /// credentials or grant were refused, `true` after a login.
+    pub fn mailbox_auth(&self, mailbox: &str, ok: bool) {
+        self.mailbox_auth_ok
+            .with_label_values(&[mailbox])
+            .set(i64::from(ok));
     }
 
     /// A mailbox logged in (`true`) or lost its connection (`false`) now:

@@ -29,6 +29,7 @@ use std::time::Duration;
 pub mod actions;
 pub mod admin;
 pub mod chat;
+pub mod oauth;
 pub mod sla;
 
 /// A database problem; the message was not stored (exit 75 for `ingest`).
