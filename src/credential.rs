@@ -163,6 +163,26 @@ impl CredentialSource {
     }
 }
 
+/// Crates that write credentials into their logs, and the most verbose
+/// level they may log at: async-imap traces every line it sends (LOGIN's
+/// password, AUTHENTICATE's base64 credentials and tokens), lettre logs
+/// every SMTP line (AUTH's) at debug.
+pub const SECRET_BEARING: &[(&str, tracing_subscriber::filter::LevelFilter)] = &[
+    ("async_imap", tracing_subscriber::filter::LevelFilter::DEBUG),
+    ("lettre", tracing_subscriber::filter::LevelFilter::INFO),
+];
+
+/// A filter that lets everything through except the chatty levels of
+/// [`SECRET_BEARING`]; layered beside the user's filter, no directive can
+/// lift it.
+pub fn log_caps() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    SECRET_BEARING.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, (target, level)| t.with_target(*target, *level),
+    )
+}
+
 /// The two SASL mechanisms that carry a bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthMechanism {
