@@ -837,13 +837,25 @@ fn refusal(
 ) -> ImapError {
     match e {
         async_imap::error::Error::No(text) if !text.contains("UNAVAILABLE") => {
+            let text = server_text(&text);
             let reason = match challenge {
-                Some(c) => format!("{text}; error challenge {c}"),
+                Some(c) => format!("{text} (error challenge {c})"),
                 None => text,
             };
             ImapError::Auth { mechanism, reason }
         }
         e => ImapError::Imap(e),
+    }
+}
+
+/// The server's own words from async-imap's `code: …, info: Some("…")`.
+fn server_text(text: &str) -> String {
+    match text.split_once("info: Some(\"") {
+        Some((_, rest)) => rest
+            .strip_suffix("\")")
+            .unwrap_or(rest)
+            .replace("\\\"", "\""),
+        None => text.to_string(),
     }
 }
 
@@ -1178,6 +1190,17 @@ mod tests {
         );
         assert!(e.to_string().contains("AUTH=XOAUTH2"), "{e}");
         server.abort();
+    }
+
+    #[test]
+    fn the_server_text_is_taken_from_async_imaps_wrapper() {
+        assert_eq!(
+            server_text(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_text("plain words"), "plain words");
     }
 
     #[test]
