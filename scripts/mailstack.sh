@@ -59,6 +59,8 @@
 set -euo pipefail
 umask 022
 
+# Dovecot's oauth2 passdb (XOAUTH2, OAUTHBEARER) is built into dovecot-core's
+# auth process (Debian 12, 2.3.19): no package of its own.
 PACKAGES="dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl"
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 INSTALL_LOCK=/var/lock/ticketd-mailstack-install.lock
