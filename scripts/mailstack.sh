@@ -15,6 +15,10 @@
 #                         ~2 s): for a state dir that is deleted next
 #   stop-imap|start-imap STATE_DIR   stop / start only Dovecot (same state)
 #   stop-smtp|start-smtp STATE_DIR   stop / start only Postfix (same state)
+#   kick STATE_DIR USER   close USER's IMAP sessions from the server side
+#                         (doveadm kick), as a provider does when a token
+#                         expires; a restart would not: Dovecot's running
+#                         sessions outlive its master
 #   env STATE_DIR         print the settings again
 #   status STATE_DIR      say which server is running (exit 1 if one is not)
 #
@@ -23,7 +27,8 @@
 #   IMAP_PORT [10143]  IMAPS_PORT [10993]  LMTP_PORT [10024]
 #   SMTP_PORT [10025]       plain SMTP, STARTTLS offered, no AUTH; accepts
 #                           mail for MAIL_DOMAINS only, relays nothing
-#   SUBMISSION_PORT [10587] STARTTLS required, AUTH required (PLAIN/LOGIN)
+#   SUBMISSION_PORT [10587] STARTTLS required, AUTH required (PLAIN/LOGIN,
+#                           XOAUTH2/OAUTHBEARER)
 #   SMTPS_PORT [10465]      implicit TLS, AUTH required
 #   MAIL_DOMAINS ["example.test customer.test"]: every address in these
 #                           domains is a mailbox (created on first use), its
@@ -31,6 +36,13 @@
 #   MAIL_PASSWORD [secret]
 #   IMAP_CAPABILITY [Dovecot's own]: the capability list Dovecot advertises
 #                           instead of its own (e.g. one without MOVE, IDLE)
+#   OAUTH2_INTROSPECTION_URL [http://127.0.0.1:9/introspect, nothing there]:
+#                           the RFC 7662 token introspection endpoint of the
+#                           identity provider the tests run; IMAP and (through
+#                           Dovecot's SASL) submission/SMTPS then also take
+#                           XOAUTH2 and OAUTHBEARER with a token it calls
+#                           active for that user ({"active":true,
+#                           "username":"<the login>"})
 #   MAILSTACK_OWNER_PID     when set, a watcher takes the stack down once that
 #                           process has exited (a test run that was killed
 #                           leaves no servers behind); MAILSTACK_OWNER_RM=1
@@ -47,6 +59,8 @@
 set -euo pipefail
 umask 022
 
+# Dovecot's oauth2 passdb (XOAUTH2, OAUTHBEARER) is built into dovecot-core's
+# auth process (Debian 12, 2.3.19): no package of its own.
 PACKAGES="dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl"
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 INSTALL_LOCK=/var/lock/ticketd-mailstack-install.lock
@@ -261,10 +275,12 @@ ssl = yes
 ssl_cert = <$S/tls/server.pem
 ssl_key = <$S/tls/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login oauthbearer xoauth2
 auth_username_format = %Lu
 # a wrong password is refused at once (default: after 2 s)
 auth_failure_delay = 0
+# no cache: a revoked token must fail at the next login, not after the TTL
+auth_cache_size = 0
 # Dovecot will not run mail processes as root
 first_valid_uid = 8
 mail_uid = mail
@@ -278,11 +294,21 @@ namespace inbox {
   inbox = yes
   separator = /
 }
-# every address in MAIL_DOMAINS, one password
+# OAuth 2.0 bearer tokens (XOAUTH2, OAUTHBEARER), checked at every login
+# by RFC 7662 introspection; before the password passdb
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $S/dovecot/oauth2.conf
+}
+# every address in MAIL_DOMAINS, one password. Only for these mechanisms:
+# else "auth=Bearer <the password>" would log in by XOAUTH2; "none" is
+# LMTP's user lookup
 passdb {
   driver = static
   args = password=$MAIL_PASSWORD
   username_filter =$filter
+  mechanisms = plain login none
 }
 # any other name: "authentication failed", not "temporary failure"
 passdb {
@@ -320,6 +346,13 @@ service auth {
     mode = 0666
   }
 }
+# no auth penalty: after failed logins from 127.0.0.1 Dovecot would delay
+# every further login by seconds (auth_failure_delay does not cover it)
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
 service stats {
   unix_listener stats-reader {
     mode = 0666
@@ -328,6 +361,15 @@ service stats {
     mode = 0666
   }
 }
+CONF
+
+  cat >"$S/dovecot/oauth2.conf" <<CONF
+# written by scripts/mailstack.sh: RFC 7662 token introspection
+introspection_mode = post
+introspection_url = $OAUTH2_INTROSPECTION_URL
+username_attribute = username
+active_attribute = active
+active_value = true
 CONF
 
   cat >"$S/postfix/etc/main.cf" <<CONF
@@ -435,6 +477,7 @@ SMTPS_PORT=$SMTPS_PORT
 MAIL_DOMAINS="$MAIL_DOMAINS"
 MAIL_PASSWORD=$MAIL_PASSWORD
 IMAP_CAPABILITY="$IMAP_CAPABILITY"
+OAUTH2_INTROSPECTION_URL=$OAUTH2_INTROSPECTION_URL
 TLS_CA=$S/tls/ca.pem
 TLS_SERVER_NAME=localhost
 DOVECOT_LOG=$S/dovecot/dovecot.log
@@ -568,6 +611,8 @@ case "$cmd" in
       MAIL_DOMAINS=${MAIL_DOMAINS:-"example.test customer.test"}
       MAIL_PASSWORD=${MAIL_PASSWORD:-secret}
       IMAP_CAPABILITY=${IMAP_CAPABILITY:-}
+      OAUTH2_INTROSPECTION_URL=${OAUTH2_INTROSPECTION_URL:-http://127.0.0.1:9/introspect}
+      [[ $OAUTH2_INTROSPECTION_URL =~ ^https?://[^[:space:]]+$ ]] || die "OAUTH2_INTROSPECTION_URL must be an http(s) URL, not '$OAUTH2_INTROSPECTION_URL'"
       for v in IMAP_PORT IMAPS_PORT LMTP_PORT SMTP_PORT SUBMISSION_PORT SMTPS_PORT; do
         [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a port number, not '${!v}'"
       done
@@ -607,6 +652,12 @@ case "$cmd" in
       stop-smtp) stop_servers term postfix ;;
       start-smtp) start_postfix ;;
     esac
+    ;;
+  kick)
+    S=$(cd "${2:?usage: $0 kick STATE_DIR USER}" && pwd) || exit 1
+    [ -n "${3:-}" ] || die "usage: $0 kick STATE_DIR USER"
+    load_env
+    doveadm -c "$S/dovecot/dovecot.conf" kick "$3" >&2
     ;;
   env)
     S=$(cd "${2:?usage: $0 env STATE_DIR}" && pwd) || exit 1

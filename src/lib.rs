@@ -30,6 +30,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod credential;
 pub mod customers;
 pub mod daemon;
 pub mod domain;

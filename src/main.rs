@@ -518,18 +518,9 @@ fn init_logging(cfg: &Config, cmd: &Command) {
     ));
 }
 
-/// Crates that write credentials into their logs, and the most verbose
-/// level they may log at, whatever `TICKETD_LOG` asks for: async-imap
-/// traces every line it sends (LOGIN's password, AUTHENTICATE's base64
-/// credentials), lettre logs every SMTP line (AUTH's) at debug.
-const SECRET_BEARING: &[(&str, tracing_subscriber::filter::LevelFilter)] = &[
-    ("async_imap", tracing_subscriber::filter::LevelFilter::DEBUG),
-    ("lettre", tracing_subscriber::filter::LevelFilter::INFO),
-];
-
 /// The subscriber: `filter` (from `TICKETD_LOG`), and on top of it the
-/// caps of [`SECRET_BEARING`], which no directive can lift (both must let
-/// an event through).
+/// caps of [`ticketd::credential::log_caps`], which no directive can lift
+/// (both must let an event through).
 fn subscriber<W>(
     filter: tracing_subscriber::EnvFilter,
     json: bool,
@@ -539,13 +530,9 @@ fn subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::Layer;
-    let caps = SECRET_BEARING.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |t, (target, level)| t.with_target(*target, *level),
-    );
+    let caps = ticketd::credential::log_caps();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);

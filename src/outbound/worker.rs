@@ -8,11 +8,13 @@
 
 use super::Wake;
 use crate::config::{Config, SmtpTls, Transport};
+use crate::credential::TokenProvider;
 use crate::sources::discord::is_discord_address;
 use crate::store::{ts, Delivery, DueMail, Store, StoreError};
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +30,11 @@ pub enum SendError {
     /// Never going to work (5xx, an address lettre refuses).
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The relay refused the access token, also after a fresh one was
+    /// fetched: the grant needs attention, the mail waits (retried like a
+    /// temporary failure).
+    #[error("authentication failed: {0}")]
+    Auth(String),
 }
 
 /// A configured transport.
@@ -36,6 +43,8 @@ pub enum Sender {
     File(AsyncFileTransport<Tokio1Executor>),
     /// An SMTP relay (pooled connections).
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// An SMTP relay with AUTH XOAUTH2 and an access token.
+    SmtpOAuth2(Box<OAuth2Smtp>),
 }
 
 impl std::fmt::Debug for Sender {
@@ -43,13 +52,117 @@ impl std::fmt::Debug for Sender {
         match self {
             Sender::File(_) => f.write_str("Sender::File"),
             Sender::Smtp(_) => f.write_str("Sender::Smtp"),
+            Sender::SmtpOAuth2(_) => f.write_str("Sender::SmtpOAuth2"),
         }
+    }
+}
+
+/// SMTP with AUTH XOAUTH2: one pooled transport per access token. When the
+/// provider hands out another token the transport is built anew (its pool,
+/// logged in with the old token, is dropped); a refusal invalidates the
+/// token and the mail is tried once more with a fresh one.
+pub struct OAuth2Smtp {
+    /// TLS, port and timeout as configured, no credentials.
+    builder: AsyncSmtpTransportBuilder,
+    user: String,
+    tokens: Arc<dyn TokenProvider>,
+    /// The token the transport logs in with, and the transport.
+    current: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
+}
+
+impl OAuth2Smtp {
+    /// The transport for the provider's current token, built if the token
+    /// changed.
+    async fn transport(&self) -> Result<(String, AsyncSmtpTransport<Tokio1Executor>), SendError> {
+        let token = self
+            .tokens
+            .access_token()
+            .await
+            .map_err(|e| SendError::Temporary(e.to_string()))?;
+        let mut current = self.current.lock().await;
+        if let Some((t, transport)) = current.as_ref() {
+            if *t == token {
+                return Ok((token, transport.clone()));
+            }
+        }
+        let transport = self
+            .builder
+            .clone()
+            .credentials(Credentials::new(self.user.clone(), token.clone()))
+            .authentication(vec![Mechanism::Xoauth2])
+            .build();
+        *current = Some((token.clone(), transport.clone()));
+        Ok((token, transport))
+    }
+
+    /// Runs `op` on the current transport; on an authentication failure
+    /// once more with a fresh token.
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, SendError>
+    where
+        F: Fn(AsyncSmtpTransport<Tokio1Executor>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    {
+        let (token, transport) = self.transport().await?;
+        match op(transport).await {
+            Err(e) if refused_login(&e) => {
+                self.tokens.invalidate(&token);
+                tracing::warn!(user = %self.user, error = %e, "the SMTP relay refused the access token: trying once more with a fresh one");
+                let (token, transport) = self.transport().await?;
+                op(transport).await.map_err(|e| {
+                    if refused_login(&e) {
+                        self.tokens.invalidate(&token);
+                        let why = if e.is_client() {
+                            // lettre does not answer the error challenge
+                            // with the empty response; it hangs up.
+                            "the server sent an error challenge".to_string()
+                        } else {
+                            e.to_string()
+                        };
+                        SendError::Auth(format!(
+                            "the relay refused the access token (XOAUTH2 as {}): {why}",
+                            self.user
+                        ))
+                    } else {
+                        classify(e)
+                    }
+                })
+            }
+            r => r.map_err(classify),
+        }
+    }
+}
+
+/// Whether lettre's error is the relay refusing the login: 535, or the
+/// error challenge of a refused XOAUTH2 token (`334 <base64 JSON>`), which
+/// lettre does not answer and reports as a client error.
+fn refused_login(e: &lettre::transport::smtp::Error) -> bool {
+    let code = e.status().map(u16::from);
+    code == Some(535) || code == Some(534) || (e.is_client() && e.to_string().contains("challenge"))
+}
+
+/// A lettre error as a [`SendError`].
+fn classify(e: lettre::transport::smtp::Error) -> SendError {
+    if e.is_permanent() {
+        SendError::Permanent(e.to_string())
+    } else {
+        SendError::Temporary(e.to_string())
     }
 }
 
 impl Sender {
     /// Builds the transport the configuration names.
     pub fn from_config(cfg: &Config, default_dir: &Path) -> Result<Sender, String> {
+        Sender::from_config_with_tokens(cfg, default_dir, None)
+    }
+
+    /// [`Sender::from_config`], but an SMTP relay logs in as
+    /// `[outbound.smtp] user` with AUTH XOAUTH2 and access tokens from
+    /// `tokens` instead of the password, when given.
+    pub fn from_config_with_tokens(
+        cfg: &Config,
+        default_dir: &Path,
+        tokens: Option<Arc<dyn TokenProvider>>,
+    ) -> Result<Sender, String> {
         match cfg.outbound.transport {
             Transport::File => {
                 let dir = cfg
@@ -84,6 +197,17 @@ impl Sender {
                     SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(&s.host)?)),
                 };
                 let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(60)));
+                if let Some(tokens) = tokens {
+                    let user = s.user.clone().ok_or_else(|| {
+                        "outbound.smtp: an OAuth 2.0 login needs user".to_string()
+                    })?;
+                    return Ok(Sender::SmtpOAuth2(Box::new(OAuth2Smtp {
+                        builder,
+                        user,
+                        tokens,
+                        current: tokio::sync::Mutex::new(None),
+                    })));
+                }
                 if let Some(user) = &s.user {
                     let password = crate::config::read_secret(
                         s.password_env.as_deref(),
@@ -108,6 +232,16 @@ impl Sender {
                 Ok(false) => Err("connected, but the server does not answer".into()),
                 Err(e) => Err(e.to_string()),
             },
+            Sender::SmtpOAuth2(o) => {
+                match o
+                    .with_retry(|t| async move { t.test_connection().await })
+                    .await
+                {
+                    Ok(true) => Ok("connected, TLS and AUTH XOAUTH2 accepted".into()),
+                    Ok(false) => Err("connected, but the server does not answer".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
     }
 
@@ -133,13 +267,14 @@ impl Sender {
                 .await
                 .map(|_| ())
                 .map_err(|e| SendError::Temporary(e.to_string())),
-            Sender::Smtp(t) => t.send_raw(&env, &m.raw).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    SendError::Permanent(e.to_string())
-                } else {
-                    SendError::Temporary(e.to_string())
-                }
-            }),
+            Sender::Smtp(t) => t.send_raw(&env, &m.raw).await.map(|_| ()).map_err(classify),
+            Sender::SmtpOAuth2(o) => o
+                .with_retry(|t| {
+                    let env = env.clone();
+                    async move { t.send_raw(&env, &m.raw).await }
+                })
+                .await
+                .map(|_| ()),
         }
     }
 }
@@ -287,7 +422,12 @@ impl Worker {
                 tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
                 Delivery::Failed { error: e }
             }
-            Err(SendError::Temporary(e)) => {
+            Err(e @ (SendError::Temporary(_) | SendError::Auth(_))) => {
+                // A refused token leaves the mail queued, as a 4xx does.
+                let e = match e {
+                    SendError::Temporary(e) => e,
+                    e => e.to_string(),
+                };
                 match retry_at(
                     &m.created_at,
                     m.attempts,

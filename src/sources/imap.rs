@@ -16,14 +16,14 @@
 //! Connection trouble ends the session; the task reconnects with
 //! exponential backoff and jitter (1 s doubling to 5 min).
 
-use crate::config::{read_secret, Config, ImapConfig, ImapTls};
+use crate::config::{Config, ImapConfig, ImapTls};
+use crate::credential::{Credential, CredentialSource, OAuthMechanism, TokenProvider};
 use crate::domain::Action;
 use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, SourceDefaults};
 use crate::store::{Store, StoreError};
 use futures_util::TryStreamExt;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -51,9 +51,26 @@ pub enum ImapError {
     /// A command got no answer in time.
     #[error("{0}: no answer within {secs} s", secs = IO_TIMEOUT.as_secs())]
     Timeout(&'static str),
-    /// The password could not be read, or the TLS setup is unusable.
+    /// The password or token could not be had, or the TLS setup is
+    /// unusable.
     #[error("{0}")]
     Setup(String),
+    /// The server refused the credential: a wrong password, or an access
+    /// token that is expired, revoked or not for this mailbox. Distinct
+    /// from connection trouble: a token is invalidated on it.
+    #[error("authentication failed ({mechanism}): {reason}")]
+    Auth {
+        /// The SASL mechanism or `LOGIN`.
+        mechanism: &'static str,
+        /// The server's answer (and its error challenge, for a token).
+        reason: String,
+    },
+    /// The server offers no SASL mechanism for a bearer token.
+    #[error("the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER (it offers {offered}): it cannot log in with an OAuth 2.0 access token")]
+    NoOAuthMechanism {
+        /// The AUTH= capabilities it named.
+        offered: String,
+    },
     /// Messages could not be stored; they stay on the server.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -64,6 +81,15 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
 type Session = async_imap::Session<Box<dyn Io>>;
+type Client = async_imap::Client<Box<dyn Io>>;
+
+impl ImapError {
+    /// Whether the server refused the credential (as opposed to a
+    /// connection, protocol or setup failure).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ImapError::Auth { .. })
+    }
+}
 
 /// What a source task reports about its mailbox's health.
 pub trait SyncObserver: Send + Sync {
@@ -93,7 +119,7 @@ impl SyncObserver for crate::metrics::Metrics {
 pub struct ImapSource {
     cfg: ImapConfig,
     label: String,
-    password_file: Option<PathBuf>,
+    login: CredentialSource,
     tls: Option<tokio_rustls::TlsConnector>,
     defaults: SourceDefaults,
     /// `[intake] max_message_bytes`: bigger messages stay in the folder.
@@ -148,15 +174,57 @@ impl ImapSource {
             max_bytes: cfg.intake.max_message_bytes,
             too_big: std::sync::Mutex::default(),
             cfg: m.clone(),
+            login: CredentialSource::Password {
+                user: m.user.clone(),
+                env: m.password_env.clone(),
+                file: m.password_file.as_ref().map(|f| cfg.resolve(f)),
+                what: format!("imap {label:?}"),
+            },
             label,
-            password_file: m.password_file.as_ref().map(|f| cfg.resolve(f)),
             tls,
             defaults: SourceDefaults::from(&m.defaults),
         })
     }
 
-    /// Connects, upgrades to TLS as configured and logs in.
+    /// Logs in with OAuth 2.0 access tokens from `tokens` (SASL XOAUTH2 or
+    /// OAUTHBEARER) instead of the configured password.
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenProvider>) -> ImapSource {
+        self.login = CredentialSource::OAuth2 {
+            user: self.cfg.user.clone(),
+            tokens,
+        };
+        self
+    }
+
+    /// Connects, upgrades to TLS as configured and logs in. A refused
+    /// access token is invalidated and the login tried once more, on the
+    /// same connection, with a fresh one.
     async fn connect(&self) -> Result<Session, ImapError> {
+        let m = &self.cfg;
+        let client = self.open().await?;
+        let credential = self.login.credential().await.map_err(ImapError::Setup)?;
+        match log_in(client, &credential, &m.host, m.port()).await {
+            Ok(s) => Ok(s),
+            Err((e, client)) if e.is_auth() && credential.is_bearer() => {
+                self.login.refused(&credential);
+                tracing::warn!(mailbox = %self.label, error = %e, "the IMAP server refused the access token: trying once more with a fresh one");
+                let fresh = self.login.credential().await.map_err(ImapError::Setup)?;
+                let client = match client {
+                    Some(c) => c,
+                    None => self.open().await?,
+                };
+                let r = log_in(client, &fresh, &m.host, m.port()).await;
+                if matches!(&r, Err((e, _)) if e.is_auth()) {
+                    self.login.refused(&fresh);
+                }
+                r.map_err(|(e, _)| e)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Connects, upgrades to TLS as configured and reads the greeting.
+    async fn open(&self) -> Result<Client, ImapError> {
         let m = &self.cfg;
         let tcp = timed("connect", TcpStream::connect((m.host.as_str(), m.port()))).await?;
         // APPEND/FETCH literals and their CRLF go in separate writes.
@@ -194,13 +262,7 @@ impl ImapSource {
         if !greeted {
             greeting(&mut client).await?;
         }
-        let password = read_secret(
-            m.password_env.as_deref(),
-            self.password_file.as_deref(),
-            &format!("imap {:?}", self.label),
-        )
-        .map_err(ImapError::Setup)?;
-        log_in(client, &m.user, &password).await
+        Ok(client)
     }
 
     /// For `check-config --connect`: connects, logs in and selects the
@@ -663,36 +725,173 @@ async fn add_flags(session: &mut Session, set: &str, flag: &str) -> Result<(), I
     Ok(())
 }
 
-/// Logs in: AUTHENTICATE PLAIN (RFC 4616) where the server offers it, else
-/// LOGIN. async-imap traces every line it sends (LOGIN's password, and the
-/// base64 of PLAIN's, alike): the log filter of `main` keeps its target
-/// below trace, whatever `TICKETD_LOG` says.
-async fn log_in<T: Io>(
+/// Logs in with `credential`. A password: AUTHENTICATE PLAIN (RFC 4616)
+/// where the server offers it, else LOGIN. A bearer token: AUTHENTICATE
+/// XOAUTH2 where offered, else OAUTHBEARER (RFC 7628); `host` and `port`
+/// go into OAUTHBEARER's message. async-imap traces every line it sends
+/// (LOGIN's password, and the base64 of AUTHENTICATE's response, alike):
+/// the log filter of `main` keeps its target below trace, whatever
+/// `TICKETD_LOG` says.
+///
+/// A refusal is [`ImapError::Auth`], and the client comes back with it
+/// (still connected, not logged in) unless the connection is gone.
+pub async fn log_in<T: Io>(
     mut client: async_imap::Client<T>,
-    user: &str,
-    password: &str,
-) -> Result<async_imap::Session<T>, ImapError> {
-    let caps = timed("CAPABILITY", capabilities_before_login(&mut client)).await?;
-    let plain = caps.iter().any(|c| c.eq_ignore_ascii_case("AUTH=PLAIN"));
-    let (what, done) = if plain {
-        (
-            "AUTHENTICATE",
-            tokio::time::timeout(
-                IO_TIMEOUT,
-                client.authenticate("PLAIN", PlainAuth::new(user, password)),
-            )
-            .await,
-        )
-    } else {
-        (
-            "LOGIN",
-            tokio::time::timeout(IO_TIMEOUT, client.login(user, password)).await,
-        )
+    credential: &Credential,
+    host: &str,
+    port: u16,
+) -> Result<async_imap::Session<T>, (ImapError, Option<async_imap::Client<T>>)> {
+    let caps = match timed("CAPABILITY", capabilities_before_login(&mut client)).await {
+        Ok(c) => c,
+        Err(e) => return Err((e, None)),
     };
+    let offers = |m: &str| {
+        caps.iter()
+            .any(|c| c.eq_ignore_ascii_case(&format!("AUTH={m}")))
+    };
+    match credential {
+        Credential::Password { user, password } => {
+            let (what, done) = if offers("PLAIN") {
+                (
+                    "PLAIN",
+                    tokio::time::timeout(
+                        IO_TIMEOUT,
+                        client.authenticate("PLAIN", PlainAuth::new(user, password)),
+                    )
+                    .await,
+                )
+            } else {
+                (
+                    "LOGIN",
+                    tokio::time::timeout(IO_TIMEOUT, client.login(user, password)).await,
+                )
+            };
+            match done {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err((e, client))) => Err((refusal(what, e, None), Some(client))),
+                Err(_) => Err((ImapError::Timeout(what), None)),
+            }
+        }
+        Credential::Bearer { user, token } => {
+            let mechanism = if offers("XOAUTH2") {
+                OAuthMechanism::XOAuth2
+            } else if offers("OAUTHBEARER") {
+                OAuthMechanism::OAuthBearer
+            } else {
+                let offered: Vec<&str> = caps
+                    .iter()
+                    .filter(|c| c.len() > 5 && c[..5].eq_ignore_ascii_case("AUTH="))
+                    .map(String::as_str)
+                    .collect();
+                let offered = if offered.is_empty() {
+                    "no AUTH= mechanism".to_string()
+                } else {
+                    offered.join(" ")
+                };
+                return Err((ImapError::NoOAuthMechanism { offered }, Some(client)));
+            };
+            authenticate_bearer(client, mechanism, user, token, host, port).await
+        }
+    }
+}
+
+/// AUTHENTICATE with a bearer token by `mechanism`, whether or not the
+/// server names it. On a refusal the server sends an error challenge (a
+/// base64 JSON status); it is answered as the mechanism requires (empty,
+/// or `^A`), the server's NO read, and both reported as
+/// [`ImapError::Auth`] — the connection stays usable for another try.
+pub async fn authenticate_bearer<T: Io>(
+    client: async_imap::Client<T>,
+    mechanism: OAuthMechanism,
+    user: &str,
+    token: &str,
+    host: &str,
+    port: u16,
+) -> Result<async_imap::Session<T>, (ImapError, Option<async_imap::Client<T>>)> {
+    let mut auth = BearerAuth {
+        mechanism,
+        initial: mechanism.initial_response(user, token, host, port),
+        answered: false,
+        challenge: None,
+    };
+    let done =
+        tokio::time::timeout(IO_TIMEOUT, client.authenticate(mechanism.name(), &mut auth)).await;
     match done {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err((e, _))) => Err(e.into()),
-        Err(_) => Err(ImapError::Timeout(what)),
+        Ok(Err((e, client))) => Err((
+            refusal(mechanism.name(), e, auth.challenge.take()),
+            Some(client),
+        )),
+        Err(_) => Err((ImapError::Timeout("AUTHENTICATE"), None)),
+    }
+}
+
+/// What a failed login means: a NO is the credential refused
+/// ([`ImapError::Auth`]), except `[UNAVAILABLE]` (the server could not
+/// check it, e.g. its identity provider is down), which like anything else
+/// is not the credential's fault.
+fn refusal(
+    mechanism: &'static str,
+    e: async_imap::error::Error,
+    challenge: Option<String>,
+) -> ImapError {
+    match e {
+        async_imap::error::Error::No(text) if !text.contains("UNAVAILABLE") => {
+            let text = server_text(&text);
+            let reason = match challenge {
+                Some(c) => format!("{text} (error challenge {c})"),
+                None => text,
+            };
+            ImapError::Auth { mechanism, reason }
+        }
+        e => ImapError::Imap(e),
+    }
+}
+
+/// The server's own words from async-imap's `code: …, info: Some("…")`.
+fn server_text(text: &str) -> String {
+    match text.split_once("info: Some(\"") {
+        Some((_, rest)) => rest
+            .strip_suffix("\")")
+            .unwrap_or(rest)
+            .replace("\\\"", "\""),
+        None => text.to_string(),
+    }
+}
+
+/// The SASL exchange for a bearer token: the initial response on the
+/// first (empty) challenge; the mechanism's acknowledgement on an error
+/// challenge, which is kept for the report. Its `Debug` shows no token.
+struct BearerAuth {
+    mechanism: OAuthMechanism,
+    initial: Vec<u8>,
+    answered: bool,
+    /// The server's error challenge (a JSON status), as text.
+    challenge: Option<String>,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("mechanism", &self.mechanism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl async_imap::Authenticator for &mut BearerAuth {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        if !std::mem::replace(&mut self.answered, true) {
+            return std::mem::take(&mut self.initial);
+        }
+        let text: String = String::from_utf8_lossy(challenge)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect();
+        self.challenge = Some(text);
+        self.mechanism.error_ack().to_vec()
     }
 }
 
@@ -869,9 +1068,13 @@ mod tests {
             let (client_end, server_end) = tokio::io::duplex(4096);
             let server = tokio::spawn(fake_server(server_end, caps));
             let client = async_imap::Client::new(client_end);
-            log_in(client, "support@example.test", "hunter2")
-                .await
-                .unwrap();
+            let c = Credential::Password {
+                user: "support@example.test".into(),
+                password: "hunter2".into(),
+            };
+            if log_in(client, &c, "imap.example.test", 143).await.is_err() {
+                panic!("{caps}: login failed");
+            }
             let seen = server.await.unwrap();
             assert_eq!(seen[0], "tdcap CAPABILITY");
             if want_plain {
@@ -885,6 +1088,119 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A server offering `caps` that refuses the first bearer login with
+    /// an error challenge and takes the second; returns the client's lines.
+    async fn bearer_server(server: tokio::io::DuplexStream, caps: &'static str) -> Vec<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (read, mut write) = tokio::io::split(server);
+        let mut lines = BufReader::new(read).lines();
+        let mut seen = Vec::new();
+        let mut tag = String::new();
+        let mut step = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line.clone());
+            let reply = if line == "tdcap CAPABILITY" {
+                format!("* CAPABILITY IMAP4rev1 {caps}\r\ntdcap OK done\r\n")
+            } else if line.contains(" AUTHENTICATE ") {
+                tag = line.split(' ').next().unwrap_or_default().to_string();
+                "+ \r\n".to_string()
+            } else {
+                step += 1;
+                match step {
+                    // base64 of {"status":"401","schemes":"bearer"}
+                    1 => "+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIn0=\r\n".to_string(),
+                    2 => format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
+                    _ => format!("{tag} OK logged in\r\n"),
+                }
+            };
+            write.write_all(reply.as_bytes()).await.unwrap();
+            if reply.contains("logged in") {
+                break;
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_acknowledged_reported_and_the_connection_stays_usable() {
+        // The first response in base64: the user and the old token.
+        let xoauth2 = "dXNlcj1zdXBwb3J0QGV4YW1wbGUudGVzdAFhdXRoPUJlYXJlciBvbGQtdG9rZW4BAQ==";
+        let oauthbearer = "bixhPXN1cHBvcnRAZXhhbXBsZS50ZXN0LAFob3N0PWltYXAuZXhhbXBsZS50ZXN0AXBvcnQ9OTkzAWF1dGg9QmVhcmVyIG9sZC10b2tlbgEB";
+        for (caps, mechanism, first, ack) in [
+            (
+                "AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER",
+                "XOAUTH2",
+                xoauth2,
+                "",
+            ),
+            ("AUTH=OAUTHBEARER", "OAUTHBEARER", oauthbearer, "AQ=="),
+        ] {
+            let (client_end, server_end) = tokio::io::duplex(4096);
+            let server = tokio::spawn(bearer_server(server_end, caps));
+            let client = async_imap::Client::new(client_end);
+            let old = Credential::Bearer {
+                user: "support@example.test".into(),
+                token: "old-token".into(),
+            };
+            let Err((e, Some(client))) = log_in(client, &old, "imap.example.test", 993).await
+            else {
+                panic!("{caps}: the old token was taken, or the connection lost");
+            };
+            assert!(e.is_auth(), "{caps}: {e}");
+            let shown = e.to_string();
+            assert!(shown.contains(mechanism), "{shown}");
+            assert!(shown.contains(r#""status":"401""#), "{shown}");
+            assert!(!shown.contains("old-token"), "{shown}");
+            // The same connection takes the fresh token.
+            let fresh = Credential::Bearer {
+                user: "support@example.test".into(),
+                token: "new-token".into(),
+            };
+            if let Err((e, _)) = log_in(client, &fresh, "imap.example.test", 993).await {
+                panic!("{caps}: fresh token refused: {e}");
+            }
+            let seen = server.await.unwrap();
+            assert_eq!(
+                seen[1],
+                format!("A0001 AUTHENTICATE {mechanism}"),
+                "{seen:?}"
+            );
+            assert_eq!(seen[2], first, "{caps}: the initial response");
+            assert_eq!(seen[3], ack, "{caps}: the answer to the error challenge");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_without_an_oauth_mechanism_is_named_clearly() {
+        let (client_end, server_end) = tokio::io::duplex(4096);
+        let server = tokio::spawn(fake_server(server_end, "AUTH=PLAIN IDLE"));
+        let client = async_imap::Client::new(client_end);
+        let c = Credential::Bearer {
+            user: "support@example.test".into(),
+            token: "t".into(),
+        };
+        let Err((e, _)) = log_in(client, &c, "imap.example.test", 993).await else {
+            panic!("logged in without a mechanism");
+        };
+        assert!(
+            matches!(&e, ImapError::NoOAuthMechanism { offered } if offered == "AUTH=PLAIN"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("AUTH=XOAUTH2"), "{e}");
+        server.abort();
+    }
+
+    #[test]
+    fn the_server_text_is_taken_from_async_imaps_wrapper() {
+        assert_eq!(
+            server_text(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_text("plain words"), "plain words");
     }
 
     #[test]

@@ -28,8 +28,11 @@
 //! mail every second, and `start_imap` flushes its queue.
 //!
 //! The API, all panicking with context unless named `try_*`:
-//! - `start()`, `stop_imap()`/`start_imap()` (Dovecot only, ~1.2 s /
-//!   ~0.1 s), `stop_smtp()`/`start_smtp()` (Postfix only, ~0.1 s each);
+//! - `start()`, `start_with_oauth2(introspection_url)` (XOAUTH2 and
+//!   OAUTHBEARER too, tokens checked by RFC 7662 introspection at that
+//!   URL), `stop_imap()`/`start_imap()` (Dovecot only, ~1.2 s /
+//!   ~0.1 s), `stop_smtp()`/`start_smtp()` (Postfix only, ~0.1 s each),
+//!   `kick(user)` (closes the user's IMAP sessions server-side);
 //! - `host()`, `imap_port()`, `imaps_port()`, `lmtp_port()`, `smtp_port()`,
 //!   `submission_port()`, `smtps_port()`, `ca_cert_path()`/`ca_cert_pem()`,
 //!   `tls_server_name()` ("localhost"), `password()`, `state_dir()`,
@@ -152,8 +155,16 @@ impl MailStack {
         MailStack::start_with(&[])
     }
 
+    /// A stack whose Dovecot (IMAP, and through its SASL Postfix's
+    /// submission and SMTPS) also takes XOAUTH2 and OAUTHBEARER logins,
+    /// checking each token at `introspection_url` (RFC 7662, form POST
+    /// `token=…`; the user must be the `username` it answers).
+    pub fn start_with_oauth2(introspection_url: &str) -> MailStack {
+        MailStack::start_with(&[("OAUTH2_INTROSPECTION_URL", introspection_url)])
+    }
+
     /// [`MailStack::start`] with settings for `mailstack.sh up` (e.g.
-    /// `IMAP_CAPABILITY`).
+    /// `IMAP_CAPABILITY`, `OAUTH2_INTROSPECTION_URL`).
     pub fn start_with(env: &[(&str, &str)]) -> MailStack {
         let base = std::env::var_os("MAILSTACK_TMPDIR").unwrap_or_else(|| "/tmp".into());
         let dir = tempfile::Builder::new()
@@ -183,7 +194,8 @@ impl MailStack {
             }
             cmd.env_remove("MAIL_DOMAINS")
                 .env_remove("MAIL_PASSWORD")
-                .env_remove("IMAP_CAPABILITY");
+                .env_remove("IMAP_CAPABILITY")
+                .env_remove("OAUTH2_INTROSPECTION_URL");
             for (k, v) in env {
                 cmd.env(k, v);
             }
@@ -293,12 +305,24 @@ impl MailStack {
         self.script("start-smtp");
     }
 
+    /// Closes `user`'s IMAP sessions from the server side (`doveadm
+    /// kick`), as a provider does when a token expires. Stopping Dovecot
+    /// would not: its running sessions outlive the master.
+    pub fn kick(&self, user: &str) {
+        self.script_with("kick", &[user]);
+    }
+
     fn script(&self, command: &str) {
+        self.script_with(command, &[]);
+    }
+
+    fn script_with(&self, command: &str, args: &[&str]) {
         let out = blocking(|| {
             run(Command::new("bash")
                 .arg(SCRIPT)
                 .arg(command)
-                .arg(&self.path))
+                .arg(&self.path)
+                .args(args))
         });
         assert!(
             out.status.success(),

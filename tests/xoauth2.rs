@@ -1,0 +1,553 @@
+//! IMAP and SMTP login with OAuth 2.0 access tokens (issue 15, the SASL
+//! side) against a real Dovecot with its `oauth2` passdb and a real Postfix
+//! doing SMTP AUTH through Dovecot's SASL. Tokens are checked by a minimal
+//! RFC 7662 introspection endpoint (`tests/support/introspect.rs`) the
+//! tests grant and revoke tokens at; the token manager is played by
+//! [`Tokens`], which hands out one token until it is invalidated.
+//!
+//! Every test captures the whole tracing output of the process (the
+//! daemon's caps on async-imap and lettre, everything else at trace) and
+//! checks that no token it used appears in it, in clear or as the base64
+//! of the SASL response.
+
+#[path = "support/introspect.rs"]
+mod introspect;
+#[path = "support/mailstack.rs"]
+mod mailstack;
+
+use introspect::Introspection;
+use mailstack::{MailStack, ALICE, HOST, SUPPORT};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use ticketd::credential::{Credential, OAuthMechanism, TokenError, TokenFuture, TokenProvider};
+use ticketd::sources::imap::{authenticate_bearer, log_in, ImapSource};
+use tokio::net::TcpStream;
+
+// --- the token manager's stand-in ----------------------------------------
+
+/// Hands out its current token until that is invalidated, then the next
+/// one queued (an empty queue: no token, as when the grant is gone).
+#[derive(Default)]
+struct Tokens {
+    state: Mutex<(Option<String>, VecDeque<String>)>,
+    invalidated: Mutex<Vec<String>>,
+}
+
+impl Tokens {
+    fn new(first: &str) -> Arc<Tokens> {
+        let t = Tokens::default();
+        t.state.lock().unwrap().0 = Some(first.to_string());
+        Arc::new(t)
+    }
+    /// `token` is handed out once the current one has been invalidated.
+    fn queue(&self, token: &str) {
+        self.state.lock().unwrap().1.push_back(token.to_string());
+    }
+    /// The manager refreshed ahead of expiry: `token` from now on.
+    fn replace(&self, token: &str) {
+        self.state.lock().unwrap().0 = Some(token.to_string());
+    }
+    fn invalidated(&self) -> Vec<String> {
+        self.invalidated.lock().unwrap().clone()
+    }
+}
+
+impl TokenProvider for Tokens {
+    fn access_token(&self) -> TokenFuture<'_> {
+        Box::pin(async move {
+            let mut s = self.state.lock().unwrap();
+            if s.0.is_none() {
+                s.0 = s.1.pop_front();
+            }
+            s.0.clone()
+                .ok_or_else(|| TokenError("the test has no token left".into()))
+        })
+    }
+    fn invalidate(&self, token: &str) {
+        let mut s = self.state.lock().unwrap();
+        if s.0.as_deref() == Some(token) {
+            s.0 = None;
+        }
+        self.invalidated.lock().unwrap().push(token.to_string());
+    }
+}
+
+/// A token no other test uses, looking like a real one.
+fn token(what: &str) -> String {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).unwrap();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("ya29.{what}-{hex}")
+}
+
+fn bearer(token: &str) -> Credential {
+    Credential::Bearer {
+        user: SUPPORT.into(),
+        token: token.into(),
+    }
+}
+
+// --- log capture -----------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'w self) -> Buffer {
+        self.clone()
+    }
+}
+
+/// The process's log from now on: everything at trace except what the
+/// daemon caps (async-imap above debug, lettre above info), also the `log`
+/// records of async-imap.
+fn capture() -> Buffer {
+    static LOG: OnceLock<Buffer> = OnceLock::new();
+    LOG.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let buf = Buffer::default();
+        tracing_subscriber::registry()
+            .with(ticketd::credential::log_caps())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(buf.clone())
+                    .with_ansi(false),
+            )
+            .try_init()
+            .expect("install the capturing subscriber");
+        buf
+    })
+    .clone()
+}
+
+/// Standard base64, to look for a SASL response in the log.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Asserts the log holds no token of `tokens`, nor the base64 of a SASL
+/// response carrying it; and that it is not empty (the capture works).
+fn assert_no_token_logged(log: &Buffer, tokens: &[&str]) {
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    assert!(
+        !text.is_empty(),
+        "nothing was logged: the capture is broken"
+    );
+    for t in tokens {
+        let xoauth2 = OAuthMechanism::XOAuth2.initial_response(SUPPORT, t, HOST, 0);
+        let secret = base64(&xoauth2);
+        for needle in [*t, secret.as_str()] {
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+            assert!(
+                lines.is_empty(),
+                "{needle:?} in the log:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}
+
+// --- helpers -------------------------------------------------------------------
+
+/// A plain IMAP client on the stack, greeting read.
+async fn client(stack: &MailStack) -> async_imap::Client<TcpStream> {
+    let tcp = TcpStream::connect((HOST, stack.imap_port())).await.unwrap();
+    let mut c = async_imap::Client::new(tcp);
+    let greeting = tokio::time::timeout(Duration::from_secs(10), c.read_response())
+        .await
+        .expect("greeting in time")
+        .expect("greeting");
+    assert!(greeting.is_some(), "no greeting");
+    c
+}
+
+/// A ticketd configuration for the stack, written into `dir`: the IMAP
+/// mailbox SUPPORT (plain IMAP, IDLE) and submission with STARTTLS as
+/// SUPPORT. The password variables named are never set: only tokens log
+/// in.
+fn config(dir: &std::path::Path, stack: &MailStack) -> ticketd::config::Config {
+    let text = format!(
+        "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n\
+         [outbound]\ntransport = \"smtp\"\n\
+         [outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+         user = \"{SUPPORT}\"\npassword_env = \"TICKETD_XOAUTH2_NO_PASSWORD\"\n\
+         [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+         user = \"{SUPPORT}\"\npassword_env = \"TICKETD_XOAUTH2_NO_PASSWORD\"\nidle_seconds = 60\n",
+        stack.submission_port(),
+        stack.ca_cert_path().display(),
+        stack.imap_port(),
+    );
+    let path = dir.join("ticketd.toml");
+    std::fs::write(&path, text).unwrap();
+    ticketd::config::Config::load(&path).expect("load the test configuration")
+}
+
+fn customer_mail(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <{ALICE}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}.{}@customer.test>\r\n\r\nThe server {subject} is down.\r\n",
+        token("mid")
+    )
+    .into_bytes()
+}
+
+// --- IMAP ------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_xoauth2_and_oauthbearer_log_in_and_a_refused_token_is_an_auth_error() {
+    let log = capture();
+    let idp = Introspection::start().await;
+    let stack = MailStack::start_with_oauth2(&idp.url());
+    stack.append(SUPPORT, "INBOX", customer_mail("first")).await;
+    let good = token("good");
+    let revoked = token("revoked");
+    let unknown = token("unknown");
+    idp.grant(&good, SUPPORT);
+    idp.grant(&revoked, SUPPORT);
+    idp.revoke(&revoked);
+    let port = stack.imap_port();
+
+    // XOAUTH2 (what the server is asked for first) fetches the mail.
+    let mut s = match log_in(client(&stack).await, &bearer(&good), HOST, port).await {
+        Ok(s) => s,
+        Err((e, _)) => panic!("XOAUTH2 with a granted token: {e}"),
+    };
+    let all = mailstack::fetch_all_in(&mut s, "INBOX").await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(String::from_utf8_lossy(&all[0]).contains("Subject: first"));
+    s.logout().await.unwrap();
+    assert_eq!(idp.asked(), vec![good.clone()]);
+
+    // OAUTHBEARER works too.
+    let c = client(&stack).await;
+    let r = authenticate_bearer(c, OAuthMechanism::OAuthBearer, SUPPORT, &good, HOST, port).await;
+    match r {
+        Ok(mut s) => {
+            assert_eq!(mailstack::count_in(&mut s, "INBOX").await.unwrap(), 1);
+            s.logout().await.unwrap();
+        }
+        Err((e, _)) => panic!("OAUTHBEARER with a granted token: {e}"),
+    }
+
+    // A revoked and an unknown token, and the mailbox password posing as a
+    // token: each an authentication error at once (the error challenge
+    // answered, no hang), the connection still there; a good token then
+    // logs in on the same connection.
+    for (mechanism, bad) in [
+        (OAuthMechanism::XOAuth2, revoked.as_str()),
+        (OAuthMechanism::XOAuth2, unknown.as_str()),
+        (OAuthMechanism::XOAuth2, mailstack::PASSWORD),
+        (OAuthMechanism::OAuthBearer, revoked.as_str()),
+    ] {
+        let started = Instant::now();
+        let c = client(&stack).await;
+        let (e, c) = match authenticate_bearer(c, mechanism, SUPPORT, bad, HOST, port).await {
+            Ok(_) => panic!("{mechanism:?} logged in with a bad token"),
+            Err((e, c)) => (e, c),
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            e.is_auth(),
+            "{mechanism:?}: not an authentication error: {e}"
+        );
+        let shown = e.to_string();
+        assert!(shown.starts_with("authentication failed"), "{shown}");
+        assert!(shown.contains(mechanism.name()), "{shown}");
+        assert!(shown.contains("AUTHENTICATIONFAILED"), "{shown}");
+        // Dovecot's error challenge, reported: XOAUTH2's carries 401.
+        let status = match mechanism {
+            OAuthMechanism::XOAuth2 => r#""status":"401""#,
+            OAuthMechanism::OAuthBearer => r#""status":"invalid_token""#,
+        };
+        assert!(shown.contains(status), "{shown}");
+        assert!(!shown.contains(bad), "{shown}");
+        let c = c.expect("the connection survives a refused token");
+        match log_in(c, &bearer(&good), HOST, port).await {
+            Ok(mut s) => {
+                s.select("INBOX").await.unwrap();
+                s.logout().await.unwrap();
+            }
+            Err((e, _)) => panic!("a good token after a bad one on the same connection: {e}"),
+        }
+    }
+
+    // The provider down is not the token's fault: no authentication error.
+    idp.set_down(true);
+    let e = match log_in(client(&stack).await, &bearer(&good), HOST, port).await {
+        Ok(_) => panic!("logged in while the identity provider is down"),
+        Err((e, _)) => e,
+    };
+    assert!(!e.is_auth(), "{e}");
+    assert!(e.to_string().contains("UNAVAILABLE"), "{e}");
+    idp.set_down(false);
+
+    // Passwords still work beside the tokens.
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 1);
+    assert_no_token_logged(&log, &[&good, &revoked, &unknown]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_with_a_refused_token_gets_a_fresh_one_once_then_says_authentication_failed() {
+    let log = capture();
+    let idp = Introspection::start().await;
+    let stack = MailStack::start_with_oauth2(&idp.url());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stack);
+    let expired = token("expired");
+    let fresh = token("fresh");
+    idp.grant(&fresh, SUPPORT);
+
+    // The cached token is refused: invalidated, the fresh one logs in.
+    let tokens = Tokens::new(&expired);
+    tokens.queue(&fresh);
+    let src = ImapSource::new(&cfg, &cfg.imap[0])
+        .unwrap()
+        .with_tokens(tokens.clone());
+    let said = src.check().await.expect("log in with the fresh token");
+    assert!(said.starts_with("logged in to"), "{said}");
+    assert_eq!(tokens.invalidated(), vec![expired.clone()]);
+    assert_eq!(idp.asked(), vec![expired.clone(), fresh.clone()]);
+
+    // Both refused: one retry, then the authentication error.
+    let first = token("bad1");
+    let second = token("bad2");
+    let tokens = Tokens::new(&first);
+    tokens.queue(&second);
+    let src = ImapSource::new(&cfg, &cfg.imap[0])
+        .unwrap()
+        .with_tokens(tokens.clone());
+    let e = src.check().await.expect_err("two bad tokens");
+    assert!(e.contains("authentication failed (XOAUTH2)"), "{e}");
+    assert_eq!(tokens.invalidated(), vec![first.clone(), second.clone()]);
+    assert_no_token_logged(&log, &[&expired, &fresh, &first, &second]);
+}
+
+/// Counts what the source reports.
+#[derive(Default)]
+struct Observed {
+    logins: std::sync::atomic::AtomicUsize,
+}
+
+impl ticketd::sources::imap::SyncObserver for Observed {
+    fn synced(&self, _mailbox: &str) {}
+    fn decided(&self, _action: ticketd::domain::Action, _latency: Duration) {}
+    fn connected(&self, _mailbox: &str, up: bool) {
+        if up {
+            self.logins
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_while_idle_is_replaced_at_the_reconnect_and_no_mail_is_lost() {
+    let log = capture();
+    let idp = Introspection::start().await;
+    let stack = MailStack::start_with_oauth2(&idp.url());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stack);
+    let store = ticketd::store::Store::open_sqlite(&dir.path().join("t.db"), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let intake = Arc::new(ticketd::service::Intake::new(
+        &cfg,
+        ticketd::keys::MacKey(vec![7; 32]),
+    ));
+    intake.verify().unwrap();
+    let first = token("first");
+    let second = token("second");
+    idp.grant(&first, SUPPORT);
+    let tokens = Tokens::new(&first);
+    let src = ImapSource::new(&cfg, &cfg.imap[0])
+        .unwrap()
+        .with_tokens(tokens.clone());
+    let observed = Arc::new(Observed::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(src.run(
+        intake,
+        store.clone(),
+        Arc::new(ticketd::outbound::Wake::new()),
+        observed.clone(),
+        stop_rx,
+    ));
+    let tickets = |n: usize| {
+        let store = store.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let have = store.list_tickets().await.unwrap().len();
+                if have >= n {
+                    return have;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{have} of {n} tickets after 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    stack.send(ALICE, SUPPORT, customer_mail("before")).await;
+    assert_eq!(tickets(1).await, 1);
+
+    // The token expires while the session IDLEs (Dovecot checks a token
+    // only at login, so the session goes on); the manager still holds it.
+    idp.revoke(&first);
+    idp.grant(&second, SUPPORT);
+    tokens.queue(&second);
+    // A mail arrives, and the server drops the session (as Microsoft's
+    // does when the token expires; Dovecot has to be told to).
+    stack.send(ALICE, SUPPORT, customer_mail("during")).await;
+    stack.kick(SUPPORT);
+    stack.send(ALICE, SUPPORT, customer_mail("after")).await;
+
+    // The reconnect: the old token refused, invalidated, the fresh one in.
+    assert_eq!(tickets(3).await, 3);
+    stack
+        .wait_for_count(SUPPORT, "Processed", 3, Duration::from_secs(20))
+        .await;
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    assert_eq!(
+        tokens.invalidated(),
+        vec![first.clone()],
+        "asked: {:?}, logins: {:?}",
+        idp.asked(),
+        observed.logins
+    );
+    assert!(idp.asked().contains(&second));
+    assert!(
+        observed.logins.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "logged in again"
+    );
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the source stops")
+        .unwrap();
+    assert_no_token_logged(&log, &[&first, &second]);
+}
+
+// --- SMTP ----------------------------------------------------------------------
+
+fn due(id: i64, subject: &str) -> ticketd::store::DueMail {
+    ticketd::store::DueMail {
+        id,
+        ticket_id: None,
+        sender: SUPPORT.into(),
+        recipients: vec![ALICE.into()],
+        raw: format!(
+            "From: {SUPPORT}\r\nTo: {ALICE}\r\nSubject: {subject}\r\n\
+             Message-ID: <{subject}@example.test>\r\n\r\nYour ticket.\r\n"
+        )
+        .into_bytes(),
+        attempts: 0,
+        created_at: "2026-12-03T00:00:00Z".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_xoauth2_through_postfix_submission_delivers_and_a_bad_token_is_an_auth_failure() {
+    use ticketd::outbound::worker::{SendError, Sender};
+    let log = capture();
+    let idp = Introspection::start().await;
+    let stack = MailStack::start_with_oauth2(&idp.url());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &stack);
+    let first = token("smtp-first");
+    let rotated = token("smtp-rotated");
+    idp.grant(&first, SUPPORT);
+    idp.grant(&rotated, SUPPORT);
+    let tokens = Tokens::new(&first);
+    let sender =
+        Sender::from_config_with_tokens(&cfg, &dir.path().join("sent"), Some(tokens.clone()))
+            .unwrap();
+    assert!(matches!(sender, Sender::SmtpOAuth2(_)), "{sender:?}");
+    let said = sender.check().await.expect("check-config --connect");
+    assert!(said.contains("XOAUTH2"), "{said}");
+
+    sender
+        .send(&due(1, "one"))
+        .await
+        .expect("sent with XOAUTH2");
+    stack
+        .wait_for_count(ALICE, "INBOX", 1, Duration::from_secs(20))
+        .await;
+    assert!(idp.asked().contains(&first));
+
+    // The manager refreshed: the next mail goes over a transport logged in
+    // with the new token (the old pool is dropped).
+    tokens.replace(&rotated);
+    sender
+        .send(&due(2, "two"))
+        .await
+        .expect("sent after rotation");
+    stack
+        .wait_for_count(ALICE, "INBOX", 2, Duration::from_secs(20))
+        .await;
+    assert!(idp.asked().contains(&rotated), "{:?}", idp.asked());
+    assert!(tokens.invalidated().is_empty());
+
+    // Tokens the provider does not know: refused, one retry with a fresh
+    // token, then a clear authentication failure (the mail stays queued).
+    let bad = token("smtp-bad");
+    let worse = token("smtp-worse");
+    let tokens = Tokens::new(&bad);
+    tokens.queue(&worse);
+    let refused =
+        Sender::from_config_with_tokens(&cfg, &dir.path().join("sent"), Some(tokens.clone()))
+            .unwrap();
+    let started = Instant::now();
+    match refused.send(&due(3, "three")).await {
+        Err(SendError::Auth(e)) => {
+            assert!(e.contains("XOAUTH2 as support@example.test"), "{e}");
+            assert!(!e.contains(&bad) && !e.contains(&worse), "{e}");
+        }
+        other => panic!("not an authentication failure: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(tokens.invalidated(), vec![bad.clone(), worse.clone()]);
+    let e = refused.check().await.expect_err("check with no token left");
+    assert!(e.contains("no OAuth 2.0 access token"), "{e}");
+    assert_eq!(stack.count(ALICE, "INBOX").await, 2);
+    assert_no_token_logged(&log, &[&first, &rotated, &bad, &worse]);
+}
+
+#[test]
+fn the_test_base64_is_standard() {
+    assert_eq!(base64(b"user=u\x01"), "dXNlcj11AQ==");
+    assert_eq!(base64(b"ab"), "YWI=");
+    assert_eq!(base64(b"abc"), "YWJj");
+}
