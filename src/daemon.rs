@@ -66,8 +66,12 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Wake::new());
-    let sender = Sender::from_config(&cfg, &data.sent())
-        .map_err(|e| anyhow::Error::new(crate::config::Unusable(format!("outbound: {e}"))))?;
+    let unusable = |e: String| anyhow::Error::new(crate::config::Unusable(e));
+    let smtp_tokens = crate::oauth::source_for(&cfg, "smtp", &store, Some(metrics.clone()))
+        .map_err(|e| unusable(format!("outbound: {e}")))?
+        .map(|t| t as Arc<dyn crate::credential::TokenProvider>);
+    let sender = Sender::from_config_with_tokens(&cfg, &data.sent(), smtp_tokens)
+        .map_err(|e| unusable(format!("outbound: {e}")))?;
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
@@ -235,7 +239,14 @@ struct Mailboxes {
 impl Mailboxes {
     /// Starts watching `m`.
     fn start(&mut self, cfg: &Config, m: &crate::config::ImapConfig) -> Result<(), String> {
-        let src = crate::sources::imap::ImapSource::new(cfg, m)?;
+        let mut src = crate::sources::imap::ImapSource::new(cfg, m)?;
+        let key = format!("imap:{}", m.label());
+        if let Some(t) =
+            crate::oauth::source_for(cfg, &key, &self.store, Some(self.metrics.clone()))
+                .map_err(|e| format!("imap {:?}: {e}", m.label()))?
+        {
+            src = src.with_tokens(t);
+        }
         tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");
         self.metrics.mailbox_registered(src.label());
         let (tx, rx) = watch::channel(false);

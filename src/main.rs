@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use ticketd::config::Config;
+use ticketd::credential::TokenProvider;
 use ticketd::domain::{Severity, Status};
 use ticketd::keys::MacKey;
 use ticketd::service::{open_store, DataDir, Incoming, Intake, StaffAction};
@@ -1226,9 +1227,29 @@ async fn dispatch(
             let rules = intake
                 .rules()
                 .map_err(|e| unusable(format!("rules: {e}")))?;
-            let sender = ticketd::outbound::worker::Sender::from_config(
+            // OAuth accounts: `--connect` gets real tokens with the grants
+            // in the database; the offline check fetches none.
+            let store = if connect && !cfg.oauth_accounts().is_empty() {
+                Some(open(&cfg, data_dir, 1).await?.1)
+            } else {
+                None
+            };
+            let tokens = |key: &str| -> Result<Option<Arc<dyn TokenProvider>>, String> {
+                Ok(match &store {
+                    Some(store) => ticketd::oauth::source_for(&cfg, key, store, None)
+                        .map_err(|e| e.to_string())?
+                        .map(|t| t as Arc<dyn TokenProvider>),
+                    None => cfg
+                        .oauth_accounts()
+                        .iter()
+                        .any(|a| a.key == key)
+                        .then(|| Arc::new(OfflineCheck) as Arc<dyn TokenProvider>),
+                })
+            };
+            let sender = ticketd::outbound::worker::Sender::from_config_with_tokens(
                 &cfg,
                 &Path::new(data_dir).join("sent"),
+                tokens("smtp").map_err(|e| unusable(format!("outbound: {e}")))?,
             )
             .map_err(|e| unusable(format!("outbound: {e}")))?;
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
@@ -1278,7 +1299,7 @@ async fn dispatch(
                 cfg.desk.language,
                 cfg.desk.timezone
             );
-            if connect && !connect_checks(&cfg, &sender).await {
+            if connect && !connect_checks(&cfg, &sender, &tokens).await {
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -1289,7 +1310,11 @@ async fn dispatch(
 /// `check-config --connect`: logs in to each IMAP mailbox and selects its
 /// folder, connects to the SMTP relay (TLS, AUTH), asks Discord who the
 /// token is; prints one line per check. Whether all passed.
-async fn connect_checks(cfg: &Config, sender: &ticketd::outbound::worker::Sender) -> bool {
+async fn connect_checks(
+    cfg: &Config,
+    sender: &ticketd::outbound::worker::Sender,
+    tokens: &TokensFor<'_>,
+) -> bool {
     let mut all = true;
     let mut report = |what: String, r: Result<String, String>| match r {
         Ok(s) => println!("ok    {what}: {s}"),
@@ -1299,7 +1324,13 @@ async fn connect_checks(cfg: &Config, sender: &ticketd::outbound::worker::Sender
         }
     };
     for m in &cfg.imap {
-        let r = match ticketd::sources::imap::ImapSource::new(cfg, m) {
+        let src = ticketd::sources::imap::ImapSource::new(cfg, m).and_then(|src| {
+            Ok(match tokens(&format!("imap:{}", m.label()))? {
+                Some(t) => src.with_tokens(t),
+                None => src,
+            })
+        });
+        let r = match src {
             Ok(src) => src.check().await,
             Err(e) => Err(e),
         };
@@ -1925,6 +1956,26 @@ fn header_part(raw: &[u8]) -> String {
         text.push_str("[… header cut at 64 KiB; --raw for all of it]\n");
     }
     text
+}
+
+/// The token source of account `key` (`imap:NAME`, `smtp`), if it logs in
+/// with OAuth.
+type TokensFor<'a> = dyn Fn(&str) -> Result<Option<Arc<dyn TokenProvider>>, String> + 'a;
+
+/// The token source of an OAuth account in the offline `check-config`,
+/// which builds the transports but connects nowhere: it fetches no token.
+struct OfflineCheck;
+
+impl TokenProvider for OfflineCheck {
+    fn access_token(&self) -> ticketd::credential::TokenFuture<'_> {
+        Box::pin(async {
+            Err(ticketd::credential::TokenError(
+                "the offline check fetches no token".into(),
+            ))
+        })
+    }
+
+    fn invalidate(&self, _token: &str) {}
 }
 
 #[cfg(test)]

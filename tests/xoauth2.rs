@@ -10,6 +10,8 @@
 //! checks that no token it used appears in it, in clear or as the base64
 //! of the SASL response.
 
+#[path = "support/fake_idp.rs"]
+mod fake_idp;
 #[path = "support/introspect.rs"]
 mod introspect;
 #[path = "support/mailstack.rs"]
@@ -550,4 +552,171 @@ fn the_test_base64_is_standard() {
     assert_eq!(base64(b"user=u\x01"), "dXNlcj11AQ==");
     assert_eq!(base64(b"ab"), "YWI=");
     assert_eq!(base64(b"abc"), "YWJj");
+}
+
+// --- the daemon, end to end ----------------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_ticketd");
+
+/// `ticketd run` with the mailbox and the relay on `auth = "oauth2"`
+/// (client credentials at the fake identity provider, whose RFC 7662
+/// introspection is what Dovecot's oauth2 passdb asks): a customer's mail
+/// becomes a ticket, the confirmation goes out through Postfix submission
+/// with AUTH XOAUTH2, each account asks the provider once (the token is
+/// reused, not fetched per poll or per mail), `auth status` shows both
+/// grants, and neither the client secret nor a token is in the daemon's
+/// log at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_the_mailbox_and_sends_through_the_relay_with_tokens_from_the_provider() {
+    let idp = fake_idp::FakeIdp::start(fake_idp::IdpConfig::default()).await;
+    let client_secret = fake_idp::IdpConfig::default()
+        .client_secret
+        .expect("the fake's client has a secret");
+    let stack = MailStack::start_with_oauth2(&idp.introspection_url());
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{client_secret}\n")).unwrap();
+    let oauth = format!(
+        "provider = \"generic\"\nclient_id = \"ticketd-test-client\"\nclient_secret_file = \"{}\"\n\
+         flow = \"client_credentials\"\ntoken_url = \"{}\"\nscope = \"https://outlook.office365.com/.default\"\n",
+        secret_file.display(),
+        idp.token_url()
+    );
+    let config = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n[http]\nlisten = \"\"\n\
+             [outbound]\ntransport = \"smtp\"\npoll_seconds = 0.2\n\
+             [outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             user = \"{SUPPORT}\"\nauth = \"oauth2\"\n[outbound.smtp.oauth]\n{oauth}\
+             [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+             user = \"{SUPPORT}\"\nidle_seconds = 60\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}",
+            stack.submission_port(),
+            stack.ca_cert_path().display(),
+            stack.imap_port(),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("TICKETD_CONFIG");
+        c
+    };
+    let log_path = dir.path().join("daemon.log");
+    let daemon = Daemon(
+        cmd(&["run"])
+            .env("TICKETD_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start ticketd run"),
+    );
+
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Waits until `user`'s `folder` holds `n` mails; the daemon's log on failure.
+    let until = |user: &'static str, folder: &'static str, n: u32| {
+        let stack = &stack;
+        let log = &log;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if stack.count(user, folder).await >= n {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{user}/{folder}: not {n} mails after 60 s; daemon log:\n{}",
+                    log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    stack.send(ALICE, SUPPORT, customer_mail("oauth-run")).await;
+    // The confirmation reaches alice: read with a token, sent with one.
+    until(ALICE, "INBOX", 1).await;
+    let confirmation =
+        String::from_utf8_lossy(&stack.fetch_all(ALICE, "INBOX").await[0]).into_owned();
+    assert!(
+        confirmation.contains("Auto-Submitted: auto-replied"),
+        "{confirmation}"
+    );
+    until(SUPPORT, "Processed", 1).await;
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    // A second mail: the tokens are reused.
+    stack
+        .send(ALICE, SUPPORT, customer_mail("oauth-run-2"))
+        .await;
+    until(ALICE, "INBOX", 2).await;
+    assert_eq!(
+        idp.count("client_credentials"),
+        2,
+        "one token per account (mailbox, relay) for both mails"
+    );
+
+    let status = cmd(&["auth", "status"]).output().unwrap();
+    let status_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(status.status.success(), "{status_text}");
+    assert!(
+        status_text.contains("support: flow client_credentials")
+            && status_text.contains("smtp: flow client_credentials")
+            && status_text.matches("refreshes 1,").count() == 2,
+        "{status_text}"
+    );
+
+    drop(daemon);
+    let text = log();
+    assert!(
+        text.contains("IMAP mailbox"),
+        "the log is the daemon's:\n{text}"
+    );
+    let issued = idp.issued();
+    assert!(!issued.is_empty());
+    for secret in issued
+        .iter()
+        .map(String::as_str)
+        .chain([client_secret.as_str()])
+    {
+        assert!(
+            !text.contains(secret),
+            "a secret in the daemon's log:\n{text}"
+        );
+        assert!(
+            !status_text.contains(secret),
+            "a secret in auth status:\n{status_text}"
+        );
+    }
+}
+
+/// `ticketd run`, stopped with SIGTERM (and waited for) when dropped, also
+/// when an assertion failed.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -284,6 +284,45 @@ pub fn refresh_at(obtained: jiff::Timestamp, expires: jiff::Timestamp) -> jiff::
         .unwrap_or(expires)
 }
 
+/// The token source of account `key` (`imap:NAME`, `smtp`), when the
+/// configuration logs in to it with `auth = "oauth2"`; `None` for a
+/// password login.
+pub fn source_for(
+    cfg: &Config,
+    key: &str,
+    store: &Store,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<Option<Arc<TokenSource>>, OAuthError> {
+    cfg.oauth_accounts()
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| {
+            Ok(Arc::new(TokenSource::new(
+                Client::new(cfg, a)?,
+                store.clone(),
+                metrics,
+            )))
+        })
+        .transpose()
+}
+
+/// What the IMAP and SMTP logins ask for: the token's text, and a refused
+/// token given back ([`TokenSource::invalidate_token`]).
+impl crate::credential::TokenProvider for TokenSource {
+    fn access_token(&self) -> crate::credential::TokenFuture<'_> {
+        Box::pin(async move {
+            TokenSource::access_token(self)
+                .await
+                .map(|t| t.secret().to_string())
+                .map_err(|e| crate::credential::TokenError(e.to_string()))
+        })
+    }
+
+    fn invalidate(&self, token: &str) {
+        self.invalidate_token(&AccessToken::new(token.to_string()));
+    }
+}
+
 /// The access tokens of one account, shared by the tasks that log in with
 /// it (`Arc<TokenSource>`).
 pub struct TokenSource {
@@ -410,6 +449,7 @@ impl TokenSource {
             Ok(c) => {
                 let token = c.token.clone();
                 *cache = Some(c);
+                self.auth_metric(true);
                 Ok(token)
             }
             Err(e) => {
@@ -423,16 +463,20 @@ impl TokenSource {
                     .record_oauth_error(&self.client.account, kind, &text, &ts(now))
                     .await?;
                 if kind == "permanent" {
-                    if let (Some(m), Some(mailbox)) =
-                        (&self.metrics, self.client.account.strip_prefix("imap:"))
-                    {
-                        m.mailbox_auth(mailbox, false);
-                    } else if let Some(m) = &self.metrics {
-                        m.mailbox_auth(&self.client.account, false);
-                    }
+                    self.auth_metric(false);
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// `ticketd_mailbox_auth_ok` of the account (the mailbox name, or
+    /// `smtp`): 1 after the provider gave a token, 0 after it refused the
+    /// grant for good.
+    fn auth_metric(&self, ok: bool) {
+        if let Some(m) = &self.metrics {
+            let account = &self.client.account;
+            m.mailbox_auth(account.strip_prefix("imap:").unwrap_or(account), ok);
         }
     }
 

@@ -208,6 +208,11 @@ impl Sender {
                         current: tokio::sync::Mutex::new(None),
                     })));
                 }
+                if s.auth == crate::config::MailAuth::Oauth2 {
+                    return Err(
+                        "outbound.smtp: auth = \"oauth2\" but no token source was given".into(),
+                    );
+                }
                 if let Some(user) = &s.user {
                     let password = crate::config::read_secret(
                         s.password_env.as_deref(),
