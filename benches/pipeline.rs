@@ -258,6 +258,15 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
+    // The language of a new ticket's customer mails, when neither the
+    // directory nor the mailbox names one: detected from its own text.
+    g.bench_function("language", |b| {
+        b.iter(|| {
+            for p in &parsed {
+                black_box(ticketd::ingest::language::detect(black_box(p)));
+            }
+        })
+    });
     g.finish();
 
     // What every `ticketd ingest` process that opens a ticket pays once.
