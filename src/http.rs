@@ -105,12 +105,22 @@ pub fn disconnected_lines(down: &[(String, Duration)], grace: Duration) -> Strin
         .collect()
 }
 
+/// The lines of accounts whose OAuth grant the provider refused: nothing
+/// is read or sent with them until `ticketd auth login NAME` repairs it.
+pub fn auth_lines(refused: &[String]) -> String {
+    refused
+        .iter()
+        .map(|a| format!("{a}: the OAuth 2.0 grant was refused; run `ticketd auth login {a}`\n"))
+        .collect()
+}
+
 /// `/healthz`: the mailboxes' connections and sync ages, and whether the store takes a
 /// write (a full disk or a read-only database fails the check, and it
 /// passes again by itself once the cause is gone).
 async fn healthz(State(ops): State<Ops>) -> Response {
     let (mut status, mut body) = health(&ops.metrics.sync_ages(), ops.metrics.max_sync_age());
-    let down = disconnected_lines(&ops.metrics.disconnected(), ops.metrics.disconnect_grace());
+    let down = disconnected_lines(&ops.metrics.disconnected(), ops.metrics.disconnect_grace())
+        + &auth_lines(&ops.metrics.auth_refused());
     if !down.is_empty() {
         body = if status == StatusCode::OK {
             down
@@ -168,6 +178,15 @@ mod tests {
     use super::*;
 
     const MAX: Duration = Duration::from_secs(900);
+
+    #[test]
+    fn a_refused_grant_is_named_with_the_command_that_repairs_it() {
+        assert_eq!(auth_lines(&[]), "");
+        assert_eq!(
+            auth_lines(&["support".to_string()]),
+            "support: the OAuth 2.0 grant was refused; run `ticketd auth login support`\n"
+        );
+    }
 
     #[test]
     fn no_mailboxes_is_healthy() {

@@ -110,6 +110,8 @@ pub struct Metrics {
     mailboxes: Mutex<BTreeMap<String, Option<Instant>>>,
     /// Each registered mailbox's connection: up or down, and since when.
     connections: Mutex<BTreeMap<String, (bool, Instant)>>,
+    /// Accounts (mailbox names, `smtp`) whose grant the provider refused.
+    auth_refused: Mutex<std::collections::BTreeSet<String>>,
     max_sync_age: Duration,
     /// How long a mailbox may be disconnected before `/healthz` fails.
     disconnect_grace: Duration,
@@ -271,6 +273,7 @@ impl Metrics {
             mailbox_auth_ok,
             mailboxes: Mutex::new(BTreeMap::new()),
             connections: Mutex::new(BTreeMap::new()),
+            auth_refused: Mutex::new(std::collections::BTreeSet::new()),
             max_sync_age,
             disconnect_grace: DEFAULT_DISCONNECT_GRACE,
             render_lock: Mutex::new(()),
@@ -300,6 +303,18 @@ impl Metrics {
         self.mailbox_auth_ok
             .with_label_values(&[mailbox])
             .set(i64::from(ok));
+        let mut refused = lock(&self.auth_refused);
+        if ok {
+            refused.remove(mailbox);
+        } else {
+            refused.insert(mailbox.to_string());
+        }
+    }
+
+    /// The accounts whose grant the provider refused, until a token is
+    /// had again: `/healthz` names them.
+    pub fn auth_refused(&self) -> Vec<String> {
+        lock(&self.auth_refused).iter().cloned().collect()
     }
 
     /// A mailbox logged in (`true`) or lost its connection (`false`) now:
@@ -661,6 +676,24 @@ mod tests {
         assert!(is_fresh(Some(Duration::ZERO), max));
         assert!(is_fresh(Some(max), max));
         assert!(!is_fresh(Some(max + Duration::from_millis(1)), max));
+    }
+
+    #[test]
+    fn a_refused_grant_is_listed_until_a_token_is_had_again() {
+        let m = Metrics::new();
+        m.mailbox_auth("support", true);
+        assert!(m.auth_refused().is_empty());
+        m.mailbox_auth("support", false);
+        m.mailbox_auth("smtp", false);
+        assert_eq!(
+            m.auth_refused(),
+            vec!["smtp".to_string(), "support".to_string()]
+        );
+        assert!(m
+            .render(&OutboxStats::default())
+            .contains("ticketd_mailbox_auth_ok{mailbox=\"support\"} 0"));
+        m.mailbox_auth("support", true);
+        assert_eq!(m.auth_refused(), vec!["smtp".to_string()]);
     }
 
     #[test]
