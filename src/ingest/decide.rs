@@ -489,6 +489,31 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// A decision that sends nothing and changes no participant, reply
+    /// address or incident: `action` on a message of `kind`, into `target`.
+    fn quiet(
+        action: Action,
+        kind: Kind,
+        target: Target,
+        notes: Vec<String>,
+        reason: String,
+    ) -> Decision {
+        Decision {
+            action,
+            kind,
+            target,
+            confirm_to: None,
+            new_participants: Vec::new(),
+            set_reply_to: None,
+            notes,
+            notices: Vec::new(),
+            incident: None,
+            reason,
+        }
+    }
+}
+
 /// The rules: what they say of a message that would open a ticket.
 pub type Classifier<'a> = dyn FnMut(&ParsedMail, &Facts<'_>) -> Classification + 'a;
 
@@ -550,44 +575,32 @@ fn decide_target(
             }),
         };
         return match ticket {
-            Some(t) => Decision {
-                action: Action::Appended,
-                kind,
-                reason: format!(
+            Some(t) => {
+                let reason = format!(
                     "{} ({}) kept on ticket {}, not answered",
                     kind.as_str(),
                     verdict.reason(),
                     t.number
-                ),
-                target: Target::Existing {
+                );
+                let target = Target::Existing {
                     ticket: t,
                     reopen: false,
                     resolve: false,
                     quiet: false,
-                },
-                confirm_to: None,
-                new_participants: Vec::new(),
-                set_reply_to: None,
-                notices: Vec::new(),
-                incident: None,
-                notes,
-            },
-            None => Decision {
-                action: Action::Suppressed,
+                };
+                Decision::quiet(Action::Appended, kind, target, notes, reason)
+            }
+            None => Decision::quiet(
+                Action::Suppressed,
                 kind,
-                target: Target::Nothing,
-                confirm_to: None,
-                new_participants: Vec::new(),
-                set_reply_to: None,
-                notices: Vec::new(),
-                incident: None,
+                Target::Nothing,
                 notes,
-                reason: format!(
+                format!(
                     "{} ({}): no ticket of its own, not answered",
                     kind.as_str(),
                     verdict.reason()
                 ),
-            },
+            ),
         };
     }
 
@@ -595,42 +608,27 @@ fn decide_target(
     // note on its ticket, a digest's is refused; never a ticket, never a
     // confirmation, never sent to the customer.
     if let Some(t) = &look.staff_mail_ticket {
-        return Decision {
-            action: Action::Appended,
-            kind: Kind::StaffNote,
-            reason: format!(
-                "{} answered a mail of ours to staff about ticket {}: filed there as a note, not sent to the customer",
-                if sender.is_empty() { "someone" } else { &sender },
-                t.number
-            ),
-            target: Target::Existing {
-                ticket: t.clone(),
-                reopen: false,
-                resolve: false,
-                quiet: false,
-            },
-            confirm_to: None,
-            new_participants: Vec::new(),
-            set_reply_to: None,
-            notices: Vec::new(),
-            incident: None,
-            notes,
+        let reason = format!(
+            "{} answered a mail of ours to staff about ticket {}: filed there as a note, not sent to the customer",
+            if sender.is_empty() { "someone" } else { &sender },
+            t.number
+        );
+        let target = Target::Existing {
+            ticket: t.clone(),
+            reopen: false,
+            resolve: false,
+            quiet: false,
         };
+        return Decision::quiet(Action::Appended, Kind::StaffNote, target, notes, reason);
     }
     if look.answers_staff_mail {
-        return Decision {
-            action: Action::Suppressed,
-            kind: Kind::StaffNote,
-            target: Target::Nothing,
-            confirm_to: None,
-            new_participants: Vec::new(),
-            set_reply_to: None,
-            notices: Vec::new(),
-            incident: None,
+        return Decision::quiet(
+            Action::Suppressed,
+            Kind::StaffNote,
+            Target::Nothing,
             notes,
-            reason: "answers a mail of ours to staff about a ticket that is not here: stored only"
-                .into(),
-        };
+            "answers a mail of ours to staff about a ticket that is not here: stored only".into(),
+        );
     }
     if look.answers_digest {
         return digest_answer(mail, look, cfg, &sender, notes);
@@ -734,18 +732,13 @@ fn decide_target(
     let Some(from) = mail.from.clone() else {
         // Unreachable for a Person verdict (no sender is a machine), but
         // decided explicitly rather than assumed.
-        return Decision {
-            action: Action::Suppressed,
-            kind: Kind::AutoReply,
-            target: Target::Nothing,
-            confirm_to: None,
-            new_participants: Vec::new(),
-            set_reply_to: None,
-            notices: Vec::new(),
-            incident: None,
+        return Decision::quiet(
+            Action::Suppressed,
+            Kind::AutoReply,
+            Target::Nothing,
             notes,
-            reason: "no sender address".into(),
-        };
+            "no sender address".into(),
+        );
     };
 
     // What the desk's rules say: severity, queue, tags, and whether this is
@@ -754,21 +747,16 @@ fn decide_target(
     match &c.action {
         RuleAction::Ticket => {}
         RuleAction::Ignore => {
-            return Decision {
-                action: Action::Ignored,
-                kind: Kind::Mail,
-                target: Target::Nothing,
-                confirm_to: None,
-                new_participants: Vec::new(),
-                set_reply_to: None,
-                notices: Vec::new(),
-                incident: None,
+            return Decision::quiet(
+                Action::Ignored,
+                Kind::Mail,
+                Target::Nothing,
                 notes,
-                reason: format!(
+                format!(
                     "ignored by rule {}: stored, no ticket, no mail",
                     c.action_rule.as_deref().unwrap_or("?")
                 ),
-            };
+            );
         }
         RuleAction::Route { forward, reply } => {
             if let Some(d) = route(mail, look, cfg, &c, forward, reply.as_deref(), &mut notes) {
@@ -813,12 +801,6 @@ fn decide_target(
                     ),
                 };
                 return Decision {
-                    action: Action::Suppressed,
-                    kind: Kind::Mail,
-                    target: Target::Nothing,
-                    confirm_to: None,
-                    new_participants: Vec::new(),
-                    set_reply_to: None,
                     notices: to
                         .map(|m| Notice {
                             kind: NoticeKind::Registration,
@@ -828,9 +810,13 @@ fn decide_target(
                         })
                         .into_iter()
                         .collect(),
-                    incident: None,
-                    notes,
-                    reason,
+                    ..Decision::quiet(
+                        Action::Suppressed,
+                        Kind::Mail,
+                        Target::Nothing,
+                        notes,
+                        reason,
+                    )
                 };
             }
         },
@@ -1153,12 +1139,6 @@ fn digest_answer(
         None => format!("{sender} answered a digest of ours (about many tickets): no ticket"),
     };
     Decision {
-        action: Action::Suppressed,
-        kind: Kind::Mail,
-        target: Target::Nothing,
-        confirm_to: None,
-        new_participants: Vec::new(),
-        set_reply_to: None,
         notices: to
             .map(|m| Notice {
                 kind: NoticeKind::DigestAnswer,
@@ -1168,9 +1148,13 @@ fn digest_answer(
             })
             .into_iter()
             .collect(),
-        incident: None,
-        notes,
-        reason,
+        ..Decision::quiet(
+            Action::Suppressed,
+            Kind::Mail,
+            Target::Nothing,
+            notes,
+            reason,
+        )
     }
 }
 
