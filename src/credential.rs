@@ -78,7 +78,16 @@ pub trait TokenProvider: Send + Sync {
     fn access_token(&self) -> TokenFuture<'_>;
     /// `token` was refused by a server: forget it.
     fn invalidate(&self, token: &str);
+    /// Resolves when a grant that was refused for good has been replaced
+    /// (an administrator logged in again), so that a mailbox waiting out
+    /// its backoff logs in at once. The default never resolves.
+    fn repaired(&self) -> RepairFuture<'_> {
+        Box::pin(std::future::pending())
+    }
 }
+
+/// The future [`TokenProvider::repaired`] returns.
+pub type RepairFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// How a mailbox or the SMTP relay gets its credential at each connect.
 #[derive(Clone)]
@@ -154,6 +163,15 @@ impl CredentialSource {
             (self, c)
         {
             tokens.invalidate(token);
+        }
+    }
+
+    /// Resolves when the refused grant behind this credential was
+    /// replaced ([`TokenProvider::repaired`]); never for a password.
+    pub async fn repaired(&self) {
+        match self {
+            CredentialSource::OAuth2 { tokens, .. } => tokens.repaired().await,
+            CredentialSource::Password { .. } => std::future::pending().await,
         }
     }
 

@@ -69,7 +69,10 @@ pub async fn run(
     let unusable = |e: String| anyhow::Error::new(crate::config::Unusable(e));
     let smtp_tokens = crate::oauth::source_for(&cfg, "smtp", &store, Some(metrics.clone()))
         .map_err(|e| unusable(format!("outbound: {e}")))?
-        .map(|t| t as Arc<dyn crate::credential::TokenProvider>);
+        .map(|t| {
+            t.set_notice(refusal_notice(&intake), wake.clone());
+            t as Arc<dyn crate::credential::TokenProvider>
+        });
     let sender = Sender::from_config_with_tokens(&cfg, &data.sent(), smtp_tokens)
         .map_err(|e| unusable(format!("outbound: {e}")))?;
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
@@ -218,6 +221,13 @@ pub async fn run(
     Ok(())
 }
 
+/// What a token source queues when its grant is refused for good: the
+/// notice to the desk's lead, rendered by the service.
+fn refusal_notice(intake: &Arc<Intake>) -> crate::oauth::RefusalNotice {
+    let intake = intake.clone();
+    Arc::new(move |r| intake.grant_refused_notice(r, jiff::Timestamp::now()))
+}
+
 /// The IMAP mailboxes being watched, each with its own stop switch, so a
 /// reload can start, stop and restart them one by one.
 struct Mailboxes {
@@ -245,6 +255,7 @@ impl Mailboxes {
             crate::oauth::source_for(cfg, &key, &self.store, Some(self.metrics.clone()))
                 .map_err(|e| format!("imap {:?}: {e}", m.label()))?
         {
+            t.set_notice(refusal_notice(&self.intake), self.wake.clone());
             src = src.with_tokens(t);
         }
         tracing::info!(mailbox = src.label(), host = %m.host, folder = %m.folder, "IMAP mailbox");

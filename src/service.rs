@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use tracing::Instrument;
 
 mod staff;
-pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView};
+pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView, GRANT_AUDIENCE};
 
 /// The files and directories inside the data directory.
 #[derive(Debug, Clone)]

@@ -755,3 +755,119 @@ async fn check_config_reads_the_client_secret_without_showing_it() {
         "{err}"
     );
 }
+
+/// The notice a token source queues when its grant is refused for good:
+/// a chat post to the `ops` channel saying which account.
+fn counting_notice() -> ticketd::oauth::RefusalNotice {
+    Arc::new(|r: &ticketd::oauth::Refusal<'_>| {
+        vec![ticketd::store::sla::Notification::Chat {
+            channel: "ops".into(),
+            body: serde_json::json!({"kind": "grant-refused", "account": r.account, "detail": r.message}),
+        }]
+    })
+}
+
+async fn notices(store: &Store) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT body FROM chat_outbox WHERE kind = 'grant-refused' ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// A revoked grant tells the desk's lead once per refusal, not once per
+/// retry: asking five more times queues nothing more; after `auth login`
+/// repaired it and the grant was revoked again, a second notice. The
+/// notice is queued in the transaction that records the refusal, and holds
+/// the provider's reason but no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_grant_tells_the_lead_once_per_refusal() {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "device_code").await;
+    device_login(&idp, &s).await;
+    let src = source(&s, "imap:support");
+    src.set_notice(counting_notice(), Arc::new(ticketd::outbound::Wake::new()));
+    src.access_token().await.unwrap();
+    assert!(notices(&s.store).await.is_empty());
+    idp.revoke_all();
+    src.invalidate();
+    for _ in 0..6 {
+        assert!(src.access_token().await.unwrap_err().is_permanent());
+    }
+    let n = notices(&s.store).await;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(
+        n[0].contains("imap:support") && n[0].contains("invalid_grant"),
+        "{}",
+        n[0]
+    );
+    for t in idp.issued() {
+        assert!(!n[0].contains(&t), "a token in the notice");
+    }
+    device_login(&idp, &s).await;
+    src.access_token().await.unwrap();
+    assert_eq!(notices(&s.store).await.len(), 1);
+    idp.revoke_all();
+    src.invalidate();
+    assert!(src.access_token().await.unwrap_err().is_permanent());
+    assert_eq!(
+        notices(&s.store).await.len(),
+        2,
+        "a new refusal, a new notice"
+    );
+}
+
+/// Client credentials ask the provider on every attempt (a fixed secret
+/// must be picked up): a wrong secret refused on each of five attempts is
+/// still one notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_is_one_notice_however_often_it_is_retried() {
+    let idp = FakeIdp::start(IdpConfig {
+        client_secret: Some("another-secret".into()),
+        ..IdpConfig::default()
+    })
+    .await;
+    let s = setup(&idp, "client_credentials").await;
+    let src = source(&s, "smtp");
+    src.set_notice(counting_notice(), Arc::new(ticketd::outbound::Wake::new()));
+    for _ in 0..5 {
+        assert!(src.access_token().await.unwrap_err().is_permanent());
+    }
+    assert_eq!(idp.count("refused"), 5, "each attempt asks the provider");
+    let n = notices(&s.store).await;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(!n[0].contains(SECRET));
+}
+
+/// `repaired()` is what lets a mailbox waiting out its backoff log in as
+/// soon as `auth login` stored a new grant: pending while the grant works
+/// and while it stays refused, resolved once a login replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repaired_resolves_when_a_refused_grant_is_replaced() {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let s = setup(&idp, "device_code").await;
+    device_login(&idp, &s).await;
+    let src = source(&s, "imap:support");
+    src.access_token().await.unwrap();
+    let short = Duration::from_millis(300);
+    assert!(
+        tokio::time::timeout(short, src.repaired()).await.is_err(),
+        "a working grant is not 'repaired'"
+    );
+    idp.revoke_all();
+    src.invalidate();
+    assert!(src.access_token().await.unwrap_err().is_permanent());
+    let waiting = {
+        let src = src.clone();
+        tokio::spawn(async move { src.repaired().await })
+    };
+    tokio::time::sleep(ticketd::oauth::REPAIR_POLL + short).await;
+    assert!(!waiting.is_finished(), "still refused: still waiting");
+    device_login(&idp, &s).await;
+    tokio::time::timeout(ticketd::oauth::REPAIR_POLL * 3, waiting)
+        .await
+        .expect("repaired within a poll or two after the login")
+        .unwrap();
+    src.access_token().await.unwrap();
+}

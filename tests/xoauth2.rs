@@ -720,3 +720,238 @@ impl Drop for Daemon {
         let _ = self.0.wait();
     }
 }
+
+/// `GET path` on loopback `port`: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
+/// `ticketd auth login NAME` (device code) through the binary, approved at
+/// the fake once it has polled; panics with its output unless it exits 0.
+async fn device_login_through_the_binary(idp: &fake_idp::FakeIdp, cmd: std::process::Command) {
+    let mut cmd = cmd;
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ticketd auth login");
+    let polls = idp.count("device_code");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while idp.count("device_code") < polls + 1 {
+        assert!(Instant::now() < deadline, "auth login never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    idp.approve();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "auth login failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A revoked grant with `ticketd run` up, two mailboxes on Dovecot's
+/// oauth2 passdb: `support` (a person's grant, device code) and `second`
+/// (app-only, client credentials). After the user's sessions are revoked
+/// and the connections dropped: `second` goes on storing mail; `support`
+/// acknowledges nothing (its mail stays in the INBOX); `/healthz` fails
+/// naming it with the repair; the `lead` audience gets exactly one notice
+/// however often the mailbox retries. `ticketd auth login support` with
+/// `run` still up repairs it: the waiting mail is stored at once (no
+/// restart, no SIGHUP, no five-minute backoff) and health passes again. No
+/// token or client secret is in the daemon's log at trace level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_stops_one_mailbox_loudly_and_auth_login_repairs_it_while_running() {
+    let idp = fake_idp::FakeIdp::start(fake_idp::IdpConfig::default()).await;
+    let client_secret = fake_idp::IdpConfig::default()
+        .client_secret
+        .expect("the fake's client has a secret");
+    let stack = MailStack::start_with_oauth2(&idp.introspection_url());
+    stack.create_folder(SUPPORT, "Second").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{client_secret}\n")).unwrap();
+    let oauth = |flow: &str, scope: &str| {
+        format!(
+            "provider = \"generic\"\nclient_id = \"ticketd-test-client\"\nclient_secret_file = \"{}\"\n\
+             flow = \"{flow}\"\ntoken_url = \"{}\"\ndevice_authorization_url = \"{}\"\nscope = \"{scope}\"\n",
+            secret_file.display(),
+            idp.token_url(),
+            idp.device_url(),
+        )
+    };
+    let http_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [outbound]\ntransport = \"file\"\npoll_seconds = 0.2\n\
+             [sla.audiences]\nlead = [\"mail:lead@desk.example\"]\n\
+             [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"plain\"\n\
+             user = \"{SUPPORT}\"\nidle_seconds = 60\nauth = \"oauth2\"\n[imap.oauth]\n{delegated}\
+             [[imap]]\nname = \"second\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"plain\"\n\
+             user = \"{SUPPORT}\"\nfolder = \"Second\"\nidle_seconds = 60\nauth = \"oauth2\"\n[imap.oauth]\n{app}",
+            port = stack.imap_port(),
+            delegated = oauth(
+                "device_code",
+                "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access"
+            ),
+            app = oauth("client_credentials", "https://outlook.office365.com/.default"),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("TICKETD_CONFIG")
+            .env("TICKETD_LOG", "trace");
+        c
+    };
+    device_login_through_the_binary(&idp, cmd(&["auth", "login", "support"])).await;
+    let log_path = dir.path().join("daemon.log");
+    let daemon = Daemon(
+        cmd(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start ticketd run"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after 60 s; daemon log:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let notices = || -> Vec<String> {
+        std::fs::read_dir(data.join("sent"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .filter(|m| m.contains("ticketd auth login support"))
+            .collect()
+    };
+    wait("healthy", &|| http_get(http_port, "/healthz").0 == 200);
+
+    stack
+        .append(SUPPORT, "INBOX", customer_mail("before"))
+        .await;
+    stack
+        .wait_for_count(SUPPORT, "Processed", 1, Duration::from_secs(60))
+        .await;
+
+    // The person's sessions are revoked; the server drops the connections.
+    idp.revoke_user_grants();
+    stack.kick(SUPPORT);
+    stack
+        .append(SUPPORT, "INBOX", customer_mail("waiting"))
+        .await;
+    stack
+        .append(SUPPORT, "Second", customer_mail("second"))
+        .await;
+    // The app-only mailbox goes on.
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, "Processed", 2, Duration::from_secs(60))
+            .await,
+        2,
+        "the second mailbox stopped too; log:\n{}",
+        log()
+    );
+    wait("health names the refused grant", &|| {
+        let (code, body) = http_get(http_port, "/healthz");
+        code == 503
+            && body.contains(
+                "support: the OAuth 2.0 grant was refused; run `ticketd auth login support`",
+            )
+    });
+    wait("the lead's notice", &|| !notices().is_empty());
+    // Several reconnects later (1 s, 2 s, 4 s backoff): still one notice,
+    // and the waiting mail is untouched in the INBOX.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let n = notices();
+    assert_eq!(n.len(), 1, "one notice per refusal, not per retry");
+    assert!(n[0].contains("lead@desk.example"), "{}", n[0]);
+    assert!(n[0].contains("invalid_grant"), "{}", n[0]);
+    assert!(n[0].contains("Auto-Submitted: auto-generated"), "{}", n[0]);
+    assert_eq!(
+        stack.count(SUPPORT, "INBOX").await,
+        1,
+        "nothing acknowledged"
+    );
+    assert_eq!(stack.count(SUPPORT, "Second").await, 0);
+
+    // The repair, with run up.
+    let repaired_at = Instant::now();
+    device_login_through_the_binary(&idp, cmd(&["auth", "login", "support"])).await;
+    assert_eq!(
+        stack
+            .wait_for_count(SUPPORT, "Processed", 3, Duration::from_secs(30))
+            .await,
+        3,
+        "the waiting mail was not stored after the login; log:\n{}",
+        log()
+    );
+    assert!(
+        repaired_at.elapsed() < Duration::from_secs(20),
+        "picked up after {:?}",
+        repaired_at.elapsed()
+    );
+    assert_eq!(stack.count(SUPPORT, "INBOX").await, 0);
+    wait("healthy again", &|| {
+        http_get(http_port, "/healthz").0 == 200
+    });
+    assert_eq!(notices().len(), 1);
+
+    drop(daemon);
+    let text = log();
+    assert!(text.contains("IMAP mailbox"), "the daemon's log:\n{text}");
+    let issued = idp.issued();
+    assert!(issued.len() >= 3);
+    for secret in issued
+        .iter()
+        .map(String::as_str)
+        .chain([client_secret.as_str()])
+    {
+        assert!(!text.contains(secret), "a secret in the daemon's log");
+        for m in notices() {
+            assert!(!m.contains(secret), "a secret in the notice");
+        }
+    }
+}

@@ -150,6 +150,20 @@ pub fn render(body: &Value, mention: Option<u64>) -> Post {
             }
             e.description = clip(&lines, 4000);
         }
+        "grant-refused" => {
+            // A mailbox or the relay can no longer log in: loud, once.
+            e.title = clip(&format!("🔑 Login refused: {}", text(body, "account")), 256);
+            e.colour = severity_colour(1);
+            e.description = clip(
+                &format!(
+                    "{}\nMail stays on the server until an administrator runs `ticketd auth login {}`.",
+                    text(body, "detail").trim(),
+                    text(body, "name")
+                ),
+                1000,
+            );
+            ping = true;
+        }
         kind => {
             // The title, and which text of the body it shows.
             let label = text(body, "target_label");
@@ -182,7 +196,7 @@ pub fn render(body: &Value, mention: Option<u64>) -> Post {
             ping = matches!(kind, "new" | "breach");
         }
     }
-    if kind != "digest" {
+    if kind != "digest" && kind != "grant-refused" {
         e.fields
             .push(("Severity".into(), severity_name(level), true));
         let customer = text(body, "customer");
@@ -334,6 +348,22 @@ mod tests {
         let e = d.embed.unwrap();
         assert!(e.description.contains("**10001**"));
         assert_eq!(e.colour, severity_colour(1));
+    }
+
+    #[test]
+    fn a_refused_grant_is_loud_and_names_the_repair() {
+        let p = render(
+            &json!({"kind": "grant-refused", "account": "imap:support", "name": "support",
+                    "detail": "invalid_grant: AADSTS70000: revoked"}),
+            Some(77),
+        );
+        let e = p.embed.unwrap();
+        assert_eq!(e.title, "🔑 Login refused: imap:support");
+        assert!(e.description.contains("AADSTS70000"));
+        assert!(e.description.contains("`ticketd auth login support`"));
+        assert_eq!(e.colour, severity_colour(1));
+        assert_eq!(p.mention_role, Some(77));
+        assert!(e.fields.iter().all(|(k, _, _)| k != "Severity"));
     }
 
     #[test]

@@ -36,6 +36,9 @@ use std::time::Duration;
 /// How long before its expiry an access token is replaced, at most.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// How often a mailbox whose grant was refused looks for a new one.
+pub const REPAIR_POLL: Duration = Duration::from_secs(2);
+
 /// The lifetime assumed when a token endpoint names none (RFC 6749 makes
 /// `expires_in` optional; Microsoft's and Google's tokens live one hour).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -321,6 +324,10 @@ impl crate::credential::TokenProvider for TokenSource {
     fn invalidate(&self, token: &str) {
         self.invalidate_token(&AccessToken::new(token.to_string()));
     }
+
+    fn repaired(&self) -> crate::credential::RepairFuture<'_> {
+        Box::pin(TokenSource::repaired(self))
+    }
 }
 
 /// The access tokens of one account, shared by the tasks that log in with
@@ -335,7 +342,27 @@ pub struct TokenSource {
     refused: std::sync::Mutex<Option<AccessToken>>,
     /// The token last handed out: the one `invalidate` refers to.
     last: std::sync::Mutex<Option<AccessToken>>,
+    /// What tells the desk's lead that the grant was refused, and the
+    /// delivery workers to wake (set by `run`; none for the CLI).
+    notice: std::sync::OnceLock<(RefusalNotice, Arc<crate::outbound::Wake>)>,
 }
+
+/// A grant refused for good, as the notice to the desk's lead tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal<'a> {
+    /// `imap:NAME`, `graph:NAME` or `smtp`.
+    pub account: &'a str,
+    /// The name `ticketd auth login` takes.
+    pub name: &'a str,
+    /// The provider's error code and description (no secret).
+    pub message: &'a str,
+}
+
+/// Builds the mails and chat posts that tell the desk's lead of a
+/// [`Refusal`] (the service renders them; the store queues them in the
+/// transaction that records the refusal).
+pub type RefusalNotice =
+    Arc<dyn Fn(&Refusal<'_>) -> Vec<crate::store::sla::Notification> + Send + Sync>;
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -356,7 +383,42 @@ impl TokenSource {
             cache: tokio::sync::Mutex::new(None),
             refused: std::sync::Mutex::new(None),
             last: std::sync::Mutex::new(None),
+            notice: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, a grant refused for good (the first refusal since it
+    /// last worked, not every retry) queues `notice`'s mails and posts and
+    /// wakes `wake`. Set once; a later call is ignored.
+    pub fn set_notice(&self, notice: RefusalNotice, wake: Arc<crate::outbound::Wake>) {
+        let _ = self.notice.set((notice, wake));
+    }
+
+    /// Resolves when a grant that is refused for good now has been
+    /// replaced (`ticketd auth login`, here or on another instance: the
+    /// database says so), checked every [`REPAIR_POLL`]. Never resolves
+    /// while the grant is not refused, and for client credentials (there
+    /// a new attempt is the check; the mailbox's backoff paces it).
+    pub async fn repaired(&self) {
+        if self.client.flow == OAuthFlow::ClientCredentials || !self.refused_for_good().await {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(REPAIR_POLL).await;
+            if !self.refused_for_good().await {
+                tracing::info!(account = %self.client.account, "oauth: the grant was replaced; logging in again");
+                return;
+            }
+        }
+    }
+
+    /// Whether the stored grant is marked refused for good (a database
+    /// error counts as not: the caller's own retry then tells).
+    async fn refused_for_good(&self) -> bool {
+        matches!(
+            self.store.oauth_grant(&self.client.account).await,
+            Ok(Some(g)) if g.last_error_kind.as_deref() == Some("permanent")
+        )
     }
 
     /// One token source per configured OAuth account.
@@ -441,6 +503,9 @@ impl TokenSource {
             if !was_refused && now < c.refresh_at {
                 let token = c.token.clone();
                 *cache = Some(c);
+                // A token `auth login` (or another instance) stored: the
+                // grant works again.
+                self.auth_metric(true);
                 return Ok(token);
             }
         }
@@ -459,11 +524,26 @@ impl TokenSource {
                     OAuthError::Config(m) => ("permanent", m.clone()),
                     OAuthError::Store(_) => return Err(e),
                 };
-                self.store
-                    .record_oauth_error(&self.client.account, kind, &text, &ts(now))
+                let notices = match (kind, self.notice.get()) {
+                    ("permanent", Some((notice, _))) => notice(&Refusal {
+                        account: &self.client.account,
+                        name: &self.client.name,
+                        message: &text,
+                    }),
+                    _ => Vec::new(),
+                };
+                let queued = self
+                    .store
+                    .record_oauth_error(&self.client.account, kind, &text, &ts(now), &notices)
                     .await?;
                 if kind == "permanent" {
                     self.auth_metric(false);
+                }
+                if queued {
+                    tracing::warn!(account = %self.client.account, notices = notices.len(), "oauth: the grant was refused; the desk's lead is told");
+                    if let Some((_, wake)) = self.notice.get() {
+                        wake.notify_one();
+                    }
                 }
                 Err(e)
             }

@@ -176,6 +176,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "digest-answer.en.txt",
         include_str!("../../templates/digest-answer.en.txt"),
     ),
+    (
+        "grant-refused.de.subject",
+        include_str!("../../templates/grant-refused.de.subject"),
+    ),
+    (
+        "grant-refused.de.txt",
+        include_str!("../../templates/grant-refused.de.txt"),
+    ),
+    (
+        "grant-refused.en.subject",
+        include_str!("../../templates/grant-refused.en.subject"),
+    ),
+    (
+        "grant-refused.en.txt",
+        include_str!("../../templates/grant-refused.en.txt"),
+    ),
 ];
 
 /// A template that cannot be loaded or rendered. The file is the override's
@@ -246,6 +262,7 @@ const KIND_FACTS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     ("digest-answer", &[], &[]),
+    ("grant-refused", &["account", "name", "reason"], &[]),
 ];
 
 /// The facts of a route rule's answer (`not-support` and any template of

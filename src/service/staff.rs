@@ -21,6 +21,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+/// The audience (of `[sla.audiences]`) told when an OAuth 2.0 grant is
+/// refused for good.
+pub const GRANT_AUDIENCE: &str = "lead";
+
 /// A periodic digest as configured.
 #[derive(Debug)]
 struct DigestJob {
@@ -486,6 +490,54 @@ impl Intake {
             },
         )
         .map_err(|e| e.to_string())
+    }
+
+    /// The notice that the OAuth 2.0 grant of an account was refused for
+    /// good, for the [`GRANT_AUDIENCE`] audience: a mail per address, a
+    /// post per chat channel. Empty (and said in the log) when the desk
+    /// has no such audience; `/healthz` and `ticketd_mailbox_auth_ok` tell
+    /// in any case.
+    pub fn grant_refused_notice(
+        &self,
+        r: &crate::oauth::Refusal<'_>,
+        now: Timestamp,
+    ) -> Vec<Notification> {
+        let facts = [
+            ("account".to_string(), r.account.to_string()),
+            ("name".to_string(), r.name.to_string()),
+            ("reason".to_string(), r.message.to_string()),
+        ];
+        let chat = serde_json::json!({
+            "kind": crate::store::oauth::GRANT_REFUSED,
+            "account": r.account,
+            "name": r.name,
+            "detail": r.message,
+        });
+        let out = self.notify(&[GRANT_AUDIENCE.to_string()], &chat, |to| {
+            self.own_mail(
+                &OwnMail {
+                    template: "grant-refused",
+                    number: None,
+                    names_ticket: false,
+                    to_staff: true,
+                    tag: "",
+                    subject: r.account,
+                    severity: Severity::Question,
+                    facts: &facts,
+                    body: "",
+                    language: None,
+                },
+                to,
+                now,
+            )
+        });
+        if out.is_empty() {
+            tracing::warn!(
+                account = r.account,
+                "no {GRANT_AUDIENCE:?} audience in [sla.audiences]: nobody is told of the refused grant by mail or chat"
+            );
+        }
+        out
     }
 
     /// Mails and chat posts for the audiences `names`, each mail built by

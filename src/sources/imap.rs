@@ -329,11 +329,16 @@ impl ImapSource {
                     }
                     let wait = jitter(backoff);
                     tracing::warn!(mailbox = %self.label, error = %e, retry_in_ms = wait.as_millis() as u64, "IMAP session ended");
+                    // A grant refused for good waits for `ticketd auth
+                    // login` (here or on another instance), then logs in
+                    // at once instead of at the end of a long backoff.
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(wait) => {
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        _ = self.login.repaired() => backoff = MIN_BACKOFF,
                         _ = shutdown.changed() => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

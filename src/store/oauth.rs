@@ -166,14 +166,27 @@ impl Store {
     /// Records why getting a token failed (`kind`: `permanent` or
     /// `temporary`). A permanent failure also forgets the access token, so
     /// no instance keeps using a token of a revoked grant.
+    ///
+    /// `notices` (mails and chat posts to the desk's lead, built by the
+    /// caller) are queued in the same transaction when this failure is the
+    /// grant's first permanent one since it last worked: one notice per
+    /// failure, however often the mailbox retries. Returns whether they
+    /// were queued.
     pub async fn record_oauth_error(
         &self,
         account: &str,
         kind: &str,
         error: &str,
         now: &str,
-    ) -> Result<(), StoreError> {
+        notices: &[super::sla::Notification],
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        let before: Option<Option<String>> =
+            sqlx::query_scalar("SELECT last_error_kind FROM oauth_grants WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let newly_refused = kind == "permanent" && before.flatten().as_deref() != Some("permanent");
         sqlx::query(
             "INSERT INTO oauth_grants (account, last_error, last_error_kind, updated_at)
              VALUES ($1, $2, $3, $4)
@@ -192,9 +205,29 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        let queued = newly_refused && !notices.is_empty();
+        if queued {
+            let mut s = super::Script::default();
+            let mut last = None;
+            super::sla::queue_notifications(
+                &mut tx,
+                &mut s,
+                &mut last,
+                None,
+                GRANT_REFUSED,
+                notices,
+                now,
+            )
+            .await?;
+            s.run(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(queued)
     }
 }
+
+/// The outbox and chat outbox kind of the notice that a grant was refused.
+pub const GRANT_REFUSED: &str = "grant-refused";
 
 #[cfg(test)]
 mod tests {
@@ -251,20 +284,39 @@ mod tests {
         s.save_oauth_tokens("smtp", &t, "2026-01-01T00:00:00.000Z")
             .await
             .unwrap();
-        s.record_oauth_error("smtp", "temporary", "timeout", "2026-01-01T00:01:00.000Z")
+        let post = [super::super::sla::Notification::Chat {
+            channel: "ops".into(),
+            body: serde_json::json!({"kind": "grant-refused"}),
+        }];
+        // A temporary failure tells nobody.
+        assert!(!s
+            .record_oauth_error(
+                "smtp",
+                "temporary",
+                "timeout",
+                "2026-01-01T00:01:00.000Z",
+                &post
+            )
             .await
-            .unwrap();
+            .unwrap());
         let g = s.oauth_grant("smtp").await.unwrap().unwrap();
         assert_eq!(g.access_token.as_deref(), Some("A1"));
         assert_eq!(g.last_error_kind.as_deref(), Some("temporary"));
-        s.record_oauth_error(
-            "smtp",
-            "permanent",
-            "invalid_grant",
-            "2026-01-01T00:02:00.000Z",
-        )
-        .await
-        .unwrap();
+        // The first permanent one queues the notice, a repeat does not.
+        for (i, told) in [true, false].into_iter().enumerate() {
+            let at = format!("2026-01-01T00:02:0{i}.000Z");
+            let queued = s
+                .record_oauth_error("smtp", "permanent", "invalid_grant", &at, &post)
+                .await
+                .unwrap();
+            assert_eq!(queued, told);
+        }
+        let posts: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM chat_outbox WHERE kind = 'grant-refused'")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+        assert_eq!(posts, 1);
         let g = s.oauth_grant("smtp").await.unwrap().unwrap();
         assert_eq!(g.access_token, None);
         assert_eq!(g.refresh_token.as_deref(), Some("R1"));

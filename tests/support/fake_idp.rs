@@ -39,7 +39,9 @@
 //!   `introspection_mode = post`.
 //! - `POST /revoke` (RFC 7009, form `token=…`): revokes the whole grant of a
 //!   refresh or access token; [`FakeIdp::revoke_all`] does it for every grant
-//!   (an administrator revoking the app's sessions).
+//!   (an administrator revoking the app's sessions),
+//!   [`FakeIdp::revoke_user_grants`] for the grants a person signed in for
+//!   (Entra ID's "Revoke sessions" on the user), leaving app-only tokens.
 //! - Token lifetime: [`IdpConfig::lifetime`], changeable with
 //!   [`FakeIdp::set_lifetime`] (short-lived tokens); [`FakeIdp::fail_next`]
 //!   answers the next token request with a status (a 503 outage).
@@ -249,6 +251,17 @@ impl FakeIdp {
             .chain(i.access.values().map(|a| &a.grant))
             .copied()
             .collect();
+        i.revoked.extend(grants);
+        i.refresh.clear();
+    }
+
+    /// Revokes the grants a person signed in for (those with a refresh
+    /// token: device code, authorization code), as Entra ID's "Revoke
+    /// sessions" on the user does; app-only (client credentials) tokens
+    /// keep working.
+    pub fn revoke_user_grants(&self) {
+        let mut i = self.shared.inner.lock().unwrap();
+        let grants: Vec<u64> = i.refresh.values().copied().collect();
         i.revoked.extend(grants);
         i.refresh.clear();
     }
