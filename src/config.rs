@@ -960,7 +960,9 @@ impl OAuthConfig {
             }
         } else {
             if self.service_account_key_file.is_some() {
-                return Err("oauth.service_account_key_file: only for flow = \"service_account\"".into());
+                return Err(
+                    "oauth.service_account_key_file: only for flow = \"service_account\"".into(),
+                );
             }
             if self.subject.is_some() {
                 return Err("oauth.subject: only for flow = \"service_account\"".into());
@@ -1110,9 +1112,18 @@ impl OAuthConfig {
     /// shown: the key its message names, else `flow` or `provider`.
     fn span_for(&self, message: &str) -> std::ops::Range<usize> {
         let keyed = [
-            ("client_certificate_file", self.client_certificate_file.as_ref().map(|s| s.span())),
-            ("client_key_file", self.client_key_file.as_ref().map(|s| s.span())),
-            ("service_account_key_file", self.service_account_key_file.as_ref().map(|s| s.span())),
+            (
+                "client_certificate_file",
+                self.client_certificate_file.as_ref().map(|s| s.span()),
+            ),
+            (
+                "client_key_file",
+                self.client_key_file.as_ref().map(|s| s.span()),
+            ),
+            (
+                "service_account_key_file",
+                self.service_account_key_file.as_ref().map(|s| s.span()),
+            ),
             ("subject", self.subject.as_ref().map(|s| s.span())),
         ];
         for (key, span) in keyed {

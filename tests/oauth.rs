@@ -894,13 +894,8 @@ const SUBJECT: &str = "support@example.test";
 async fn service_account_setup(subject: &str) -> (FakeIdp, Setup, test_keys::TestCert) {
     let idp = FakeIdp::start(IdpConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (key_file, cert) = test_keys::service_account_key(
-        dir.path(),
-        SA_EMAIL,
-        SA_CLIENT_ID,
-        "k1d",
-        &idp.token_url(),
-    );
+    let (key_file, cert) =
+        test_keys::service_account_key(dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &idp.token_url());
     idp.set_service_account(fake_idp::ServiceAccount {
         client_email: SA_EMAIL.into(),
         key_id: "k1d".into(),
@@ -983,7 +978,8 @@ async fn a_service_account_without_delegation_is_a_permanent_error() {
     let e = source(&s, "imap:support").access_token().await.unwrap_err();
     assert!(e.is_permanent(), "{e}");
     assert!(
-        e.to_string().contains("invalid_grant: Invalid email or User ID"),
+        e.to_string()
+            .contains("invalid_grant: Invalid email or User ID"),
         "{e}"
     );
     assert_eq!(idp.count("jwt_bearer"), 0);
@@ -1012,62 +1008,51 @@ fn check_config_names_key_and_certificate_problems_with_their_line() {
     let missing = dir.path().join("missing.key");
     let ms = "provider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"x\"\nflow = \"client_credentials\"\n";
     let d = |p: &Path| p.display().to_string();
-    // (the [imap.oauth] keys, user, wanted text, the key whose line is
-    // named; None: passes)
-    let cases: Vec<(String, &str, Option<(&str, &str)>)> = vec![
+    // (the [imap.oauth] keys, the wanted text and the key whose line is
+    // named; None: passes); the login user is SUBJECT.
+    let cases: Vec<(String, Option<(&str, &str)>)> = vec![
         (
             format!("{ms}client_secret_env = \"S\"\nclient_certificate_file = \"{}\"\n", d(&c.cert)),
-            SUBJECT,
             Some(("give a client secret or a certificate, not both", "client_certificate_file")),
         ),
         (
             format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\n", d(&sa)),
-            SUBJECT,
             Some(("needs subject", "flow")),
         ),
         (
             format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"other@example.test\"\n", d(&sa)),
-            SUBJECT,
             Some(("is not the login user", "subject")),
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&missing)),
-            SUBJECT,
             Some(("cannot read it", "client_key_file")),
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&not_pem)),
-            SUBJECT,
             Some(("no PEM private key", "client_key_file")),
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&other.key)),
-            SUBJECT,
             Some(("does not belong to the certificate", "client_key_file")),
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\n", d(&c.cert)),
-            SUBJECT,
             Some(("no PEM private key", "client_certificate_file")),
         ),
         (
             format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUBJECT}\"\n", d(&missing)),
-            SUBJECT,
             Some(("cannot read it", "service_account_key_file")),
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&c.key_pkcs1)),
-            SUBJECT,
             None,
         ),
         (
             format!("{ms}client_certificate_file = \"{}\"\n", d(&c.combined)),
-            SUBJECT,
             None,
         ),
         (
             format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUBJECT}\"\n", d(&sa)),
-            SUBJECT,
             None,
         ),
     ];
@@ -1075,10 +1060,10 @@ fn check_config_names_key_and_certificate_problems_with_their_line() {
         .iter()
         .flat_map(|k| test_keys::pem_body_lines(k))
         .collect();
-    for (k, (oauth, user, want)) in cases.iter().enumerate() {
+    for (k, (oauth, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{k}.toml"));
         let text = format!(
-            "[[imap]]\nname = \"m\"\nhost = \"imap.example.test\"\nuser = \"{user}\"\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}"
+            "[[imap]]\nname = \"m\"\nhost = \"imap.example.test\"\nuser = \"{SUBJECT}\"\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}"
         );
         std::fs::write(&path, &text).unwrap();
         let o = Command::new(BIN)
@@ -1096,7 +1081,10 @@ fn check_config_names_key_and_certificate_problems_with_their_line() {
             String::from_utf8_lossy(&o.stderr)
         );
         for line in &secrets {
-            assert!(!all.contains(line.as_str()), "case {k}: key material in {all}");
+            assert!(
+                !all.contains(line.as_str()),
+                "case {k}: key material in {all}"
+            );
         }
         let Some((want, key)) = want else {
             assert_eq!(o.status.code(), Some(0), "case {k}: {all}");
@@ -1112,4 +1100,157 @@ fn check_config_names_key_and_certificate_problems_with_their_line() {
         let at = format!("{}:{line}:", path.display());
         assert!(all.contains(&at), "case {k}: want {at} in {all}");
     }
+}
+
+/// POSTs `form` to the fake's token endpoint: status and JSON answer.
+async fn post_token(idp: &FakeIdp, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let r = ticketd::oauth::http_client()
+        .unwrap()
+        .post(idp.token_url())
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+fn description(v: &serde_json::Value) -> String {
+    format!("{}: {}", v["error"], v["error_description"])
+}
+
+/// The fake is as strict as the providers' documentation: what ticketd
+/// sends passes, and each documented refusal is what a wrong assertion
+/// gets — Entra ID: a replayed jti, an expired assertion (AADSTS700024), a
+/// wrong audience or issuer (AADSTS50027), a signature not made with the
+/// registered certificate's key (AADSTS700027), a secret beside the
+/// assertion; Google: a grant JWT older than an hour, a wrong audience, a
+/// signature by another key, a missing scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_assertions_as_entra_id_and_google_document() {
+    use ticketd::oauth::assertion::{
+        unix_now, CertificateCredential, ServiceAccountKey, CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = test_keys::certificate(dir.path(), "a");
+    let b = test_keys::certificate(dir.path(), "b");
+    let idp = FakeIdp::start(idp_with_certificates(vec![a.der.clone()])).await;
+    let client = "ticketd-test-client";
+    let ca = CertificateCredential::load(&a.cert, Some(&a.key)).unwrap();
+    let cb = CertificateCredential::load(&b.combined, None).unwrap();
+    let aud = idp.token_url();
+    let now = unix_now();
+    let ask = |jwt: String, extra: Option<(&'static str, &'static str)>| {
+        let idp = &idp;
+        async move {
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("scope", "https://outlook.office365.com/.default"),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", jwt.as_str()),
+            ];
+            form.extend(extra);
+            post_token(idp, &form).await
+        }
+    };
+    let good = ca.assertion(client, &aud, now).unwrap();
+    let (status, v) = ask(good.clone(), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["access_token"].is_string() && v.get("refresh_token").is_none());
+    let (status, v) = ask(good, None).await;
+    assert_eq!(status, 401);
+    assert!(description(&v).contains("used before"), "{v}");
+    let (_, v) = ask(ca.assertion(client, &aud, now - 3600).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700024"), "{v}");
+    let (_, v) = ask(
+        ca.assertion(
+            client,
+            "https://login.microsoftonline.com/x/oauth2/v2.0/token",
+            now,
+        )
+        .unwrap(),
+        None,
+    )
+    .await;
+    assert!(description(&v).contains("AADSTS50027"), "{v}");
+    let (_, v) = ask(ca.assertion("someone-else", &aud, now).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS50027"), "{v}");
+    let (_, v) = ask(cb.assertion(client, &aud, now).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700027"), "{v}");
+    // A's header and claims with B's signature.
+    let signed_a = ca.assertion(client, &aud, now).unwrap();
+    let signed_b = cb.assertion(client, &aud, now).unwrap();
+    let forged = format!(
+        "{}.{}",
+        signed_a.rsplit_once('.').unwrap().0,
+        signed_b.rsplit_once('.').unwrap().1
+    );
+    let (status, v) = ask(forged, None).await;
+    assert_eq!(status, 401);
+    assert!(
+        description(&v).contains("AADSTS700027: Client assertion failed signature validation"),
+        "{v}"
+    );
+    let (_, v) = ask(
+        ca.assertion(client, &aud, now).unwrap(),
+        Some(("client_secret", "s3cret-client-value-42")),
+    )
+    .await;
+    assert_eq!(v["error"], "invalid_request", "{v}");
+
+    let (key_file, sa_cert) =
+        test_keys::service_account_key(dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &aud);
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: SA_EMAIL.into(),
+        key_id: "k1d".into(),
+        certificate: sa_cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUBJECT.into()],
+    });
+    let sa = ServiceAccountKey::load(&key_file).unwrap();
+    let grant = |jwt: String| {
+        let idp = &idp;
+        async move {
+            post_token(
+                idp,
+                &[
+                    ("grant_type", JWT_BEARER_GRANT),
+                    ("assertion", jwt.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let mail = "https://mail.google.com/";
+    let (status, v) = grant(sa.assertion(mail, &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("refresh_token").is_none(), "{v}");
+    let (_, v) = grant(sa.assertion(mail, &aud, SUBJECT, now - 7200).unwrap()).await;
+    assert!(
+        description(&v).contains("Invalid JWT: Token must be a short-lived token (60 minutes)"),
+        "{v}"
+    );
+    let (_, v) = grant(
+        sa.assertion(mail, "https://oauth2.googleapis.com/token", SUBJECT, now)
+            .unwrap(),
+    )
+    .await;
+    assert!(description(&v).contains("Failed audience check"), "{v}");
+    let (_, v) = grant(sa.assertion("", &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(v["error"], "invalid_scope", "{v}");
+    // The same account and key id, another key (a deleted or foreign key).
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_file, _) =
+        test_keys::service_account_key(other_dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &aud);
+    let other = ServiceAccountKey::load(&other_file).unwrap();
+    let (_, v) = grant(other.assertion(mail, &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(
+        description(&v),
+        "\"invalid_grant\": \"Invalid JWT Signature.\"",
+        "{v}"
+    );
 }

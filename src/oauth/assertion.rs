@@ -88,7 +88,11 @@ impl CertificateCredential {
                 k,
                 "client_key_file",
             ),
-            None => (private_key(&cert_text), cert_file, "client_certificate_file"),
+            None => (
+                private_key(&cert_text),
+                cert_file,
+                "client_certificate_file",
+            ),
         };
         let key = key.map_err(|e| {
             let hint = if key_file.is_none() {
@@ -208,8 +212,8 @@ impl ServiceAccountKey {
                 ));
             }
         }
-        let key = private_key(&k.private_key)
-            .map_err(|e| format!("{}: private_key: {e}", what()))?;
+        let key =
+            private_key(&k.private_key).map_err(|e| format!("{}: private_key: {e}", what()))?;
         Ok(ServiceAccountKey {
             key: Arc::new(key),
             client_email: k.client_email,
@@ -309,8 +313,8 @@ fn sign(
 }
 
 fn read_pem_file(path: &Path, key: &str) -> Result<String, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{key} {}: cannot read it: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{key} {}: cannot read it: {e}", path.display()))?;
     String::from_utf8(bytes)
         .map_err(|_| format!("{key} {}: not a PEM file (not text)", path.display()))
 }
@@ -447,7 +451,11 @@ mod tests {
     fn a_file_without_a_key_says_what_is_missing() {
         let e = private_key("hello").err().unwrap();
         assert!(e.contains("no PEM private key"), "{e}");
-        let e = private_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----").err().unwrap();
+        let e = private_key(
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----",
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("encrypted"), "{e}");
     }
 

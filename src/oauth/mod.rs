@@ -307,7 +307,10 @@ impl Client {
             )
             .map_err(|e| OAuthError::Config(format!("{}: {e}", self.name)))?;
         Ok(vec![
-            ("client_assertion_type", assertion::CLIENT_ASSERTION_TYPE.to_string()),
+            (
+                "client_assertion_type",
+                assertion::CLIENT_ASSERTION_TYPE.to_string(),
+            ),
             ("client_assertion", jwt),
         ])
     }

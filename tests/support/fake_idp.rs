@@ -273,10 +273,15 @@ impl FakeIdp {
     /// Tokens obtained, by any grant (client credentials, refresh, device).
     pub fn tokens_issued(&self) -> usize {
         let i = self.shared.inner.lock().unwrap();
-        ["client_credentials", "refresh_token", "device_issued", "jwt_bearer"]
-            .iter()
-            .map(|k| i.counts.get(*k).copied().unwrap_or(0))
-            .sum()
+        [
+            "client_credentials",
+            "refresh_token",
+            "device_issued",
+            "jwt_bearer",
+        ]
+        .iter()
+        .map(|k| i.counts.get(*k).copied().unwrap_or(0))
+        .sum()
     }
 
     /// Every access and refresh token issued so far.
@@ -880,7 +885,9 @@ fn parse_jwt(text: &str) -> Option<Jwt> {
 /// Verifies `jwt`'s signature with the RSA key of the certificate `cert`
 /// (DER) for `alg` (RS256 or PS256).
 fn signature_ok(jwt: &Jwt, cert: &[u8]) -> bool {
-    use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
+    use ring::signature::{
+        UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+    };
     let Some(key) = rsa_public_key(cert) else {
         return false;
     };
@@ -975,7 +982,9 @@ fn client_assertion(
     let s256 = jwt.header.get("x5t#S256").and_then(|t| t.as_str());
     let sha1 = jwt.header.get("x5t").and_then(|t| t.as_str());
     if s256.is_none() && sha1.is_none() {
-        return Err(malformed("the header names no certificate (x5t#S256 or x5t)"));
+        return Err(malformed(
+            "the header names no certificate (x5t#S256 or x5t)",
+        ));
     }
     let cert = cfg.certificates.iter().find(|c| {
         s256.is_none_or(|t| t == thumbprint(&ring::digest::SHA256, c))
@@ -1008,8 +1017,8 @@ fn client_assertion(
     let now = now_unix();
     let exp = claim_i64(&jwt, "exp");
     let nbf = claim_i64(&jwt, "nbf").unwrap_or(now);
-    let in_range = exp.is_some_and(|exp| exp + SKEW > now && exp <= now + 3600 + SKEW)
-        && nbf <= now + SKEW;
+    let in_range =
+        exp.is_some_and(|exp| exp + SKEW > now && exp <= now + 3600 + SKEW) && nbf <= now + SKEW;
     if !in_range {
         return Err(Refusal::client(
             "invalid_client",
@@ -1099,7 +1108,10 @@ fn jwt_bearer(
     let user = match claim_str(&jwt, "sub") {
         Some(sub) => {
             if !sa.users.iter().any(|u| u.eq_ignore_ascii_case(sub)) {
-                return Err(Refusal::request("invalid_grant", "Invalid email or User ID"));
+                return Err(Refusal::request(
+                    "invalid_grant",
+                    "Invalid email or User ID",
+                ));
             }
             if !scopes
                 .iter()
