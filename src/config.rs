@@ -1975,6 +1975,57 @@ mod tests {
     }
 
     #[test]
+    fn a_google_service_account_takes_the_gmail_scope_and_needs_key_and_subject() {
+        let imap = |oauth: &str| {
+            format!("[[imap]]\nname = \"g\"\nhost = \"imap.gmail.com\"\nuser = \"support@example.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"google\"\n{oauth}")
+        };
+        let cfg = Config::parse_str(
+            &imap("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@example.com\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = &cfg.oauth_accounts()[0];
+        assert_eq!(a.oauth.flow(), OAuthFlow::ServiceAccount);
+        assert!(!a.oauth.flow().has_refresh_token());
+        let ep = a.oauth.endpoints().unwrap();
+        assert_eq!(ep.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
+        for (oauth, want) in [
+            ("flow = \"service_account\"\nsubject = \"support@example.com\"\n", "needs service_account_key_file"),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support\"\n", "is not an email address"),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@example.com\"\nclient_secret_env = \"S\"\n", "takes no client secret or certificate"),
+            ("client_id = \"x\"\nflow = \"authorization_code\"\nsubject = \"support@example.com\"\n", "oauth.subject: only for flow"),
+            ("client_id = \"x\"\nflow = \"authorization_code\"\nclient_certificate_file = \"c.pem\"\n", "certificate credentials are Entra ID's"),
+        ] {
+            let e = Config::parse_str(&imap(oauth), Path::new("t.toml")).unwrap_err();
+            assert!(e.to_string().contains(want), "{oauth}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_replaces_the_secret_but_not_beside_it_nor_for_device_code() {
+        let ms = |rest: &str| {
+            format!("[[imap]]\nname = \"m\"\nhost = \"outlook.office365.com\"\nuser = \"support@contoso.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.com\"\nclient_id = \"x\"\n{rest}")
+        };
+        Config::parse_str(
+            &ms("flow = \"client_credentials\"\nclient_certificate_file = \"c.pem\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        for (rest, want, line) in [
+            ("flow = \"client_credentials\"\nclient_certificate_file = \"c.pem\"\nclient_secret_env = \"S\"\n", "not both", 11),
+            ("flow = \"client_credentials\"\nclient_key_file = \"k.pem\"\n", "needs client_certificate_file", 11),
+            ("flow = \"device_code\"\nclient_certificate_file = \"c.pem\"\n", "device code flow", 11),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@contoso.com\"\n", "is Google's", 10),
+        ] {
+            let e = Config::parse_str(&ms(rest), Path::new("t.toml")).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(want), "{rest}: {text}");
+            assert!(text.contains(&format!("t.toml:{line}:")), "{rest}: {text}");
+        }
+    }
+
+    #[test]
     fn smtp_oauth_needs_the_user_it_sends_as() {
         let e = Config::parse_str(
             "[outbound.smtp]\nauth = \"oauth2\"\n[outbound.smtp.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.com\"\nclient_id = \"x\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n",

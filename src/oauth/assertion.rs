@@ -108,6 +108,16 @@ impl CertificateCredential {
                 cert_file.display()
             )
         })?;
+        // Entra ID refuses an expired certificate's assertions: say so
+        // here, with the date, rather than at the first token request.
+        if let Some(not_after) = certificate_not_after(&cert) {
+            if not_after < jiff::Timestamp::now() {
+                return Err(format!(
+                    "client_certificate_file {}: the certificate expired at {not_after}; make a new one and upload it to the app registration",
+                    cert_file.display()
+                ));
+            }
+        }
         if public != ring::signature::KeyPair::public_key(&key).as_ref() {
             return Err(format!(
                 "{what} {}: the private key does not belong to the certificate in {}",
@@ -394,6 +404,53 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
+/// The `notAfter` of an X.509 certificate's validity.
+fn certificate_not_after(cert: &[u8]) -> Option<jiff::Timestamp> {
+    let (0x30, cert, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest)?.2;
+    }
+    // serialNumber, signature, issuer.
+    for _ in 0..3 {
+        rest = der(rest)?.2;
+    }
+    let (0x30, validity, _) = der(rest)? else {
+        return None;
+    };
+    let (_, _, after) = der(validity)?;
+    let (tag, text, _) = der(after)?;
+    der_time(tag, std::str::from_utf8(text).ok()?)
+}
+
+/// An X.509 time: UTCTime `YYMMDDHHMMSSZ` (years 1950–2049, RFC 5280
+/// §4.1.2.5.1) or GeneralizedTime `YYYYMMDDHHMMSSZ`.
+fn der_time(tag: u8, text: &str) -> Option<jiff::Timestamp> {
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, digits.len()) {
+        (0x17, 12) => {
+            let yy: i16 = digits[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let n = |k: usize| rest[k..k + 2].parse::<i8>().ok();
+    jiff::civil::DateTime::new(year, n(0)?, n(2)?, n(4)?, n(6)?, n(8)?, 0)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
 /// The RSAPublicKey DER in an X.509 certificate's subjectPublicKeyInfo
 /// (what ring's key pair calls its public key), to compare with the key.
 fn certificate_rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
@@ -457,6 +514,24 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("encrypted"), "{e}");
+    }
+
+    #[test]
+    fn x509_times_are_read_in_both_forms() {
+        assert_eq!(
+            der_time(0x17, "491231235959Z").unwrap().to_string(),
+            "2049-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            der_time(0x17, "500101000000Z").unwrap().to_string(),
+            "1950-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            der_time(0x18, "20990101120000Z").unwrap().to_string(),
+            "2099-01-01T12:00:00Z"
+        );
+        assert!(der_time(0x17, "2099010112Z").is_none());
+        assert!(der_time(0x18, "2099010112000+0100").is_none());
     }
 
     #[test]
