@@ -953,8 +953,9 @@ async fn a_service_account_gets_one_token_for_its_subject() {
 }
 
 /// Delegation not granted in the Admin console: `unauthorized_client` with
-/// Google's description, permanent; an unknown user: `invalid_grant`
-/// "Invalid email or User ID", permanent; once granted, a token.
+/// Google's description, permanent; granted without Gmail's scope:
+/// `access_denied`, permanent; an unknown user: `invalid_grant` "Invalid
+/// email or User ID", permanent; once granted, a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_account_without_delegation_is_a_permanent_error() {
     let (idp, s, cert) = service_account_setup(SUBJECT).await;
@@ -964,12 +965,21 @@ async fn a_service_account_without_delegation_is_a_permanent_error() {
     assert!(e.is_permanent(), "{e}");
     let text = e.to_string();
     assert!(
-        text.contains("unauthorized_client: Client is unauthorized to retrieve access tokens using this method"),
+        text.contains("unauthorized_client: Unauthorized client or scope in request."),
         "{text}"
     );
     for line in test_keys::pem_body_lines(&cert.key) {
         assert!(!text.contains(&line), "key material in {text}");
     }
+    // Delegated, but not for Gmail's scope.
+    idp.set_delegation(&["https://www.googleapis.com/auth/gmail.readonly"]);
+    let e = src.access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("access_denied: Requested client not authorized."),
+        "{e}"
+    );
     idp.set_delegation(&["https://mail.google.com/"]);
     let t = src.access_token().await.unwrap();
     assert_eq!(idp.user_of(t.secret()).as_deref(), Some(SUBJECT));
@@ -1125,7 +1135,8 @@ fn description(v: &serde_json::Value) -> String {
 /// The fake is as strict as the providers' documentation: what ticketd
 /// sends passes, and each documented refusal is what a wrong assertion
 /// gets — Entra ID: a replayed jti, an expired assertion (AADSTS700024), a
-/// wrong audience or issuer (AADSTS50027), a signature not made with the
+/// wrong audience (AADSTS700023) or issuer (AADSTS700021), a malformed JWT
+/// (AADSTS50027), a signature not made with the
 /// registered certificate's key (AADSTS700027), a secret beside the
 /// assertion; Google: a grant JWT older than an hour, a wrong audience, a
 /// signature by another key, a missing scope.
@@ -1176,8 +1187,10 @@ async fn the_fake_refuses_assertions_as_entra_id_and_google_document() {
         None,
     )
     .await;
-    assert!(description(&v).contains("AADSTS50027"), "{v}");
+    assert!(description(&v).contains("AADSTS700023"), "{v}");
     let (_, v) = ask(ca.assertion("someone-else", &aud, now).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700021"), "{v}");
+    let (_, v) = ask("not.a.jwt".into(), None).await;
     assert!(description(&v).contains("AADSTS50027"), "{v}");
     let (_, v) = ask(cb.assertion(client, &aud, now).unwrap(), None).await;
     assert!(description(&v).contains("AADSTS700027"), "{v}");

@@ -56,10 +56,16 @@
 //!   = this token endpoint, `iss` = `sub` = the client id, `exp` in the
 //!   future and `nbf` not in it, 5 minutes of clock skew allowed, and `exp`
 //!   at most an hour ahead (else `AADSTS700024` "Client assertion is not
-//!   within its valid time range"); a malformed JWT or a wrong `aud`/`iss`
-//!   is `AADSTS50027` ("JWT token is invalid or malformed"). A `jti` seen
-//!   before is refused (replay; Entra's code for it is not documented, so
-//!   the text has none). All are `invalid_client`, status 401.
+//!   within its valid time range"; the hour is this fake's assumption, the
+//!   page names no maximum); a wrong `aud` is `AADSTS700023` ("Client
+//!   assertion audience claim does not match Realm issuer"), `iss`/`sub`
+//!   not the client id `AADSTS700021` ("Client assertion application
+//!   identifier doesn't match 'client_id' parameter"), a malformed JWT
+//!   `AADSTS50027` ("JWT token is invalid or malformed") — the texts of
+//!   Microsoft's error code reference and the Azure SDK's troubleshooting
+//!   table. A `jti` seen before is refused (replay; Entra's code for it is
+//!   not documented, so the text has none). All are `invalid_client`,
+//!   status 401.
 //! - The JWT bearer grant of a Google service account with domain-wide
 //!   delegation (Google "Using OAuth 2.0 for Server to Server
 //!   Applications", RFC 7523 §2.1): `grant_type=urn:ietf:params:oauth:
@@ -70,19 +76,23 @@
 //!   signature verified with the key's certificate (Google publishes one per
 //!   key) — else `invalid_grant` "Invalid JWT Signature."; `aud` = this
 //!   token endpoint (else `invalid_grant` "Invalid JWT: Failed audience
-//!   check."); `iat` and `exp` present, `exp - iat` at most 3600 s, `exp`
-//!   not past and `iat` not ahead (5 minutes of skew; else `invalid_grant`
-//!   "Invalid JWT: Token must be a short-lived token (60 minutes) and in a
-//!   reasonable timeframe. Check your iat and exp values in the JWT
-//!   claim."); `scope` present (else `invalid_scope` "Empty or missing
-//!   scope not allowed."); `sub` a user of the domain (else `invalid_grant`
-//!   "Invalid email or User ID"); every requested scope delegated to the
-//!   account's client id in the Admin console ([`ServiceAccount::delegated_scopes`],
-//!   [`FakeIdp::set_delegation`]; else `unauthorized_client`, status 401,
-//!   "Client is unauthorized to retrieve access tokens using this method,
-//!   or client not authorized for any of the scopes requested."). The
-//!   answer is an access token for `sub` (what introspection names as
-//!   `username`), `expires_in`, `token_type` Bearer, no refresh token.
+//!   check." — not in Google's table, the text is this fake's); `iat` and
+//!   `exp` present, `exp` after `iat` and at most 65 minutes after it,
+//!   `exp` not past and `iat` not ahead (5 minutes of skew; else
+//!   `invalid_grant` "Invalid JWT: Token must be a short-lived token (60
+//!   minutes) and in a reasonable timeframe. Check your 'iat' and 'exp'
+//!   values and use a clock with skew to account for clock differences
+//!   between systems."); `scope` present (else `invalid_scope` "Invalid
+//!   OAuth scope or ID token audience provided."); `sub` a user of the
+//!   domain (else `invalid_grant` "Invalid email or User ID"); domain-wide
+//!   delegation granted to the account's client id in the Admin console
+//!   ([`ServiceAccount::delegated_scopes`], [`FakeIdp::set_delegation`];
+//!   none: `unauthorized_client`, status 401, "Unauthorized client or scope
+//!   in request.") and covering every requested scope (else
+//!   `access_denied`, "Requested client not authorized."). These texts and
+//!   causes are the "JWT error codes" table of Google's page. The answer is
+//!   an access token for `sub` (what introspection names as `username`),
+//!   `expires_in` 3599, `token_type` Bearer, no refresh token.
 //! - Token lifetime: [`IdpConfig::lifetime`], changeable with
 //!   [`FakeIdp::set_lifetime`] (short-lived tokens); [`FakeIdp::fail_next`]
 //!   answers the next token request with a status (a 503 outage).
@@ -1007,12 +1017,18 @@ fn client_assertion(
         ));
     }
     if claim_str(&jwt, "aud") != Some(token_url) {
-        return Err(malformed("the aud claim is not the token endpoint"));
+        return Err(Refusal::client(
+            "invalid_client",
+            "AADSTS700023: Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials.",
+        ));
     }
     if claim_str(&jwt, "iss") != Some(cfg.client_id.as_str())
         || claim_str(&jwt, "sub") != Some(cfg.client_id.as_str())
     {
-        return Err(malformed("iss and sub must be the client id"));
+        return Err(Refusal::client(
+            "invalid_client",
+            "AADSTS700021: Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials",
+        ));
     }
     let now = now_unix();
     let exp = claim_i64(&jwt, "exp");
@@ -1085,14 +1101,14 @@ fn jwt_bearer(
     let now = now_unix();
     let timely = match (claim_i64(&jwt, "iat"), claim_i64(&jwt, "exp")) {
         (Some(iat), Some(exp)) => {
-            exp > iat && exp - iat <= 3600 && exp + SKEW > now && iat <= now + SKEW
+            exp > iat && exp - iat <= 65 * 60 && exp + SKEW > now && iat <= now + SKEW
         }
         _ => false,
     };
     if !timely {
         return Err(Refusal::request(
             "invalid_grant",
-            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your 'iat' and 'exp' values and use a clock with skew to account for clock differences between systems.",
         ));
     }
     let scopes: Vec<&str> = claim_str(&jwt, "scope")
@@ -1102,7 +1118,7 @@ fn jwt_bearer(
     if scopes.is_empty() {
         return Err(Refusal::request(
             "invalid_scope",
-            "Empty or missing scope not allowed.",
+            "Invalid OAuth scope or ID token audience provided.",
         ));
     }
     let user = match claim_str(&jwt, "sub") {
@@ -1113,13 +1129,19 @@ fn jwt_bearer(
                     "Invalid email or User ID",
                 ));
             }
+            if sa.delegated_scopes.is_empty() {
+                return Err(Refusal::client(
+                    "unauthorized_client",
+                    "Unauthorized client or scope in request.",
+                ));
+            }
             if !scopes
                 .iter()
                 .all(|s| sa.delegated_scopes.iter().any(|d| d == s))
             {
-                return Err(Refusal::client(
-                    "unauthorized_client",
-                    "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+                return Err(Refusal::request(
+                    "access_denied",
+                    "Requested client not authorized.",
                 ));
             }
             sub.to_string()
