@@ -1267,3 +1267,59 @@ async fn the_fake_refuses_assertions_as_entra_id_and_google_document() {
         "{v}"
     );
 }
+
+/// `ticketd auth login` with a service account gets one token (proving the
+/// key and the delegation) and stores no refresh token; `auth status`
+/// names the flow and needs no login; with the delegation removed the
+/// login fails with Google's text. Nothing the
+/// binary prints, at trace, holds the key or a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_login_and_status_through_the_binary() {
+    let (idp, s, cert) = service_account_setup(SUBJECT).await;
+    s.store.close().await;
+    let config = s.dir.path().join("ticketd.toml");
+    let data = s.dir.path().join("data");
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("TICKETD_LOG", "trace")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    let (code, login) = run(&["auth", "login", "support"]);
+    assert_eq!(code, Some(0), "{login}");
+    assert!(login.contains("support: signed in"), "{login}");
+    assert!(!login.contains("refresh token stored"), "{login}");
+    assert_eq!(idp.count("jwt_bearer"), 1);
+    let (code, status) = run(&["auth", "status"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("support: flow service_account, grant not needed (service account)"),
+        "{status}"
+    );
+
+    idp.set_delegation(&[]);
+    let (code, refused) = run(&["auth", "login", "support"]);
+    assert_ne!(code, Some(0), "{refused}");
+    assert!(
+        refused.contains("unauthorized_client: Unauthorized client or scope in request."),
+        "{refused}"
+    );
+    let all = format!("{login}{status}{refused}");
+    for line in test_keys::pem_body_lines(&cert.key) {
+        assert!(!all.contains(&line), "key material in {all}");
+    }
+    for token in idp.issued() {
+        assert!(!all.contains(&token), "a token in {all}");
+    }
+}
