@@ -862,3 +862,117 @@ async fn certificate_and_service_account_tokens_log_in_to_dovecot() {
         assert!(!shown.contains(&line), "key material in {shown}");
     }
 }
+
+/// `ticketd run` with the mailbox on a Google service account (acting as
+/// SUPPORT) and the relay on Entra ID certificate credentials: a customer's
+/// mail becomes a ticket and the confirmation goes out through Postfix
+/// submission, both logins with tokens from the fake identity provider;
+/// one token request per account for two mails; the daemon's log at debug
+/// holds neither key nor token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_service_account_mailbox_and_a_certificate_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_keys::certificate(dir.path(), "relay");
+    let idp = fake_idp::FakeIdp::start(fake_idp::IdpConfig {
+        certificates: vec![cert.der.clone()],
+        username: SUPPORT.into(),
+        ..fake_idp::IdpConfig::default()
+    })
+    .await;
+    let sa_email = "ticketd@ticketd-test.iam.gserviceaccount.com";
+    let (sa_key, sa_cert) = test_keys::service_account_key(
+        dir.path(),
+        sa_email,
+        "113456789012345678901",
+        "k1d",
+        &idp.token_url(),
+    );
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: sa_email.into(),
+        key_id: "k1d".into(),
+        certificate: sa_cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUPPORT.into()],
+    });
+    let stack = MailStack::start_with_oauth2(&idp.introspection_url());
+    let config = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n[http]\nlisten = \"\"\n\
+             [outbound]\ntransport = \"smtp\"\npoll_seconds = 0.2\n\
+             [outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             user = \"{SUPPORT}\"\nauth = \"oauth2\"\n[outbound.smtp.oauth]\n\
+             provider = \"generic\"\nclient_id = \"ticketd-test-client\"\nclient_certificate_file = \"{}\"\n\
+             flow = \"client_credentials\"\ntoken_url = \"{}\"\nscope = \"https://outlook.office365.com/.default\"\n\
+             [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+             user = \"{SUPPORT}\"\nidle_seconds = 60\nauth = \"oauth2\"\n[imap.oauth]\n\
+             provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUPPORT}\"\n",
+            stack.submission_port(),
+            stack.ca_cert_path().display(),
+            cert.combined.display(),
+            idp.token_url(),
+            stack.imap_port(),
+            sa_key.display(),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("daemon.log");
+    let daemon = Daemon(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("run")
+            .env_remove("TICKETD_CONFIG")
+            .env("TICKETD_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start ticketd run"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let until = |user: &'static str, folder: &'static str, n: u32| {
+        let stack = &stack;
+        let log = &log;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stack.count(user, folder).await < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{user}/{folder}: not {n} mails after 60 s; daemon log:\n{}",
+                    log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    stack.send(ALICE, SUPPORT, customer_mail("sa-run")).await;
+    until(ALICE, "INBOX", 1).await;
+    until(SUPPORT, "Processed", 1).await;
+    stack.send(ALICE, SUPPORT, customer_mail("sa-run-2")).await;
+    until(ALICE, "INBOX", 2).await;
+    assert_eq!(idp.count("jwt_bearer"), 1, "the mailbox's token is reused");
+    assert_eq!(
+        idp.count("client_assertion"),
+        1,
+        "the relay's token is reused"
+    );
+    assert_eq!(idp.count("refused"), 0, "{:?}", idp.last_error());
+    drop(daemon);
+    let text = log();
+    assert!(
+        text.contains("IMAP mailbox"),
+        "the log is the daemon's:\n{text}"
+    );
+    for token in idp.issued() {
+        assert!(!text.contains(&token), "a token in the daemon's log");
+    }
+    for key in [&cert.key, &sa_cert.key] {
+        for line in test_keys::pem_body_lines(key) {
+            assert!(!text.contains(&line), "key material in the daemon's log");
+        }
+    }
+}
