@@ -801,6 +801,10 @@ pub enum OAuthFlow {
     DeviceCode,
     /// RFC 6749 §4.1 with PKCE on a loopback redirect.
     AuthorizationCode,
+    /// RFC 7523 §2.1, a Google service account with domain-wide
+    /// delegation acting as `subject`: a JWT signed with the account's key
+    /// for each token, no refresh token, no login.
+    ServiceAccount,
 }
 
 impl OAuthFlow {
@@ -810,7 +814,15 @@ impl OAuthFlow {
             OAuthFlow::ClientCredentials => "client_credentials",
             OAuthFlow::DeviceCode => "device_code",
             OAuthFlow::AuthorizationCode => "authorization_code",
+            OAuthFlow::ServiceAccount => "service_account",
         }
+    }
+
+    /// Whether the flow lives on a stored refresh token (device code,
+    /// authorization code); client credentials and service accounts get
+    /// each token afresh from configured credentials.
+    pub fn has_refresh_token(self) -> bool {
+        matches!(self, OAuthFlow::DeviceCode | OAuthFlow::AuthorizationCode)
     }
 }
 
@@ -826,7 +838,9 @@ pub struct OAuthConfig {
     /// device code also `organizations`.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// The application (client) id.
+    /// The application (client) id; not needed with `flow =
+    /// "service_account"` (the key file names it).
+    #[serde(default)]
     pub client_id: String,
     /// File holding the client secret (e.g. a systemd credential).
     #[serde(default)]
@@ -834,7 +848,24 @@ pub struct OAuthConfig {
     /// Environment variable holding the client secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
-    /// `client_credentials`, `device_code` or `authorization_code`.
+    /// Entra ID certificate credentials instead of a secret: the PEM
+    /// certificate uploaded to the app registration (and its private key,
+    /// when `client_key_file` is not given).
+    #[serde(default)]
+    pub client_certificate_file: Option<toml::Spanned<PathBuf>>,
+    /// The certificate's RSA private key (PEM, unencrypted).
+    #[serde(default)]
+    pub client_key_file: Option<toml::Spanned<PathBuf>>,
+    /// `flow = "service_account"`: the JSON key Google gives for the
+    /// service account.
+    #[serde(default)]
+    pub service_account_key_file: Option<toml::Spanned<PathBuf>>,
+    /// `flow = "service_account"`: the Workspace user the service account
+    /// acts as (the mailbox's address).
+    #[serde(default)]
+    pub subject: Option<toml::Spanned<String>>,
+    /// `client_credentials`, `device_code`, `authorization_code` or
+    /// `service_account`.
     pub flow: toml::Spanned<OAuthFlow>,
     /// Token endpoint (generic; overrides a preset).
     #[serde(default)]
@@ -892,18 +923,50 @@ impl OAuthConfig {
     /// presets. The message does not name a secret, only keys.
     pub fn endpoints(&self) -> Result<OAuthEndpoints, String> {
         let flow = self.flow();
-        if self.client_id.trim().is_empty() {
+        if self.client_id.trim().is_empty() && flow != OAuthFlow::ServiceAccount {
             return Err("oauth.client_id is empty".into());
         }
         if self.client_secret_env.is_some() && self.client_secret_file.is_some() {
             return Err("oauth: give client_secret_env or client_secret_file, not both".into());
         }
         let has_secret = self.client_secret_env.is_some() || self.client_secret_file.is_some();
-        if flow == OAuthFlow::ClientCredentials && !has_secret {
+        let has_certificate = self.client_certificate_file.is_some();
+        if has_secret && has_certificate {
+            return Err("oauth.client_certificate_file: give a client secret or a certificate, not both (remove client_secret_file / client_secret_env)".into());
+        }
+        if self.client_key_file.is_some() && !has_certificate {
+            return Err("oauth.client_key_file: needs client_certificate_file (the certificate uploaded to the app registration)".into());
+        }
+        if has_certificate && flow == OAuthFlow::DeviceCode {
+            return Err("oauth.client_certificate_file: the device code flow polls the token endpoint with one request body, so a per-request client assertion cannot be sent; use flow = \"authorization_code\" or \"client_credentials\" with a certificate".into());
+        }
+        if flow == OAuthFlow::ClientCredentials && !has_secret && !has_certificate {
             return Err(
-                "oauth: flow = \"client_credentials\" needs client_secret_file or client_secret_env"
+                "oauth: flow = \"client_credentials\" needs client_secret_file, client_secret_env or client_certificate_file"
                     .into(),
             );
+        }
+        if flow == OAuthFlow::ServiceAccount {
+            if has_secret || has_certificate {
+                return Err("oauth: flow = \"service_account\" signs with the service account's key: it takes no client secret or certificate".into());
+            }
+            if self.service_account_key_file.is_none() {
+                return Err("oauth: flow = \"service_account\" needs service_account_key_file (the JSON key of the service account)".into());
+            }
+            match self.subject.as_ref().map(|s| s.get_ref().trim()) {
+                None | Some("") => return Err("oauth: flow = \"service_account\" needs subject (the Workspace user whose mailbox is read, e.g. \"support@example.com\")".into()),
+                Some(s) if !s.contains('@') => return Err(format!("oauth.subject {s:?} is not an email address")),
+                Some(_) => {}
+            }
+        } else {
+            if self.service_account_key_file.is_some() {
+                return Err(
+                    "oauth.service_account_key_file: only for flow = \"service_account\"".into(),
+                );
+            }
+            if self.subject.is_some() {
+                return Err("oauth.subject: only for flow = \"service_account\"".into());
+            }
         }
         let (token, device, authorize, scope) = match self.provider() {
             OAuthProvider::Microsoft365 => {
@@ -920,6 +983,9 @@ impl OAuthConfig {
                     return Err(format!(
                         "oauth.tenant {tenant:?} is neither a directory id nor a domain"
                     ));
+                }
+                if flow == OAuthFlow::ServiceAccount {
+                    return Err("oauth: flow = \"service_account\" is Google's; for Microsoft 365 app-only use flow = \"client_credentials\" (with a secret or client_certificate_file)".into());
                 }
                 if flow == OAuthFlow::ClientCredentials
                     && matches!(tenant, "common" | "organizations" | "consumers")
@@ -942,9 +1008,12 @@ impl OAuthConfig {
             }
             OAuthProvider::Google => {
                 match flow {
-                    OAuthFlow::ClientCredentials => return Err("oauth: Google has no client credentials grant for Gmail; use flow = \"authorization_code\" (a service account with domain-wide delegation is not supported yet)".into()),
+                    OAuthFlow::ClientCredentials => return Err("oauth: Google has no client credentials grant for Gmail; use flow = \"service_account\" (a service account with domain-wide delegation) or \"authorization_code\"".into()),
                     OAuthFlow::DeviceCode => return Err(format!("oauth: Google's device flow does not allow the Gmail scope {GOOGLE_MAIL_SCOPE} (IMAP and SMTP need it): use flow = \"authorization_code\"")),
-                    OAuthFlow::AuthorizationCode => {}
+                    OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount => {}
+                }
+                if has_certificate {
+                    return Err("oauth.client_certificate_file: certificate credentials are Entra ID's; for Google use flow = \"service_account\" with service_account_key_file".into());
                 }
                 (
                     "https://oauth2.googleapis.com/token".to_string(),
@@ -993,29 +1062,82 @@ impl OAuthConfig {
             ("authorization_url", ep.authorization_url.as_ref()),
         ] {
             if let Some(url) = url {
-                let host = url
-                    .strip_prefix("https://")
-                    .or_else(|| url.strip_prefix("http://"))
-                    .map(|r| r.split(['/', '?']).next().unwrap_or(""));
-                match host {
-                    None | Some("") => {
-                        return Err(format!("oauth.{key} {url:?} is not an http(s) URL"))
-                    }
-                    // Client secrets and tokens would cross the network in
-                    // clear text.
-                    Some(h)
-                        if url.starts_with("http://")
-                            && !is_loopback(h.rsplit_once(':').map_or(h, |(a, _)| a)) =>
-                    {
-                        return Err(format!(
-                            "oauth.{key}: plain http is only allowed on loopback, use https"
-                        ))
-                    }
-                    _ => {}
-                }
+                check_endpoint_url(key, url).map_err(|e| format!("oauth.{e}"))?;
             }
         }
         Ok(ep)
+    }
+
+    /// The certificate credential (`client_certificate_file`, with
+    /// `client_key_file` or the key in the same file), read and checked
+    /// (the key is the certificate's); `None` when not configured. The
+    /// message names the key and the file, never key material.
+    pub fn client_certificate(
+        &self,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Option<crate::oauth::assertion::CertificateCredential>, String> {
+        let Some(cert) = &self.client_certificate_file else {
+            return Ok(None);
+        };
+        let key = self.client_key_file.as_ref().map(|k| resolve(k.get_ref()));
+        crate::oauth::assertion::CertificateCredential::load(
+            &resolve(cert.get_ref()),
+            key.as_deref(),
+        )
+        .map(Some)
+    }
+
+    /// The service account key and the user it acts as, for `flow =
+    /// "service_account"`; `None` for other flows. When `client_id` is
+    /// given it must be the key's (what delegation was granted to).
+    pub fn service_account(
+        &self,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Option<(crate::oauth::assertion::ServiceAccountKey, String)>, String> {
+        let (Some(file), Some(subject)) = (&self.service_account_key_file, &self.subject) else {
+            return Ok(None);
+        };
+        let key = crate::oauth::assertion::ServiceAccountKey::load(&resolve(file.get_ref()))?;
+        let configured = self.client_id.trim();
+        if !configured.is_empty() && key.client_id.as_deref() != Some(configured) {
+            return Err(format!(
+                "service_account_key_file {}: its client_id is not oauth.client_id {configured:?} (the id domain-wide delegation was granted to)",
+                resolve(file.get_ref()).display()
+            ));
+        }
+        Ok(Some((key, subject.get_ref().trim().to_string())))
+    }
+
+    /// Where in the configuration text an error about this table is best
+    /// shown: the key its message names, else `flow` or `provider`.
+    fn span_for(&self, message: &str) -> std::ops::Range<usize> {
+        let keyed = [
+            (
+                "client_certificate_file",
+                self.client_certificate_file.as_ref().map(|s| s.span()),
+            ),
+            (
+                "client_key_file",
+                self.client_key_file.as_ref().map(|s| s.span()),
+            ),
+            (
+                "service_account_key_file",
+                self.service_account_key_file.as_ref().map(|s| s.span()),
+            ),
+            ("subject", self.subject.as_ref().map(|s| s.span())),
+        ];
+        for (key, span) in keyed {
+            if let Some(span) = span {
+                if message.contains(&format!("oauth.{key}")) {
+                    return span;
+                }
+            }
+        }
+        if message.contains("flow") {
+            self.flow.span()
+        } else {
+            self.provider.span()
+        }
     }
 
     /// The client secret, from the file (resolved by `resolve`) or the
@@ -1037,6 +1159,28 @@ impl OAuthConfig {
             return Err("oauth: the client secret is empty".into());
         }
         Ok(Some(secret))
+    }
+}
+
+/// Checks an endpoint's URL: http(s), and plain http only on loopback
+/// (client secrets, assertions and tokens would otherwise cross the network
+/// in clear text). The message starts with `key`.
+pub fn check_endpoint_url(key: &str, url: &str) -> Result<(), String> {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|r| r.split(['/', '?']).next().unwrap_or(""));
+    match host {
+        None | Some("") => Err(format!("{key} {url:?} is not an http(s) URL")),
+        Some(h)
+            if url.starts_with("http://")
+                && !is_loopback(h.rsplit_once(':').map_or(h, |(a, _)| a)) =>
+        {
+            Err(format!(
+                "{key}: plain http is only allowed on loopback, use https"
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1211,12 +1355,19 @@ impl Config {
     /// `provider` (or `flow`) key.
     fn validate_oauth(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         for a in self.oauth_accounts() {
-            if let Err(message) = a.oauth.endpoints() {
-                let span = if message.contains("flow") {
-                    a.oauth.flow.span()
-                } else {
-                    a.oauth.provider.span()
-                };
+            let mut checked = a.oauth.endpoints().map(|_| ());
+            // Gmail's XOAUTH2 login names the user the token was issued
+            // for: a service account acting as someone else cannot log in.
+            if let (Ok(()), Some(subject), Some(user)) = (&checked, &a.oauth.subject, &a.user) {
+                if !subject.get_ref().trim().eq_ignore_ascii_case(user.trim()) {
+                    checked = Err(format!(
+                        "oauth.subject {:?} is not the login user {user:?}: the token only logs in as its subject",
+                        subject.get_ref()
+                    ));
+                }
+            }
+            if let Err(message) = checked {
+                let span = a.oauth.span_for(&message);
                 let (line, column) = line_col(text, span.start);
                 let what = if a.key == "smtp" {
                     "outbound.smtp".to_string()
@@ -1500,6 +1651,32 @@ impl Config {
             a.oauth
                 .client_secret(|p| self.resolve(p))
                 .map_err(|e| format!("{}: {e}", a.name))?;
+            // The certificate, its key and a service account's key are read
+            // as `run` reads them; the message names the file and the
+            // configuration line, never key material.
+            let keys = a
+                .oauth
+                .client_certificate(|p| self.resolve(p))
+                .map(|_| ())
+                .and_then(|()| a.oauth.service_account(|p| self.resolve(p)).map(|_| ()));
+            if let Err(e) = keys {
+                let message = format!("oauth.{e}");
+                let at = self
+                    .path
+                    .as_ref()
+                    .and_then(|p| Some((p, std::fs::read_to_string(p).ok()?)))
+                    .map(|(p, text)| {
+                        let (line, _) = line_col(&text, a.oauth.span_for(&message).start);
+                        format!("{}:{line}: ", p.display())
+                    })
+                    .unwrap_or_default();
+                let what = if a.key == "smtp" {
+                    "outbound.smtp".to_string()
+                } else {
+                    format!("imap {:?}", a.name)
+                };
+                return Err(format!("{at}{what}: {message}"));
+            }
         }
         for m in &self.imap {
             let what = format!("imap {:?}", m.label());
@@ -1795,6 +1972,57 @@ mod tests {
         );
         assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
         assert_eq!(a.oauth.redirect_port, Some(8765));
+    }
+
+    #[test]
+    fn a_google_service_account_takes_the_gmail_scope_and_needs_key_and_subject() {
+        let imap = |oauth: &str| {
+            format!("[[imap]]\nname = \"g\"\nhost = \"imap.gmail.com\"\nuser = \"support@example.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"google\"\n{oauth}")
+        };
+        let cfg = Config::parse_str(
+            &imap("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@example.com\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = &cfg.oauth_accounts()[0];
+        assert_eq!(a.oauth.flow(), OAuthFlow::ServiceAccount);
+        assert!(!a.oauth.flow().has_refresh_token());
+        let ep = a.oauth.endpoints().unwrap();
+        assert_eq!(ep.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
+        for (oauth, want) in [
+            ("flow = \"service_account\"\nsubject = \"support@example.com\"\n", "needs service_account_key_file"),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support\"\n", "is not an email address"),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@example.com\"\nclient_secret_env = \"S\"\n", "takes no client secret or certificate"),
+            ("client_id = \"x\"\nflow = \"authorization_code\"\nsubject = \"support@example.com\"\n", "oauth.subject: only for flow"),
+            ("client_id = \"x\"\nflow = \"authorization_code\"\nclient_certificate_file = \"c.pem\"\n", "certificate credentials are Entra ID's"),
+        ] {
+            let e = Config::parse_str(&imap(oauth), Path::new("t.toml")).unwrap_err();
+            assert!(e.to_string().contains(want), "{oauth}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_replaces_the_secret_but_not_beside_it_nor_for_device_code() {
+        let ms = |rest: &str| {
+            format!("[[imap]]\nname = \"m\"\nhost = \"outlook.office365.com\"\nuser = \"support@contoso.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.com\"\nclient_id = \"x\"\n{rest}")
+        };
+        Config::parse_str(
+            &ms("flow = \"client_credentials\"\nclient_certificate_file = \"c.pem\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        for (rest, want, line) in [
+            ("flow = \"client_credentials\"\nclient_certificate_file = \"c.pem\"\nclient_secret_env = \"S\"\n", "not both", 11),
+            ("flow = \"client_credentials\"\nclient_key_file = \"k.pem\"\n", "needs client_certificate_file", 11),
+            ("flow = \"device_code\"\nclient_certificate_file = \"c.pem\"\n", "device code flow", 11),
+            ("flow = \"service_account\"\nservice_account_key_file = \"sa.json\"\nsubject = \"support@contoso.com\"\n", "is Google's", 10),
+        ] {
+            let e = Config::parse_str(&ms(rest), Path::new("t.toml")).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(want), "{rest}: {text}");
+            assert!(text.contains(&format!("t.toml:{line}:")), "{rest}: {text}");
+        }
     }
 
     #[test]

@@ -681,6 +681,9 @@ async fn auth(cfg: &Config, data_dir: &Path, cmd: AuthCmd) -> anyhow::Result<Exi
                 let grant = match (&g, flow) {
                     (Some(g), _) if g.refresh_token.is_some() => "stored",
                     (_, ticketd::config::OAuthFlow::ClientCredentials) => "not needed (app-only)",
+                    (_, ticketd::config::OAuthFlow::ServiceAccount) => {
+                        "not needed (service account)"
+                    }
                     _ => "none",
                 };
                 let dash = || "-".to_string();

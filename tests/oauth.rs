@@ -1,10 +1,15 @@
 //! OAuth 2.0 tokens for IMAP/SMTP logins against a fake identity provider
 //! on loopback (tests/support/fake_idp.rs): caching, single-flight refresh,
 //! rotation stored and used after a restart, invalidation, revoked grants,
-//! and `ticketd auth login` / `auth status` through the real binary.
+//! and `ticketd auth login` / `auth status` through the real binary;
+//! Entra ID certificate credentials (client assertions) and Google service
+//! accounts with domain-wide delegation (JWT bearer grant), with keys made
+//! by `openssl` in the test's directory.
 
 #[path = "support/fake_idp.rs"]
 mod fake_idp;
+#[path = "support/test_keys.rs"]
+mod test_keys;
 
 use fake_idp::{FakeIdp, IdpConfig};
 use std::path::Path;
@@ -456,7 +461,7 @@ fn impossible_provider_and_flow_combinations_are_config_errors() {
         ),
         (
             "provider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"x\"\nflow = \"client_credentials\"\n",
-            "needs client_secret_file or client_secret_env",
+            "needs client_secret_file, client_secret_env or client_certificate_file",
             4,
         ),
         (
@@ -870,4 +875,567 @@ async fn repaired_resolves_when_a_refused_grant_is_replaced() {
         .expect("repaired within a poll or two after the login")
         .unwrap();
     src.access_token().await.unwrap();
+}
+
+// --- certificate credentials (Entra ID) and service accounts (Google) ------
+
+/// The fake's client with `certificates` registered instead of using its
+/// secret.
+fn idp_with_certificates(certificates: Vec<Vec<u8>>) -> IdpConfig {
+    IdpConfig {
+        certificates,
+        ..IdpConfig::default()
+    }
+}
+
+/// A config whose relay authenticates with the certificate in separate
+/// files (`cert`, `key`) and whose mailbox with one file holding both.
+fn certificate_config(idp: &FakeIdp, c: &test_keys::TestCert) -> String {
+    format!(
+        r#"[outbound]
+transport = "file"
+[outbound.smtp]
+host = "127.0.0.1"
+port = 25
+user = "support@example.test"
+auth = "oauth2"
+[outbound.smtp.oauth]
+provider = "generic"
+client_id = "ticketd-test-client"
+client_certificate_file = "{cert}"
+client_key_file = "{key}"
+flow = "client_credentials"
+token_url = "{token}"
+scope = "https://outlook.office365.com/.default"
+
+[[imap]]
+name = "support"
+host = "imap.example.test"
+user = "support@example.test"
+auth = "oauth2"
+[imap.oauth]
+provider = "generic"
+client_id = "ticketd-test-client"
+client_certificate_file = "{combined}"
+flow = "client_credentials"
+token_url = "{token}"
+scope = "https://outlook.office365.com/.default"
+"#,
+        cert = c.cert.display(),
+        key = c.key.display(),
+        combined = c.combined.display(),
+        token = idp.token_url(),
+    )
+}
+
+async fn setup_text(text: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ticketd.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let store = open_store(dir.path()).await;
+    Setup { dir, cfg, store }
+}
+
+/// Client credentials with a certificate: each token request carries a
+/// fresh client assertion the fake verifies as Entra ID does (signature with
+/// the registered certificate, x5t#S256, aud, iss = sub = client id, time
+/// range, jti not reused) and no client secret; both key layouts (key file
+/// apart, or certificate and key in one file) work; nothing shows the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_client_assertion_gets_tokens_without_a_secret() {
+    let keys = tempfile::tempdir().unwrap();
+    let c = test_keys::certificate(keys.path(), "app");
+    let idp = FakeIdp::start(idp_with_certificates(vec![c.der.clone()])).await;
+    let s = setup_text(&certificate_config(&idp, &c)).await;
+    let smtp = source(&s, "smtp");
+    let imap = source(&s, "imap:support");
+    let t1 = smtp.access_token().await.unwrap();
+    let t2 = imap.access_token().await.unwrap();
+    assert!(idp.is_active(t1.secret()) && idp.is_active(t2.secret()));
+    assert_eq!(idp.count("client_assertion"), 2, "{:?}", idp.last_error());
+    assert_eq!(idp.count("client_credentials"), 2);
+    // Cached: no further request.
+    for _ in 0..20 {
+        assert_eq!(smtp.access_token().await.unwrap().secret(), t1.secret());
+    }
+    assert_eq!(idp.count("client_assertion"), 2);
+    // A refused token: a new request with a new assertion (the fake
+    // refuses a jti it has seen).
+    smtp.invalidate();
+    let t3 = smtp.access_token().await.unwrap();
+    assert_ne!(t3.secret(), t1.secret());
+    assert_eq!(idp.count("client_assertion"), 3);
+    assert_eq!(idp.count("refused"), 0, "{:?}", idp.last_error());
+    let debug = format!("{smtp:?} {imap:?} {:?}", s.cfg);
+    for line in test_keys::pem_body_lines(&c.key) {
+        assert!(!debug.contains(&line), "key material in Debug: {debug}");
+    }
+}
+
+/// A certificate the app registration does not hold: a permanent error
+/// naming Entra's AADSTS700027, without key material; the provider is asked
+/// once per attempt, not in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_certificate_is_a_permanent_error_naming_aadsts700027() {
+    let keys = tempfile::tempdir().unwrap();
+    let registered = test_keys::certificate(keys.path(), "registered");
+    let used = test_keys::certificate(keys.path(), "used");
+    let idp = FakeIdp::start(idp_with_certificates(vec![registered.der.clone()])).await;
+    let s = setup_text(&certificate_config(&idp, &used)).await;
+    let e = source(&s, "smtp").access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("AADSTS700027"), "{text}");
+    assert!(text.contains("invalid_client"), "{text}");
+    for line in test_keys::pem_body_lines(&used.key)
+        .into_iter()
+        .chain(test_keys::pem_body_lines(&used.cert))
+    {
+        assert!(!text.contains(&line), "key material in {text}");
+    }
+    let g = s.store.oauth_grant("smtp").await.unwrap().unwrap();
+    assert_eq!(g.last_error_kind.as_deref(), Some("permanent"));
+    assert_eq!(idp.count("refused"), 1);
+    assert_eq!(idp.count("client_credentials"), 0);
+}
+
+const SA_EMAIL: &str = "ticketd@ticketd-test.iam.gserviceaccount.com";
+const SA_CLIENT_ID: &str = "113456789012345678901";
+const SUBJECT: &str = "support@example.test";
+
+/// A fake with a service account whose delegation covers Gmail's scope, a
+/// key file for it (its token_uri the fake's) and a config using it for
+/// the mailbox `support` with `subject`.
+async fn service_account_setup(subject: &str) -> (FakeIdp, Setup, test_keys::TestCert) {
+    let idp = FakeIdp::start(IdpConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, cert) =
+        test_keys::service_account_key(dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &idp.token_url());
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: SA_EMAIL.into(),
+        key_id: "k1d".into(),
+        certificate: cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUBJECT.into(), "other@example.test".into()],
+    });
+    let path = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[imap]]
+name = "support"
+host = "imap.gmail.com"
+user = "{subject}"
+auth = "oauth2"
+[imap.oauth]
+provider = "google"
+flow = "service_account"
+service_account_key_file = "{key}"
+subject = "{subject}"
+"#,
+            key = key_file.display(),
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let store = open_store(dir.path()).await;
+    (idp, Setup { dir, cfg, store }, cert)
+}
+
+/// The service account gets a token for the configured subject (the
+/// introspected user is the subject, not the service account), Gmail's
+/// scope, one request however many logins ask (cached like client
+/// credentials), no refresh token stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_gets_one_token_for_its_subject() {
+    let (idp, s, _cert) = service_account_setup(SUBJECT).await;
+    let src = source(&s, "imap:support");
+    let calls = (0..20).map(|_| {
+        let src = src.clone();
+        tokio::spawn(async move { src.access_token().await })
+    });
+    let tokens: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().secret().clone())
+        .collect();
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
+    assert_eq!(idp.count("jwt_bearer"), 1, "{:?}", idp.last_error());
+    assert_eq!(idp.user_of(&tokens[0]).as_deref(), Some(SUBJECT));
+    let g = s.store.oauth_grant("imap:support").await.unwrap().unwrap();
+    assert!(g.refresh_token.is_none());
+    assert_eq!(g.access_token.as_deref(), Some(tokens[0].as_str()));
+}
+
+/// Delegation not granted in the Admin console: `unauthorized_client` with
+/// Google's description, permanent; granted without Gmail's scope:
+/// `access_denied`, permanent; an unknown user: `invalid_grant` "Invalid
+/// email or User ID", permanent; once granted, a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_without_delegation_is_a_permanent_error() {
+    let (idp, s, cert) = service_account_setup(SUBJECT).await;
+    idp.set_delegation(&[]);
+    let src = source(&s, "imap:support");
+    let e = src.access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("unauthorized_client: Unauthorized client or scope in request."),
+        "{text}"
+    );
+    for line in test_keys::pem_body_lines(&cert.key) {
+        assert!(!text.contains(&line), "key material in {text}");
+    }
+    // Delegated, but not for Gmail's scope.
+    idp.set_delegation(&["https://www.googleapis.com/auth/gmail.readonly"]);
+    let e = src.access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("access_denied: Requested client not authorized."),
+        "{e}"
+    );
+    idp.set_delegation(&["https://mail.google.com/"]);
+    let t = src.access_token().await.unwrap();
+    assert_eq!(idp.user_of(t.secret()).as_deref(), Some(SUBJECT));
+
+    let (idp, s, _) = service_account_setup("nobody@example.test").await;
+    let e = source(&s, "imap:support").access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid_grant: Invalid email or User ID"),
+        "{e}"
+    );
+    assert_eq!(idp.count("jwt_bearer"), 0);
+}
+
+/// `check-config` (offline) refuses what cannot work, with the file and
+/// line of the key at fault and without key material: a secret and a
+/// certificate at once, a service account without subject, a subject that
+/// is not the login user, an unreadable key, a file that is no PEM key, a
+/// key that is not the certificate's, an unreadable service account key;
+/// the right files pass, the key in either PEM form.
+#[test]
+fn check_config_names_key_and_certificate_problems_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = test_keys::certificate(dir.path(), "app");
+    let other = test_keys::certificate(dir.path(), "other");
+    let (sa, sa_cert) = test_keys::service_account_key(
+        dir.path(),
+        SA_EMAIL,
+        SA_CLIENT_ID,
+        "k1d",
+        "https://oauth2.googleapis.com/token",
+    );
+    let not_pem = dir.path().join("not-a-key.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let missing = dir.path().join("missing.key");
+    let ms = "provider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"x\"\nflow = \"client_credentials\"\n";
+    let d = |p: &Path| p.display().to_string();
+    // (the [imap.oauth] keys, the wanted text and the key whose line is
+    // named; None: passes); the login user is SUBJECT.
+    let cases: Vec<(String, Option<(&str, &str)>)> = vec![
+        (
+            format!("{ms}client_secret_env = \"S\"\nclient_certificate_file = \"{}\"\n", d(&c.cert)),
+            Some(("give a client secret or a certificate, not both", "client_certificate_file")),
+        ),
+        (
+            format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\n", d(&sa)),
+            Some(("needs subject", "flow")),
+        ),
+        (
+            format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"other@example.test\"\n", d(&sa)),
+            Some(("is not the login user", "subject")),
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&missing)),
+            Some(("cannot read it", "client_key_file")),
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&not_pem)),
+            Some(("no PEM private key", "client_key_file")),
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&other.key)),
+            Some(("does not belong to the certificate", "client_key_file")),
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\n", d(&c.cert)),
+            Some(("no PEM private key", "client_certificate_file")),
+        ),
+        (
+            format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUBJECT}\"\n", d(&missing)),
+            Some(("cannot read it", "service_account_key_file")),
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\n", d(&c.cert), d(&c.key_pkcs1)),
+            None,
+        ),
+        (
+            format!("{ms}client_certificate_file = \"{}\"\n", d(&c.combined)),
+            None,
+        ),
+        (
+            format!("provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUBJECT}\"\n", d(&sa)),
+            None,
+        ),
+    ];
+    let secrets: Vec<String> = [&c.key, &other.key, &sa_cert.key]
+        .iter()
+        .flat_map(|k| test_keys::pem_body_lines(k))
+        .collect();
+    for (k, (oauth, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{k}.toml"));
+        let text = format!(
+            "[[imap]]\nname = \"m\"\nhost = \"imap.example.test\"\nuser = \"{SUBJECT}\"\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let o = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("check-config")
+            .env("S", "x")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for line in &secrets {
+            assert!(
+                !all.contains(line.as_str()),
+                "case {k}: key material in {all}"
+            );
+        }
+        let Some((want, key)) = want else {
+            assert_eq!(o.status.code(), Some(0), "case {k}: {all}");
+            continue;
+        };
+        assert_eq!(o.status.code(), Some(78), "case {k}: {all}");
+        assert!(all.contains(want), "case {k}: want {want:?} in {all}");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap()
+            + 1;
+        let at = format!("{}:{line}:", path.display());
+        assert!(all.contains(&at), "case {k}: want {at} in {all}");
+    }
+}
+
+/// POSTs `form` to the fake's token endpoint: status and JSON answer.
+async fn post_token(idp: &FakeIdp, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let r = ticketd::oauth::http_client()
+        .unwrap()
+        .post(idp.token_url())
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+fn description(v: &serde_json::Value) -> String {
+    format!("{}: {}", v["error"], v["error_description"])
+}
+
+/// The fake is as strict as the providers' documentation: what ticketd
+/// sends passes, and each documented refusal is what a wrong assertion
+/// gets — Entra ID: a replayed jti, an expired assertion (AADSTS700024), a
+/// wrong audience (AADSTS700023) or issuer (AADSTS700021), a malformed JWT
+/// (AADSTS50027), a signature not made with the
+/// registered certificate's key (AADSTS700027), a secret beside the
+/// assertion; Google: a grant JWT older than an hour, a wrong audience, a
+/// signature by another key, a missing scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_assertions_as_entra_id_and_google_document() {
+    use ticketd::oauth::assertion::{
+        unix_now, CertificateCredential, ServiceAccountKey, CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = test_keys::certificate(dir.path(), "a");
+    let b = test_keys::certificate(dir.path(), "b");
+    let idp = FakeIdp::start(idp_with_certificates(vec![a.der.clone()])).await;
+    let client = "ticketd-test-client";
+    let ca = CertificateCredential::load(&a.cert, Some(&a.key)).unwrap();
+    let cb = CertificateCredential::load(&b.combined, None).unwrap();
+    let aud = idp.token_url();
+    let now = unix_now();
+    let ask = |jwt: String, extra: Option<(&'static str, &'static str)>| {
+        let idp = &idp;
+        async move {
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("scope", "https://outlook.office365.com/.default"),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", jwt.as_str()),
+            ];
+            form.extend(extra);
+            post_token(idp, &form).await
+        }
+    };
+    let good = ca.assertion(client, &aud, now).unwrap();
+    let (status, v) = ask(good.clone(), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["access_token"].is_string() && v.get("refresh_token").is_none());
+    let (status, v) = ask(good, None).await;
+    assert_eq!(status, 401);
+    assert!(description(&v).contains("used before"), "{v}");
+    let (_, v) = ask(ca.assertion(client, &aud, now - 3600).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700024"), "{v}");
+    let (_, v) = ask(
+        ca.assertion(
+            client,
+            "https://login.microsoftonline.com/x/oauth2/v2.0/token",
+            now,
+        )
+        .unwrap(),
+        None,
+    )
+    .await;
+    assert!(description(&v).contains("AADSTS700023"), "{v}");
+    let (_, v) = ask(ca.assertion("someone-else", &aud, now).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700021"), "{v}");
+    let (_, v) = ask("not.a.jwt".into(), None).await;
+    assert!(description(&v).contains("AADSTS50027"), "{v}");
+    let (_, v) = ask(cb.assertion(client, &aud, now).unwrap(), None).await;
+    assert!(description(&v).contains("AADSTS700027"), "{v}");
+    // A's header and claims with B's signature.
+    let signed_a = ca.assertion(client, &aud, now).unwrap();
+    let signed_b = cb.assertion(client, &aud, now).unwrap();
+    let forged = format!(
+        "{}.{}",
+        signed_a.rsplit_once('.').unwrap().0,
+        signed_b.rsplit_once('.').unwrap().1
+    );
+    let (status, v) = ask(forged, None).await;
+    assert_eq!(status, 401);
+    assert!(
+        description(&v).contains("AADSTS700027: Client assertion failed signature validation"),
+        "{v}"
+    );
+    let (_, v) = ask(
+        ca.assertion(client, &aud, now).unwrap(),
+        Some(("client_secret", "s3cret-client-value-42")),
+    )
+    .await;
+    assert_eq!(v["error"], "invalid_request", "{v}");
+
+    let (key_file, sa_cert) =
+        test_keys::service_account_key(dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &aud);
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: SA_EMAIL.into(),
+        key_id: "k1d".into(),
+        certificate: sa_cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUBJECT.into()],
+    });
+    let sa = ServiceAccountKey::load(&key_file).unwrap();
+    let grant = |jwt: String| {
+        let idp = &idp;
+        async move {
+            post_token(
+                idp,
+                &[
+                    ("grant_type", JWT_BEARER_GRANT),
+                    ("assertion", jwt.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    let mail = "https://mail.google.com/";
+    let (status, v) = grant(sa.assertion(mail, &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("refresh_token").is_none(), "{v}");
+    let (_, v) = grant(sa.assertion(mail, &aud, SUBJECT, now - 7200).unwrap()).await;
+    assert!(
+        description(&v).contains("Invalid JWT: Token must be a short-lived token (60 minutes)"),
+        "{v}"
+    );
+    let (_, v) = grant(
+        sa.assertion(mail, "https://oauth2.googleapis.com/token", SUBJECT, now)
+            .unwrap(),
+    )
+    .await;
+    assert!(description(&v).contains("Failed audience check"), "{v}");
+    let (_, v) = grant(sa.assertion("", &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(v["error"], "invalid_scope", "{v}");
+    // The same account and key id, another key (a deleted or foreign key).
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_file, _) =
+        test_keys::service_account_key(other_dir.path(), SA_EMAIL, SA_CLIENT_ID, "k1d", &aud);
+    let other = ServiceAccountKey::load(&other_file).unwrap();
+    let (_, v) = grant(other.assertion(mail, &aud, SUBJECT, now).unwrap()).await;
+    assert_eq!(
+        description(&v),
+        "\"invalid_grant\": \"Invalid JWT Signature.\"",
+        "{v}"
+    );
+}
+
+/// `ticketd auth login` with a service account gets one token (proving the
+/// key and the delegation) and stores no refresh token; `auth status`
+/// names the flow and needs no login; with the delegation removed the
+/// login fails with Google's text. Nothing the
+/// binary prints, at trace, holds the key or a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_login_and_status_through_the_binary() {
+    let (idp, s, cert) = service_account_setup(SUBJECT).await;
+    s.store.close().await;
+    let config = s.dir.path().join("ticketd.toml");
+    let data = s.dir.path().join("data");
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("TICKETD_LOG", "trace")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    let (code, login) = run(&["auth", "login", "support"]);
+    assert_eq!(code, Some(0), "{login}");
+    assert!(login.contains("support: signed in"), "{login}");
+    assert!(!login.contains("refresh token stored"), "{login}");
+    assert_eq!(idp.count("jwt_bearer"), 1);
+    let (code, status) = run(&["auth", "status"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("support: flow service_account, grant not needed (service account)"),
+        "{status}"
+    );
+
+    idp.set_delegation(&[]);
+    let (code, refused) = run(&["auth", "login", "support"]);
+    assert_ne!(code, Some(0), "{refused}");
+    assert!(
+        refused.contains("unauthorized_client: Unauthorized client or scope in request."),
+        "{refused}"
+    );
+    let all = format!("{login}{status}{refused}");
+    for line in test_keys::pem_body_lines(&cert.key) {
+        assert!(!all.contains(&line), "key material in {all}");
+    }
+    for token in idp.issued() {
+        assert!(!all.contains(&token), "a token in {all}");
+    }
 }

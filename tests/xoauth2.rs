@@ -5,6 +5,11 @@
 //! tests grant and revoke tokens at; the token manager is played by
 //! [`Tokens`], which hands out one token until it is invalidated.
 //!
+//! Tokens from Entra ID certificate credentials (a client assertion) and
+//! from a Google service account with domain-wide delegation come from the
+//! fake identity provider (tests/support/fake_idp.rs), whose introspection
+//! names the user a token is for, and log in to the real Dovecot.
+//!
 //! Every test captures the whole tracing output of the process (the
 //! daemon's caps on async-imap and lettre, everything else at trace) and
 //! checks that no token it used appears in it, in clear or as the base64
@@ -16,6 +21,8 @@ mod fake_idp;
 mod introspect;
 #[path = "support/mailstack.rs"]
 mod mailstack;
+#[path = "support/test_keys.rs"]
+mod test_keys;
 
 use introspect::Introspection;
 use mailstack::{MailStack, ALICE, HOST, SUPPORT};
@@ -718,6 +725,255 @@ impl Drop for Daemon {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+// --- certificate credentials and service accounts, end to end ------------------
+
+/// Logs in to the stack's IMAP as `user` with `token` by XOAUTH2 and counts
+/// INBOX; the error text when refused.
+async fn imap_count(stack: &MailStack, user: &str, token: &str) -> Result<u32, String> {
+    let credential = Credential::Bearer {
+        user: user.into(),
+        token: token.into(),
+    };
+    match log_in(client(stack).await, &credential, HOST, stack.imap_port()).await {
+        Ok(mut s) => {
+            let n = mailstack::count_in(&mut s, "INBOX").await.unwrap();
+            s.logout().await.unwrap();
+            Ok(n)
+        }
+        Err((e, _)) => Err(e.to_string()),
+    }
+}
+
+/// A mailbox on Entra ID certificate credentials (client credentials with
+/// a client assertion, no secret) and one on a Google service account
+/// acting as SUPPORT: the library's token sources get tokens from the fake
+/// identity provider, and Dovecot (introspecting at the fake) lets each log
+/// in by XOAUTH2 as SUPPORT — three logins each, one token request each.
+/// The service account's token is SUPPORT's: it does not log in as ALICE.
+/// A certificate the app registration does not hold is a permanent error
+/// naming AADSTS700027. Neither key, nor a token, is in the captured log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_and_service_account_tokens_log_in_to_dovecot() {
+    let log = capture();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_keys::certificate(dir.path(), "app");
+    let unregistered = test_keys::certificate(dir.path(), "unregistered");
+    let idp = fake_idp::FakeIdp::start(fake_idp::IdpConfig {
+        certificates: vec![cert.der.clone()],
+        username: SUPPORT.into(),
+        ..fake_idp::IdpConfig::default()
+    })
+    .await;
+    let sa_email = "ticketd@ticketd-test.iam.gserviceaccount.com";
+    let (sa_key, sa_cert) = test_keys::service_account_key(
+        dir.path(),
+        sa_email,
+        "113456789012345678901",
+        "k1d",
+        &idp.token_url(),
+    );
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: sa_email.into(),
+        key_id: "k1d".into(),
+        certificate: sa_cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUPPORT.into(), ALICE.into()],
+    });
+    let stack = MailStack::start_with_oauth2(&idp.introspection_url());
+    stack
+        .append(SUPPORT, "INBOX", customer_mail("certificate"))
+        .await;
+    let mailbox = |name: &str, oauth: String| {
+        format!(
+            "[[imap]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\nuser = \"{SUPPORT}\"\nauth = \"oauth2\"\n[imap.oauth]\n{oauth}",
+            stack.imap_port()
+        )
+    };
+    let entra = |cert_file: &std::path::Path, key_file: &std::path::Path| {
+        format!(
+            "provider = \"generic\"\nclient_id = \"ticketd-test-client\"\nclient_certificate_file = \"{}\"\nclient_key_file = \"{}\"\nflow = \"client_credentials\"\ntoken_url = \"{}\"\nscope = \"https://outlook.office365.com/.default\"\n",
+            cert_file.display(),
+            key_file.display(),
+            idp.token_url()
+        )
+    };
+    let text = format!(
+        "{}{}{}",
+        mailbox("entra", entra(&cert.cert, &cert.key)),
+        mailbox(
+            "gmail",
+            format!(
+                "provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUPPORT}\"\n",
+                sa_key.display()
+            )
+        ),
+        mailbox("wrong", entra(&unregistered.cert, &unregistered.key)),
+    );
+    let path = dir.path().join("ticketd.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = ticketd::config::Config::load(&path).expect("load the configuration");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let store = ticketd::store::Store::open_sqlite(&dir.path().join("data").join("t.db"), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let sources = ticketd::oauth::TokenSource::for_config(&cfg, &store, None).unwrap();
+    let src = |key: &str| sources.iter().find(|s| s.account() == key).unwrap().clone();
+
+    let mut used = Vec::new();
+    for key in ["imap:entra", "imap:gmail"] {
+        for _ in 0..3 {
+            let token = src(key).access_token().await.unwrap();
+            let n = imap_count(&stack, SUPPORT, token.secret())
+                .await
+                .unwrap_or_else(|e| panic!("{key}: XOAUTH2 as {SUPPORT}: {e}"));
+            assert_eq!(n, 1, "{key}");
+            used.push(token.secret().clone());
+        }
+    }
+    assert_eq!(idp.count("client_assertion"), 1, "{:?}", idp.last_error());
+    assert_eq!(idp.count("client_credentials"), 1);
+    assert_eq!(idp.count("jwt_bearer"), 1, "{:?}", idp.last_error());
+    let sa_token = used.last().unwrap().clone();
+    assert_eq!(idp.user_of(&sa_token).as_deref(), Some(SUPPORT));
+    let refused = imap_count(&stack, ALICE, &sa_token).await;
+    assert!(
+        refused.is_err(),
+        "SUPPORT's token logged in as {ALICE}: {refused:?}"
+    );
+
+    let e = src("imap:wrong").access_token().await.unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert!(e.to_string().contains("AADSTS700027"), "{e}");
+
+    let tokens: Vec<&str> = used.iter().map(String::as_str).collect();
+    assert_no_token_logged(&log, &tokens);
+    let logged = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    for key in [&cert.key, &unregistered.key, &sa_cert.key] {
+        for line in test_keys::pem_body_lines(key) {
+            assert!(!logged.contains(&line), "key material in the log");
+        }
+    }
+    let shown = format!("{e} {e:?} {:?}", sources);
+    for line in test_keys::pem_body_lines(&cert.key) {
+        assert!(!shown.contains(&line), "key material in {shown}");
+    }
+}
+
+/// `ticketd run` with the mailbox on a Google service account (acting as
+/// SUPPORT) and the relay on Entra ID certificate credentials: a customer's
+/// mail becomes a ticket and the confirmation goes out through Postfix
+/// submission, both logins with tokens from the fake identity provider;
+/// one token request per account for two mails; the daemon's log at debug
+/// holds neither key nor token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_service_account_mailbox_and_a_certificate_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_keys::certificate(dir.path(), "relay");
+    let idp = fake_idp::FakeIdp::start(fake_idp::IdpConfig {
+        certificates: vec![cert.der.clone()],
+        username: SUPPORT.into(),
+        ..fake_idp::IdpConfig::default()
+    })
+    .await;
+    let sa_email = "ticketd@ticketd-test.iam.gserviceaccount.com";
+    let (sa_key, sa_cert) = test_keys::service_account_key(
+        dir.path(),
+        sa_email,
+        "113456789012345678901",
+        "k1d",
+        &idp.token_url(),
+    );
+    idp.set_service_account(fake_idp::ServiceAccount {
+        client_email: sa_email.into(),
+        key_id: "k1d".into(),
+        certificate: sa_cert.der.clone(),
+        delegated_scopes: vec!["https://mail.google.com/".into()],
+        users: vec![SUPPORT.into()],
+    });
+    let stack = MailStack::start_with_oauth2(&idp.introspection_url());
+    let config = dir.path().join("ticketd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[desk]\naddresses = [\"{SUPPORT}\"]\nlanguage = \"en\"\n[http]\nlisten = \"\"\n\
+             [outbound]\ntransport = \"smtp\"\npoll_seconds = 0.2\n\
+             [outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             user = \"{SUPPORT}\"\nauth = \"oauth2\"\n[outbound.smtp.oauth]\n\
+             provider = \"generic\"\nclient_id = \"ticketd-test-client\"\nclient_certificate_file = \"{}\"\n\
+             flow = \"client_credentials\"\ntoken_url = \"{}\"\nscope = \"https://outlook.office365.com/.default\"\n\
+             [[imap]]\nname = \"support\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"plain\"\n\
+             user = \"{SUPPORT}\"\nidle_seconds = 60\nauth = \"oauth2\"\n[imap.oauth]\n\
+             provider = \"google\"\nflow = \"service_account\"\nservice_account_key_file = \"{}\"\nsubject = \"{SUPPORT}\"\n",
+            stack.submission_port(),
+            stack.ca_cert_path().display(),
+            cert.combined.display(),
+            idp.token_url(),
+            stack.imap_port(),
+            sa_key.display(),
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("daemon.log");
+    let daemon = Daemon(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("run")
+            .env_remove("TICKETD_CONFIG")
+            .env("TICKETD_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start ticketd run"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let until = |user: &'static str, folder: &'static str, n: u32| {
+        let stack = &stack;
+        let log = &log;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stack.count(user, folder).await < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{user}/{folder}: not {n} mails after 60 s; daemon log:\n{}",
+                    log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    stack.send(ALICE, SUPPORT, customer_mail("sa-run")).await;
+    until(ALICE, "INBOX", 1).await;
+    until(SUPPORT, "Processed", 1).await;
+    stack.send(ALICE, SUPPORT, customer_mail("sa-run-2")).await;
+    until(ALICE, "INBOX", 2).await;
+    assert_eq!(idp.count("jwt_bearer"), 1, "the mailbox's token is reused");
+    assert_eq!(
+        idp.count("client_assertion"),
+        1,
+        "the relay's token is reused"
+    );
+    assert_eq!(idp.count("refused"), 0, "{:?}", idp.last_error());
+    drop(daemon);
+    let text = log();
+    assert!(
+        text.contains("IMAP mailbox"),
+        "the log is the daemon's:\n{text}"
+    );
+    for token in idp.issued() {
+        assert!(!text.contains(&token), "a token in the daemon's log");
+    }
+    for key in [&cert.key, &sa_cert.key] {
+        for line in test_keys::pem_body_lines(key) {
+            assert!(!text.contains(&line), "key material in the daemon's log");
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! `authorization_pending` and adds 5 s on `slow_down`), and store the
 //! grant; `access_denied` and `expired_token` end the login with what to
 //! do. Client credentials: get one token, which proves the app
-//! registration, the secret and the tenant.
+//! registration, the secret (or certificate) and the tenant. Service
+//! account: likewise, proving the key and the domain-wide delegation.
 
 use super::{describe, save, Client, Failure, OAuthError};
 use crate::config::OAuthFlow;
@@ -39,6 +40,7 @@ pub async fn login(
         OAuthFlow::ClientCredentials => client.client_credentials().await?,
         OAuthFlow::DeviceCode => device_code(client, &mut say).await?,
         OAuthFlow::AuthorizationCode => authorization_code(client, &mut say).await?,
+        OAuthFlow::ServiceAccount => client.service_account().await?,
     };
     let now = jiff::Timestamp::now();
     save(store, &client.account, &answer, now, true).await?;
@@ -159,9 +161,13 @@ async fn authorization_code(
     let code = params
         .get("code")
         .ok_or_else(|| client.fail(Failure::Permanent("the redirect carries no code".into())))?;
-    oauth
+    let mut exchange = oauth
         .exchange_code(AuthorizationCode::new(code.clone()))
-        .set_pkce_verifier(verifier)
+        .set_pkce_verifier(verifier);
+    for (name, value) in client.assertion_params()? {
+        exchange = exchange.add_extra_param(name, value);
+    }
+    exchange
         .request_async(&client.http)
         .await
         .map_err(|e| client.fail(super::classify(&e)))

@@ -10,8 +10,12 @@
 //! [`TokenSource::invalidate`] makes the next call get a new one, once.
 //!
 //! Grants: client credentials (app-only; a fresh token each time the last
-//! one expires, no refresh token) and the refresh token of a device code
-//! login ([`login`], RFC 8628). A refused grant (`invalid_grant`: revoked,
+//! one expires, no refresh token), the refresh token of a device code
+//! login ([`login`], RFC 8628), and a Google service account's JWT bearer
+//! grant (RFC 7523 §2.1, domain-wide delegation; like client credentials,
+//! no refresh token). The client authenticates with its secret or, for
+//! Entra ID, with a certificate: a signed client assertion
+//! ([`assertion`], RFC 7523 §2.2) in place of the secret. A refused grant (`invalid_grant`: revoked,
 //! expired, the password changed) is [`OAuthError::Permanent`] and names
 //! `ticketd auth login NAME`; a network error or a provider's 5xx is
 //! [`OAuthError::Temporary`].
@@ -21,6 +25,7 @@
 //! [`AccessToken`], [`RefreshToken`]), whose `Debug` prints `[redacted]`,
 //! and error texts carry only the provider's error code and description.
 
+pub mod assertion;
 pub mod login;
 
 use crate::config::{Config, OAuthAccount, OAuthEndpoints, OAuthFlow};
@@ -95,7 +100,8 @@ pub enum Failure {
 /// Sorts an error of oauth2's token request: the RFC 6749 §5.2 codes
 /// `invalid_grant`, `invalid_client`, `unauthorized_client`,
 /// `unsupported_grant_type`, `invalid_scope` and `invalid_request` are
-/// permanent; anything else the provider sent (`temporarily_unavailable`,
+/// permanent, and so are Google's `access_denied`, `admin_policy_enforced`
+/// and `disabled_client`; anything else the provider sent (`temporarily_unavailable`,
 /// `server_error`), a body that is not an error object (a 502 page) and
 /// network errors are temporary.
 pub fn classify<RE: std::error::Error + 'static>(
@@ -105,6 +111,17 @@ pub fn classify<RE: std::error::Error + 'static>(
         RequestTokenError::ServerResponse(r) => {
             let text = describe(r.error().as_ref(), r.error_description());
             match r.error() {
+                // Google's refusals outside RFC 6749 §5.2: domain-wide
+                // delegation switched off, an administrator's policy, a
+                // disabled or deleted client.
+                BasicErrorResponseType::Extension(code)
+                    if matches!(
+                        code.as_str(),
+                        "access_denied" | "admin_policy_enforced" | "disabled_client"
+                    ) =>
+                {
+                    Failure::Permanent(text)
+                }
                 BasicErrorResponseType::Extension(_) => Failure::Temporary(text),
                 _ => Failure::Permanent(text),
             }
@@ -155,7 +172,8 @@ pub fn http_client() -> Result<oauth2::reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-/// One account's client: endpoints, id, secret.
+/// One account's client: endpoints, id, secret or certificate, service
+/// account key.
 #[derive(Debug, Clone)]
 pub struct Client {
     /// `imap:NAME` or `smtp`.
@@ -172,6 +190,11 @@ pub struct Client {
     pub redirect_port: Option<u16>,
     client_id: String,
     secret: Option<ClientSecret>,
+    /// Entra ID certificate credentials: a client assertion per request
+    /// instead of the secret.
+    certificate: Option<assertion::CertificateCredential>,
+    /// `flow = "service_account"`: the key and the user it acts as.
+    service_account: Option<(assertion::ServiceAccountKey, String)>,
     http: oauth2::reqwest::Client,
 }
 
@@ -182,10 +205,34 @@ impl Client {
             .oauth
             .endpoints()
             .map_err(|e| OAuthError::Config(format!("{}: {e}", account.name)))?;
+        let mut endpoints = endpoints;
         let secret = account
             .oauth
             .client_secret(|p| cfg.resolve(p))
             .map_err(|e| OAuthError::Config(format!("{}: {e}", account.name)))?;
+        let certificate = account
+            .oauth
+            .client_certificate(|p| cfg.resolve(p))
+            .map_err(|e| OAuthError::Config(format!("{}: oauth.{e}", account.name)))?;
+        let service_account = account
+            .oauth
+            .service_account(|p| cfg.resolve(p))
+            .map_err(|e| OAuthError::Config(format!("{}: oauth.{e}", account.name)))?;
+        if let Some((key, _)) = &service_account {
+            // Google's libraries post to the key file's token_uri; an
+            // explicit token_url wins.
+            if account.oauth.token_url.is_none() {
+                if let Some(uri) = &key.token_uri {
+                    crate::config::check_endpoint_url("token_uri", uri).map_err(|e| {
+                        OAuthError::Config(format!(
+                            "{}: oauth.service_account_key_file: {e}",
+                            account.name
+                        ))
+                    })?;
+                    endpoints.token_url = uri.clone();
+                }
+            }
+        }
         Ok(Client {
             account: account.key.clone(),
             name: account.name.clone(),
@@ -195,6 +242,8 @@ impl Client {
             redirect_port: account.oauth.redirect_port,
             client_id: account.oauth.client_id.clone(),
             secret: secret.map(ClientSecret::new),
+            certificate,
+            service_account,
             http: http_client().map_err(OAuthError::Config)?,
         })
     }
@@ -246,11 +295,39 @@ impl Client {
         }
     }
 
+    /// The parameters that authenticate a token request with the
+    /// certificate (`client_assertion_type`, `client_assertion`), a fresh
+    /// assertion each call; none with a secret or for a public client.
+    pub(crate) fn assertion_params(&self) -> Result<Vec<(&'static str, String)>, OAuthError> {
+        let Some(cert) = &self.certificate else {
+            return Ok(Vec::new());
+        };
+        let jwt = cert
+            .assertion(
+                &self.client_id,
+                &self.endpoints.token_url,
+                assertion::unix_now(),
+            )
+            .map_err(|e| OAuthError::Config(format!("{}: {e}", self.name)))?;
+        Ok(vec![
+            (
+                "client_assertion_type",
+                assertion::CLIENT_ASSERTION_TYPE.to_string(),
+            ),
+            ("client_assertion", jwt),
+        ])
+    }
+
     /// A token by the client credentials grant (RFC 6749 §4.4).
     pub async fn client_credentials(&self) -> Result<BasicTokenResponse, OAuthError> {
-        self.basic()?
+        let basic = self.basic()?;
+        let mut request = basic
             .exchange_client_credentials()
-            .add_scopes(self.scopes())
+            .add_scopes(self.scopes());
+        for (name, value) in self.assertion_params()? {
+            request = request.add_extra_param(name, value);
+        }
+        request
             .request_async(&self.http)
             .await
             .map_err(|e| self.fail(classify(&e)))
@@ -258,11 +335,72 @@ impl Client {
 
     /// A token by the refresh token grant (RFC 6749 §6).
     pub async fn refresh(&self, token: &RefreshToken) -> Result<BasicTokenResponse, OAuthError> {
-        self.basic()?
-            .exchange_refresh_token(token)
+        let basic = self.basic()?;
+        let mut request = basic.exchange_refresh_token(token);
+        for (name, value) in self.assertion_params()? {
+            request = request.add_extra_param(name, value);
+        }
+        request
             .request_async(&self.http)
             .await
             .map_err(|e| self.fail(classify(&e)))
+    }
+
+    /// A token by a service account's JWT bearer grant (RFC 7523 §2.1;
+    /// Google's server-to-server flow with domain-wide delegation): a JWT
+    /// signed with the account's key, for the configured user (`sub`) and
+    /// scope. The answer has no refresh token; errors are sorted as the
+    /// other grants' ([`classify`]), so `unauthorized_client` (delegation
+    /// not granted) and `invalid_grant` (unknown user, clock skew) are
+    /// permanent with Google's description.
+    pub async fn service_account(&self) -> Result<BasicTokenResponse, OAuthError> {
+        let Some((key, subject)) = &self.service_account else {
+            return Err(OAuthError::Config(format!(
+                "{}: flow = \"service_account\" without a service account key",
+                self.name
+            )));
+        };
+        let jwt = key
+            .assertion(
+                &self.endpoints.scope,
+                &self.endpoints.token_url,
+                subject,
+                assertion::unix_now(),
+            )
+            .map_err(|e| OAuthError::Config(format!("{}: {e}", self.name)))?;
+        let response = self
+            .http
+            .post(&self.endpoints.token_url)
+            .header("accept", "application/json")
+            .form(&[
+                ("grant_type", assertion::JWT_BEARER_GRANT),
+                ("assertion", jwt.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| self.fail(Failure::Temporary(format!("request failed: {}", chain(&e)))))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.fail(Failure::Temporary(format!("request failed: {}", chain(&e)))))?;
+        if status.is_success() {
+            return serde_json::from_slice::<BasicTokenResponse>(&body).map_err(|e| {
+                self.fail(Failure::Temporary(format!(
+                    "unexpected answer from the token endpoint: {e}"
+                )))
+            });
+        }
+        match serde_json::from_slice::<oauth2::basic::BasicErrorResponse>(&body) {
+            Ok(error) => {
+                let e: RequestTokenError<std::io::Error, _> =
+                    RequestTokenError::ServerResponse(error);
+                Err(self.fail(classify(&e)))
+            }
+            Err(_) => Err(self.fail(Failure::Temporary(format!(
+                "the token endpoint answered {status}"
+            )))),
+        }
     }
 }
 
@@ -397,10 +535,11 @@ impl TokenSource {
     /// Resolves when a grant that is refused for good now has been
     /// replaced (`ticketd auth login`, here or on another instance: the
     /// database says so), checked every [`REPAIR_POLL`]. Never resolves
-    /// while the grant is not refused, and for client credentials (there
-    /// a new attempt is the check; the mailbox's backoff paces it).
+    /// while the grant is not refused, and for client credentials and
+    /// service accounts (there a new attempt is the check; the mailbox's
+    /// backoff paces it).
     pub async fn repaired(&self) {
-        if self.client.flow == OAuthFlow::ClientCredentials || !self.refused_for_good().await {
+        if !self.client.flow.has_refresh_token() || !self.refused_for_good().await {
             return std::future::pending().await;
         }
         loop {
@@ -485,7 +624,7 @@ impl TokenSource {
         // the same refresh token on every poll only gets the app throttled.
         // `ticketd auth login` replaces the row and clears the error, which
         // the next call here picks up.
-        if self.client.flow != OAuthFlow::ClientCredentials {
+        if self.client.flow.has_refresh_token() {
             if let Some(g) = &grant {
                 if g.last_error_kind.as_deref() == Some("permanent") {
                     return Err(OAuthError::Permanent {
@@ -587,6 +726,7 @@ impl TokenSource {
     async fn fetch(&self, grant: Option<&GrantRow>) -> Result<Cached, OAuthError> {
         let answer = match self.client.flow {
             OAuthFlow::ClientCredentials => self.client.client_credentials().await?,
+            OAuthFlow::ServiceAccount => self.client.service_account().await?,
             OAuthFlow::DeviceCode | OAuthFlow::AuthorizationCode => {
                 let Some(refresh) = grant.and_then(|g| g.refresh_token.clone()) else {
                     return Err(OAuthError::Permanent {
