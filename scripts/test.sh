@@ -50,7 +50,12 @@ cargo run --quiet -- --config ticketd.example.toml --data-dir "$sample_data" che
 rm -rf "$sample_data"
 echo "== cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Tests that run ticketd with secrets (client secrets, tokens, passwords,
+# private keys: each carries the marker "tdsecret" or is PEM) keep its logs
+# and outputs here (tests/support/kept_logs.rs); no line of any may hold one.
+TICKETD_TEST_LOGS=$(mktemp -d)
+export TICKETD_TEST_LOGS
+trap 'rm -rf "$log" "$TICKETD_TEST_LOGS"' EXIT
 set +e
 # tests/fuzz.rs mutates the corpus and fixtures for a bounded time (20 s by
 # default); here it gets 150 s of the debug build that is built anyway. A
@@ -61,4 +66,16 @@ set -e
 # One closing line over every test binary (cargo's own last line is that of
 # the last target, often a bench with no tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+echo "== secrets in logs"
+kept=$(find "$TICKETD_TEST_LOGS" -type f | wc -l)
+if [ "$kept" -eq 0 ]; then
+  echo "no log was kept: the check would check nothing (TICKETD_TEST_LOGS not honoured?)" >&2
+  status=1
+elif leaks=$(grep -lE 'tdsecret|-----BEGIN [A-Z ]*PRIVATE KEY-----' -r "$TICKETD_TEST_LOGS" "$log"); then
+  echo "a configured secret is in these logs (the lines are not shown here):" >&2
+  echo "$leaks" | sed 's/^/  /' >&2
+  status=1
+else
+  echo "none in $kept kept logs and outputs, nor in the test output"
+fi
 exit "$status"

@@ -3,6 +3,8 @@
 //! the confirmations, TLS, outages of either server, and a crash in the
 //! middle of a burst. Every test starts a stack and a daemon of its own.
 
+#[path = "support/kept_logs.rs"]
+mod kept_logs;
 #[path = "support/mailstack.rs"]
 mod mailstack;
 
@@ -205,6 +207,7 @@ impl Desk {
 
 impl Drop for Desk {
     fn drop(&mut self) {
+        kept_logs::keep("imap_e2e-daemon", &self.log());
         if std::thread::panicking() {
             eprintln!("--- daemon log\n{}", self.log());
         }

@@ -8,6 +8,8 @@
 
 #[path = "support/fake_idp.rs"]
 mod fake_idp;
+#[path = "support/kept_logs.rs"]
+mod kept_logs;
 #[path = "support/test_keys.rs"]
 mod test_keys;
 
@@ -21,7 +23,7 @@ use ticketd::oauth::{OAuthError, TokenSource};
 use ticketd::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ticketd");
-const SECRET: &str = "s3cret-client-value-42";
+const SECRET: &str = "tdsecret-client-value-42";
 
 /// A config with one mailbox `support` and the SMTP relay, both OAuth
 /// against the fake, with `flow`.
@@ -396,6 +398,8 @@ async fn device_code_login_and_status_through_the_binary() {
         &check_out,
         &check_err,
     ] {
+        kept_logs::keep("oauth-cli", text);
+        kept_logs::assert_no_secret("auth login/status, check-config", text);
         assert!(!text.contains(SECRET), "the client secret leaked: {text}");
         for t in &issued {
             assert!(!text.contains(t.as_str()), "a token leaked: {text}");
@@ -742,6 +746,8 @@ async fn check_config_reads_the_client_secret_without_showing_it() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    kept_logs::keep("oauth-check-config", &all);
+    kept_logs::assert_no_secret("check-config", &all);
     assert!(!all.contains(SECRET), "{all}");
     std::fs::write(&secret, "\n").unwrap();
     let o = check();
@@ -1206,6 +1212,7 @@ fn check_config_names_key_and_certificate_problems_with_their_line() {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
+        kept_logs::keep("oauth-check-config-keys", &all);
         for line in &secrets {
             assert!(
                 !all.contains(line.as_str()),
@@ -1326,7 +1333,7 @@ async fn the_fake_refuses_assertions_as_entra_id_and_google_document() {
     );
     let (_, v) = ask(
         ca.assertion(client, &aud, now).unwrap(),
-        Some(("client_secret", "s3cret-client-value-42")),
+        Some(("client_secret", "tdsecret-client-value-42")),
     )
     .await;
     assert_eq!(v["error"], "invalid_request", "{v}");
@@ -1410,6 +1417,8 @@ async fn service_account_login_and_status_through_the_binary() {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
+        kept_logs::keep("oauth-service-account-cli", &text);
+        kept_logs::assert_no_secret("auth with a service account", &text);
         (o.status.code(), text)
     };
     let (code, login) = run(&["auth", "login", "support"]);

@@ -19,6 +19,8 @@
 mod fake_idp;
 #[path = "support/introspect.rs"]
 mod introspect;
+#[path = "support/kept_logs.rs"]
+mod kept_logs;
 #[path = "support/mailstack.rs"]
 mod mailstack;
 #[path = "support/test_keys.rs"]
@@ -87,7 +89,7 @@ fn token(what: &str) -> String {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).unwrap();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("ya29.{what}-{hex}")
+    format!("ya29.{}-{what}-{hex}", kept_logs::MARKER)
 }
 
 fn bearer(token: &str) -> Credential {
@@ -165,6 +167,8 @@ fn base64(data: &[u8]) -> String {
 /// response carrying it; and that it is not empty (the capture works).
 fn assert_no_token_logged(log: &Buffer, tokens: &[&str]) {
     let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    kept_logs::keep("xoauth2-captured", &text);
+    kept_logs::assert_no_secret("the captured log", &text);
     assert!(
         !text.is_empty(),
         "nothing was logged: the capture is broken"
@@ -222,7 +226,7 @@ fn customer_mail(subject: &str) -> Vec<u8> {
     format!(
         "From: Alice <{ALICE}>\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\n\
          Message-ID: <{subject}.{}@customer.test>\r\n\r\nThe server {subject} is down.\r\n",
-        token("mid")
+        token("mid").replace(kept_logs::MARKER, "id")
     )
     .into_bytes()
 }
@@ -684,6 +688,8 @@ async fn run_reads_the_mailbox_and_sends_through_the_relay_with_tokens_from_the_
 
     drop(daemon);
     let text = log();
+    kept_logs::keep("xoauth2-daemon", &text);
+    kept_logs::assert_no_secret("the daemon's log", &text);
     assert!(
         text.contains("IMAP mailbox"),
         "the log is the daemon's:\n{text}"
@@ -963,6 +969,8 @@ async fn run_with_a_service_account_mailbox_and_a_certificate_relay() {
     assert_eq!(idp.count("refused"), 0, "{:?}", idp.last_error());
     drop(daemon);
     let text = log();
+    kept_logs::keep("xoauth2-daemon", &text);
+    kept_logs::assert_no_secret("the daemon's log", &text);
     assert!(
         text.contains("IMAP mailbox"),
         "the log is the daemon's:\n{text}"
@@ -1197,6 +1205,8 @@ async fn a_revoked_grant_stops_one_mailbox_loudly_and_auth_login_repairs_it_whil
 
     drop(daemon);
     let text = log();
+    kept_logs::keep("xoauth2-daemon", &text);
+    kept_logs::assert_no_secret("the daemon's log", &text);
     assert!(text.contains("IMAP mailbox"), "the daemon's log:\n{text}");
     let issued = idp.issued();
     assert!(issued.len() >= 3);

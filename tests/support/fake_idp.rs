@@ -154,7 +154,7 @@ impl Default for IdpConfig {
     fn default() -> Self {
         IdpConfig {
             client_id: "ticketd-test-client".into(),
-            client_secret: Some("s3cret-client-value-42".into()),
+            client_secret: Some("tdsecret-client-value-42".into()),
             lifetime: Duration::from_secs(3600),
             username: "support@example.test".into(),
             interval: 1,
@@ -480,7 +480,8 @@ fn bump(i: &mut Inner, kind: &str) {
 
 fn random_token(i: &mut Inner, prefix: &str) -> String {
     i.next += 1;
-    let t = format!("{prefix}-{}-{:x}", i.next, rand_u64(i.next));
+    // Every token carries the suite's secret marker (tests/support/kept_logs.rs).
+    let t = format!("{prefix}-tdsecret-{}-{:x}", i.next, rand_u64(i.next));
     i.issued.push(t.clone());
     t
 }

@@ -90,8 +90,9 @@ pub const SUPPORT: &str = "support@example.test";
 pub const ALERTS: &str = "alerts@example.test";
 pub const ALICE: &str = "alice@customer.test";
 pub const BOB: &str = "bob@customer.test";
-/// The password of every mailbox.
-pub const PASSWORD: &str = "secret";
+/// The password of every mailbox (with the suite's secret marker, see
+/// tests/support/kept_logs.rs).
+pub const PASSWORD: &str = "tdsecret-mailbox-password";
 pub const HOST: &str = "127.0.0.1";
 /// The name the test certificate is valid for (also `127.0.0.1`).
 pub const TLS_SERVER_NAME: &str = "localhost";
@@ -195,7 +196,8 @@ impl MailStack {
             cmd.env_remove("MAIL_DOMAINS")
                 .env_remove("MAIL_PASSWORD")
                 .env_remove("IMAP_CAPABILITY")
-                .env_remove("OAUTH2_INTROSPECTION_URL");
+                .env_remove("OAUTH2_INTROSPECTION_URL")
+                .env("MAIL_PASSWORD", PASSWORD);
             for (k, v) in env {
                 cmd.env(k, v);
             }
