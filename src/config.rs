@@ -2035,6 +2035,114 @@ mod tests {
         assert_eq!(a.oauth.redirect_port, Some(8765));
     }
 
+    const GRAPH: &str = "[[graph]]\nname = \"desk\"\nmailbox = \"support@contoso.com\"\n[graph.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n";
+
+    #[test]
+    fn a_graph_mailbox_is_an_oauth_account_with_graphs_scope() {
+        let cfg = Config::parse_str(GRAPH, Path::new("c.toml")).unwrap();
+        let g = &cfg.graph[0];
+        assert_eq!(g.folder, "Inbox");
+        assert_eq!(g.processed_folder, "Processed");
+        assert_eq!(g.poll_seconds, 30);
+        assert_eq!(g.base(), GRAPH_BASE_URL);
+        let a = cfg.oauth_accounts();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].key, "graph:desk");
+        assert_eq!(a[0].name, "desk");
+        let ep = a[0].oauth.endpoints().unwrap();
+        assert_eq!(ep.scope, GRAPH_APP_SCOPE);
+        assert_eq!(
+            ep.token_url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        // An IMAP mailbox of the same tenant keeps Exchange's scope.
+        let both = format!(
+            "{GRAPH}[[imap]]\nname = \"m\"\nhost = \"outlook.office365.com\"\nuser = \"u@contoso.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n"
+        );
+        let cfg = Config::parse_str(&both, Path::new("c.toml")).unwrap();
+        let scopes: Vec<(String, String)> = cfg
+            .oauth_accounts()
+            .iter()
+            .map(|a| (a.key.clone(), a.oauth.endpoints().unwrap().scope))
+            .collect();
+        assert!(scopes.contains(&("imap:m".into(), MS_APP_SCOPE.into())));
+        assert!(scopes.contains(&("graph:desk".into(), GRAPH_APP_SCOPE.into())));
+    }
+
+    #[test]
+    fn graph_errors_name_their_line() {
+        let e = Config::parse_str(
+            &GRAPH.replace("name = \"desk\"", "name = \"desk\"\npoll_seconds = 0"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:2:") && e.contains("poll_seconds must be at least 1"),
+            "{e}"
+        );
+        let e = Config::parse_str(
+            &GRAPH.replace(
+                "mailbox = \"support@contoso.com\"",
+                "mailbox = \"support@contoso.com\"\nbase_url = \"http://graph.example.com/v1.0\"",
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:4:") && e.contains("plain http is only allowed on loopback"),
+            "{e}"
+        );
+        let loopback = GRAPH.replace(
+            "mailbox = \"support@contoso.com\"",
+            "mailbox = \"support@contoso.com\"\nbase_url = \"http://127.0.0.1:8080/v1.0/\"",
+        );
+        let cfg = Config::parse_str(&loopback, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.graph[0].base(), "http://127.0.0.1:8080/v1.0");
+        let e = Config::parse_str(
+            &GRAPH.replace("provider = \"microsoft365\"", "provider = \"google\""),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("c.toml:5:") && e.contains("microsoft365"), "{e}");
+        let two = format!("{GRAPH}{GRAPH}");
+        let e = Config::parse_str(&two, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.toml:11:") && e.contains("distinct name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_graph_transport_names_a_graph_mailbox() {
+        let ok = format!(
+            "[outbound]\ntransport = \"graph\"\n[outbound.graph]\nmailbox = \"desk\"\n{GRAPH}"
+        );
+        let cfg = Config::parse_str(&ok, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.outbound.transport, Transport::Graph);
+        let e = Config::parse_str(
+            &ok.replace(
+                "mailbox = \"desk\"\n[[graph]]",
+                "mailbox = \"sales\"\n[[graph]]",
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no [[graph]] mailbox has this name"), "{e}");
+        let e = Config::parse_str(
+            &format!("[outbound]\ntransport = \"graph\"\n{GRAPH}"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs [outbound.graph] mailbox"), "{e}");
+    }
+
     #[test]
     fn smtp_oauth_needs_the_user_it_sends_as() {
         let e = Config::parse_str(

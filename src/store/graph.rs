@@ -69,6 +69,7 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("t.db"), 2)
             .await
             .unwrap();
+        store.migrate().await.unwrap();
         assert_eq!(store.graph_cursor("desk", "Inbox").await.unwrap(), None);
         store
             .set_graph_cursor("desk", "Inbox", "https://g/delta?$deltatoken=1", "t1")
