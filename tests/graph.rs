@@ -387,3 +387,102 @@ async fn setup_two(other: &str, port: u16) -> Setup {
     std::fs::write(&s.config, text).unwrap();
     s
 }
+
+/// The transport by itself: the MIME arrives byte for byte (202); a token
+/// Graph refuses (revoked at the provider) is replaced once and the mail
+/// sent; a 400 is permanent with Graph's code; a mail over Graph's 4 MB
+/// request limit is permanent before anything is sent; a 429 is a
+/// deferral by its Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_mail_keeps_the_mime_and_maps_graphs_answers() {
+    use ticketd::outbound::graph::GraphSender;
+    use ticketd::outbound::worker::SendError;
+    let s = setup("", "listen = \"\"").await;
+    let cfg = ticketd::config::Config::load(&s.config).unwrap();
+    let store = ticketd::store::Store::open_sqlite(&s.dir.path().join("t.db"), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let client =
+        ticketd::sources::graph::GraphClient::new(&cfg, &cfg.graph[0], &store, None).unwrap();
+    let sender = GraphSender::new(Arc::new(client));
+    let mime = customer_mail(1, "send");
+    sender.send(&mime).await.unwrap();
+    assert_eq!(s.graph.sent(), vec![(DESK.to_string(), mime.clone())]);
+
+    s.idp.revoke_all();
+    sender.send(&mime).await.unwrap();
+    assert_eq!(s.graph.count("unauthorized"), 1);
+    assert_eq!(s.idp.count("client_credentials"), 2, "one fresh token");
+    assert_eq!(s.graph.sent().len(), 2);
+
+    let e = sender.send(b"no header at all").await.unwrap_err();
+    assert!(
+        matches!(&e, SendError::Permanent(t) if t.contains("400") && t.contains("ErrorMimeContentInvalid")),
+        "{e}"
+    );
+    let mut big = customer_mail(2, "send");
+    big.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024 + 200));
+    let calls = s.graph.count("sendMail");
+    let e = sender.send(&big).await.unwrap_err();
+    assert!(
+        matches!(&e, SendError::Permanent(t) if t.contains("4 MB")),
+        "{e}"
+    );
+    assert_eq!(s.graph.count("sendMail"), calls, "nothing sent");
+
+    s.graph.throttle_next(1, 3);
+    let e = sender.send(&mime).await.unwrap_err();
+    assert!(
+        matches!(&e, SendError::Throttled { retry_after, .. } if *retry_after == Duration::from_secs(3)),
+        "{e}"
+    );
+    // The client holds the next request until the Retry-After passed.
+    let t = Instant::now();
+    sender.send(&mime).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(2900));
+    assert_eq!(s.graph.early_retries(), 0);
+}
+
+/// `check-config` takes the [[graph]] table offline; `--connect` gets a
+/// token and lists the folder; a Graph that no longer knows the delta
+/// link (410 Gone) makes the daemon read the folder afresh without a
+/// second ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_lists_the_folder_and_an_expired_delta_link_starts_over() {
+    let s = setup("", "listen = \"\"").await;
+    let out = s.cmd(&["check-config"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.graph.deliver(DESK, customer_mail(1, "check"));
+    let out = s.cmd(&["check-config", "--connect"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok    graph desk:")
+            && text.contains("folder \"Inbox\" listed (1 messages)")
+            && text.contains("ok    outbound graph"),
+        "{text}"
+    );
+    let status = s.cmd(&["auth", "status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("desk: flow client_credentials"), "{status}");
+
+    let _d = s.start(1);
+    s.until("the mail stored", 60, 1, || {
+        s.graph.folder_count(DESK, "Processed") == 1
+    })
+    .await;
+    s.graph.expire_delta_tokens();
+    s.graph.deliver(DESK, customer_mail(2, "check"));
+    s.until("the mail after the expiry stored", 60, 1, || {
+        s.graph.folder_count(DESK, "Processed") == 2
+    })
+    .await;
+    assert_eq!(s.tickets().await, 2);
+    assert!(s.log(1).contains("no longer knows the delta link"));
+}
