@@ -459,8 +459,8 @@ async fn check_config_lists_the_folder_and_an_expired_delta_link_starts_over() {
     );
     s.graph.deliver(DESK, customer_mail(1, "check"));
     let out = s.cmd(&["check-config", "--connect"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("ok    graph desk:")

@@ -59,7 +59,7 @@
 //!   base64 string for MIME content."); another content type 400
 //!   `ErrorInvalidRequest`; a request over Graph's 4 MB limit 413
 //!   `RequestEntityTooLarge`. The MIME is recorded as sent and, with
-//!   [`FakeGraph::deliver_sent_to`], delivered into that mailbox's Inbox.
+//!   [`FakeGraph::deliver_sent`], delivered into another mailbox's Inbox.
 
 #![allow(dead_code)]
 
@@ -127,7 +127,8 @@ struct Inner {
     throttle_secs: u64,
     early: usize,
     sent: Vec<(String, Vec<u8>)>,
-    deliver_sent_to: Option<String>,
+    /// Sending mailbox → the mailbox its sent mail is delivered into.
+    deliver_sent: HashMap<String, String>,
     /// Delivery → moved out of the Inbox, per message.
     latencies: Vec<Duration>,
     next_id: u64,
@@ -277,9 +278,15 @@ impl FakeGraph {
         self.shared.inner.lock().unwrap().sent.clone()
     }
 
-    /// Mail sent from now on is also delivered into `upn`'s Inbox.
-    pub fn deliver_sent_to(&self, upn: &str) {
-        self.shared.inner.lock().unwrap().deliver_sent_to = Some(lower(upn));
+    /// Mail `from` sends from now on is also delivered into `to`'s Inbox
+    /// (a customer's mailbox writing to the desk).
+    pub fn deliver_sent(&self, from: &str, to: &str) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .deliver_sent
+            .insert(lower(from), lower(to));
     }
 
     /// For each message moved out of an Inbox: the time from its delivery
@@ -823,7 +830,7 @@ async fn send_mail(
     }
     let mut i = s.inner.lock().unwrap();
     i.sent.push((lower(&mb), mime.clone()));
-    if let Some(to) = i.deliver_sent_to.clone() {
+    if let Some(to) = i.deliver_sent.get(&lower(&mb)).cloned() {
         deliver_into(&mut i, &to, mime);
     }
     StatusCode::ACCEPTED.into_response()
