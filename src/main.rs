@@ -83,11 +83,13 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Validate the configuration, rules and templates (offline); with
-    /// --connect also log in to every IMAP mailbox, the SMTP relay and
-    /// Discord, one line per check.
+    /// --connect also log in to every IMAP mailbox, list every Graph
+    /// mailbox's folder, reach the SMTP relay and Discord, one line per
+    /// check.
     CheckConfig {
-        /// Also log in to every IMAP mailbox (and select its folder), the
-        /// SMTP relay and Discord; exit 1 when one fails.
+        /// Also log in to every IMAP mailbox (and select its folder), list
+        /// every Graph mailbox's folder, reach the SMTP relay and Discord;
+        /// exit 1 when one fails.
         #[arg(long)]
         connect: bool,
     },
