@@ -486,3 +486,33 @@ async fn check_config_lists_the_folder_and_an_expired_delta_link_starts_over() {
     assert_eq!(s.tickets().await, 2);
     assert!(s.log(1).contains("no longer knows the delta link"));
 }
+
+/// A message larger than `[intake] max_message_bytes` stays in the Inbox
+/// (its `$value` is not taken), the others are stored and moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_stays_in_the_inbox() {
+    let s = setup("[intake]\nmax_message_bytes = 65536\n", "listen = \"\"").await;
+    let mut big = customer_mail(1, "size");
+    big.extend(std::iter::repeat_n(b'y', 70_000));
+    s.graph.deliver(DESK, big);
+    s.graph.deliver(DESK, customer_mail(2, "size"));
+    let _d = s.start(1);
+    s.until("the small mail stored", 60, 1, || {
+        s.graph.folder_count(DESK, "Processed") == 1
+    })
+    .await;
+    let rounds = s.graph.count("delta");
+    s.until("another round", 30, 1, || {
+        s.graph.count("delta") >= rounds + 1
+    })
+    .await;
+    assert_eq!(s.graph.folder_count(DESK, "Inbox"), 1);
+    assert_eq!(s.tickets().await, 1);
+    assert_eq!(
+        s.log(1)
+            .matches("larger than [intake] max_message_bytes")
+            .count(),
+        1,
+        "told once"
+    );
+}
