@@ -420,7 +420,12 @@ fn throttled(secs: u64, limit: &str) -> Response {
 }
 
 /// Authentication, throttling and the concurrency count of one request.
-fn enter(s: &Arc<Shared>, mb: &str, headers: &HeaderMap, kind: &str) -> Result<Guard, Response> {
+fn enter(
+    s: &Arc<Shared>,
+    mb: &str,
+    headers: &HeaderMap,
+    kind: &str,
+) -> Result<Guard, Box<Response>> {
     let mb = lower(mb);
     let bearer = headers
         .get("authorization")
@@ -442,7 +447,7 @@ fn enter(s: &Arc<Shared>, mb: &str, headers: &HeaderMap, kind: &str) -> Result<G
                 .parse()
                 .unwrap(),
         );
-        return Err(r);
+        return Err(Box::new(r));
     }
     let now = Instant::now();
     let throttle_now = i.throttle_next > 0;
@@ -451,11 +456,11 @@ fn enter(s: &Arc<Shared>, mb: &str, headers: &HeaderMap, kind: &str) -> Result<G
         i.throttle_next -= 1;
     }
     let Some(m) = i.mailboxes.get_mut(&mb) else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "ErrorInvalidUser",
             &format!("The requested user '{mb}' is invalid."),
-        ));
+        )));
     };
     let mut early = false;
     let answer = if let Some(t) = m.not_before.filter(|t| *t > now) {
@@ -477,7 +482,7 @@ fn enter(s: &Arc<Shared>, mb: &str, headers: &HeaderMap, kind: &str) -> Result<G
     }
     if let Some(r) = answer {
         *i.counts.entry("throttled".into()).or_default() += 1;
-        return Err(r);
+        return Err(Box::new(r));
     }
     *i.counts.entry(kind.into()).or_default() += 1;
     Ok(Guard {
@@ -515,7 +520,7 @@ async fn list_folders(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "folders") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let q = query(&uri);
     let wanted = q.get("$filter").and_then(|f| {
@@ -540,7 +545,7 @@ async fn get_folder(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "folders") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let i = s.inner.lock().unwrap();
     let m = &i.mailboxes[&lower(&mb)];
@@ -562,7 +567,7 @@ async fn create_folder(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "createFolder") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(name) = v["displayName"].as_str() else {
@@ -608,7 +613,7 @@ async fn delta(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "delta") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let page_size = headers
         .get("prefer")
@@ -710,7 +715,7 @@ async fn value(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "value") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let i = s.inner.lock().unwrap();
     match i.mailboxes[&lower(&mb)].messages.get(&id) {
@@ -736,7 +741,7 @@ async fn move_message(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "move") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(dest) = v["destinationId"].as_str() else {
@@ -789,7 +794,7 @@ async fn send_mail(
 ) -> Response {
     let _g = match enter(&s, &mb, &headers, "sendMail") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if body.len() > MAX_REQUEST {
         return error(
