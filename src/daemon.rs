@@ -1,4 +1,5 @@
-//! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Maildirs
+//! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Microsoft
+//! Graph mailboxes (delta query, polled), the Maildirs
 //! and the hand-over socket, runs the outbox worker, rereads the
 //! configuration file on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken). Serves `/healthz` and `/metrics`

@@ -1093,16 +1093,24 @@ async fn dispatch(
                 }
                 QuarantineCmd::Release { id, author } => {
                     let intake = intake(&cfg, &data)?;
-                    // An IMAP mailbox's message is released with that
-                    // mailbox's defaults, as it came in.
+                    // An IMAP or Graph mailbox's message is released with
+                    // that mailbox's defaults, as it came in.
                     let defaults_of = |source: &str| {
                         use ticketd::service::{mailbox_of, SourceDefaults};
-                        cfg.imap
+                        let imap = cfg
+                            .imap
                             .iter()
                             .filter(|_| source.starts_with("imap:"))
                             .find(|m| m.label() == mailbox_of(source))
-                            .map(|m| SourceDefaults::from(&m.defaults))
-                            .unwrap_or_default()
+                            .map(|m| SourceDefaults::from(&m.defaults));
+                        let graph = || {
+                            cfg.graph
+                                .iter()
+                                .filter(|_| source.starts_with("graph:"))
+                                .find(|g| g.label() == mailbox_of(source))
+                                .map(|g| SourceDefaults::from(&g.defaults))
+                        };
+                        imap.or_else(graph).unwrap_or_default()
                     };
                     let o = intake
                         .release(

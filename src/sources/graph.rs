@@ -1053,6 +1053,18 @@ mod tests {
     }
 
     #[test]
+    fn rules_see_the_graph_mailboxs_name() {
+        assert_eq!(
+            crate::service::mailbox_of("graph:desk/Inbox/AAMkAGI2TG93AAA="),
+            "desk"
+        );
+        assert_eq!(
+            crate::service::mailbox_of("imap:support/INBOX/7/42"),
+            "support"
+        );
+    }
+
+    #[test]
     fn mailbox_names_and_filters_are_encoded() {
         assert_eq!(encode("support@contoso.com"), "support@contoso.com");
         assert_eq!(
