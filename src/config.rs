@@ -70,6 +70,9 @@ pub struct Config {
     pub maildir: Vec<MaildirConfig>,
     /// IMAP mailboxes watched by `ticketd run` (IDLE, else polling).
     pub imap: Vec<ImapConfig>,
+    /// Microsoft 365 mailboxes read through Microsoft Graph (delta query,
+    /// polled), for tenants with IMAP and SMTP turned off.
+    pub graph: Vec<GraphConfig>,
     /// The customer directory.
     pub customers: CustomersConfig,
     /// Monitoring alerts: severities, flap window, generic parsers.
@@ -283,6 +286,8 @@ pub struct OutboundConfig {
     pub file_dir: Option<PathBuf>,
     /// SMTP settings, used when `transport = "smtp"`.
     pub smtp: SmtpConfig,
+    /// Microsoft Graph settings, used when `transport = "graph"`.
+    pub graph: OutboundGraphConfig,
     /// Seconds between outbox polls when nothing woke the worker.
     pub poll_seconds: f64,
     /// Give up on a message after this many hours of temporary failures.
@@ -297,6 +302,7 @@ impl Default for OutboundConfig {
             transport: Transport::File,
             file_dir: None,
             smtp: SmtpConfig::default(),
+            graph: OutboundGraphConfig::default(),
             poll_seconds: 0.5,
             retry_hours: 72.0,
             retry_base_seconds: 30.0,
@@ -312,6 +318,79 @@ pub enum Transport {
     File,
     /// Deliver over SMTP.
     Smtp,
+    /// Send through Microsoft Graph (`sendMail` with the MIME), as the
+    /// `[[graph]]` mailbox `[outbound.graph] mailbox` names.
+    Graph,
+}
+
+/// `[outbound.graph]`: which `[[graph]]` mailbox sends.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundGraphConfig {
+    /// The `name` of a `[[graph]]` entry: mail is sent as that mailbox,
+    /// with its token source.
+    pub mailbox: Option<String>,
+}
+
+/// A Microsoft 365 mailbox read through Microsoft Graph (`[[graph]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Name in logs, metrics, the cursor table and `ticketd auth`.
+    pub name: toml::Spanned<String>,
+    /// The mailbox: its user principal name (support@contoso.com) or its
+    /// object id.
+    pub mailbox: toml::Spanned<String>,
+    /// The folder read: a well-known name (`Inbox`, `JunkEmail`, …) or the
+    /// display name of a folder at the top of the mailbox.
+    #[serde(default = "default_graph_folder")]
+    pub folder: String,
+    /// Where stored messages are moved (a top-level folder, created if
+    /// missing).
+    #[serde(default = "default_processed")]
+    pub processed_folder: String,
+    /// Seconds between delta rounds (Graph has no IDLE).
+    #[serde(default = "default_graph_poll")]
+    pub poll_seconds: u64,
+    /// The Graph endpoint; plain http only on loopback (tests).
+    #[serde(default = "default_graph_base")]
+    pub base_url: toml::Spanned<String>,
+    /// Per-mailbox defaults for the pipeline.
+    #[serde(default)]
+    pub defaults: SourceDefaultsConfig,
+    /// The OAuth 2.0 client (app registration) the tokens come from.
+    pub oauth: OAuthConfig,
+}
+
+fn default_graph_folder() -> String {
+    "Inbox".into()
+}
+fn default_graph_poll() -> u64 {
+    30
+}
+fn default_graph_base() -> toml::Spanned<String> {
+    toml::Spanned::new(0..0, GRAPH_BASE_URL.to_string())
+}
+
+/// Microsoft Graph's v1.0 endpoint.
+pub const GRAPH_BASE_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Microsoft's app-only scope for Microsoft Graph (the application
+/// permissions the app was granted, e.g. Mail.ReadWrite and Mail.Send).
+pub const GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Microsoft's delegated scopes for Graph mail of a shared mailbox, with a
+/// refresh token.
+pub const GRAPH_DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Mail.ReadWrite.Shared https://graph.microsoft.com/Mail.Send.Shared offline_access";
+
+impl GraphConfig {
+    /// The mailbox's name in logs, metrics and the database.
+    pub fn label(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.base_url.get_ref().trim_end_matches('/')
+    }
 }
 
 /// SMTP relay settings.
@@ -1320,12 +1399,161 @@ impl Config {
                 message: e.message().to_string(),
             }
         })?;
+        let mut cfg = cfg;
+        cfg.graph_scopes();
         cfg.validate(path)?;
+        cfg.validate_graph(text, path)?;
         cfg.validate_oauth(text, path)?;
         Ok(cfg)
     }
 
-    /// Every configured OAuth account, IMAP mailboxes first, then SMTP.
+    /// A `[graph.oauth]` table without `scope` asks Microsoft for Graph's
+    /// scope, not the Exchange (IMAP/SMTP) one the preset gives.
+    fn graph_scopes(&mut self) {
+        for g in &mut self.graph {
+            if g.oauth.scope.is_none() && g.oauth.provider() == OAuthProvider::Microsoft365 {
+                g.oauth.scope = Some(
+                    match g.oauth.flow() {
+                        OAuthFlow::ClientCredentials => GRAPH_APP_SCOPE,
+                        _ => GRAPH_DELEGATED_SCOPE,
+                    }
+                    .to_string(),
+                );
+            }
+        }
+    }
+
+    /// Checks the `[[graph]]` mailboxes and `[outbound.graph]`; an error
+    /// names the line of the entry's `name` (or of the key at fault).
+    fn validate_graph(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let imap: std::collections::HashSet<String> = self.imap.iter().map(|m| m.label()).collect();
+        let mut names = std::collections::HashSet::new();
+        for g in &self.graph {
+            let name = g.label();
+            let bad = |what: &str| at(g.name.span(), format!("graph {name:?}: {what}"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+            {
+                return Err(bad(
+                    "name must be a non-empty word of letters, digits, '-', '_', '.', '@'",
+                ));
+            }
+            if !names.insert(name) || imap.contains(name) {
+                return Err(bad(
+                    "another [[graph]] or [[imap]] mailbox has this name; give each a distinct name",
+                ));
+            }
+            let mailbox = g.mailbox.get_ref();
+            if mailbox.is_empty()
+                || mailbox
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#'))
+            {
+                return Err(at(
+                    g.mailbox.span(),
+                    format!("graph {name:?}: mailbox {mailbox:?} is neither a user principal name (support@contoso.com) nor an object id"),
+                ));
+            }
+            if g.folder.trim().is_empty() || g.processed_folder.trim().is_empty() {
+                return Err(bad("folder and processed_folder must not be empty"));
+            }
+            if g.folder.eq_ignore_ascii_case(&g.processed_folder) {
+                return Err(bad("processed_folder must differ from folder"));
+            }
+            if g.poll_seconds == 0 {
+                return Err(bad("poll_seconds must be at least 1"));
+            }
+            if g.poll_seconds >= self.http.max_sync_age_seconds {
+                return Err(bad(&format!(
+                    "poll_seconds ({}) must be shorter than http.max_sync_age_seconds ({})",
+                    g.poll_seconds, self.http.max_sync_age_seconds
+                )));
+            }
+            let base = g.base();
+            let host = base
+                .strip_prefix("https://")
+                .or_else(|| base.strip_prefix("http://"))
+                .map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            let span = if g.base_url.span().is_empty() {
+                g.name.span()
+            } else {
+                g.base_url.span()
+            };
+            match host {
+                None | Some("") => {
+                    return Err(at(
+                        span,
+                        format!("graph {name:?}: base_url {base:?} is not an http(s) URL"),
+                    ))
+                }
+                Some(h)
+                    if base.starts_with("http://")
+                        && !is_loopback(h.rsplit_once(':').map_or(h, |(a, _)| a)) =>
+                {
+                    return Err(at(
+                        span,
+                        format!("graph {name:?}: base_url: plain http is only allowed on loopback, use https"),
+                    ))
+                }
+                _ => {}
+            }
+            if g.oauth.provider() == OAuthProvider::Google {
+                return Err(at(
+                    g.oauth.provider.span(),
+                    format!("graph {name:?}: Microsoft Graph takes tokens from Microsoft's identity platform: provider = \"microsoft365\" (or \"generic\" with token_url and scope)"),
+                ));
+            }
+            if let Some(d) = &g.defaults.default_severity {
+                if !(1..=4).contains(d) {
+                    return Err(bad("defaults.default_severity must be 1–4"));
+                }
+            }
+            if let Some(l) = &g.defaults.language {
+                if !matches!(l.as_str(), "de" | "en") {
+                    return Err(bad(&format!(
+                        "defaults.language must be \"de\" or \"en\", not {l:?}"
+                    )));
+                }
+            }
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match (&self.outbound.transport, &self.outbound.graph.mailbox) {
+            (Transport::Graph, None) => {
+                return Err(invalid(
+                    "outbound: transport = \"graph\" needs [outbound.graph] mailbox = \"NAME\" (the name of a [[graph]] mailbox)".into(),
+                ))
+            }
+            (Transport::Graph, Some(m)) if !self.graph.iter().any(|g| g.label() == m) => {
+                return Err(invalid(format!(
+                    "outbound.graph.mailbox = {m:?}: no [[graph]] mailbox has this name"
+                )))
+            }
+            (Transport::File | Transport::Smtp, Some(_)) => {
+                return Err(invalid(
+                    "outbound: [outbound.graph] is only used with transport = \"graph\"".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every configured OAuth account: IMAP mailboxes, Graph mailboxes
+    /// (`graph:NAME`), then SMTP.
     pub fn oauth_accounts(&self) -> Vec<OAuthAccount<'_>> {
         let mut out = Vec::new();
         for m in &self.imap {
@@ -1338,6 +1566,14 @@ impl Config {
                     oauth: o,
                 });
             }
+        }
+        for g in &self.graph {
+            out.push(OAuthAccount {
+                key: format!("graph:{}", g.label()),
+                name: g.label().to_string(),
+                user: Some(g.mailbox.get_ref().clone()),
+                oauth: &g.oauth,
+            });
         }
         let smtp = &self.outbound.smtp;
         if let (MailAuth::Oauth2, Some(o)) = (smtp.auth, &smtp.oauth) {
@@ -1371,6 +1607,8 @@ impl Config {
                 let (line, column) = line_col(text, span.start);
                 let what = if a.key == "smtp" {
                     "outbound.smtp".to_string()
+                } else if a.key.starts_with("graph:") {
+                    format!("graph {:?}", a.name)
                 } else {
                     format!("imap {:?}", a.name)
                 };
@@ -1972,6 +2210,114 @@ mod tests {
         );
         assert_eq!(ep.scope, GOOGLE_MAIL_SCOPE);
         assert_eq!(a.oauth.redirect_port, Some(8765));
+    }
+
+    const GRAPH: &str = "[[graph]]\nname = \"desk\"\nmailbox = \"support@contoso.com\"\n[graph.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n";
+
+    #[test]
+    fn a_graph_mailbox_is_an_oauth_account_with_graphs_scope() {
+        let cfg = Config::parse_str(GRAPH, Path::new("c.toml")).unwrap();
+        let g = &cfg.graph[0];
+        assert_eq!(g.folder, "Inbox");
+        assert_eq!(g.processed_folder, "Processed");
+        assert_eq!(g.poll_seconds, 30);
+        assert_eq!(g.base(), GRAPH_BASE_URL);
+        let a = cfg.oauth_accounts();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].key, "graph:desk");
+        assert_eq!(a[0].name, "desk");
+        let ep = a[0].oauth.endpoints().unwrap();
+        assert_eq!(ep.scope, GRAPH_APP_SCOPE);
+        assert_eq!(
+            ep.token_url,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        // An IMAP mailbox of the same tenant keeps Exchange's scope.
+        let both = format!(
+            "{GRAPH}[[imap]]\nname = \"m\"\nhost = \"outlook.office365.com\"\nuser = \"u@contoso.com\"\nauth = \"oauth2\"\n[imap.oauth]\nprovider = \"microsoft365\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\nclient_secret_env = \"S\"\nflow = \"client_credentials\"\n"
+        );
+        let cfg = Config::parse_str(&both, Path::new("c.toml")).unwrap();
+        let scopes: Vec<(String, String)> = cfg
+            .oauth_accounts()
+            .iter()
+            .map(|a| (a.key.clone(), a.oauth.endpoints().unwrap().scope))
+            .collect();
+        assert!(scopes.contains(&("imap:m".into(), MS_APP_SCOPE.into())));
+        assert!(scopes.contains(&("graph:desk".into(), GRAPH_APP_SCOPE.into())));
+    }
+
+    #[test]
+    fn graph_errors_name_their_line() {
+        let e = Config::parse_str(
+            &GRAPH.replace("name = \"desk\"", "name = \"desk\"\npoll_seconds = 0"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:2:") && e.contains("poll_seconds must be at least 1"),
+            "{e}"
+        );
+        let e = Config::parse_str(
+            &GRAPH.replace(
+                "mailbox = \"support@contoso.com\"",
+                "mailbox = \"support@contoso.com\"\nbase_url = \"http://graph.example.com/v1.0\"",
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("c.toml:4:") && e.contains("plain http is only allowed on loopback"),
+            "{e}"
+        );
+        let loopback = GRAPH.replace(
+            "mailbox = \"support@contoso.com\"",
+            "mailbox = \"support@contoso.com\"\nbase_url = \"http://127.0.0.1:8080/v1.0/\"",
+        );
+        let cfg = Config::parse_str(&loopback, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.graph[0].base(), "http://127.0.0.1:8080/v1.0");
+        let e = Config::parse_str(
+            &GRAPH.replace("provider = \"microsoft365\"", "provider = \"google\""),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("c.toml:5:") && e.contains("microsoft365"), "{e}");
+        let two = format!("{GRAPH}{GRAPH}");
+        let e = Config::parse_str(&two, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.toml:11:") && e.contains("distinct name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_graph_transport_names_a_graph_mailbox() {
+        let ok = format!(
+            "[outbound]\ntransport = \"graph\"\n[outbound.graph]\nmailbox = \"desk\"\n{GRAPH}"
+        );
+        let cfg = Config::parse_str(&ok, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.outbound.transport, Transport::Graph);
+        let e = Config::parse_str(
+            &ok.replace(
+                "mailbox = \"desk\"\n[[graph]]",
+                "mailbox = \"sales\"\n[[graph]]",
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no [[graph]] mailbox has this name"), "{e}");
+        let e = Config::parse_str(
+            &format!("[outbound]\ntransport = \"graph\"\n{GRAPH}"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs [outbound.graph] mailbox"), "{e}");
     }
 
     #[test]

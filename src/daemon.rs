@@ -1,4 +1,5 @@
-//! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Maildirs
+//! `ticketd run`: takes mail from the IMAP mailboxes (IDLE), the Microsoft
+//! Graph mailboxes (delta query, polled), the Maildirs
 //! and the hand-over socket, runs the outbox worker, rereads the
 //! configuration file on SIGHUP, and stops cleanly on SIGTERM/SIGINT (the message in hand
 //! is finished, nothing new is taken). Serves `/healthz` and `/metrics`
@@ -73,8 +74,31 @@ pub async fn run(
             t.set_notice(refusal_notice(&intake), wake.clone());
             t as Arc<dyn crate::credential::TokenProvider>
         });
-    let sender = Sender::from_config_with_tokens(&cfg, &data.sent(), smtp_tokens)
-        .map_err(|e| unusable(format!("outbound: {e}")))?;
+    // One client per Graph mailbox, shared by its source task and the
+    // transport sending as it: both keep to one Retry-After and to
+    // Outlook's four concurrent requests.
+    let mut graph_clients = std::collections::BTreeMap::new();
+    for g in &cfg.graph {
+        let client =
+            crate::sources::graph::GraphClient::new(&cfg, g, &store, Some(metrics.clone()))
+                .map_err(&unusable)?;
+        client
+            .tokens()
+            .set_notice(refusal_notice(&intake), wake.clone());
+        graph_clients.insert(g.label().to_string(), (g.clone(), Arc::new(client)));
+    }
+    let sender = match (&cfg.outbound.transport, &cfg.outbound.graph.mailbox) {
+        (crate::config::Transport::Graph, Some(name)) => {
+            let (_, client) = graph_clients.get(name).ok_or_else(|| {
+                unusable(format!(
+                    "outbound.graph.mailbox {name:?}: no such [[graph]] mailbox"
+                ))
+            })?;
+            Sender::Graph(crate::outbound::graph::GraphSender::new(client.clone()))
+        }
+        _ => Sender::from_config_with_tokens(&cfg, &data.sent(), smtp_tokens)
+            .map_err(|e| unusable(format!("outbound: {e}")))?,
+    };
     let worker = Worker::new(store.clone(), sender, &cfg, wake.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stop_rx.clone()));
@@ -85,17 +109,24 @@ pub async fn run(
         store: store.clone(),
         wake: wake.clone(),
         metrics: metrics.clone(),
+        graph: std::collections::BTreeMap::new(),
+        graph_clients,
     };
     for m in &cfg.imap {
         mailboxes
             .start(&cfg, m)
             .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
     }
+    for g in &cfg.graph {
+        mailboxes
+            .start_graph(&cfg, g)
+            .map_err(|e| anyhow::Error::new(crate::config::Unusable(e)))?;
+    }
 
     let mut dirs: Vec<std::path::PathBuf> =
         cfg.maildir.iter().map(|m| cfg.resolve(&m.path)).collect();
     // The default Maildir only when no source is configured at all.
-    if dirs.is_empty() && cfg.imap.is_empty() {
+    if dirs.is_empty() && cfg.imap.is_empty() && cfg.graph.is_empty() {
         dirs.push(data.maildir());
     }
     for d in dirs {
@@ -244,6 +275,24 @@ struct Mailboxes {
     store: Store,
     wake: Arc<Wake>,
     metrics: Arc<Metrics>,
+    /// The Graph mailboxes being read, by name, as `running`.
+    graph: std::collections::BTreeMap<
+        String,
+        (
+            crate::config::GraphConfig,
+            watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        ),
+    >,
+    /// Each Graph mailbox's client, with the configuration it was made
+    /// for (the transport holds the one of its mailbox).
+    graph_clients: std::collections::BTreeMap<
+        String,
+        (
+            crate::config::GraphConfig,
+            Arc<crate::sources::graph::GraphClient>,
+        ),
+    >,
 }
 
 impl Mailboxes {
@@ -273,6 +322,57 @@ impl Mailboxes {
         Ok(())
     }
 
+    /// Starts reading Graph mailbox `g`, with the client made at start
+    /// when its configuration is unchanged (shared with the transport).
+    fn start_graph(&mut self, cfg: &Config, g: &crate::config::GraphConfig) -> Result<(), String> {
+        let label = g.label().to_string();
+        let client = match self.graph_clients.get(&label) {
+            Some((old, c)) if format!("{old:?}") == format!("{g:?}") => c.clone(),
+            _ => {
+                let c = Arc::new(crate::sources::graph::GraphClient::new(
+                    cfg,
+                    g,
+                    &self.store,
+                    Some(self.metrics.clone()),
+                )?);
+                c.tokens()
+                    .set_notice(refusal_notice(&self.intake), self.wake.clone());
+                self.graph_clients
+                    .insert(label.clone(), (g.clone(), c.clone()));
+                c
+            }
+        };
+        let src = crate::sources::graph::GraphSource::new(cfg, g, client);
+        tracing::info!(mailbox = %label, user = %g.mailbox.get_ref(), folder = %g.folder, "Graph mailbox");
+        self.metrics.mailbox_registered(&label);
+        let (tx, rx) = watch::channel(false);
+        let observer: Arc<dyn crate::sources::imap::SyncObserver> =
+            Arc::new(crate::sources::graph::GraphMetrics(self.metrics.clone()));
+        let task = tokio::spawn(src.run(
+            self.intake.clone(),
+            self.store.clone(),
+            self.wake.clone(),
+            observer,
+            rx,
+        ));
+        self.graph.insert(label, (g.clone(), tx, task));
+        Ok(())
+    }
+
+    /// Stops reading Graph mailbox `name` (at most 10 s).
+    async fn stop_graph(&mut self, name: &str) {
+        if let Some((_, tx, task)) = self.graph.remove(name) {
+            let _ = tx.send(true);
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(mailbox = name, "did not stop within 10 s");
+            }
+            self.metrics.mailbox_removed(name);
+        }
+    }
+
     /// Stops watching `name` and waits (at most 10 s) until its session
     /// has finished the message in hand and logged out.
     async fn stop(&mut self, name: &str) {
@@ -290,13 +390,22 @@ impl Mailboxes {
 
     /// Tells every mailbox to stop; their tasks, to wait for.
     fn stop_all(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        std::mem::take(&mut self.running)
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = std::mem::take(&mut self.running)
             .into_values()
             .map(|(_, tx, task)| {
                 let _ = tx.send(true);
                 task
             })
-            .collect()
+            .collect();
+        tasks.extend(
+            std::mem::take(&mut self.graph)
+                .into_values()
+                .map(|(_, tx, task)| {
+                    let _ = tx.send(true);
+                    task
+                }),
+        );
+        tasks
     }
 
     /// Brings the running mailboxes in line with `cfg`: a mailbox no longer
@@ -323,6 +432,33 @@ impl Mailboxes {
             if !self.running.contains_key(&name) {
                 if let Err(e) = self.start(cfg, m) {
                     tracing::error!(mailbox = %name, error = %e, "SIGHUP: mailbox not started");
+                }
+            }
+        }
+        let wanted: std::collections::BTreeMap<String, &crate::config::GraphConfig> = cfg
+            .graph
+            .iter()
+            .map(|g| (g.label().to_string(), g))
+            .collect();
+        let names: Vec<String> = self.graph.keys().cloned().collect();
+        for name in names {
+            let same = match (wanted.get(&name), self.graph.get(&name)) {
+                (Some(new), Some((old, _, _))) => format!("{new:?}") == format!("{old:?}"),
+                _ => false,
+            };
+            if !same {
+                tracing::info!(
+                    mailbox = %name,
+                    "SIGHUP: Graph mailbox {} (stopping it)",
+                    if wanted.contains_key(&name) { "changed" } else { "removed" }
+                );
+                self.stop_graph(&name).await;
+            }
+        }
+        for (name, g) in wanted {
+            if !self.graph.contains_key(&name) {
+                if let Err(e) = self.start_graph(cfg, g) {
+                    tracing::error!(mailbox = %name, error = %e, "SIGHUP: Graph mailbox not started");
                 }
             }
         }

@@ -83,11 +83,13 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Validate the configuration, rules and templates (offline); with
-    /// --connect also log in to every IMAP mailbox, the SMTP relay and
-    /// Discord, one line per check.
+    /// --connect also log in to every IMAP mailbox, list every Graph
+    /// mailbox's folder, reach the SMTP relay and Discord, one line per
+    /// check.
     CheckConfig {
-        /// Also log in to every IMAP mailbox (and select its folder), the
-        /// SMTP relay and Discord; exit 1 when one fails.
+        /// Also log in to every IMAP mailbox (and select its folder), list
+        /// every Graph mailbox's folder, reach the SMTP relay and Discord;
+        /// exit 1 when one fails.
         #[arg(long)]
         connect: bool,
     },
@@ -1094,16 +1096,24 @@ async fn dispatch(
                 }
                 QuarantineCmd::Release { id, author } => {
                     let intake = intake(&cfg, &data)?;
-                    // An IMAP mailbox's message is released with that
-                    // mailbox's defaults, as it came in.
+                    // An IMAP or Graph mailbox's message is released with
+                    // that mailbox's defaults, as it came in.
                     let defaults_of = |source: &str| {
                         use ticketd::service::{mailbox_of, SourceDefaults};
-                        cfg.imap
+                        let imap = cfg
+                            .imap
                             .iter()
                             .filter(|_| source.starts_with("imap:"))
                             .find(|m| m.label() == mailbox_of(source))
-                            .map(|m| SourceDefaults::from(&m.defaults))
-                            .unwrap_or_default()
+                            .map(|m| SourceDefaults::from(&m.defaults));
+                        let graph = || {
+                            cfg.graph
+                                .iter()
+                                .filter(|_| source.starts_with("graph:"))
+                                .find(|g| g.label() == mailbox_of(source))
+                                .map(|g| SourceDefaults::from(&g.defaults))
+                        };
+                        imap.or_else(graph).unwrap_or_default()
                     };
                     let o = intake
                         .release(
@@ -1249,12 +1259,37 @@ async fn dispatch(
                         .then(|| Arc::new(OfflineCheck) as Arc<dyn TokenProvider>),
                 })
             };
-            let sender = ticketd::outbound::worker::Sender::from_config_with_tokens(
-                &cfg,
-                &Path::new(data_dir).join("sent"),
-                tokens("smtp").map_err(|e| unusable(format!("outbound: {e}")))?,
-            )
-            .map_err(|e| unusable(format!("outbound: {e}")))?;
+            // The graph transport is its [[graph]] mailbox's client, made
+            // (with a real token) only for --connect.
+            let graph_clients = match &store {
+                Some(store) => cfg
+                    .graph
+                    .iter()
+                    .map(|g| {
+                        ticketd::sources::graph::GraphClient::new(&cfg, g, store, None)
+                            .map(|c| (g.label().to_string(), Arc::new(c)))
+                    })
+                    .collect::<Result<std::collections::BTreeMap<_, _>, _>>()
+                    .map_err(unusable)?,
+                None => Default::default(),
+            };
+            let sender = match (&cfg.outbound.transport, &cfg.outbound.graph.mailbox) {
+                (ticketd::config::Transport::Graph, Some(name)) => {
+                    graph_clients.get(name).map(|c| {
+                        ticketd::outbound::worker::Sender::Graph(
+                            ticketd::outbound::graph::GraphSender::new(c.clone()),
+                        )
+                    })
+                }
+                _ => Some(
+                    ticketd::outbound::worker::Sender::from_config_with_tokens(
+                        &cfg,
+                        &Path::new(data_dir).join("sent"),
+                        tokens("smtp").map_err(|e| unusable(format!("outbound: {e}")))?,
+                    )
+                    .map_err(|e| unusable(format!("outbound: {e}")))?,
+                ),
+            };
             let customers = ticketd::customers::Directory::load(&customers_dir(&cfg, data_dir))
                 .map_err(|e| unusable(format!("customers: {e}")))?;
             let sla = if cfg.sla.enabled {
@@ -1302,7 +1337,7 @@ async fn dispatch(
                 cfg.desk.language,
                 cfg.desk.timezone
             );
-            if connect && !connect_checks(&cfg, &sender, &tokens).await {
+            if connect && !connect_checks(&cfg, sender.as_ref(), &tokens, &graph_clients).await {
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -1315,8 +1350,9 @@ async fn dispatch(
 /// token is; prints one line per check. Whether all passed.
 async fn connect_checks(
     cfg: &Config,
-    sender: &ticketd::outbound::worker::Sender,
+    sender: Option<&ticketd::outbound::worker::Sender>,
     tokens: &TokensFor<'_>,
+    graph: &std::collections::BTreeMap<String, Arc<ticketd::sources::graph::GraphClient>>,
 ) -> bool {
     let mut all = true;
     let mut report = |what: String, r: Result<String, String>| match r {
@@ -1339,9 +1375,28 @@ async fn connect_checks(
         };
         report(format!("imap {}", m.label()), r);
     }
-    if cfg.outbound.transport == ticketd::config::Transport::Smtp {
-        let s = &cfg.outbound.smtp;
-        report(format!("smtp {}:{}", s.host, s.port), sender.check().await);
+    for g in &cfg.graph {
+        let r = match graph.get(g.label()) {
+            Some(c) => {
+                ticketd::sources::graph::GraphSource::new(cfg, g, c.clone())
+                    .check()
+                    .await
+            }
+            None => Err("no client".into()),
+        };
+        report(format!("graph {}", g.label()), r);
+    }
+    if let Some(sender) = sender {
+        match cfg.outbound.transport {
+            ticketd::config::Transport::Smtp => {
+                let s = &cfg.outbound.smtp;
+                report(format!("smtp {}:{}", s.host, s.port), sender.check().await);
+            }
+            ticketd::config::Transport::Graph => {
+                report("outbound graph".into(), sender.check().await);
+            }
+            ticketd::config::Transport::File => {}
+        }
     }
     if cfg.discord.enabled {
         let r = match cfg.discord.token(|p| cfg.resolve(p)) {

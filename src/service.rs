@@ -1153,11 +1153,12 @@ impl Intake {
 }
 
 /// The mailbox name rules see for a message's source: an IMAP mailbox's
-/// name (`imap:NAME/folder/validity/uid`), else the kind of source (`pipe`,
-/// `stdin`, `file`, `maildir`).
+/// name (`imap:NAME/folder/validity/uid`) or a Graph mailbox's
+/// (`graph:NAME/folder/id`), else the kind of source (`pipe`, `stdin`,
+/// `file`, `maildir`).
 pub fn mailbox_of(source: &str) -> &str {
     match source.split_once(':') {
-        Some(("imap", rest)) => rest.split('/').next().unwrap_or(rest),
+        Some(("imap" | "graph", rest)) => rest.split('/').next().unwrap_or(rest),
         Some((kind, _)) => kind,
         None => source,
     }

@@ -689,13 +689,17 @@ impl TokenSource {
         }
     }
 
-    /// `ticketd_mailbox_auth_ok` of the account (the mailbox name, or
-    /// `smtp`): 1 after the provider gave a token, 0 after it refused the
+    /// `ticketd_mailbox_auth_ok` of the account (the IMAP or Graph
+    /// mailbox's name, or `smtp`): 1 after the provider gave a token, 0 after it refused the
     /// grant for good.
     fn auth_metric(&self, ok: bool) {
         if let Some(m) = &self.metrics {
             let account = &self.client.account;
-            m.mailbox_auth(account.strip_prefix("imap:").unwrap_or(account), ok);
+            let mailbox = account
+                .strip_prefix("imap:")
+                .or_else(|| account.strip_prefix("graph:"))
+                .unwrap_or(account);
+            m.mailbox_auth(mailbox, ok);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Everything that leaves ticketd: templates, building mails, and the outbox
 //! worker that delivers queued rows through lettre.
 
+pub mod graph;
 pub mod mail;
 pub mod templates;
 pub mod worker;

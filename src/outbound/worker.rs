@@ -35,6 +35,15 @@ pub enum SendError {
     /// temporary failure).
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The service throttled the sender and said when to come back
+    /// (Graph's 429/503 `Retry-After`): the mail waits at least that long.
+    #[error("temporary: {error}")]
+    Throttled {
+        /// What the service said.
+        error: String,
+        /// Not before this delay.
+        retry_after: Duration,
+    },
 }
 
 /// A configured transport.
@@ -45,6 +54,8 @@ pub enum Sender {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// An SMTP relay with AUTH XOAUTH2 and an access token.
     SmtpOAuth2(Box<OAuth2Smtp>),
+    /// Microsoft Graph's sendMail, as a `[[graph]]` mailbox.
+    Graph(super::graph::GraphSender),
 }
 
 impl std::fmt::Debug for Sender {
@@ -53,6 +64,7 @@ impl std::fmt::Debug for Sender {
             Sender::File(_) => f.write_str("Sender::File"),
             Sender::Smtp(_) => f.write_str("Sender::Smtp"),
             Sender::SmtpOAuth2(_) => f.write_str("Sender::SmtpOAuth2"),
+            Sender::Graph(g) => write!(f, "Sender::Graph({})", g.mailbox()),
         }
     }
 }
@@ -164,6 +176,10 @@ impl Sender {
         tokens: Option<Arc<dyn TokenProvider>>,
     ) -> Result<Sender, String> {
         match cfg.outbound.transport {
+            Transport::Graph => Err(
+                "transport = \"graph\" is built with Sender::Graph from the [[graph]] mailbox's client"
+                    .into(),
+            ),
             Transport::File => {
                 let dir = cfg
                     .outbound
@@ -232,6 +248,7 @@ impl Sender {
     pub async fn check(&self) -> Result<String, String> {
         match self {
             Sender::File(_) => Ok("file transport: nothing to connect to".into()),
+            Sender::Graph(g) => g.check().await,
             Sender::Smtp(t) => match t.test_connection().await {
                 Ok(true) => Ok("connected, TLS and AUTH as configured accepted".into()),
                 Ok(false) => Err("connected, but the server does not answer".into()),
@@ -252,6 +269,10 @@ impl Sender {
 
     /// Delivers one mail.
     pub async fn send(&self, m: &DueMail) -> Result<(), SendError> {
+        if let Sender::Graph(g) = self {
+            // Graph reads sender and recipients from the MIME headers.
+            return g.send(&m.raw).await;
+        }
         let from = m
             .sender
             .parse()
@@ -273,6 +294,7 @@ impl Sender {
                 .map(|_| ())
                 .map_err(|e| SendError::Temporary(e.to_string())),
             Sender::Smtp(t) => t.send_raw(&env, &m.raw).await.map(|_| ()).map_err(classify),
+            Sender::Graph(g) => g.send(&m.raw).await,
             Sender::SmtpOAuth2(o) => o
                 .with_retry(|t| {
                     let env = env.clone();
@@ -426,6 +448,32 @@ impl Worker {
             Err(SendError::Permanent(e)) => {
                 tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
                 Delivery::Failed { error: e }
+            }
+            Err(SendError::Throttled { error, retry_after }) => {
+                let wait = jiff::SignedDuration::try_from(retry_after).unwrap_or_default();
+                match retry_at(
+                    &m.created_at,
+                    m.attempts,
+                    now,
+                    self.retry_for,
+                    self.retry_base,
+                ) {
+                    None => {
+                        tracing::warn!(outbox = m.id, error = %error, "mail failed: retries exhausted");
+                        Delivery::Failed {
+                            error: format!("{error} (gave up after {} attempts)", m.attempts + 1),
+                        }
+                    }
+                    Some(_) => {
+                        // Exactly the service's delay: never earlier.
+                        let next = now + wait;
+                        tracing::info!(outbox = m.id, error = %error, next = %next, "mail deferred: throttled");
+                        Delivery::Retry {
+                            error,
+                            next: ts(next),
+                        }
+                    }
+                }
             }
             Err(e @ (SendError::Temporary(_) | SendError::Auth(_))) => {
                 // A refused token leaves the mail queued, as a 4xx does.

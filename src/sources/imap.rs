@@ -100,6 +100,10 @@ pub trait SyncObserver: Send + Sync {
     fn decided(&self, action: Action, latency: Duration);
     /// The mailbox logged in (`true`) or lost its connection (`false`).
     fn connected(&self, _mailbox: &str, _up: bool) {}
+    /// The service took (`true`) or refused (`false`) the mailbox's
+    /// credential; a source that learns it from the service, not from
+    /// the token endpoint (Graph's 401), says so here.
+    fn auth(&self, _mailbox: &str, _ok: bool) {}
 }
 
 impl SyncObserver for crate::metrics::Metrics {
@@ -108,6 +112,9 @@ impl SyncObserver for crate::metrics::Metrics {
     }
     fn connected(&self, mailbox: &str, up: bool) {
         self.mailbox_connected(mailbox, up);
+    }
+    fn auth(&self, mailbox: &str, ok: bool) {
+        self.mailbox_auth(mailbox, ok);
     }
     fn decided(&self, action: Action, latency: Duration) {
         self.message_decided("imap", action.as_str());
@@ -346,7 +353,7 @@ impl ImapSource {
 }
 
 /// `d` ± 20 %, so that mailboxes on one server do not reconnect in step.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
     let r = match getrandom::fill(&mut b) {
         Ok(()) => f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX),

@@ -4,6 +4,7 @@
 //! IMAP message) only after the store has committed it.
 
 pub mod discord;
+pub mod graph;
 pub mod imap;
 pub mod maildir;
 pub mod socket;

@@ -29,6 +29,7 @@ use std::time::Duration;
 pub mod actions;
 pub mod admin;
 pub mod chat;
+pub mod graph;
 pub mod oauth;
 pub mod sla;
 
