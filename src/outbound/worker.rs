@@ -449,37 +449,16 @@ impl Worker {
                 tracing::warn!(outbox = m.id, error = %e, "mail failed permanently");
                 Delivery::Failed { error: e }
             }
-            Err(SendError::Throttled { error, retry_after }) => {
-                let wait = jiff::SignedDuration::try_from(retry_after).unwrap_or_default();
-                match retry_at(
-                    &m.created_at,
-                    m.attempts,
-                    now,
-                    self.retry_for,
-                    self.retry_base,
-                ) {
-                    None => {
-                        tracing::warn!(outbox = m.id, error = %error, "mail failed: retries exhausted");
-                        Delivery::Failed {
-                            error: format!("{error} (gave up after {} attempts)", m.attempts + 1),
-                        }
-                    }
-                    Some(_) => {
-                        // Exactly the service's delay: never earlier.
-                        let next = now + wait;
-                        tracing::info!(outbox = m.id, error = %error, next = %next, "mail deferred: throttled");
-                        Delivery::Retry {
-                            error,
-                            next: ts(next),
-                        }
-                    }
-                }
-            }
-            Err(e @ (SendError::Temporary(_) | SendError::Auth(_))) => {
-                // A refused token leaves the mail queued, as a 4xx does.
-                let e = match e {
-                    SendError::Temporary(e) => e,
-                    e => e.to_string(),
+            Err(
+                e @ (SendError::Temporary(_) | SendError::Auth(_) | SendError::Throttled { .. }),
+            ) => {
+                // A refused token leaves the mail queued, as a 4xx does; a
+                // throttled one waits exactly the service's delay, never
+                // less (Graph's Retry-After).
+                let (e, wait) = match e {
+                    SendError::Temporary(e) => (e, None),
+                    SendError::Throttled { error, retry_after } => (error, Some(retry_after)),
+                    e => (e.to_string(), None),
                 };
                 match retry_at(
                     &m.created_at,
@@ -495,7 +474,11 @@ impl Worker {
                         }
                     }
                     Some(next) => {
-                        tracing::info!(outbox = m.id, error = %e, next = %next, "mail deferred");
+                        let next = match wait {
+                            Some(w) => now + jiff::SignedDuration::try_from(w).unwrap_or_default(),
+                            None => next,
+                        };
+                        tracing::info!(outbox = m.id, error = %e, next = %next, throttled = wait.is_some(), "mail deferred");
                         Delivery::Retry {
                             error: e,
                             next: ts(next),
