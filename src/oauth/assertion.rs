@@ -404,8 +404,10 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// The `notAfter` of an X.509 certificate's validity.
-fn certificate_not_after(cert: &[u8]) -> Option<jiff::Timestamp> {
+/// The fields of an X.509 certificate's TBSCertificate from the `skip`th
+/// on, counted after the optional `[0]` version: serialNumber (0),
+/// signature, issuer, validity (3), subject, subjectPublicKeyInfo (5).
+fn tbs_fields(cert: &[u8], skip: usize) -> Option<&[u8]> {
     let (0x30, cert, _) = der(cert)? else {
         return None;
     };
@@ -416,11 +418,15 @@ fn certificate_not_after(cert: &[u8]) -> Option<jiff::Timestamp> {
     if rest.first() == Some(&0xa0) {
         rest = der(rest)?.2;
     }
-    // serialNumber, signature, issuer.
-    for _ in 0..3 {
+    for _ in 0..skip {
         rest = der(rest)?.2;
     }
-    let (0x30, validity, _) = der(rest)? else {
+    Some(rest)
+}
+
+/// The `notAfter` of an X.509 certificate's validity.
+fn certificate_not_after(cert: &[u8]) -> Option<jiff::Timestamp> {
+    let (0x30, validity, _) = der(tbs_fields(cert, 3)?)? else {
         return None;
     };
     let (_, _, after) = der(validity)?;
@@ -454,22 +460,7 @@ fn der_time(tag: u8, text: &str) -> Option<jiff::Timestamp> {
 /// The RSAPublicKey DER in an X.509 certificate's subjectPublicKeyInfo
 /// (what ring's key pair calls its public key), to compare with the key.
 fn certificate_rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
-    let (0x30, cert, _) = der(cert)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = der(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    // [0] version, if present.
-    if rest.first() == Some(&0xa0) {
-        rest = der(rest)?.2;
-    }
-    // serialNumber, signature, issuer, validity, subject.
-    for _ in 0..5 {
-        rest = der(rest)?.2;
-    }
-    let (0x30, spki, _) = der(rest)? else {
+    let (0x30, spki, _) = der(tbs_fields(cert, 5)?)? else {
         return None;
     };
     let (0x30, alg, after) = der(spki)? else {

@@ -149,7 +149,7 @@ pub fn describe(code: &str, description: Option<&String>) -> String {
 }
 
 /// An error and its sources on one line (reqwest's own text is short).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -30,10 +30,10 @@
 use crate::config::{Config, GraphConfig};
 use crate::domain::Action;
 use crate::metrics::Metrics;
-use crate::oauth::{OAuthError, TokenSource};
+use crate::oauth::{chain, OAuthError, TokenSource};
 use crate::outbound::Wake;
 use crate::service::{Incoming, Intake, SourceDefaults};
-use crate::sources::imap::{jitter, SyncObserver};
+use crate::sources::imap::{jitter, SyncObserver, MAX_BACKOFF, MIN_BACKOFF};
 use crate::store::{Store, StoreError};
 use oauth2::reqwest;
 use std::collections::BTreeSet;
@@ -50,10 +50,6 @@ pub const MAX_CONCURRENT: usize = 4;
 const FETCH_CONCURRENCY: usize = 2;
 /// Items per delta page asked for.
 const PAGE_SIZE: u32 = 50;
-/// First delay after a failed round; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest delay after failed rounds.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Throttled answers one request waits out before it gives up (the round
 /// then ends and the next one starts after the wait).
 const MAX_THROTTLED: u32 = 6;
@@ -582,18 +578,6 @@ async fn read(mut resp: reqwest::Response, limit: Option<u64>) -> Result<Reply, 
     })
 }
 
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
-
 /// Whether Graph no longer knows a delta link: 410 Gone, or the codes its
 /// delta documentation names for it.
 fn delta_expired(e: &GraphError) -> bool {
@@ -803,9 +787,7 @@ impl GraphSource {
                     Duration::from_secs(self.cfg.poll_seconds)
                 }
                 Err(e) => {
-                    if up {
-                        up = false;
-                    }
+                    up = false;
                     observer.connected(&label, false);
                     if e.is_auth() {
                         observer.auth(&label, false);

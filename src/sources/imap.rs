@@ -34,10 +34,11 @@ use tokio_rustls::rustls::{self, pki_types::pem::PemObject, pki_types::Certifica
 /// Longest wait for one command's answer before the connection counts as
 /// dead.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// First reconnect delay (and the Graph source's after a failed round);
+/// doubles up to [`MAX_BACKOFF`].
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Why an IMAP session ended.
 #[derive(Debug, thiserror::Error)]
