@@ -15,6 +15,8 @@
 //! - [`sla`]: service levels, pure: policies, business-hours calendars with
 //!   German holidays, the clock, cron schedules.
 //! - [`keys`]: the MAC key that signs our outgoing Message-IDs.
+//! - [`plan`]: the plain values that cross the store's seam: what it found
+//!   for a message, what the pipeline computed for it to write.
 //! - [`store`]: the database (SQLite now; the seam for PostgreSQL).
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
 //! - [`sources`]: stdin, Maildir, IMAP and hand-over intake.
@@ -40,6 +42,7 @@ pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod outbound;
+pub mod plan;
 pub mod service;
 pub mod sla;
 pub mod sources;

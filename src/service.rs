@@ -13,8 +13,8 @@ use crate::domain::{Action, Mailbox, MessageId, Severity, TicketNumber};
 use crate::ingest::alerts::{parse_alert, Alert, GenericAlertRule};
 use crate::ingest::classify::{Classification, Facts, RuleError, RuleSet};
 use crate::ingest::decide::{
-    decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Decision, Notice,
-    NoticeKind, OrgFacts, Target,
+    decide, host_incident_key, incident_key, AlertSeverity, DecideConfig, Decision, Lookups,
+    Notice, NoticeKind, OrgFacts, Target,
 };
 use crate::ingest::parse::{parse, sha256_hex, ParsedMail};
 use crate::ingest::thread::{IdSigner, SubjectTag};
@@ -23,13 +23,15 @@ use crate::ingest::{lookup_keys, parse::ParseFailure};
 use crate::keys::MacKey;
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
 use crate::outbound::templates::{TemplateError, Templates};
-use crate::store::{self, ApplyLimits, Claim, NewMessage, Store, StoreError};
+use crate::store::{self, Claim, NewMessage, Store, StoreError};
+pub use intake::ApplyLimits;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 use tracing::Instrument;
 
+pub mod intake;
 mod staff;
 pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView, GRANT_AUDIENCE};
 
@@ -398,6 +400,14 @@ impl Intake {
         Ok(r)
     }
 
+    /// Rules and templates for a write about to open (see [`Loaded`]).
+    fn loaded(&self) -> Loaded {
+        Loaded {
+            rules: self.rules().map_err(|e| e.to_string()),
+            templates: self.templates(),
+        }
+    }
+
     /// The templates, loaded on first use.
     pub fn templates(&self) -> Result<Arc<Templates>, String> {
         if let Some(t) = self.templates.read().ok().and_then(|g| g.clone()) {
@@ -689,12 +699,16 @@ impl Intake {
             &cfg_for_source
         };
         let instants = self.instants(now);
+        // Rules and templates are loaded (from their files on first use)
+        // before the write opens: nothing is read while it holds the lock.
+        let loaded = self.loaded();
         match self
             .store_batch(
                 store,
                 items,
                 &parsed,
                 &instants,
+                &loaded,
                 cfg,
                 defaults.language.as_deref(),
             )
@@ -721,6 +735,7 @@ impl Intake {
         items: &[Incoming],
         parsed: &[Result<ParsedMail, ParseFailure>],
         t: &Instants,
+        loaded: &Loaded,
         cfg: &DecideConfig,
         language: Option<&str>,
     ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
@@ -729,7 +744,7 @@ impl Intake {
             let mut results = Vec::with_capacity(items.len());
             let mut failed = false;
             for (item, p) in items.iter().zip(parsed) {
-                match self.store_one(&mut tx, item, p, t, cfg, language).await {
+                match self.store_one(&mut tx, item, p, t, loaded, cfg, language).await {
                     Ok(o) => results.push(Ok(o)),
                     Err(e) => {
                         tracing::warn!(source = %item.source, error = %e, "batch rolled back; storing one by one");
@@ -748,7 +763,7 @@ impl Intake {
         for (item, p) in items.iter().zip(parsed) {
             let one = async {
                 let mut tx = store.begin().await?;
-                let o = self.store_one(&mut tx, item, p, t, cfg, language).await?;
+                let o = self.store_one(&mut tx, item, p, t, loaded, cfg, language).await?;
                 tx.commit().await?;
                 Ok(o)
             }
@@ -767,6 +782,7 @@ impl Intake {
         item: &Incoming,
         parsed: &Result<ParsedMail, ParseFailure>,
         t: &Instants,
+        loaded: &Loaded,
         cfg: &DecideConfig,
         language: Option<&str>,
     ) -> Result<Outcome, StoreError> {
@@ -783,7 +799,7 @@ impl Intake {
             source = %item.source,
             ticket = tracing::field::Empty,
         );
-        self.store_one_in(conn, item, parsed, t, sha, mid, cfg, language)
+        self.store_one_in(conn, item, parsed, t, loaded, sha, mid, cfg, language)
             .instrument(span)
             .await
     }
@@ -795,6 +811,7 @@ impl Intake {
         item: &Incoming,
         parsed: &Result<ParsedMail, ParseFailure>,
         t: &Instants,
+        loaded: &Loaded,
         sha: String,
         mid: Option<crate::domain::MessageId>,
         cfg: &DecideConfig,
@@ -850,7 +867,6 @@ impl Intake {
                     quarter_start: &t.quarter_start,
                     incident: incident.as_deref(),
                     host_incident: host_incident.as_deref(),
-                    flap_since: &t.flap_since,
                 })
                 .as_ref(),
             &t.at,
@@ -869,12 +885,14 @@ impl Intake {
                     reason: "this message was stored before".into(),
                 });
             }
-            Claim::New {
-                row,
-                lookups,
-                next,
-                org_cases,
-            } => (row, *lookups, next, org_cases),
+            Claim::New { row, found, next } => {
+                let org_cases = found.org_cases;
+                let look = match &probe {
+                    Some((_, _, keys)) => Lookups::from_found(*found, keys, &t.flap_since),
+                    None => Lookups::default(),
+                };
+                (row, look, next, org_cases)
+            }
         };
         look.alert = alert;
         look.mailbox = Some(mailbox_of(&item.source).to_string());
@@ -922,7 +940,7 @@ impl Intake {
         };
         let mail = *mail;
         let mut extra_notes = Vec::new();
-        let mut classify = |m: &ParsedMail, facts: &Facts<'_>| match self.rules() {
+        let mut classify = |m: &ParsedMail, facts: &Facts<'_>| match &loaded.rules {
             Ok(r) => r.classify(m, facts),
             Err(e) => {
                 tracing::error!(error = %e, "rules cannot be loaded; default severity used");
@@ -953,8 +971,7 @@ impl Intake {
                          n: Option<&TicketNumber>,
                          to: &Mailbox,
                          sev: Option<Severity>| {
-            let templates = self.templates()?;
-            let templates = &*templates;
+            let templates = &**loaded.templates.as_ref().map_err(|e| e.clone())?;
             // A notice to the account manager is a mail to staff: an answer
             // to it is a note on the ticket, never a customer's mail.
             let to_staff = notice.is_some_and(|x| x.kind == NoticeKind::OverQuota);
@@ -1036,20 +1053,18 @@ impl Intake {
             )
             .map_err(|e| e.to_string())
         };
-        let hooks = self.hooks(t.now);
-        let applied = store::apply(
-            conn,
+        let (plan, clock_moved) = intake::intake_plan(
             row,
-            next,
+            next.seq,
             mail,
             &decision,
             &self.limits,
             &mut build,
-            hooks.context().as_ref(),
             &t.at,
             &arrived_at,
-        )
-        .await?;
+        );
+        let hooks = self.hooks(t.now);
+        let applied = store::write_intake(conn, next, &plan, hooks.context().as_ref()).await?;
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
         }
@@ -1060,9 +1075,7 @@ impl Intake {
                 store::set_ticket_language(conn, id, &language).await?;
             }
         }
-        if let (true, Some(id), Some(ctx)) =
-            (applied.clock_moved, applied.ticket_id, hooks.context())
-        {
+        if let (true, Some(id), Some(ctx)) = (clock_moved, applied.ticket_id, hooks.context()) {
             store::sla::sync(conn, id, &ctx, t.now).await?;
         }
         tracing::info!(
@@ -1081,6 +1094,12 @@ impl Intake {
             reason: decision.reason,
         })
     }
+}
+
+/// The rules and templates of one batch, loaded before its write opens.
+struct Loaded {
+    rules: Result<Arc<RuleSet>, String>,
+    templates: Result<Arc<Templates>, String>,
 }
 
 impl Intake {
@@ -1119,10 +1138,11 @@ impl Intake {
         };
         let parsed = parse(&item.raw);
         let t = self.instants(now);
+        let loaded = self.loaded();
         let mut tx = store.begin().await?;
         store::admin::release_quarantined(&mut tx, id).await?;
         let outcome = self
-            .store_one(&mut tx, &item, &parsed, &t, &cfg, d.language.as_deref())
+            .store_one(&mut tx, &item, &parsed, &t, &loaded, &cfg, d.language.as_deref())
             .await?;
         let detail = format!(
             "quarantined message {id} released by {author}: {}{} ({})",

@@ -5,48 +5,8 @@
 use super::classify::{Classification, Facts, RuleAction, ACCOUNT_MANAGER};
 use super::guard::Verdict;
 use super::parse::ParsedMail;
-use crate::domain::{
-    domain_of, Action, Mailbox, MessageId, Severity, Status, TicketNumber, UnknownSenders,
-};
-
-/// A ticket as the decision sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TicketInfo {
-    /// Database id.
-    pub id: i64,
-    /// Public number.
-    pub number: TicketNumber,
-    /// The requester's address (lower case).
-    pub requester: String,
-    /// Every participant address (lower case): requester, Cc'd people, …
-    pub participants: Vec<String>,
-    /// Current status.
-    pub status: Status,
-    /// Where the customer asked answers to go (the Reply-To of the
-    /// requester's latest mail, lower case); `None`: to the requester.
-    pub reply_to: Option<String>,
-    /// The newest customer mail's Message-ID on the ticket: what a mail of
-    /// ours on it answers.
-    pub last_inbound: Option<MessageId>,
-    /// The newest Message-IDs on the ticket (customer's and ours), oldest
-    /// first, at most [`THREAD_IDS`]: the References of a mail of ours.
-    pub thread: Vec<MessageId>,
-    /// The language recorded for the customer's mails (`None`: a ticket
-    /// from before languages were recorded).
-    pub language: Option<String>,
-}
-
-/// How many of a ticket's Message-IDs the mails ticketd sends on it carry
-/// in References.
-pub const THREAD_IDS: usize = 10;
-
-impl TicketInfo {
-    /// Where mail to the customer on this ticket goes: the reply address
-    /// the customer asked for, else the requester.
-    pub fn customer_address(&self) -> &str {
-        self.reply_to.as_deref().unwrap_or(&self.requester)
-    }
-}
+use crate::domain::{domain_of, Action, Mailbox, Severity, Status, TicketNumber, UnknownSenders};
+pub use crate::plan::{Incident, IncidentChange, IncidentEvent, TicketInfo, THREAD_IDS};
 
 /// What the store looked up for a message before the decision.
 #[derive(Debug, Clone, Default)]
@@ -104,6 +64,52 @@ pub struct Lookups {
 }
 
 impl Lookups {
+    /// The lookups of a message from what the store found for its `keys`:
+    /// a ticket by a stored id before one by our signed number, a bounced
+    /// ticket likewise; an incident that recovered at or after
+    /// `flap_since` (`ts` text) is flapping. The organisation, alert,
+    /// mailbox and hold-down are the caller's to fill.
+    pub fn from_found(
+        found: crate::plan::Found,
+        keys: &crate::plan::LookupKeys,
+        flap_since: &str,
+    ) -> Lookups {
+        let by_reference = found.by_stored_id.or(found.by_signed_number);
+        // Found by a mail of ours: one of our signed ids names that ticket.
+        let reference_ours = by_reference
+            .as_ref()
+            .is_some_and(|t| keys.signed_numbers.iter().take(50).any(|n| *n == t.number));
+        let incident = |i: Option<crate::plan::FoundIncident>| {
+            i.map(|i| Incident {
+                ticket: i.ticket,
+                problem: i.problem,
+                flapping: i.recovered_at.is_some_and(|r| r.as_str() >= flap_since),
+            })
+        };
+        Lookups {
+            by_reference,
+            tag_number: keys.tag_number.clone(),
+            by_tag: found.by_tag,
+            bounced_ticket: found.bounced_by_id.or(found.bounced_by_number),
+            auto_mails_last_hour: found.auto_mails_last_hour,
+            organisation: None,
+            alert: None,
+            mailbox: None,
+            hold_until: None,
+            reference_ours,
+            answers_notice: keys.answers_notice,
+            answers_ours: keys.answers_notice
+                || keys.answers_digest
+                || !keys.signed_numbers.is_empty()
+                || !keys.staff_numbers.is_empty(),
+            staff_mail_ticket: found.by_staff_number,
+            answers_staff_mail: !keys.staff_numbers.is_empty(),
+            answers_digest: keys.answers_digest,
+            incident: incident(found.incident),
+            host_incident: incident(found.host_incident),
+        }
+    }
+
     /// What the rules may match besides the mail itself.
     pub fn facts(&self) -> Facts<'_> {
         Facts {
@@ -113,47 +119,6 @@ impl Lookups {
             alert: self.alert.as_ref(),
         }
     }
-}
-
-/// A recorded monitoring incident and its ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Incident {
-    /// The incident's ticket.
-    pub ticket: TicketInfo,
-    /// Whether the problem is open (no recovery since).
-    pub problem: bool,
-    /// Whether the last recovery came within the flap window: a problem now
-    /// re-opens the ticket instead of opening a new one.
-    pub flapping: bool,
-}
-
-/// What a decision does to an incident record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncidentChange {
-    /// The incident key (organisation, host, service).
-    pub key: String,
-    /// What happened.
-    pub event: IncidentEvent,
-    /// The alert's state, as text.
-    pub state: String,
-    /// The alert's one-line summary.
-    pub text: String,
-    /// For a recovery under a hold-down: when its ticket is resolved if
-    /// the problem has not come back by then.
-    pub resolve_at: Option<String>,
-}
-
-/// The events of an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncidentEvent {
-    /// A problem opened a new ticket (or replaced a closed one).
-    Opened,
-    /// The same problem again: counted.
-    Repeated,
-    /// A problem again soon after a recovery: counted, ticket re-opened.
-    Reopened,
-    /// A recovery: the ticket is resolved.
-    Recovered,
 }
 
 /// The key of `alert` for the organisation `org` (none: a sender no

@@ -13,35 +13,11 @@ pub mod language;
 pub mod parse;
 pub mod thread;
 
-use crate::domain::{MessageId, TicketNumber};
+use crate::domain::TicketNumber;
 use parse::ParsedMail;
 use thread::{IdSigner, SubjectTag};
 
-/// What the store must look up for a message before it can be decided.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LookupKeys {
-    /// In-Reply-To and References ids (to find a ticket by stored ids).
-    pub thread_ids: Vec<MessageId>,
-    /// Ticket numbers proven by our signed Message-IDs among `thread_ids`.
-    pub signed_numbers: Vec<TicketNumber>,
-    /// The number in the subject tag.
-    pub tag_number: Option<TicketNumber>,
-    /// For a bounce: ids of the bounced mail.
-    pub bounced_ids: Vec<MessageId>,
-    /// For a bounce: ticket numbers of the bounced mail (tag or signed id).
-    pub bounced_numbers: Vec<TicketNumber>,
-    /// Whether In-Reply-To/References name one of our signed notice ids:
-    /// the message answers an automatic mail of ours that belongs to no
-    /// ticket (a registration notice), and gets no automatic answer.
-    pub answers_notice: bool,
-    /// Ticket numbers proven by our signed staff mail ids
-    /// ([`IdSigner::staff_id`]) among `thread_ids`: the message answers a
-    /// mail of ours to staff about that ticket (an SLA reminder).
-    pub staff_numbers: Vec<TicketNumber>,
-    /// Whether In-Reply-To/References name one of our signed digest ids:
-    /// the message answers a mail of ours to staff about many tickets.
-    pub answers_digest: bool,
-}
+pub use crate::plan::LookupKeys;
 
 /// Works out which ids and numbers to look up for a message.
 pub fn lookup_keys(mail: &ParsedMail, tag: &SubjectTag, signer: &IdSigner) -> LookupKeys {

@@ -9,6 +9,8 @@ use lettre::message::header::{
 use lettre::message::{Body, MultiPart, SinglePart};
 use std::time::SystemTime;
 
+pub use crate::plan::Outgoing;
+
 /// Why a mail could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -21,23 +23,6 @@ pub enum BuildError {
     /// lettre refused the message.
     #[error("cannot build mail: {0}")]
     Build(String),
-}
-
-/// A built mail, ready for the outbox.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// Envelope and header recipients.
-    pub to: Vec<String>,
-    /// Envelope sender.
-    pub sender: String,
-    /// The subject as written.
-    pub subject: String,
-    /// Our Message-ID.
-    pub message_id: MessageId,
-    /// The whole message as it will be sent.
-    pub raw: Vec<u8>,
-    /// The text body (for the ticket's outgoing article).
-    pub body: String,
 }
 
 /// What an automatic mail about a message says: the confirmation, a

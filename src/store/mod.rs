@@ -8,14 +8,12 @@
 //! what the decision needs) and [`apply`] (write what it decided), each a
 //! `Script` of several statements.
 
-use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
-use crate::ingest::decide::{
-    Decision, Incident, IncidentEvent, Kind, Lookups, Notice, NoticeKind, Target, TicketInfo,
-};
-use crate::ingest::parse::{sha256_hex, ParsedMail};
-use crate::ingest::LookupKeys;
+use crate::domain::{MessageId, Severity, Status, TicketNumber};
 use crate::metrics::OutboxStats;
-use crate::outbound::mail::Outgoing;
+use crate::plan::{
+    Found, FoundIncident, IncidentEvent, IntakePlan, LookupKeys, Outgoing, TicketInfo, TicketWrite,
+    THREAD_IDS,
+};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -180,22 +178,7 @@ pub struct NewMessage<'a> {
     pub dedupe_key: &'a str,
 }
 
-/// Limits applied when storing attachments and bodies.
-#[derive(Debug, Clone)]
-pub struct ApplyLimits {
-    /// Attachment bytes per message.
-    pub max_attachment_bytes: u64,
-    /// Attachments per message.
-    pub max_attachments: usize,
-    /// Body bytes per article.
-    pub max_body_bytes: usize,
-    /// Ticket number prefix.
-    pub number_prefix: String,
-    /// Sequence start.
-    pub number_start: i64,
-}
-
-/// What `apply` did.
+/// What [`write_intake`] wrote.
 #[derive(Debug, Clone)]
 pub struct Applied {
     /// The ticket the message is on.
@@ -204,10 +187,6 @@ pub struct Applied {
     pub severity: Option<Severity>,
     /// The ticket's row id.
     pub ticket_id: Option<i64>,
-    /// Whether the message moved an existing ticket's SLA clock (a staff
-    /// reply, a reopening, a resumption, a resolution): the caller syncs
-    /// it. A new ticket's clock is written by `apply` itself.
-    pub clock_moved: bool,
 }
 
 /// A ticket a timer resolved, for the mails that tell its organisation.
@@ -237,17 +216,6 @@ pub struct FiredTimer {
     /// Whether it queued mail or chat posts (the outbox worker should look).
     pub queued: bool,
 }
-
-/// Builds an automatic mail once the ticket number is known: the
-/// confirmation (`None` notice) or a [`Notice`] of the decision.
-pub type AutoMailBuilder<'a> = dyn FnMut(
-        Option<&Notice>,
-        Option<&TicketNumber>,
-        &Mailbox,
-        Option<Severity>,
-    ) -> Result<Outgoing, String>
-    + Send
-    + 'a;
 
 /// A ticket for listing.
 #[derive(Debug, Clone, Serialize)]
@@ -771,8 +739,6 @@ pub struct Probe<'a> {
     /// For a service alert: the incident key of its host, whose open
     /// DOWN ticket the alert joins.
     pub host_incident: Option<&'a str>,
-    /// Start of the flap window (`ts` format).
-    pub flap_since: &'a str,
 }
 
 /// Result of claiming a message's dedupe key.
@@ -782,12 +748,10 @@ pub enum Claim {
     New {
         /// The new `messages` row.
         row: i64,
-        /// What was looked up for the decision (empty without a probe).
-        lookups: Box<Lookups>,
-        /// Ids for [`apply`].
+        /// What was found for the decision (empty without a probe).
+        found: Box<Found>,
+        /// Ids for [`write_intake`].
         next: NextIds,
-        /// Tickets of the probe's organisation opened this quarter.
-        org_cases: u32,
     },
     /// Seen before.
     Duplicate {
@@ -802,7 +766,7 @@ pub enum Claim {
 /// (`p.address` NULL when there is none): then the reply address, the
 /// newest customer mail's Message-ID and the newest Message-IDs of the
 /// customer's mails and ours on the ticket (space-separated, newest first,
-/// at most [`crate::ingest::decide::THREAD_IDS`]; staff members' own mails
+/// at most [`THREAD_IDS`]; staff members' own mails
 /// are internal), read through `articles_ticket` so that a mail of ours on
 /// the ticket threads without another query.
 const TICKET_INFO_COLUMNS: &str = "t.id, t.number, t.requester, t.status, p.address, t.reply_to, t.language,
@@ -836,7 +800,7 @@ fn ticket_info_from_rows<'r>(
         .unwrap_or("")
         .split(' ')
         .filter_map(MessageId::parse)
-        .take(crate::ingest::decide::THREAD_IDS)
+        .take(THREAD_IDS)
         .collect();
     thread.reverse();
     Ok(Some(TicketInfo {
@@ -1009,46 +973,21 @@ pub async fn claim(
             _ => {}
         }
     }
-    let by_reference = match first_ticket(&rows, "ref", &thread)? {
-        Some(t) => Some(t),
-        None => first_ticket(&rows, "sig", &signed)?,
-    };
-    // Found by a mail of ours: one of our signed ids names that ticket.
-    let reference_ours = by_reference
-        .as_ref()
-        .is_some_and(|t| signed.contains(&t.number.as_str()));
-    let bounced_ticket = match first_ticket(&rows, "bref", &bounced)? {
-        Some(t) => Some(t),
-        None => first_ticket(&rows, "bsig", &bounced_nums)?,
-    };
     Ok(Claim::New {
         row: claimed.try_get(1)?,
-        lookups: Box::new(Lookups {
-            by_reference,
-            tag_number: probe.and_then(|p| p.keys.tag_number.clone()),
+        found: Box::new(Found {
+            by_stored_id: first_ticket(&rows, "ref", &thread)?,
+            by_signed_number: first_ticket(&rows, "sig", &signed)?,
+            by_staff_number: first_ticket(&rows, "staff", &staff)?,
             by_tag: first_ticket(&rows, "tag", &tag)?,
-            bounced_ticket,
+            bounced_by_id: first_ticket(&rows, "bref", &bounced)?,
+            bounced_by_number: first_ticket(&rows, "bsig", &bounced_nums)?,
             auto_mails_last_hour: u32::try_from(auto).unwrap_or(u32::MAX),
-            organisation: None,
-            alert: None,
-            mailbox: None,
-            hold_until: None,
-            reference_ours,
-            answers_notice: probe.is_some_and(|p| p.keys.answers_notice),
-            answers_ours: probe.is_some_and(|p| {
-                p.keys.answers_notice
-                    || p.keys.answers_digest
-                    || !p.keys.signed_numbers.is_empty()
-                    || !p.keys.staff_numbers.is_empty()
-            }),
-            staff_mail_ticket: first_ticket(&rows, "staff", &staff)?,
-            answers_staff_mail: !staff.is_empty(),
-            answers_digest: probe.is_some_and(|p| p.keys.answers_digest),
-            incident: incident_from(&rows, "incident", &incident_keys, probe)?,
-            host_incident: incident_from(&rows, "hostinc", &host_keys, probe)?,
+            incident: incident_from(&rows, "incident", &incident_keys)?,
+            host_incident: incident_from(&rows, "hostinc", &host_keys)?,
+            org_cases: u32::try_from(cases).unwrap_or(u32::MAX),
         }),
         next,
-        org_cases: u32::try_from(cases).unwrap_or(u32::MAX),
     })
 }
 
@@ -1057,8 +996,7 @@ fn incident_from(
     rows: &[SqliteRow],
     label: &str,
     keys: &[&str],
-    probe: Option<&Probe<'_>>,
-) -> Result<Option<Incident>, StoreError> {
+) -> Result<Option<FoundIncident>, StoreError> {
     let Some(ticket) = first_ticket(rows, label, keys)? else {
         return Ok(None);
     };
@@ -1069,14 +1007,14 @@ fn incident_from(
         .map(|r| r.try_get::<i64, _>(2 + TICKET_INFO_WIDTH))
         .transpose()?
         .unwrap_or(0);
-    let recovered: Option<String> = row
+    let recovered_at: Option<String> = row
         .map(|r| r.try_get(3 + TICKET_INFO_WIDTH))
         .transpose()?
         .flatten();
-    Ok(Some(Incident {
+    Ok(Some(FoundIncident {
         ticket,
         problem: problem != 0,
-        flapping: recovered.is_some_and(|r| probe.is_some_and(|p| r.as_str() >= p.flap_since)),
+        recovered_at,
     }))
 }
 
@@ -1244,19 +1182,6 @@ fn ticket_texts(s: &mut Script, head: &str, ticket: i64, texts: &[&str]) {
     });
 }
 
-fn addr_list(list: &[Mailbox]) -> Option<String> {
-    if list.is_empty() {
-        None
-    } else {
-        Some(
-            list.iter()
-                .map(|m| m.address.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )
-    }
-}
-
 /// One row of `articles`; a column left `None` is stored NULL.
 #[derive(Debug, Default)]
 struct Article<'a> {
@@ -1384,74 +1309,24 @@ fn articles(s: &mut Script, ticket: i64, first: Option<i64>, list: &[Article<'_>
     );
 }
 
-/// The inbound article's body within the limits, the attachments kept, and
-/// notes about what was dropped.
-fn inbound_plan<'m>(
-    mail: &'m ParsedMail,
-    limits: &ApplyLimits,
-) -> (
-    String,
-    Vec<&'m crate::ingest::parse::Attachment>,
-    Vec<String>,
-) {
-    let mut notes = Vec::new();
-    let mut body = crate::ingest::classify::truncate(&mail.body, limits.max_body_bytes).to_string();
-    if body.len() < mail.body.len() {
-        body.push_str("\n\n[… text cut here; the whole message is kept raw]");
-    }
-    let mut kept = Vec::new();
-    let mut total: u64 = 0;
-    for (i, a) in mail.attachments.iter().enumerate() {
-        let size = a.content.len() as u64;
-        if i >= limits.max_attachments {
-            notes.push(format!(
-                "{} further attachments dropped: more than {} in one message (the raw message keeps them).",
-                mail.attachments.len() - i,
-                limits.max_attachments
-            ));
-            break;
-        }
-        if total + size > limits.max_attachment_bytes {
-            notes.push(format!(
-                "Attachment {:?} ({} bytes) dropped: the message's attachments exceed {} bytes (the raw message keeps it).",
-                a.filename, size, limits.max_attachment_bytes
-            ));
-            continue;
-        }
-        total += size;
-        kept.push(a);
-    }
-    (body, kept, notes)
-}
-
-/// Writes what the decision says, in one call: ticket or article,
-/// attachments, ids, participants, bounces, notes, the audit event, the
-/// confirmation in the outbox, and the message's final action. `next`
-/// comes from the [`claim`] of this message in this transaction; `arrived`
-/// is the message's arrival (`ts` format), where a ticket it opens has its
-/// receipt and its SLA clocks start.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply(
+/// Writes an intake plan, in one call: ticket or article, attachments,
+/// ids, participants, bounces, notes, the audit events, the automatic mails
+/// in the outbox, the incident, and the message's final record. `next`
+/// comes from the [`claim`] of this message in this transaction. Writes
+/// what it is given: every text, status and mail was computed before.
+pub async fn write_intake(
     conn: &mut SqliteConnection,
-    message_row: i64,
     next: NextIds,
-    mail: &ParsedMail,
-    d: &Decision,
-    limits: &ApplyLimits,
-    build_mail: &mut AutoMailBuilder<'_>,
+    plan: &IntakePlan<'_>,
     sla_ctx: Option<&sla::SlaContext<'_>>,
-    now: &str,
-    arrived: &str,
 ) -> Result<Applied, StoreError> {
     let mut s = Script::default();
-    let mut notes = d.notes.clone();
-    let (ticket_id, number, severity) = match &d.target {
-        Target::New(t) => {
-            // The first ticket gets number_start + 1, each later one the next.
-            let seq = next.seq.unwrap_or(limits.number_start) + 1;
-            let number = TicketNumber::from_sequence(&limits.number_prefix, seq);
+    let now = plan.now;
+    let message_row = plan.message_row;
+    let (ticket_id, number, severity) = match &plan.ticket {
+        TicketWrite::New(t) => {
             let id = next.ticket + 1;
-            let v = s.arg(seq);
+            let v = s.arg(t.seq);
             s.push(format_args!(
                 "INSERT INTO counters (name, value) VALUES ('ticket', {v})
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value"
@@ -1459,20 +1334,20 @@ pub async fn apply(
             s.end();
             let ps = [
                 s.arg(id),
-                s.arg(number.as_str()),
-                s.arg(&t.subject),
+                s.arg(t.number.as_str()),
+                s.arg(t.subject),
                 s.arg(t.severity.level() as i64),
-                s.arg(t.rule.as_deref()),
+                s.arg(t.rule),
                 s.arg(t.requester.key()),
                 s.arg(t.requester.name.as_deref()),
-                s.arg(t.linked.as_ref().map(|n| n.as_str())),
+                s.arg(t.linked.map(|n| n.as_str())),
                 s.arg(now),
-                s.arg(t.organisation.as_deref()),
-                s.arg((!t.flags.is_empty()).then(|| t.flags.join(","))),
-                s.arg(t.queue.as_deref()),
-                s.arg(arrived),
-                s.arg(t.reply_to.as_deref()),
-                s.arg(t.language.as_deref()),
+                s.arg(t.organisation),
+                s.arg(t.flags.as_deref()),
+                s.arg(t.queue),
+                s.arg(plan.arrived),
+                s.arg(t.reply_to),
+                s.arg(t.language),
             ];
             s.push(format_args!(
                 "INSERT INTO tickets (id, number, subject, status, severity, severity_rule, requester, requester_name, linked_number, created_at, updated_at, organisation, flags, queue, arrived_at, reply_to, language)
@@ -1480,48 +1355,33 @@ pub async fn apply(
                 ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], ps[8], ps[9], ps[10], ps[11], ps[12], ps[13], ps[14]
             ));
             s.end();
-            let tags: Vec<&str> = t.tags.iter().map(String::as_str).collect();
             ticket_texts(
                 &mut s,
                 "INSERT INTO ticket_tags (ticket_id, tag) VALUES ",
                 id,
-                &tags,
+                &t.tags,
             );
-            let people: Vec<&str> = t.participants.iter().map(String::as_str).collect();
             ticket_texts(
                 &mut s,
                 "INSERT INTO participants (ticket_id, address) VALUES ",
                 id,
-                &people,
+                &t.participants,
             );
-            let detail = match &t.rule {
-                Some(r) => format!(
-                    "created from mail, severity {} by rule {r}",
-                    t.severity.level()
-                ),
-                None => format!("created from mail, default severity {}", t.severity.level()),
-            };
-            let linked = t.linked.as_ref().map(|l| format!("refers to ticket {l}"));
-            let mut list = vec![("created", detail.as_str())];
-            if let Some(l) = &linked {
-                list.push(("linked", l.as_str()));
-            }
-            events(&mut s, Some(id), Some(message_row), &list, now);
             // A new ticket's clock starts at the arrival of its first
             // message, with nothing in its history, and is evaluated now:
             // its pending reminder row goes into this same script.
             if let (Some(ctx), Ok(received), Ok(at)) = (
                 sla_ctx,
-                arrived.parse::<jiff::Timestamp>(),
+                plan.arrived.parse::<jiff::Timestamp>(),
                 now.parse::<jiff::Timestamp>(),
             ) {
                 let ticket = sla::SlaTicket {
                     id,
-                    number: number.clone(),
-                    subject: t.subject.clone(),
-                    status: Status::New,
+                    number: t.number.clone(),
+                    subject: t.subject.to_string(),
+                    status: crate::domain::Status::New,
                     severity: t.severity,
-                    organisation: t.organisation.clone(),
+                    organisation: t.organisation.map(str::to_string),
                     requester: t.requester.key(),
                     received,
                 };
@@ -1532,134 +1392,62 @@ pub async fn apply(
                 let e = sla::evaluate_with(ticket, history, ctx, at);
                 sla::write(&mut s, &e, ctx.policies, true);
             }
-            (Some(id), Some(number), Some(t.severity))
+            (Some(id), Some(t.number.clone()), Some(t.severity))
         }
-        Target::Existing {
-            ticket,
-            reopen,
-            resolve,
-            quiet: _,
-        } => {
-            let (at, id) = (s.arg(now), s.arg(ticket.id));
-            let staff = d.kind == Kind::StaffReply;
-            let status = if *reopen || (staff && ticket.status == Status::New) {
-                "status = 'open', "
-            } else if *resolve {
-                "status = 'resolved', "
-            } else {
-                ""
+        TicketWrite::Existing(u) => {
+            let (at, id) = (s.arg(now), s.arg(u.id));
+            let status = match u.status {
+                Some(st) => format!("status = {}, ", s.arg(st.as_str())),
+                None => String::new(),
             };
-            let reply_to = match &d.set_reply_to {
-                Some(r) => format!("reply_to = {}, ", s.arg(r.as_deref())),
+            let reply_to = match &u.reply_to {
+                Some(r) => format!("reply_to = {}, ", s.arg(*r)),
                 None => String::new(),
             };
             s.push(format_args!(
                 "UPDATE tickets SET {status}{reply_to}updated_at = {at} WHERE id = {id} RETURNING 'severity', severity"
             ));
             s.end();
-            let people: Vec<&str> = d.new_participants.iter().map(String::as_str).collect();
             ticket_texts(
                 &mut s,
                 "INSERT INTO participants (ticket_id, address) VALUES ",
-                ticket.id,
-                &people,
+                u.id,
+                &u.new_participants,
             );
-            let mut list = vec![("appended", d.reason.as_str())];
-            if staff {
-                list.push(("staff-reply", d.reason.as_str()));
-            }
-            if *reopen && ticket.status == Status::Pending {
-                list.push(("resumed", "the customer answered"));
-            } else if *reopen {
-                list.push(("reopened", "the customer wrote again"));
-            }
-            if *resolve {
-                list.push(("resolved", d.reason.as_str()));
-            }
-            let reply_note = d.set_reply_to.as_ref().map(|r| match r {
-                Some(a) => format!("answers to the customer go to {a} (Reply-To of their mail)"),
-                None => {
-                    "answers to the customer go to the requester again (their mail had no Reply-To)"
-                        .to_string()
-                }
-            });
-            if let Some(n) = &reply_note {
-                list.push(("reply-to", n.as_str()));
-            }
-            events(&mut s, Some(ticket.id), Some(message_row), &list, now);
-            (Some(ticket.id), Some(ticket.number.clone()), None)
+            (Some(u.id), Some(u.number.clone()), None)
         }
-        Target::Nothing => {
-            events(
-                &mut s,
-                None,
-                Some(message_row),
-                &[(d.action.as_str(), &d.reason)],
-                now,
-            );
-            (None, None, None)
-        }
+        TicketWrite::Nothing => (None, None, None),
     };
+    let list: Vec<(&str, &str)> = plan.events.iter().map(|(k, d)| (*k, d.as_str())).collect();
+    events(&mut s, ticket_id, Some(message_row), &list, now);
 
-    if d.kind == Kind::Bounce {
-        if let Some(b) = &mail.bounced {
-            s.rows(
-                "INSERT INTO bounces (ticket_id, message_ref, recipient, action, status, diagnostic, created_at) VALUES ",
-                &b.recipients,
-                "",
-                |s, r| {
-                    let (t, m, rc, a, st, dg, at) = (
-                        s.arg(ticket_id),
-                        s.arg(message_row),
-                        s.arg(r.recipient.to_ascii_lowercase()),
-                        s.arg(r.action.as_str()),
-                        s.arg(r.status.as_str()),
-                        s.arg(r.diagnostic.as_str()),
-                        s.arg(now),
-                    );
-                    format!("({t}, {m}, {rc}, {a}, {st}, {dg}, {at})")
-                },
+    s.rows(
+        "INSERT INTO bounces (ticket_id, message_ref, recipient, action, status, diagnostic, created_at) VALUES ",
+        &plan.bounces,
+        "",
+        |s, r| {
+            let (t, m, rc, a, st, dg, at) = (
+                s.arg(ticket_id),
+                s.arg(message_row),
+                s.arg(r.recipient.as_str()),
+                s.arg(r.action),
+                s.arg(r.status),
+                s.arg(r.diagnostic),
+                s.arg(now),
             );
-            if ticket_id.is_some() {
-                for r in &b.recipients {
-                    notes.push(format!(
-                        "Delivery to {} failed: {} {}",
-                        r.recipient, r.status, r.diagnostic
-                    ));
-                }
-            }
-        }
-    }
+            format!("({t}, {m}, {rc}, {a}, {st}, {dg}, {at})")
+        },
+    );
 
-    // Every automatic mail of this message: the confirmation, then the
-    // notices the decision asked for.
-    let mut outgoing: Vec<(&str, Outgoing)> = Vec::new();
-    if let (Some(to), Some(n), Some(sev)) = (&d.confirm_to, &number, severity) {
-        match build_mail(None, Some(n), to, Some(sev)) {
-            Ok(out) => outgoing.push(("confirmation", out)),
-            Err(e) => notes.push(format!("No confirmation: {e}")),
-        }
-    }
-    for notice in &d.notices {
-        match build_mail(Some(notice), number.as_ref(), &notice.to, severity) {
-            Ok(out) => outgoing.push((notice.kind.as_str(), out)),
-            Err(e) => notes.push(format!("No {} mail: {e}", notice.kind.as_str())),
-        }
-    }
-    let outbox_ids: Vec<i64> = (1..=outgoing.len() as i64)
+    let outbox_ids: Vec<i64> = (1..=plan.mails.len() as i64)
         .map(|i| next.outbox + i)
         .collect();
-    for ((kind, out), id) in outgoing.iter().zip(&outbox_ids) {
-        queue_outgoing(&mut s, *id, ticket_id, kind, out, now);
-        // Answers to the customer count against the hourly limit; a notice
-        // or a forward to the account manager does not.
-        if *kind != NoticeKind::OverQuota.as_str()
-            && *kind != NoticeKind::Forward.as_str()
-            && *kind != NoticeKind::Relay.as_str()
-        {
+    for (q, id) in plan.mails.iter().zip(&outbox_ids) {
+        queue_outgoing(&mut s, *id, ticket_id, q.kind, &q.mail, now);
+        if q.counts_hourly {
             s.rows(
                 "INSERT INTO auto_mail_log (recipient, sent_at) VALUES ",
-                &out.to,
+                &q.mail.to,
                 "",
                 |s, r| {
                     let (r, at) = (s.arg(r.to_ascii_lowercase()), s.arg(now));
@@ -1669,104 +1457,95 @@ pub async fn apply(
         }
     }
 
-    if let Some(c) = &d.incident {
-        if let Some(tid) = ticket_id {
-            let (k, t, st, tx, at) = (
-                s.arg(c.key.as_str()),
-                s.arg(tid),
-                s.arg(c.state.as_str()),
-                s.arg(c.text.as_str()),
-                s.arg(now),
-            );
-            match c.event {
-                IncidentEvent::Opened => s.push(format_args!(
-                    "INSERT INTO incidents (key, ticket_id, state, problem, occurrences, last_text, last_at)
-                     VALUES ({k}, {t}, {st}, 1, 1, {tx}, {at})
-                     ON CONFLICT (key) DO UPDATE SET ticket_id = excluded.ticket_id, state = excluded.state,
-                       problem = 1, occurrences = 1, last_text = excluded.last_text, last_at = excluded.last_at,
-                       recovered_at = NULL"
-                )),
-                IncidentEvent::Repeated | IncidentEvent::Reopened => s.push(format_args!(
-                    "UPDATE incidents SET occurrences = occurrences + 1, problem = 1, state = {st},
-                       last_text = {tx}, last_at = {at}, recovered_at = NULL WHERE key = {k} AND ticket_id = {t}"
-                )),
-                IncidentEvent::Recovered => s.push(format_args!(
-                    "UPDATE incidents SET problem = 0, state = {st}, last_text = {tx}, last_at = {at},
-                       recovered_at = {at} WHERE key = {k} AND ticket_id = {t}"
-                )),
-            }
+    if let (Some(c), Some(tid)) = (plan.incident, ticket_id) {
+        let (k, t, st, tx, at) = (
+            s.arg(c.key.as_str()),
+            s.arg(tid),
+            s.arg(c.state.as_str()),
+            s.arg(c.text.as_str()),
+            s.arg(now),
+        );
+        match c.event {
+            IncidentEvent::Opened => s.push(format_args!(
+                "INSERT INTO incidents (key, ticket_id, state, problem, occurrences, last_text, last_at)
+                 VALUES ({k}, {t}, {st}, 1, 1, {tx}, {at})
+                 ON CONFLICT (key) DO UPDATE SET ticket_id = excluded.ticket_id, state = excluded.state,
+                   problem = 1, occurrences = 1, last_text = excluded.last_text, last_at = excluded.last_at,
+                   recovered_at = NULL"
+            )),
+            IncidentEvent::Repeated | IncidentEvent::Reopened => s.push(format_args!(
+                "UPDATE incidents SET occurrences = occurrences + 1, problem = 1, state = {st},
+                   last_text = {tx}, last_at = {at}, recovered_at = NULL WHERE key = {k} AND ticket_id = {t}"
+            )),
+            IncidentEvent::Recovered => s.push(format_args!(
+                "UPDATE incidents SET problem = 0, state = {st}, last_text = {tx}, last_at = {at},
+                   recovered_at = {at} WHERE key = {k} AND ticket_id = {t}"
+            )),
+        }
+        s.end();
+        if let (IncidentEvent::Recovered, Some(due)) = (c.event, &c.resolve_at) {
+            let due = s.arg(due.as_str());
+            s.push(format_args!(
+                "INSERT INTO timers (kind, ticket_id, key, due_at, created_at)
+                 VALUES ('recovery-hold', {t}, {k}, {due}, {at})"
+            ));
             s.end();
-            if let (IncidentEvent::Recovered, Some(due)) = (c.event, &c.resolve_at) {
-                let due = s.arg(due.as_str());
-                s.push(format_args!(
-                    "INSERT INTO timers (kind, ticket_id, key, due_at, created_at)
-                     VALUES ('recovery-hold', {t}, {k}, {due}, {at})"
-                ));
-                s.end();
-            }
         }
     }
 
-    // A repeated alert only counts: no article of its own.
-    let quiet = matches!(d.target, Target::Existing { quiet: true, .. });
     // Attachments over one piece: their inline part goes in with the rest,
     // the other pieces after it (by the article and their order).
     let mut pieced: Option<Pieced<'_>> = None;
-    if let Some(tid) = ticket_id.filter(|_| !quiet) {
-        let plan = inbound_plan(mail, limits);
-        notes.extend(plan.2.iter().cloned());
-        notes.extend(mail.warnings.iter().cloned());
-        let mut list = Vec::with_capacity(2 + notes.len());
+    if let (Some(w), Some(tid)) = (&plan.articles, ticket_id) {
+        let a = &w.inbound;
+        let mut list = Vec::with_capacity(1 + plan.mails.len() + w.notes.len());
         list.push(Article {
             direction: "in",
-            kind: d.kind.as_str(),
-            from_addr: mail.from.as_ref().map(|m| m.address.as_str()),
-            from_name: mail.from.as_ref().and_then(|m| m.name.as_deref()),
-            to_addrs: addr_list(&mail.to),
-            cc_addrs: addr_list(&mail.cc),
-            subject: Some(&mail.subject),
-            message_id: mail.message_id.as_ref().map(|m| m.as_str()),
-            body: &plan.0,
+            kind: a.kind,
+            from_addr: a.from_addr,
+            from_name: a.from_name,
+            to_addrs: a.to_addrs.clone(),
+            cc_addrs: a.cc_addrs.clone(),
+            subject: Some(a.subject),
+            message_id: a.message_id,
+            body: &a.body,
             message_ref: Some(message_row),
             outbox_ref: None,
         });
-        for ((kind, out), id) in outgoing.iter().zip(&outbox_ids) {
-            list.push(Article::outgoing(kind, out, *id));
+        for (q, id) in plan.mails.iter().zip(&outbox_ids) {
+            list.push(Article::outgoing(q.kind, &q.mail, *id));
         }
-        list.extend(notes.iter().map(|n| Article::note(n)));
+        list.extend(w.notes.iter().map(|n| Article::note(n)));
         let inbound = next.article + 1;
         articles(&mut s, tid, Some(inbound), &list, now);
         s.rows(
             "INSERT INTO attachments (article_id, filename, content_type, size, sha256, content) VALUES ",
-            &plan.1,
+            &w.attachments,
             "",
             |s, a| {
                 let (id, f, ct, sz, sh, c) = (
                     s.arg(inbound),
-                    s.arg(a.filename.as_str()),
-                    s.arg(a.content_type.as_str()),
+                    s.arg(a.filename),
+                    s.arg(a.content_type),
                     s.arg(a.content.len() as i64),
-                    s.arg(sha256_hex(&a.content)),
-                    s.arg(inline_part(&a.content)),
+                    s.arg(a.sha256.as_str()),
+                    s.arg(inline_part(a.content)),
                 );
                 format!("({id}, {f}, {ct}, {sz}, {sh}, {c})")
             },
         );
-        let big: Vec<(usize, &[u8])> = plan
-            .1
+        let big: Vec<(usize, &[u8])> = w
+            .attachments
             .iter()
             .enumerate()
             .filter(|(_, a)| a.content.len() > RAW_CHUNK)
-            .map(|(i, a)| (i, a.content.as_slice()))
+            .map(|(i, a)| (i, a.content))
             .collect();
         if !big.is_empty() {
             pieced = Some((inbound, big));
         }
-        let mut ids = Vec::with_capacity(1 + outgoing.len());
-        if let Some(id) = &mail.message_id {
-            ids.push(id.as_str());
-        }
-        ids.extend(outgoing.iter().map(|(_, out)| out.message_id.as_str()));
+        let mut ids = w.thread_ids.clone();
+        ids.extend(plan.mails.iter().map(|q| q.mail.message_id.as_str()));
         ticket_texts(
             &mut s,
             "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
@@ -1775,15 +1554,11 @@ pub async fn apply(
         );
     }
 
-    let reason = if notes.is_empty() || ticket_id.is_some() {
-        d.reason.clone()
-    } else {
-        format!("{} ({})", d.reason, notes.join(" "))
-    };
+    let o = &plan.outcome;
     let ps = [
-        s.arg(d.action.as_str()),
-        s.arg(d.kind.as_str()),
-        s.arg(reason),
+        s.arg(o.action),
+        s.arg(o.kind),
+        s.arg(o.reason.as_str()),
         s.arg(ticket_id),
         s.arg(message_row),
     ];
@@ -1819,11 +1594,6 @@ pub async fn apply(
         ticket: number,
         severity,
         ticket_id,
-        clock_moved: d.kind == Kind::StaffReply
-            || matches!(
-                d.target,
-                Target::Existing { reopen: true, .. } | Target::Existing { resolve: true, .. }
-            ),
     })
 }
 
