@@ -268,9 +268,63 @@ pub fn header_safe(s: &str) -> String {
     out.trim_end().to_string()
 }
 
+/// The event kind a status change is recorded as; the SLA clock reads
+/// these (waiting pauses it, resumed/reopened resume it, resolved/closed
+/// stop it).
+pub fn status_event(from: Status, to: Status) -> &'static str {
+    match (from, to) {
+        (_, Status::Pending) => "waiting",
+        (Status::Pending, Status::Open | Status::New) => "resumed",
+        (Status::Resolved | Status::Closed, Status::Open | Status::New) => "reopened",
+        (_, Status::Resolved) => "resolved",
+        (_, Status::Closed) => "closed",
+        _ => "status",
+    }
+}
+
+/// The detail of a `severity` event: `from N to M by WHO`, read back by
+/// [`severity_change`].
+pub fn severity_detail(from: Severity, to: Severity, author: &str) -> String {
+    format!("from {} to {} by {author}", from.level(), to.level())
+}
+
+/// The two severities of a `severity` event's detail.
+pub fn severity_change(detail: &str) -> Option<(Severity, Severity)> {
+    let rest = detail.strip_prefix("from ")?;
+    let (from, rest) = rest.split_once(" to ")?;
+    let to = rest.split_whitespace().next()?;
+    let level = |t: &str| {
+        t.parse::<u8>()
+            .ok()
+            .and_then(|v| Severity::try_from(v).ok())
+    };
+    Some((level(from)?, level(to)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn severity_details_read_back() {
+        let d = severity_detail(Severity::Malfunction, Severity::Critical, "cli:anna");
+        assert_eq!(
+            severity_change(&d),
+            Some((Severity::Malfunction, Severity::Critical))
+        );
+        assert_eq!(severity_change("from 9 to 1"), None);
+        assert_eq!(severity_change("garbage"), None);
+    }
+
+    #[test]
+    fn status_changes_have_clock_events() {
+        assert_eq!(status_event(Status::Open, Status::Pending), "waiting");
+        assert_eq!(status_event(Status::Pending, Status::Open), "resumed");
+        assert_eq!(status_event(Status::Resolved, Status::Open), "reopened");
+        assert_eq!(status_event(Status::Closed, Status::Open), "reopened");
+        assert_eq!(status_event(Status::Open, Status::Resolved), "resolved");
+        assert_eq!(status_event(Status::Resolved, Status::Closed), "closed");
+    }
 
     #[test]
     fn message_id_normalises_brackets() {

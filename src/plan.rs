@@ -344,3 +344,33 @@ pub struct MessageOutcome<'a> {
     /// Why.
     pub reason: String,
 }
+
+/// What a staff action changes, computed before the write
+/// ([`crate::store::actions::write_action`]): each part `None` when it
+/// does not change.
+#[derive(Debug, Default)]
+pub struct ActionPlan {
+    /// The ticket's row id.
+    pub ticket_id: i64,
+    /// Its new status.
+    pub status: Option<Status>,
+    /// Its new severity and the rule text recorded for it.
+    pub severity: Option<(Severity, String)>,
+    /// Its new assignee: key and name.
+    pub assignee: Option<(String, String)>,
+    /// A reply to queue.
+    pub reply: Option<PlannedReply>,
+    /// An internal note: text and author.
+    pub note: Option<(String, String)>,
+    /// Audit events `(kind, detail)` in order.
+    pub events: Vec<(&'static str, String)>,
+}
+
+/// A staff member's reply, rendered.
+#[derive(Debug)]
+pub struct PlannedReply {
+    /// The mail.
+    pub mail: Outgoing,
+    /// Who wrote it (the outgoing article's author).
+    pub author: String,
+}

@@ -729,6 +729,7 @@ impl Intake {
     /// transaction is rolled back and every message is stored in a
     /// transaction of its own, so one bad message fails alone. (No savepoint
     /// per message: they cost a statement journal and two round trips each.)
+    #[allow(clippy::too_many_arguments)]
     async fn store_batch(
         &self,
         store: &Store,
@@ -744,7 +745,10 @@ impl Intake {
             let mut results = Vec::with_capacity(items.len());
             let mut failed = false;
             for (item, p) in items.iter().zip(parsed) {
-                match self.store_one(&mut tx, item, p, t, loaded, cfg, language).await {
+                match self
+                    .store_one(&mut tx, item, p, t, loaded, cfg, language)
+                    .await
+                {
                     Ok(o) => results.push(Ok(o)),
                     Err(e) => {
                         tracing::warn!(source = %item.source, error = %e, "batch rolled back; storing one by one");
@@ -763,7 +767,9 @@ impl Intake {
         for (item, p) in items.iter().zip(parsed) {
             let one = async {
                 let mut tx = store.begin().await?;
-                let o = self.store_one(&mut tx, item, p, t, loaded, cfg, language).await?;
+                let o = self
+                    .store_one(&mut tx, item, p, t, loaded, cfg, language)
+                    .await?;
                 tx.commit().await?;
                 Ok(o)
             }
@@ -776,6 +782,7 @@ impl Intake {
         Ok(results)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn store_one(
         &self,
         conn: &mut sqlx::SqliteConnection,
@@ -1142,7 +1149,15 @@ impl Intake {
         let mut tx = store.begin().await?;
         store::admin::release_quarantined(&mut tx, id).await?;
         let outcome = self
-            .store_one(&mut tx, &item, &parsed, &t, &loaded, &cfg, d.language.as_deref())
+            .store_one(
+                &mut tx,
+                &item,
+                &parsed,
+                &t,
+                &loaded,
+                &cfg,
+                d.language.as_deref(),
+            )
             .await?;
         let detail = format!(
             "quarantined message {id} released by {author}: {}{} ({})",

@@ -6,8 +6,10 @@
 use super::Intake;
 use crate::config::{audience_entry, AudienceEntry, Config};
 use crate::customers::Directory;
+use crate::domain::{severity_detail, status_event};
 use crate::domain::{Mailbox, Severity, Status, TicketNumber};
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
+use crate::plan::{ActionPlan, PlannedReply};
 use crate::sla::cron::CronSchedule;
 use crate::sla::policy::Policies;
 use crate::store::actions::{self, ActionError};
@@ -373,19 +375,19 @@ impl Intake {
         let at = store::ts(now);
         let mut tx = store.begin().await?;
         let t = actions::action_ticket(&mut tx, number).await?;
-        let (changed, queued) = match action {
+        let reply = match action {
             StaffAction::Reply {
                 text,
-                then_pending,
                 cc,
                 staff_name,
+                ..
             } => {
                 if text.trim().is_empty() {
                     return Err(ActionError::Refused("the reply is empty".into()));
                 }
                 let language = store::ticket_language(&mut tx, t.id).await?;
-                let out = self
-                    .reply_mail(
+                Some(
+                    self.reply_mail(
                         &t,
                         text,
                         cc,
@@ -393,26 +395,18 @@ impl Intake {
                         language.as_deref(),
                         now,
                     )
-                    .map_err(ActionError::Refused)?;
-                actions::reply(&mut tx, &t, &out, author, *then_pending, &at).await?;
-                (true, true)
+                    .map_err(ActionError::Refused)?,
+                )
             }
-            StaffAction::Status(s) => (
-                actions::set_status(&mut tx, &t, *s, author, &at).await?,
-                false,
-            ),
-            StaffAction::Severity(s) => (
-                actions::set_severity(&mut tx, &t, *s, author, &at).await?,
-                false,
-            ),
-            StaffAction::Note(text) => {
-                actions::note(&mut tx, &t, text, author, &at).await?;
-                (true, false)
+            _ => None,
+        };
+        let plan = action_plan(&t, action, author, reply)?;
+        let (changed, queued) = match &plan {
+            Some(p) => {
+                actions::write_action(&mut tx, p, &at).await?;
+                (true, p.reply.is_some())
             }
-            StaffAction::Assign { key, name } => (
-                actions::assign(&mut tx, &t, key, name, author, &at).await?,
-                false,
-            ),
+            None => (false, false),
         };
         let sla = self.sync_sla(&mut tx, t.id, now).await?;
         tx.commit().await?;
@@ -935,5 +929,172 @@ impl TimerHooks for SlaHooks<'_> {
             .iter()
             .find(|d| d.name == name)
             .and_then(|d| d.schedule.next_after(after))
+    }
+}
+
+/// What `action` by `author` changes on ticket `t`, with the rendered
+/// `reply` mail of a reply: the columns, the audit texts, the reply and
+/// note to record. `None`: nothing changes (the ticket already has that
+/// status, severity or assignee); an error: the action is refused.
+pub fn action_plan(
+    t: &actions::ActionTicket,
+    action: &StaffAction,
+    author: &str,
+    reply: Option<Outgoing>,
+) -> Result<Option<ActionPlan>, ActionError> {
+    let mut plan = ActionPlan {
+        ticket_id: t.id,
+        ..ActionPlan::default()
+    };
+    let change = |to: Status| format!("{} → {} by {author}", t.status.as_str(), to.as_str());
+    match action {
+        StaffAction::Reply { then_pending, .. } => {
+            let Some(mail) = reply else {
+                return Err(ActionError::Refused("the reply has no mail".into()));
+            };
+            plan.events.push((
+                "staff-reply",
+                format!("by {author}, to {}", mail.to.join(", ")),
+            ));
+            let to = if *then_pending {
+                Status::Pending
+            } else if matches!(t.status, Status::New) {
+                Status::Open
+            } else {
+                t.status
+            };
+            if to != t.status {
+                plan.events.push((status_event(t.status, to), change(to)));
+            }
+            plan.status = Some(to);
+            plan.reply = Some(PlannedReply {
+                mail,
+                author: author.to_string(),
+            });
+        }
+        StaffAction::Status(to) => {
+            if *to == t.status {
+                return Ok(None);
+            }
+            if *to == Status::New {
+                return Err(ActionError::Refused(
+                    "a ticket cannot be set back to new; use open".into(),
+                ));
+            }
+            plan.status = Some(*to);
+            plan.events.push((status_event(t.status, *to), change(*to)));
+        }
+        StaffAction::Severity(to) => {
+            if *to == t.severity {
+                return Ok(None);
+            }
+            plan.severity = Some((*to, format!("set by {author}")));
+            plan.events
+                .push(("severity", severity_detail(t.severity, *to, author)));
+        }
+        StaffAction::Note(text) => {
+            if text.trim().is_empty() {
+                return Err(ActionError::Refused("the note is empty".into()));
+            }
+            plan.note = Some((text.clone(), author.to_string()));
+            plan.events.push(("note", format!("by {author}")));
+        }
+        StaffAction::Assign { key, name } => {
+            if t.assignee.as_deref() == Some(key.as_str()) {
+                return Ok(None);
+            }
+            plan.assignee = Some((key.clone(), name.clone()));
+            plan.events
+                .push(("assigned", format!("to {name} by {author}")));
+        }
+    }
+    Ok(Some(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MessageId;
+
+    fn ticket(status: Status) -> actions::ActionTicket {
+        actions::ActionTicket {
+            id: 7,
+            number: TicketNumber("10007".into()),
+            subject: "Drucker".into(),
+            status,
+            severity: Severity::Malfunction,
+            requester: Mailbox {
+                address: "anna@kunde.de".into(),
+                name: None,
+            },
+            reply_to: None,
+            organisation: None,
+            last_inbound: None,
+            references: Vec::new(),
+            assignee: Some("cli:ben".into()),
+        }
+    }
+
+    fn mail() -> Outgoing {
+        Outgoing {
+            to: vec!["anna@kunde.de".into()],
+            sender: "support@example.com".into(),
+            subject: "Re: Drucker".into(),
+            message_id: MessageId("td.1@example.com".into()),
+            raw: Vec::new(),
+            body: "Hallo".into(),
+        }
+    }
+
+    #[test]
+    fn a_reply_then_pending_records_the_reply_and_the_wait() {
+        let reply = StaffAction::Reply {
+            text: "Hallo".into(),
+            then_pending: true,
+            cc: Vec::new(),
+            staff_name: None,
+        };
+        let p = action_plan(&ticket(Status::Open), &reply, "cli:anna", Some(mail()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.status, Some(Status::Pending));
+        assert_eq!(
+            p.events,
+            vec![
+                ("staff-reply", "by cli:anna, to anna@kunde.de".to_string()),
+                ("waiting", "open → pending by cli:anna".to_string()),
+            ]
+        );
+        assert_eq!(p.reply.unwrap().author, "cli:anna");
+    }
+
+    #[test]
+    fn what_the_ticket_already_has_changes_nothing_and_new_is_refused() {
+        let t = ticket(Status::Open);
+        let none = |a: StaffAction| action_plan(&t, &a, "cli:anna", None).unwrap();
+        assert!(none(StaffAction::Status(Status::Open)).is_none());
+        assert!(none(StaffAction::Severity(Severity::Malfunction)).is_none());
+        assert!(none(StaffAction::Assign {
+            key: "cli:ben".into(),
+            name: "Ben".into()
+        })
+        .is_none());
+        assert!(matches!(
+            action_plan(&t, &StaffAction::Status(Status::New), "cli:anna", None),
+            Err(ActionError::Refused(_))
+        ));
+        assert!(matches!(
+            action_plan(&t, &StaffAction::Note("  ".into()), "cli:anna", None),
+            Err(ActionError::Refused(_))
+        ));
+        let sev = none(StaffAction::Severity(Severity::Critical)).unwrap();
+        assert_eq!(
+            sev.severity,
+            Some((Severity::Critical, "set by cli:anna".into()))
+        );
+        assert_eq!(
+            sev.events,
+            vec![("severity", "from 3 to 1 by cli:anna".to_string())]
+        );
     }
 }

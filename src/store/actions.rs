@@ -1,12 +1,14 @@
 //! What staff do to a ticket — a reply to the requester, a status or
-//! severity change, an internal note — each recorded on the ticket with who
-//! did it. The command line uses these now, the chat adapter will too; the
-//! caller brings the ticket's SLA clock up to date ([`super::sla::sync`])
-//! in the same transaction.
+//! severity change, an internal note, an assignment: the ticket read for an
+//! action ([`action_ticket`]) and the write of what the service planned
+//! ([`write_action`]: the rows and audit texts of a [`ActionPlan`]). The
+//! caller brings the ticket's SLA clock up to date in the same
+//! transaction.
 
 use super::{articles, events, queue_outgoing, ticket_texts, Article, Script, StoreError};
+pub use crate::domain::{severity_change, status_event};
 use crate::domain::{Mailbox, MessageId, Severity, Status, TicketNumber};
-use crate::outbound::mail::Outgoing;
+use crate::plan::ActionPlan;
 use sqlx::{Row, SqliteConnection};
 
 /// A ticket as an action needs it: who to answer and how to thread it.
@@ -34,6 +36,8 @@ pub struct ActionTicket {
     /// Message-IDs of the ticket's mails, oldest first: a reply's
     /// References.
     pub references: Vec<MessageId>,
+    /// Who has it (a key such as `discord:123`), if anyone.
+    pub assignee: Option<String>,
 }
 
 /// Why an action was refused; nothing was changed.
@@ -62,7 +66,7 @@ pub async fn action_ticket(
     number: &str,
 ) -> Result<ActionTicket, ActionError> {
     let row = sqlx::query(
-        "SELECT id, number, subject, status, severity, requester, requester_name, organisation, reply_to FROM tickets WHERE number = $1",
+        "SELECT id, number, subject, status, severity, requester, requester_name, organisation, reply_to, assignee FROM tickets WHERE number = $1",
     )
     .bind(number.trim())
     .fetch_optional(&mut *conn)
@@ -94,6 +98,7 @@ pub async fn action_ticket(
         },
         reply_to: row.try_get("reply_to")?,
         organisation: row.try_get("organisation")?,
+        assignee: row.try_get("assignee")?,
         last_inbound,
         // The customer's mails and ours; staff members' own are internal.
         references: mids
@@ -119,237 +124,64 @@ impl ActionTicket {
     }
 }
 
-/// The event kind a status change is recorded as; the SLA clock reads
-/// these (waiting pauses it, resumed/reopened resume it, resolved/closed
-/// stop it).
-pub fn status_event(from: Status, to: Status) -> &'static str {
-    match (from, to) {
-        (_, Status::Pending) => "waiting",
-        (Status::Pending, Status::Open | Status::New) => "resumed",
-        (Status::Resolved | Status::Closed, Status::Open | Status::New) => "reopened",
-        (_, Status::Resolved) => "resolved",
-        (_, Status::Closed) => "closed",
-        _ => "status",
-    }
-}
-
-/// Queues a staff member's reply to the requester (`out`, built and
-/// threaded by the caller) and records it: an outgoing article by
-/// `author`, the event `staff-reply` the SLA clock counts as a response,
-/// the Message-ID for threading. A new ticket becomes open; with
-/// `then_pending` it waits for the customer.
-pub async fn reply(
+/// Writes a staff action as planned: the ticket's changed columns, the
+/// reply in the outbox with its outgoing article and Message-ID, the note,
+/// the audit events. Returns the reply's outbox id, if there is one.
+pub async fn write_action(
     conn: &mut SqliteConnection,
-    t: &ActionTicket,
-    out: &Outgoing,
-    author: &str,
-    then_pending: bool,
+    plan: &ActionPlan,
     now: &str,
-) -> Result<i64, ActionError> {
-    let outbox_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
-        .fetch_one(&mut *conn)
-        .await?;
+) -> Result<Option<i64>, ActionError> {
+    let id = plan.ticket_id;
     let mut s = Script::default();
-    queue_outgoing(&mut s, outbox_id, Some(t.id), "reply", out, now);
-    let mut art = Article::outgoing("reply", out, outbox_id);
-    art.from_addr = Some(&out.sender);
-    art.from_name = Some(author);
-    articles(&mut s, t.id, None, &[art], now);
-    ticket_texts(
-        &mut s,
-        "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
-        t.id,
-        &[out.message_id.as_str()],
-    );
-    let by = format!("by {author}, to {}", out.to.join(", "));
-    let mut list = vec![("staff-reply", by.as_str())];
-    let to = if then_pending {
-        Status::Pending
-    } else if matches!(t.status, Status::New) {
-        Status::Open
-    } else {
-        t.status
+    let outbox_id = match &plan.reply {
+        Some(r) => {
+            let outbox_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
+                .fetch_one(&mut *conn)
+                .await?;
+            queue_outgoing(&mut s, outbox_id, Some(id), "reply", &r.mail, now);
+            let mut art = Article::outgoing("reply", &r.mail, outbox_id);
+            art.from_addr = Some(&r.mail.sender);
+            art.from_name = Some(&r.author);
+            articles(&mut s, id, None, &[art], now);
+            ticket_texts(
+                &mut s,
+                "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
+                id,
+                &[r.mail.message_id.as_str()],
+            );
+            Some(outbox_id)
+        }
+        None => None,
     };
-    let change = format!("{} → {} by {author}", t.status.as_str(), to.as_str());
-    if to != t.status {
-        list.push((status_event(t.status, to), change.as_str()));
+    let mut sets = Vec::new();
+    if let Some(st) = plan.status {
+        sets.push(format!("status = {}", s.arg(st.as_str())));
     }
-    status_row(&mut s, t.id, to, now);
-    events(&mut s, Some(t.id), None, &list, now);
+    if let Some((sev, rule)) = &plan.severity {
+        sets.push(format!("severity = {}", s.arg(i64::from(sev.level()))));
+        sets.push(format!("severity_rule = {}", s.arg(rule.as_str())));
+    }
+    if let Some((key, name)) = &plan.assignee {
+        sets.push(format!("assignee = {}", s.arg(key.as_str())));
+        sets.push(format!("assignee_name = {}", s.arg(name.as_str())));
+    }
+    if !sets.is_empty() {
+        let (at, tid) = (s.arg(now), s.arg(id));
+        sets.push(format!("updated_at = {at}"));
+        s.push(format_args!(
+            "UPDATE tickets SET {} WHERE id = {tid}",
+            sets.join(", ")
+        ));
+        s.end();
+    }
+    if let Some((text, author)) = &plan.note {
+        let mut art = Article::note(text);
+        art.from_name = Some(author);
+        articles(&mut s, id, None, &[art], now);
+    }
+    let list: Vec<(&str, &str)> = plan.events.iter().map(|(k, d)| (*k, d.as_str())).collect();
+    events(&mut s, Some(id), None, &list, now);
     s.run(conn).await?;
     Ok(outbox_id)
-}
-
-fn status_row(s: &mut Script, id: i64, to: Status, now: &str) {
-    let (st, at, id) = (s.arg(to.as_str()), s.arg(now), s.arg(id));
-    s.push(format_args!(
-        "UPDATE tickets SET status = {st}, updated_at = {at} WHERE id = {id}"
-    ));
-    s.end();
-}
-
-/// Sets the ticket's status. Returns `false` when it already had it.
-pub async fn set_status(
-    conn: &mut SqliteConnection,
-    t: &ActionTicket,
-    to: Status,
-    author: &str,
-    now: &str,
-) -> Result<bool, ActionError> {
-    if to == t.status {
-        return Ok(false);
-    }
-    if to == Status::New {
-        return Err(ActionError::Refused(
-            "a ticket cannot be set back to new; use open".into(),
-        ));
-    }
-    let mut s = Script::default();
-    status_row(&mut s, t.id, to, now);
-    let detail = format!("{} → {} by {author}", t.status.as_str(), to.as_str());
-    events(
-        &mut s,
-        Some(t.id),
-        None,
-        &[(status_event(t.status, to), detail.as_str())],
-        now,
-    );
-    s.run(conn).await?;
-    Ok(true)
-}
-
-/// The detail of a `severity` event: `from N to M by WHO`, read back by
-/// [`severity_change`].
-fn severity_detail(from: Severity, to: Severity, author: &str) -> String {
-    format!("from {} to {} by {author}", from.level(), to.level())
-}
-
-/// The two severities of a `severity` event's detail.
-pub fn severity_change(detail: &str) -> Option<(Severity, Severity)> {
-    let rest = detail.strip_prefix("from ")?;
-    let (from, rest) = rest.split_once(" to ")?;
-    let to = rest.split_whitespace().next()?;
-    let level = |t: &str| {
-        t.parse::<u8>()
-            .ok()
-            .and_then(|v| Severity::try_from(v).ok())
-    };
-    Some((level(from)?, level(to)?))
-}
-
-/// Sets the ticket's severity (the SLA due times follow from receipt).
-/// Returns `false` when it already had it.
-pub async fn set_severity(
-    conn: &mut SqliteConnection,
-    t: &ActionTicket,
-    to: Severity,
-    author: &str,
-    now: &str,
-) -> Result<bool, ActionError> {
-    if to == t.severity {
-        return Ok(false);
-    }
-    let mut s = Script::default();
-    let (sev, rule, at, id) = (
-        s.arg(i64::from(to.level())),
-        s.arg(format!("set by {author}")),
-        s.arg(now),
-        s.arg(t.id),
-    );
-    s.push(format_args!(
-        "UPDATE tickets SET severity = {sev}, severity_rule = {rule}, updated_at = {at} WHERE id = {id}"
-    ));
-    s.end();
-    let detail = severity_detail(t.severity, to, author);
-    events(
-        &mut s,
-        Some(t.id),
-        None,
-        &[("severity", detail.as_str())],
-        now,
-    );
-    s.run(conn).await?;
-    Ok(true)
-}
-
-/// Gives the ticket to `key` (e.g. `discord:123`), shown as `name`.
-/// Returns `false` when it already had that assignee.
-pub async fn assign(
-    conn: &mut SqliteConnection,
-    t: &ActionTicket,
-    key: &str,
-    name: &str,
-    author: &str,
-    now: &str,
-) -> Result<bool, ActionError> {
-    let had: Option<String> = sqlx::query_scalar("SELECT assignee FROM tickets WHERE id = $1")
-        .bind(t.id)
-        .fetch_one(&mut *conn)
-        .await?;
-    if had.as_deref() == Some(key) {
-        return Ok(false);
-    }
-    let mut s = Script::default();
-    let (k, n, at, id) = (s.arg(key), s.arg(name), s.arg(now), s.arg(t.id));
-    s.push(format_args!(
-        "UPDATE tickets SET assignee = {k}, assignee_name = {n}, updated_at = {at} WHERE id = {id}"
-    ));
-    s.end();
-    let detail = format!("to {name} by {author}");
-    events(
-        &mut s,
-        Some(t.id),
-        None,
-        &[("assigned", detail.as_str())],
-        now,
-    );
-    s.run(conn).await?;
-    Ok(true)
-}
-
-/// Adds an internal note by `author` (never mailed).
-pub async fn note(
-    conn: &mut SqliteConnection,
-    t: &ActionTicket,
-    text: &str,
-    author: &str,
-    now: &str,
-) -> Result<(), ActionError> {
-    if text.trim().is_empty() {
-        return Err(ActionError::Refused("the note is empty".into()));
-    }
-    let mut s = Script::default();
-    let mut art = Article::note(text);
-    art.from_name = Some(author);
-    articles(&mut s, t.id, None, &[art], now);
-    let detail = format!("by {author}");
-    events(&mut s, Some(t.id), None, &[("note", detail.as_str())], now);
-    s.run(conn).await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn severity_details_read_back() {
-        let d = severity_detail(Severity::Malfunction, Severity::Critical, "cli:anna");
-        assert_eq!(
-            severity_change(&d),
-            Some((Severity::Malfunction, Severity::Critical))
-        );
-        assert_eq!(severity_change("from 9 to 1"), None);
-        assert_eq!(severity_change("garbage"), None);
-    }
-
-    #[test]
-    fn status_changes_have_clock_events() {
-        assert_eq!(status_event(Status::Open, Status::Pending), "waiting");
-        assert_eq!(status_event(Status::Pending, Status::Open), "resumed");
-        assert_eq!(status_event(Status::Resolved, Status::Open), "reopened");
-        assert_eq!(status_event(Status::Closed, Status::Open), "reopened");
-        assert_eq!(status_event(Status::Open, Status::Resolved), "resolved");
-        assert_eq!(status_event(Status::Resolved, Status::Closed), "closed");
-    }
 }
