@@ -218,7 +218,9 @@ async fn every_corpus_mail_gets_a_decision() {
     let cfg = ticketd::config::Config::default();
     let data = ticketd::service::DataDir::open(tmp.path()).unwrap();
     let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
-    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let key = ticketd::keys::MacKey::load(&store, &data.root)
+        .await
+        .unwrap();
     let intake = Arc::new(Intake::new(&cfg, key));
 
     let started = Instant::now();

@@ -21,7 +21,9 @@ async fn env_with(cfg: ticketd::config::Config) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let data = ticketd::service::DataDir::open(dir.path()).unwrap();
     let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
-    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let key = ticketd::keys::MacKey::load(&store, &data.root)
+        .await
+        .unwrap();
     let intake = Arc::new(Intake::new(&cfg, key));
     Env {
         _dir: dir,
@@ -156,7 +158,9 @@ async fn a_full_disk_fails_the_message_and_the_store_recovers_when_space_is_back
     let cfg = ticketd::config::Config::default();
     let data = ticketd::service::DataDir::open(&root).unwrap();
     let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
-    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let key = ticketd::keys::MacKey::load(&store, &data.root)
+        .await
+        .unwrap();
     let env = Env {
         _dir: tempfile::tempdir().unwrap(),
         store,

@@ -649,7 +649,7 @@ impl Env {
         let store = rt
             .block_on(ticketd::service::open_store(&cfg, &data, 1))
             .expect("store");
-        let key = MacKey::load_or_create(&data.root).expect("key");
+        let key = rt.block_on(MacKey::load(&store, &data.root)).expect("key");
         let intake = Intake::new(&cfg, key);
         Env {
             _dir: dir,

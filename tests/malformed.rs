@@ -327,7 +327,9 @@ async fn env() -> Env {
     let cfg = ticketd::config::Config::default();
     let data = ticketd::service::DataDir::open(dir.path()).unwrap();
     let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
-    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let key = ticketd::keys::MacKey::load(&store, &data.root)
+        .await
+        .unwrap();
     let intake = Arc::new(Intake::new(&cfg, key));
     Env {
         _dir: dir,
@@ -546,7 +548,9 @@ async fn limits_follow_the_configuration() {
     cfg.intake.max_attachment_bytes = 20;
     let data = ticketd::service::DataDir::open(dir.path()).unwrap();
     let store = ticketd::service::open_store(&cfg, &data, 1).await.unwrap();
-    let key = ticketd::keys::MacKey::load_or_create(&data.root).unwrap();
+    let key = ticketd::keys::MacKey::load(&store, &data.root)
+        .await
+        .unwrap();
     let intake = Intake::new(&cfg, key);
     let raw = many_parts(5);
     let o = intake

@@ -18,7 +18,7 @@ pub async fn ingest(
     stdin_raw: Option<(Vec<u8>, jiff::Timestamp)>,
 ) -> anyhow::Result<ExitCode> {
     let (data, store) = open(cfg, data_dir, 1).await?;
-    let intake = intake(cfg, &data)?;
+    let intake = intake(cfg, &data, &store).await?;
     let mut failed_store = false;
     let mut failed_read = false;
     let mut out = std::io::stdout().lock();

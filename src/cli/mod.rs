@@ -44,7 +44,7 @@ pub use run::{migrate, run};
 pub use sla::sla;
 pub use tickets::tickets;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use std::path::{Path, PathBuf};
 use ticketd::config::Config;
 use ticketd::keys::MacKey;
@@ -141,8 +141,14 @@ fn said_once(e: &ticketd::store::StoreError) -> String {
     }
 }
 
-fn intake(cfg: &Config, data: &DataDir) -> anyhow::Result<Intake> {
-    let key = MacKey::load_or_create(&data.root).context("Message-ID key")?;
+async fn intake(
+    cfg: &Config,
+    data: &DataDir,
+    store: &ticketd::store::Store,
+) -> anyhow::Result<Intake> {
+    let key = MacKey::load(store, &data.root)
+        .await
+        .map_err(|e| anyhow!("Message-ID key: {e}"))?;
     Intake::new(cfg, key)
         .with_customers(customers_dir(cfg, &data.root))
         .map_err(|e| unusable(format!("customers: {e}")))

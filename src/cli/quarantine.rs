@@ -54,7 +54,7 @@ pub async fn quarantine(
             }
         }
         QuarantineCmd::Release { id, author } => {
-            let intake = intake(cfg, &data)?;
+            let intake = intake(cfg, &data, &store).await?;
             // An IMAP or Graph mailbox's message is released with
             // that mailbox's defaults, as it came in.
             let defaults_of = |source: &str| {

@@ -13,7 +13,7 @@ pub async fn run(cfg: Config, data_dir: &Path) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let (data, store) = open(&cfg, data_dir, 4).await?;
-    let intake = Arc::new(intake(&cfg, &data)?);
+    let intake = Arc::new(intake(&cfg, &data, &store).await?);
     ticketd::daemon::run(cfg, data, store, intake).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use ticketd::config::Config;
 /// `ticketd sla …`.
 pub async fn sla(cfg: &Config, data_dir: &Path, cmd: SlaCmd) -> anyhow::Result<ExitCode> {
     let (data, store) = open(cfg, data_dir, 1).await?;
-    let intake = intake(cfg, &data)?;
+    let intake = intake(cfg, &data, &store).await?;
     let now = jiff::Timestamp::now();
     match cmd {
         SlaCmd::Explain { number } => {

@@ -75,7 +75,7 @@ pub async fn tickets(cfg: &Config, data_dir: &Path, cmd: TicketsCmd) -> anyhow::
                 return Err(anyhow!("no ticket {number}"));
             };
             let data = DataDir::open(data_dir)?;
-            let intake = intake(cfg, &data)?;
+            let intake = intake(cfg, &data, &store).await?;
             let sla = intake
                 .sla_view(&store, &number, jiff::Timestamp::now())
                 .await?;
@@ -223,7 +223,7 @@ async fn act(
     author: Option<String>,
 ) -> anyhow::Result<()> {
     let data = DataDir::open(data_dir)?;
-    let intake = intake(cfg, &data)?;
+    let intake = intake(cfg, &data, store).await?;
     let now = jiff::Timestamp::now();
     let done = intake
         .act(store, number, action, &author_of(author), now)

@@ -29,6 +29,7 @@ pub mod admin;
 pub mod chat;
 pub mod graph;
 pub mod oauth;
+mod secrets;
 pub mod sla;
 
 /// A database problem; the message was not stored (exit 75 for `ingest`).
