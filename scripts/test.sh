@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, unit and
 # property tests, the CLI/daemon integration tests, the corpus and the
-# malformed-input tests, and the tests against real Dovecot and Postfix.
-# Needs the Rust toolchain on a fresh Debian machine; installs the mail
-# server packages when they are missing (as root) and starts the servers on
-# loopback ports in temp directories. The corpus tests read ../shared/corpus
-# (or $TICKETD_CORPUS) and say SKIPPED when it is absent; the fuzz run
-# (tests/fuzz.rs) takes them as seeds.
+# malformed-input tests, and the tests against real Dovecot, Postfix and
+# PostgreSQL. Needs the Rust toolchain on a fresh Debian machine; installs
+# the mail server and PostgreSQL packages when they are missing (as root)
+# and starts the servers on loopback ports in temp directories. PostgreSQL:
+# $TICKETD_TEST_PG when set, else the server on 127.0.0.1:5432 when it
+# answers as user postgres, else a throw-away cluster (scripts/testpg.sh).
+# The corpus tests read ../shared/corpus (or $TICKETD_CORPUS) and say
+# SKIPPED when it is absent; the fuzz run (tests/fuzz.rs) takes them as
+# seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +51,27 @@ echo "== ticketd.example.toml"
 sample_data=$(mktemp -d)
 cargo run --quiet -- --config ticketd.example.toml --data-dir "$sample_data" check-config
 rm -rf "$sample_data"
+log="" TICKETD_TEST_LOGS="" pg_state=""
+cleanup() {
+  [ -z "$pg_state" ] || ./scripts/testpg.sh down "$pg_state" || true
+  rm -rf "$log" "$TICKETD_TEST_LOGS"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# The PostgreSQL tests (tests/support/pg.rs) make a database per test on
+# the server TICKETD_TEST_PG names: the one given, or the local one on
+# 5432, or a throw-away cluster on a free port that `cleanup` stops and
+# removes (under /tmp: the cluster's user must reach it).
+echo "== PostgreSQL"
+if [ -n "${TICKETD_TEST_PG:-}" ]; then
+  echo "TICKETD_TEST_PG given"
+else
+  pg_state=$(mktemp -d /tmp/ticketd-pg.XXXXXX)
+  TICKETD_TEST_PG=$(./scripts/testpg.sh up "$pg_state")
+  echo "TICKETD_TEST_PG=$TICKETD_TEST_PG"
+fi
+export TICKETD_TEST_PG
 echo "== cargo test"
 log=$(mktemp)
 # Tests that run ticketd with secrets (client secrets, tokens, passwords,
@@ -55,7 +79,6 @@ log=$(mktemp)
 # and outputs here (tests/support/kept_logs.rs); no line of any may hold one.
 TICKETD_TEST_LOGS=$(mktemp -d)
 export TICKETD_TEST_LOGS
-trap 'rm -rf "$log" "$TICKETD_TEST_LOGS"' EXIT
 set +e
 # tests/fuzz.rs mutates the corpus and fixtures for a bounded time (20 s by
 # default); here it gets 150 s of the debug build that is built anyway. A
