@@ -268,6 +268,21 @@ pub fn header_safe(s: &str) -> String {
     out.trim_end().to_string()
 }
 
+/// The two severities of a `severity` event's detail (`from N to M by
+/// WHO`, as staff actions write it); the SLA clock reads its history from
+/// these.
+pub fn severity_change(detail: &str) -> Option<(Severity, Severity)> {
+    let rest = detail.strip_prefix("from ")?;
+    let (from, rest) = rest.split_once(" to ")?;
+    let to = rest.split_whitespace().next()?;
+    let level = |t: &str| {
+        t.parse::<u8>()
+            .ok()
+            .and_then(|v| Severity::try_from(v).ok())
+    };
+    Some((level(from)?, level(to)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,22 +219,9 @@ pub async fn set_status(
 }
 
 /// The detail of a `severity` event: `from N to M by WHO`, read back by
-/// [`severity_change`].
+/// [`crate::domain::severity_change`].
 fn severity_detail(from: Severity, to: Severity, author: &str) -> String {
     format!("from {} to {} by {author}", from.level(), to.level())
-}
-
-/// The two severities of a `severity` event's detail.
-pub fn severity_change(detail: &str) -> Option<(Severity, Severity)> {
-    let rest = detail.strip_prefix("from ")?;
-    let (from, rest) = rest.split_once(" to ")?;
-    let to = rest.split_whitespace().next()?;
-    let level = |t: &str| {
-        t.parse::<u8>()
-            .ok()
-            .and_then(|v| Severity::try_from(v).ok())
-    };
-    Some((level(from)?, level(to)?))
 }
 
 /// Sets the ticket's severity (the SLA due times follow from receipt).
@@ -331,6 +318,7 @@ pub async fn note(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::severity_change;
 
     #[test]
     fn severity_details_read_back() {

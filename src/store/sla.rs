@@ -223,7 +223,7 @@ pub fn history_of(received: Timestamp, list: &[(String, String, Timestamp)]) -> 
             "reopened" => Happening::Resumed,
             "resolved" | "closed" if resolved => continue,
             "resolved" | "closed" => Happening::Resolved,
-            "severity" => match super::actions::severity_change(detail) {
+            "severity" => match crate::domain::severity_change(detail) {
                 Some((from, to)) => Happening::SeverityChanged { from, to },
                 None => continue,
             },
