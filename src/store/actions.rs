@@ -146,9 +146,7 @@ pub async fn reply(
     then_pending: bool,
     now: &str,
 ) -> Result<i64, ActionError> {
-    let outbox_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
-        .fetch_one(&mut *conn)
-        .await?;
+    let outbox_id = super::next_outbox_id(conn).await?;
     let mut s = Script::default();
     queue_outgoing(&mut s, outbox_id, Some(t.id), "reply", out, now);
     let mut art = Article::outgoing("reply", out, outbox_id);

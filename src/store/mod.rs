@@ -1323,6 +1323,18 @@ fn queue_chat(
     s.end();
 }
 
+/// The id the next outbox row of this transaction gets when none was
+/// counted yet: one more than the highest so far (the write lock keeps it
+/// free until the commit). The one place outbox ids are allocated outside
+/// the intake, so a backend with sequences can replace it.
+async fn next_outbox_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Queues one built mail in the outbox as row `id`, due at once.
 fn queue_outgoing(
     s: &mut Script,
@@ -1902,9 +1914,7 @@ async fn fire_recovery_hold(
         why: why.to_string(),
     };
     let mails = hooks.status_mails(&resolved);
-    let last_outbox: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
-        .fetch_one(&mut **tx)
-        .await?;
+    let first_outbox = next_outbox_id(tx).await?;
     let mut s = Script::default();
     let (t, at_p) = (s.arg(tid), s.arg(now));
     s.push(format_args!(
@@ -1916,7 +1926,7 @@ async fn fire_recovery_hold(
         "Resolved: no new problem during the recovery hold-down.",
     )];
     for (i, out) in mails.iter().enumerate() {
-        let id = last_outbox + 1 + i as i64;
+        let id = first_outbox + i as i64;
         queue_outgoing(&mut s, id, Some(tid), "status", out, now);
         list.push(Article::outgoing("status", out, id));
     }

@@ -602,11 +602,7 @@ pub(super) async fn queue_notifications(
             Notification::Mail(out) => {
                 let id = match *next {
                     Some(i) => i + 1,
-                    None => {
-                        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
-                            .fetch_one(&mut *conn)
-                            .await?
-                    }
+                    None => super::next_outbox_id(conn).await?,
                 };
                 *next = Some(id);
                 queue_outgoing(s, id, ticket, kind, out, now);
