@@ -31,7 +31,9 @@ use std::time::SystemTime;
 use tracing::Instrument;
 
 mod staff;
+mod timers;
 pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView, GRANT_AUDIENCE};
+pub use timers::FireTimers;
 
 /// The files and directories inside the data directory.
 #[derive(Debug, Clone)]
@@ -1037,6 +1039,8 @@ impl Intake {
             .map_err(|e| e.to_string())
         };
         let hooks = self.hooks(t.now);
+        let new_sla =
+            timers::new_ticket_sla(hooks.context().as_ref(), &decision, &arrived_at, &t.at);
         let applied = store::apply(
             conn,
             row,
@@ -1045,7 +1049,7 @@ impl Intake {
             &decision,
             &self.limits,
             &mut build,
-            hooks.context().as_ref(),
+            new_sla.as_ref(),
             &t.at,
             &arrived_at,
         )
@@ -1063,7 +1067,7 @@ impl Intake {
         if let (true, Some(id), Some(ctx)) =
             (applied.clock_moved, applied.ticket_id, hooks.context())
         {
-            store::sla::sync(conn, id, &ctx, t.now).await?;
+            timers::sync(conn, id, &ctx, t.now).await?;
         }
         tracing::info!(
             action = decision.action.as_str(),

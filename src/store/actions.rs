@@ -1,7 +1,7 @@
 //! What staff do to a ticket — a reply to the requester, a status or
 //! severity change, an internal note — each recorded on the ticket with who
 //! did it. The command line uses these now, the chat adapter will too; the
-//! caller brings the ticket's SLA clock up to date ([`super::sla::sync`])
+//! caller brings the ticket's SLA clock up to date (`service::timers::sync`)
 //! in the same transaction.
 
 use super::{articles, events, queue_outgoing, ticket_texts, Article, Script, StoreError};
