@@ -28,7 +28,7 @@ use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 use ticketd::config::Config;
 use ticketd::keys::MacKey;
-use ticketd::service::Intake;
+use ticketd::service::{FireTimers as _, Intake};
 use ticketd::store::{ts, Store};
 
 const TICKETS: i64 = 100_000;

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbound::worker::{Sender, Worker};
 use crate::outbound::Wake;
-use crate::service::{DataDir, Incoming, Intake};
+use crate::service::{DataDir, FireTimers as _, Incoming, Intake};
 use crate::sources::maildir::Maildir;
 use crate::store::Store;
 use notify::Watcher;

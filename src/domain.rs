@@ -288,7 +288,9 @@ pub fn severity_detail(from: Severity, to: Severity, author: &str) -> String {
     format!("from {} to {} by {author}", from.level(), to.level())
 }
 
-/// The two severities of a `severity` event's detail.
+/// The two severities of a `severity` event's detail (`from N to M by
+/// WHO`, as staff actions write it); the SLA clock reads its history from
+/// these.
 pub fn severity_change(detail: &str) -> Option<(Severity, Severity)> {
     let rest = detail.strip_prefix("from ")?;
     let (from, rest) = rest.split_once(" to ")?;

@@ -13,7 +13,8 @@
 //! - [`customers`]: the customer directory (organisations, contacts, plans).
 //! - [`ingest`]: the pure pipeline; no I/O, `now` is an argument.
 //! - [`sla`]: service levels, pure: policies, business-hours calendars with
-//!   German holidays, the clock, cron schedules.
+//!   German holidays, the clock, its evaluation into states, reminder rows
+//!   and what fires, cron schedules.
 //! - [`keys`]: the MAC key that signs our outgoing Message-IDs.
 //! - [`plan`]: the plain values that cross the store's seam: what it found
 //!   for a message, what the pipeline computed for it to write.
@@ -21,7 +22,7 @@
 //! - [`outbound`]: templates, building outgoing mail, the outbox worker.
 //! - [`sources`]: stdin, Maildir, IMAP and hand-over intake.
 //! - [`service`]: what the commands do, wiring the layers together; staff
-//!   actions and the SLA hooks of the timer task.
+//!   actions, and the timer task's read → decide and render → write.
 //! - [`metrics`]: the daemon's counters, latency histogram and mailbox freshness.
 //! - [`oauth`]: OAuth 2.0 access tokens for IMAP/SMTP (XOAUTH2): cached,
 //!   refreshed once, rotation stored; `ticketd auth login`.

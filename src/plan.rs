@@ -245,6 +245,8 @@ pub struct NewTicketRow<'a> {
     pub tags: Vec<&'a str>,
     /// Participants (lower case).
     pub participants: Vec<&'a str>,
+    /// Its SLA rows as its clocks start (`None`: no SLA clocks run).
+    pub sla: Option<SlaRows>,
 }
 
 /// What changes on an existing ticket.
@@ -373,4 +375,35 @@ pub struct PlannedReply {
     pub mail: Outgoing,
     /// Who wrote it (the outgoing article's author).
     pub author: String,
+}
+
+/// What an evaluation of a ticket's SLA writes: its SLA columns and its
+/// one pending reminder row. Instants are in `ts` text form
+/// (`crate::store::ts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaRows {
+    /// `sla_state`: breached, running, paused, met or none.
+    pub state: String,
+    /// `sla_due_at`: the nearest due instant of a running target.
+    pub due_at: Option<String>,
+    /// `sla_target`: that target.
+    pub target: Option<String>,
+    /// The stage that goes out next, if any (it fires, the firing plans
+    /// the one after).
+    pub pending: Option<PendingReminder>,
+    /// When it was evaluated (`created_at` of the pending row).
+    pub now: String,
+}
+
+/// A reminder stage's pending timer row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReminder {
+    /// `s<severity>:<target>[:<cycle>]:<percent>`.
+    pub key: String,
+    /// When it goes out.
+    pub due_at: String,
+    /// When the SLA arithmetic puts it.
+    pub planned_at: String,
+    /// Audience names.
+    pub audiences: Vec<String>,
 }

@@ -23,6 +23,7 @@ use crate::ingest::{lookup_keys, parse::ParseFailure};
 use crate::keys::MacKey;
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
 use crate::outbound::templates::{TemplateError, Templates};
+use crate::plan::TicketWrite;
 use crate::store::{self, Claim, NewMessage, Store, StoreError};
 pub use intake::ApplyLimits;
 use serde::Serialize;
@@ -33,7 +34,9 @@ use tracing::Instrument;
 
 pub mod intake;
 mod staff;
+mod timers;
 pub use staff::{ActionOutcome, SlaHooks, SlaView, StaffAction, TargetView, GRANT_AUDIENCE};
+pub use timers::FireTimers;
 
 /// The files and directories inside the data directory.
 #[derive(Debug, Clone)]
@@ -1060,7 +1063,7 @@ impl Intake {
             )
             .map_err(|e| e.to_string())
         };
-        let (plan, clock_moved) = intake::intake_plan(
+        let (mut plan, clock_moved) = intake::intake_plan(
             row,
             next.seq,
             mail,
@@ -1071,7 +1074,11 @@ impl Intake {
             &arrived_at,
         );
         let hooks = self.hooks(t.now);
-        let applied = store::write_intake(conn, next, &plan, hooks.context().as_ref()).await?;
+        if let TicketWrite::New(row) = &mut plan.ticket {
+            row.sla =
+                timers::new_ticket_sla(hooks.context().as_ref(), &decision, &arrived_at, &t.at);
+        }
+        let applied = store::write_intake(conn, next, &plan).await?;
         if let Some(n) = &applied.ticket {
             tracing::Span::current().record("ticket", n.as_str());
         }
@@ -1083,7 +1090,7 @@ impl Intake {
             }
         }
         if let (true, Some(id), Some(ctx)) = (clock_moved, applied.ticket_id, hooks.context()) {
-            store::sla::sync(conn, id, &ctx, t.now).await?;
+            timers::sync(conn, id, &ctx, t.now).await?;
         }
         tracing::info!(
             action = decision.action.as_str(),

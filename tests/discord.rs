@@ -17,7 +17,7 @@ mod fake_discord;
 use discord_desk::*;
 use fake_discord::MessageSpec;
 use std::time::Duration;
-use ticketd::service::StaffAction;
+use ticketd::service::{FireTimers as _, StaffAction};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_start_the_tickets_thread_and_follow_into_it() {

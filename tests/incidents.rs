@@ -7,7 +7,7 @@ use std::path::Path;
 use ticketd::config::Config;
 use ticketd::domain::Action;
 use ticketd::keys::MacKey;
-use ticketd::service::{Incoming, Intake};
+use ticketd::service::{FireTimers as _, Incoming, Intake};
 use ticketd::store::Store;
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use std::path::Path;
 use ticketd::config::Config;
 use ticketd::domain::{Action, Severity, Status};
 use ticketd::keys::MacKey;
-use ticketd::service::{Incoming, Intake, Outcome, StaffAction};
+use ticketd::service::{FireTimers as _, Incoming, Intake, Outcome, StaffAction};
 use ticketd::store::{OutboxView, Store};
 
 const CONFIG: &str = r#"

@@ -11,7 +11,7 @@ use std::path::Path;
 use ticketd::config::Config;
 use ticketd::domain::{Action, Severity, Status};
 use ticketd::keys::MacKey;
-use ticketd::service::{Incoming, Intake, StaffAction};
+use ticketd::service::{FireTimers as _, Incoming, Intake, StaffAction};
 use ticketd::store::{ts, Store};
 
 const CONFIG: &str = r#"

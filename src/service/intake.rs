@@ -89,6 +89,7 @@ pub fn intake_plan<'a>(
                 language: t.language.as_deref(),
                 tags: t.tags.iter().map(String::as_str).collect(),
                 participants: t.participants.iter().map(String::as_str).collect(),
+                sla: None,
             };
             (TicketWrite::New(row), Some(number), Some(t.severity), true)
         }

@@ -1,5 +1,5 @@
 //! The desk's staff side: the SLA setup (policies, audiences, digests),
-//! the hooks the timer task fires reminders and digests with, and staff
+//! the mails and chat posts of reminders and digests, and staff
 //! actions on tickets (reply, status, severity, note), each with the
 //! ticket's SLA clock brought up to date in the same transaction.
 
@@ -11,12 +11,11 @@ use crate::domain::{Mailbox, Severity, Status, TicketNumber};
 use crate::outbound::mail::{confirmation, Confirmation, Outgoing};
 use crate::plan::{ActionPlan, PlannedReply};
 use crate::sla::cron::CronSchedule;
+use crate::sla::evaluate::{Evaluated, PlanOf, Reminder, SlaContext};
 use crate::sla::policy::Policies;
 use crate::store::actions::{self, ActionError};
-use crate::store::sla::{
-    Digest, Evaluated, Notification, PlanOf, Reminder, SlaContext, TimerHooks,
-};
-use crate::store::{self, ResolvedTicket, Store, StoreError};
+use crate::store::sla::{Digest, Notification};
+use crate::store::{self, Store, StoreError};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -177,12 +176,13 @@ pub struct ActionOutcome {
 }
 
 /// The SLA context of the timer task and actions: the policies and the
-/// customer directory's plans, as loaded when it was made.
+/// customer directory's plans, as loaded when it was made, and the desk
+/// that renders what timers send.
 pub struct SlaHooks<'a> {
-    intake: &'a Intake,
+    pub(super) intake: &'a Intake,
     policies: Option<Arc<Policies>>,
     plan_of: Box<PlanOf>,
-    now: Timestamp,
+    pub(super) now: Timestamp,
 }
 
 impl SlaHooks<'_> {
@@ -270,7 +270,8 @@ impl Intake {
         Ok(warnings)
     }
 
-    /// The hooks the timer task fires timers with, at `now`.
+    /// What the timer task plans timers with at `now`: the SLA context
+    /// and the desk's rendering of reminders, digests and status mails.
     pub fn hooks(&self, now: Timestamp) -> SlaHooks<'_> {
         let policies = if self.sla().enabled {
             match self.policies() {
@@ -301,7 +302,7 @@ impl Intake {
     ) -> Result<Option<Evaluated>, StoreError> {
         let hooks = self.hooks(now);
         match hooks.context() {
-            Some(ctx) => store::sla::sync(conn, ticket, &ctx, now).await,
+            Some(ctx) => super::timers::sync(conn, ticket, &ctx, now).await,
             None => Ok(None),
         }
     }
@@ -323,7 +324,7 @@ impl Intake {
             .fetch_optional(&mut *conn)
             .await?;
         match id {
-            Some(id) => store::sla::evaluate_ticket(&mut conn, id, &ctx, now).await,
+            Some(id) => super::timers::evaluate_ticket(&mut conn, id, &ctx, now).await,
             None => Ok(None),
         }
     }
@@ -702,7 +703,15 @@ impl Intake {
                 .filter(|r| r.fired_at.is_some())
                 .collect();
         if let Some(p) = &policies {
-            reminders.extend(e.upcoming(p));
+            reminders.extend(e.upcoming(p).into_iter().map(|u| store::sla::ReminderRow {
+                key: u.key,
+                planned_at: Some(store::ts(u.planned)),
+                due_at: store::ts(u.due),
+                fired_at: None,
+                outcome: None,
+                audiences: u.audiences,
+                local: None,
+            }));
         }
         for r in &mut reminders {
             r.local = r
@@ -756,16 +765,10 @@ impl Intake {
     }
 }
 
-impl TimerHooks for SlaHooks<'_> {
-    fn sla(&self) -> Option<SlaContext<'_>> {
-        self.context()
-    }
-
-    fn status_mails(&mut self, t: &ResolvedTicket) -> Vec<Outgoing> {
-        self.intake.status_mails(t, self.now)
-    }
-
-    fn reminder(&mut self, r: &Reminder) -> Vec<Notification> {
+impl SlaHooks<'_> {
+    /// What a reminder stage sends to its audiences: a mail per address, a
+    /// post per chat channel.
+    pub(super) fn reminder_notices(&self, r: &Reminder) -> Vec<Notification> {
         let i = self.intake;
         let directory = i.customers();
         let customer = r
@@ -850,7 +853,8 @@ impl TimerHooks for SlaHooks<'_> {
         })
     }
 
-    fn digest(&mut self, d: &Digest) -> Vec<Notification> {
+    /// What a digest run sends to its job's audiences.
+    pub(super) fn digest_notices(&self, d: &Digest) -> Vec<Notification> {
         let i = self.intake;
         let sla = i.sla();
         let Some(job) = sla.digests.iter().find(|j| j.name == d.name) else {
@@ -920,7 +924,9 @@ impl TimerHooks for SlaHooks<'_> {
         })
     }
 
-    fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp> {
+    /// The next run of the digest `name` after `after`; `None` when the
+    /// job is no longer configured (or SLA clocks are off).
+    pub(super) fn next_digest(&self, name: &str, after: Timestamp) -> Option<Timestamp> {
         let sla = self.intake.sla();
         if !sla.enabled {
             return None;

@@ -6,5 +6,6 @@
 pub mod calendar;
 pub mod clock;
 pub mod cron;
+pub mod evaluate;
 pub mod holidays;
 pub mod policy;

@@ -2,8 +2,8 @@
 //! severity change, an internal note, an assignment: the ticket read for an
 //! action ([`action_ticket`]) and the write of what the service planned
 //! ([`write_action`]: the rows and audit texts of a [`ActionPlan`]). The
-//! caller brings the ticket's SLA clock up to date in the same
-//! transaction.
+//! caller brings the ticket's SLA clock up to date
+//! (`service::timers::sync`) in the same transaction.
 
 use super::{articles, events, queue_outgoing, ticket_texts, Article, Script, StoreError};
 pub use crate::domain::{severity_change, status_event};

@@ -31,6 +31,7 @@ pub mod graph;
 pub mod oauth;
 mod secrets;
 pub mod sla;
+pub mod timers;
 
 /// A database problem; the message was not stored (exit 75 for `ingest`).
 #[derive(Debug, thiserror::Error)]
@@ -1249,6 +1250,18 @@ fn queue_chat(
     s.end();
 }
 
+/// The id the next outbox row of this transaction gets when none was
+/// counted yet: one more than the highest so far (the write lock keeps it
+/// free until the commit). The one place outbox ids are allocated outside
+/// the intake, so a backend with sequences can replace it.
+async fn next_outbox_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Queues one built mail in the outbox as row `id`, due at once.
 fn queue_outgoing(
     s: &mut Script,
@@ -1314,12 +1327,12 @@ fn articles(s: &mut Script, ticket: i64, first: Option<i64>, list: &[Article<'_>
 /// ids, participants, bounces, notes, the audit events, the automatic mails
 /// in the outbox, the incident, and the message's final record. `next`
 /// comes from the [`claim`] of this message in this transaction. Writes
-/// what it is given: every text, status and mail was computed before.
+/// what it is given: every text, status, mail and a new ticket's SLA rows
+/// were computed before.
 pub async fn write_intake(
     conn: &mut SqliteConnection,
     next: NextIds,
     plan: &IntakePlan<'_>,
-    sla_ctx: Option<&sla::SlaContext<'_>>,
 ) -> Result<Applied, StoreError> {
     let mut s = Script::default();
     let now = plan.now;
@@ -1369,29 +1382,10 @@ pub async fn write_intake(
                 &t.participants,
             );
             // A new ticket's clock starts at the arrival of its first
-            // message, with nothing in its history, and is evaluated now:
-            // its pending reminder row goes into this same script.
-            if let (Some(ctx), Ok(received), Ok(at)) = (
-                sla_ctx,
-                plan.arrived.parse::<jiff::Timestamp>(),
-                now.parse::<jiff::Timestamp>(),
-            ) {
-                let ticket = sla::SlaTicket {
-                    id,
-                    number: t.number.clone(),
-                    subject: t.subject.to_string(),
-                    status: crate::domain::Status::New,
-                    severity: t.severity,
-                    organisation: t.organisation.map(str::to_string),
-                    requester: t.requester.key(),
-                    received,
-                };
-                let history = crate::sla::clock::History {
-                    received,
-                    happenings: Vec::new(),
-                };
-                let e = sla::evaluate_with(ticket, history, ctx, at);
-                sla::write(&mut s, &e, ctx.policies, true);
+            // message, with nothing in its history, and was evaluated by
+            // the caller: its SLA rows go into this same script.
+            if let Some(rows) = &t.sla {
+                sla::write(&mut s, id, rows, true);
             }
             (Some(id), Some(t.number.clone()), Some(t.severity))
         }
@@ -1625,86 +1619,6 @@ fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TicketSummary, sqlx::
 const SUMMARY_SELECT: &str = "SELECT t.id, t.number, t.subject, t.status, t.severity, t.requester, t.created_at, t.updated_at, t.linked_number, t.severity_rule, t.organisation, t.flags, t.queue, t.assignee_name,
   (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM ticket_tags g WHERE g.ticket_id = t.id ORDER BY tag)) AS tags,
   (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS article_count FROM tickets t";
-
-/// A monitoring recovery's hold-down has passed: resolves the ticket when
-/// the problem stayed away (and tells the organisation, and stops its SLA
-/// clock), else lapses.
-async fn fire_recovery_hold(
-    tx: &mut Tx,
-    tid: i64,
-    key: Option<&str>,
-    hooks: &mut dyn sla::TimerHooks,
-    at: jiff::Timestamp,
-) -> Result<(&'static str, FiredTimer), StoreError> {
-    let now_s = ts(at);
-    let now = now_s.as_str();
-    let fired = |ticket: Option<String>, resolved: bool| FiredTimer {
-        kind: "recovery-hold".into(),
-        ticket,
-        resolved,
-        queued: resolved,
-    };
-    let state: Option<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT i.problem, t.status, t.number, t.subject, t.organisation, t.severity FROM incidents i
-         JOIN tickets t ON t.id = i.ticket_id WHERE i.key = $1 AND i.ticket_id = $2",
-    )
-    .bind(key.unwrap_or(""))
-    .bind(tid)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some((problem, status, number, subject, organisation, severity)) = state else {
-        return Ok((
-            "lapsed: the incident has another ticket now",
-            fired(None, false),
-        ));
-    };
-    if problem != 0 || status == "resolved" || status == "closed" {
-        return Ok((
-            "lapsed: the problem came back or the ticket was closed",
-            fired(Some(number), false),
-        ));
-    }
-    let why = "the monitoring recovery held through its hold-down time";
-    let resolved = ResolvedTicket {
-        number: TicketNumber(number.clone()),
-        subject,
-        organisation,
-        severity: Severity::try_from(severity).unwrap_or(Severity::Malfunction),
-        why: why.to_string(),
-    };
-    let mails = hooks.status_mails(&resolved);
-    let last_outbox: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
-        .fetch_one(&mut **tx)
-        .await?;
-    let mut s = Script::default();
-    let (t, at_p) = (s.arg(tid), s.arg(now));
-    s.push(format_args!(
-        "UPDATE tickets SET status = 'resolved', updated_at = {at_p} WHERE id = {t}"
-    ));
-    s.end();
-    events(&mut s, Some(tid), None, &[("resolved", why)], now);
-    let mut list = vec![Article::note(
-        "Resolved: no new problem during the recovery hold-down.",
-    )];
-    for (i, out) in mails.iter().enumerate() {
-        let id = last_outbox + 1 + i as i64;
-        queue_outgoing(&mut s, id, Some(tid), "status", out, now);
-        list.push(Article::outgoing("status", out, id));
-    }
-    articles(&mut s, tid, None, &list, now);
-    let ids: Vec<&str> = mails.iter().map(|m| m.message_id.as_str()).collect();
-    ticket_texts(
-        &mut s,
-        "INSERT INTO thread_ids (ticket_id, message_id) VALUES ",
-        tid,
-        &ids,
-    );
-    s.run(tx).await?;
-    if let Some(ctx) = hooks.sla() {
-        sla::sync(tx, tid, &ctx, at).await?;
-    }
-    Ok(("resolved", fired(Some(number), true)))
-}
 
 impl Store {
     /// All tickets, newest first.
@@ -2098,95 +2012,6 @@ impl Store {
         .rows_affected();
         tx.commit().await?;
         Ok(n)
-    }
-
-    /// Fires the timers due at `now` (at most 100 per call), each once,
-    /// recorded with its outcome: a recovery-hold resolves its ticket when
-    /// the incident is still recovered and the ticket still open (else it
-    /// lapses); an SLA reminder stage notifies its audiences (per ticket
-    /// and target only the highest stage due, marked late when the daemon
-    /// was down); a digest reports the open tickets and plans its next
-    /// run. `hooks` builds the mails and chat posts, queued in the same
-    /// transaction. Returns what each did, for the log.
-    pub async fn fire_due_timers(
-        &self,
-        now: jiff::Timestamp,
-        hooks: &mut dyn sla::TimerHooks,
-    ) -> Result<Vec<FiredTimer>, StoreError> {
-        let now_s = ts(now);
-        let mut tx = self.begin().await?;
-        type Row = (i64, String, Option<i64>, Option<String>, Option<String>);
-        let due: Vec<Row> = sqlx::query_as(
-            "SELECT id, kind, ticket_id, key, planned_at FROM timers WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT 100",
-        )
-        .bind(&now_s)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut fired = Vec::with_capacity(due.len());
-        // Reminders go per ticket: of several stages due at once only the
-        // highest fires.
-        let mut reminders: Vec<(i64, Vec<sla::DueReminder>)> = Vec::new();
-        for (id, kind, ticket, key, planned) in due {
-            let outcome: String = match (kind.as_str(), ticket) {
-                ("sla-reminder", Some(tid)) => {
-                    let r = sla::DueReminder {
-                        id,
-                        key: key.unwrap_or_default(),
-                    };
-                    match reminders.iter_mut().find(|(t, _)| *t == tid) {
-                        Some((_, list)) => list.push(r),
-                        None => reminders.push((tid, vec![r])),
-                    }
-                    continue;
-                }
-                ("digest", _) => {
-                    let name = key.unwrap_or_default();
-                    let (outcome, queued) =
-                        sla::fire_digest(&mut tx, &name, planned.as_deref(), hooks, now).await?;
-                    fired.push(FiredTimer {
-                        kind: kind.clone(),
-                        ticket: None,
-                        resolved: false,
-                        queued,
-                    });
-                    outcome
-                }
-                ("recovery-hold", Some(tid)) => {
-                    let (outcome, f) =
-                        fire_recovery_hold(&mut tx, tid, key.as_deref(), hooks, now).await?;
-                    fired.push(f);
-                    outcome.to_string()
-                }
-                _ => {
-                    fired.push(FiredTimer {
-                        kind: kind.clone(),
-                        ticket: None,
-                        resolved: false,
-                        queued: false,
-                    });
-                    "unknown kind: left alone".to_string()
-                }
-            };
-            sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2 WHERE id = $3")
-                .bind(&now_s)
-                .bind(outcome)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (tid, list) in reminders {
-            let (number, outcomes) = sla::fire_ticket(&mut tx, tid, &list, hooks, now).await?;
-            for outcome in outcomes {
-                fired.push(FiredTimer {
-                    kind: "sla-reminder".into(),
-                    ticket: number.clone(),
-                    resolved: false,
-                    queued: outcome.starts_with("sent") && !outcome.contains("recorded only"),
-                });
-            }
-        }
-        tx.commit().await?;
-        Ok(fired)
     }
 
     /// When the next timer is due, if any is pending.
