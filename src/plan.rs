@@ -207,7 +207,7 @@ pub struct IntakePlan<'a> {
 #[derive(Debug)]
 pub enum TicketWrite<'a> {
     /// A new ticket with these columns.
-    New(NewTicketRow<'a>),
+    New(Box<NewTicketRow<'a>>),
     /// An existing ticket's changes.
     Existing(TicketUpdate<'a>),
     /// No ticket: the message is only stored.

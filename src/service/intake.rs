@@ -91,7 +91,12 @@ pub fn intake_plan<'a>(
                 participants: t.participants.iter().map(String::as_str).collect(),
                 sla: None,
             };
-            (TicketWrite::New(row), Some(number), Some(t.severity), true)
+            (
+                TicketWrite::New(Box::new(row)),
+                Some(number),
+                Some(t.severity),
+                true,
+            )
         }
         Target::Existing {
             ticket,
