@@ -125,7 +125,7 @@ pub struct LookupKeys {
     /// ticket (a registration notice), and gets no automatic answer.
     pub answers_notice: bool,
     /// Ticket numbers proven by our signed staff mail ids
-    /// ([`IdSigner::staff_id`]) among `thread_ids`: the message answers a
+    /// (`IdSigner::staff_id`) among `thread_ids`: the message answers a
     /// mail of ours to staff about that ticket (an SLA reminder).
     pub staff_numbers: Vec<TicketNumber>,
     /// Whether In-Reply-To/References name one of our signed digest ids:

@@ -5,10 +5,38 @@
 
 use super::sla::{self, Notification, SlaRows};
 use super::{articles, events, queue_chat, queue_outgoing, ticket_texts, ts, Article};
-use super::{FiredTimer, Script, StoreError};
+use super::{Script, Store, StoreError};
 use crate::domain::{Severity, TicketNumber};
 use jiff::Timestamp;
 use sqlx::SqliteConnection;
+
+/// A ticket a timer resolved, for the mails that tell its organisation.
+#[derive(Debug, Clone)]
+pub struct ResolvedTicket {
+    /// Its number.
+    pub number: TicketNumber,
+    /// Its subject.
+    pub subject: String,
+    /// Its organisation (directory id).
+    pub organisation: Option<String>,
+    /// Its severity.
+    pub severity: Severity,
+    /// Why it was resolved.
+    pub why: String,
+}
+
+/// What a fired timer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredTimer {
+    /// The timer's kind (`recovery-hold`, `sla-reminder`, `digest`).
+    pub kind: String,
+    /// The ticket it concerned.
+    pub ticket: Option<String>,
+    /// Whether it resolved the ticket.
+    pub resolved: bool,
+    /// Whether it queued mail or chat posts (the outbox worker should look).
+    pub queued: bool,
+}
 
 /// A timer that fell due, as its rows say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,4 +319,15 @@ pub async fn write_timer_plan(
     }
     s.run(conn).await?;
     Ok(plan.fired.clone())
+}
+
+impl Store {
+    /// When the next timer is due, if any is pending.
+    pub async fn next_timer(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
 }
