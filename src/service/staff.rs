@@ -273,6 +273,11 @@ impl Intake {
     /// What the timer task plans timers with at `now`: the SLA context
     /// and the desk's rendering of reminders, digests and status mails.
     pub fn hooks(&self, now: Timestamp) -> SlaHooks<'_> {
+        // Loaded (from their files on first use) now, before a write
+        // opens: rendering between a timer's read and write reads nothing.
+        if let Err(e) = self.templates() {
+            tracing::error!(error = %e, "templates cannot be loaded");
+        }
         let policies = if self.sla().enabled {
             match self.policies() {
                 Ok(p) => Some(p),
@@ -374,6 +379,9 @@ impl Intake {
         now: Timestamp,
     ) -> Result<ActionOutcome, ActionError> {
         let at = store::ts(now);
+        // Loaded before the write opens (see `hooks`); an error is the
+        // reply's to report.
+        let _ = self.templates();
         let mut tx = store.begin().await?;
         let t = actions::action_ticket(&mut tx, number).await?;
         let reply = match action {
