@@ -275,9 +275,8 @@ impl Intake {
     pub fn hooks(&self, now: Timestamp) -> SlaHooks<'_> {
         // Loaded (from their files on first use) now, before a write
         // opens: rendering between a timer's read and write reads nothing.
-        if let Err(e) = self.templates() {
-            tracing::error!(error = %e, "templates cannot be loaded");
-        }
+        // A failure is reported where a mail cannot be rendered.
+        let _ = self.templates();
         let policies = if self.sla().enabled {
             match self.policies() {
                 Ok(p) => Some(p),
