@@ -323,3 +323,172 @@ fn addr_list(list: &[Mailbox]) -> Option<String> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Action;
+    use crate::ingest::decide::{NewTicket, TicketInfo};
+    use crate::ingest::parse::parse;
+
+    fn limits() -> ApplyLimits {
+        ApplyLimits {
+            max_attachment_bytes: 10,
+            max_attachments: 1,
+            max_body_bytes: 1000,
+            number_prefix: String::new(),
+            number_start: 10000,
+        }
+    }
+
+    fn mail_with_attachments() -> ParsedMail {
+        let raw = "From: Anna <anna@kunde.de>\r\nTo: support@example.com\r\nSubject: Drucker\r\n\
+Message-ID: <a1@kunde.de>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nDer Drucker streikt.\r\n\
+--b\r\nContent-Type: text/plain; name=a.txt\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nklein\r\n\
+--b\r\nContent-Type: text/plain; name=b.txt\r\nContent-Disposition: attachment; filename=b.txt\r\n\r\nzweite\r\n--b--\r\n";
+        parse(raw.as_bytes()).unwrap()
+    }
+
+    fn decision(target: Target, confirm: bool) -> Decision {
+        Decision {
+            action: Action::Created,
+            kind: Kind::Mail,
+            target,
+            confirm_to: confirm.then(|| Mailbox {
+                address: "anna@kunde.de".into(),
+                name: None,
+            }),
+            new_participants: Vec::new(),
+            set_reply_to: None,
+            notes: vec!["a note of the decision".into()],
+            notices: Vec::new(),
+            incident: None,
+            reason: "new mail".into(),
+        }
+    }
+
+    fn rendered(n: Option<&TicketNumber>) -> Outgoing {
+        Outgoing {
+            to: vec!["anna@kunde.de".into()],
+            sender: "support@example.com".into(),
+            subject: format!("[Ticket#{}]", n.map(|n| n.as_str()).unwrap_or("")),
+            message_id: crate::domain::MessageId("td.1@example.com".into()),
+            raw: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_new_ticket_gets_the_next_number_its_confirmation_and_the_dropped_attachments_noted() {
+        let mail = mail_with_attachments();
+        let new = NewTicket {
+            subject: "Drucker".into(),
+            requester: Mailbox {
+                address: "anna@kunde.de".into(),
+                name: Some("Anna".into()),
+            },
+            severity: Severity::Malfunction,
+            rule: None,
+            linked: None,
+            reply_to: None,
+            participants: vec!["anna@kunde.de".into()],
+            organisation: None,
+            flags: Vec::new(),
+            queue: None,
+            tags: Vec::new(),
+            language: Some("de".into()),
+        };
+        let d = decision(Target::New(new), true);
+        let mut build = |_: Option<&Notice>,
+                         n: Option<&TicketNumber>,
+                         _: &Mailbox,
+                         _: Option<Severity>| { Ok(rendered(n)) };
+        let (plan, moved) = intake_plan(
+            3,
+            Some(10041),
+            &mail,
+            &d,
+            &limits(),
+            &mut build,
+            "2026-12-03T10:00:00.000Z",
+            "2026-12-03T09:59:00.000Z",
+        );
+        assert!(!moved);
+        let TicketWrite::New(t) = &plan.ticket else {
+            panic!("{:?}", plan.ticket)
+        };
+        assert_eq!((t.seq, t.number.as_str()), (10042, "10042"));
+        assert_eq!(plan.events[0].1, "created from mail, default severity 3");
+        assert_eq!(plan.mails.len(), 1);
+        assert!(plan.mails[0].counts_hourly);
+        assert_eq!(plan.mails[0].mail.subject, "[Ticket#10042]");
+        let a = plan.articles.as_ref().unwrap();
+        assert_eq!(a.attachments.len(), 1);
+        assert_eq!(a.attachments[0].filename, "a.txt");
+        assert!(a.notes[0].contains("a note of the decision"));
+        assert!(
+            a.notes
+                .iter()
+                .any(|n| n.contains("further attachments dropped")),
+            "{:?}",
+            a.notes
+        );
+        assert_eq!(a.thread_ids, vec!["a1@kunde.de"]);
+        assert_eq!(plan.outcome.reason, "new mail");
+    }
+
+    #[test]
+    fn without_a_ticket_the_notes_go_into_the_reason_and_nothing_is_an_article() {
+        let mail = mail_with_attachments();
+        let mut d = decision(Target::Nothing, false);
+        d.action = Action::Suppressed;
+        let mut build =
+            |_: Option<&Notice>, _: Option<&TicketNumber>, _: &Mailbox, _: Option<Severity>| {
+                Err::<Outgoing, String>("never called".into())
+            };
+        let (plan, _) = intake_plan(3, None, &mail, &d, &limits(), &mut build, "t", "t");
+        assert!(matches!(plan.ticket, TicketWrite::Nothing));
+        assert!(plan.articles.is_none() && plan.mails.is_empty());
+        assert_eq!(plan.events, vec![("suppressed", "new mail".to_string())]);
+        assert_eq!(plan.outcome.reason, "new mail (a note of the decision)");
+    }
+
+    #[test]
+    fn a_customer_answer_on_a_pending_ticket_resumes_it() {
+        let mail = mail_with_attachments();
+        let ticket = TicketInfo {
+            id: 9,
+            number: TicketNumber("10009".into()),
+            requester: "anna@kunde.de".into(),
+            participants: vec!["anna@kunde.de".into()],
+            status: Status::Pending,
+            reply_to: None,
+            last_inbound: None,
+            thread: Vec::new(),
+            language: None,
+        };
+        let mut d = decision(
+            Target::Existing {
+                ticket,
+                reopen: true,
+                resolve: false,
+                quiet: false,
+            },
+            false,
+        );
+        d.action = Action::Appended;
+        let mut build =
+            |_: Option<&Notice>, _: Option<&TicketNumber>, _: &Mailbox, _: Option<Severity>| {
+                Err::<Outgoing, String>("never called".into())
+            };
+        let (plan, moved) = intake_plan(3, None, &mail, &d, &limits(), &mut build, "t", "t");
+        assert!(moved, "a resumption moves the clock");
+        let TicketWrite::Existing(u) = &plan.ticket else {
+            panic!()
+        };
+        assert_eq!(u.status, Some(Status::Open));
+        let kinds: Vec<&str> = plan.events.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, vec!["appended", "resumed"]);
+    }
+}
