@@ -426,3 +426,29 @@ async fn postgres_serialization_failure_and_deadlock_are_transient() {
         .expect_err("duplicate");
     assert!(!is_transient(&e), "{e}");
 }
+
+#[tokio::test]
+async fn a_script_past_sqlites_parameter_limit_is_split_between_statements() {
+    // 700 statements of 64 values: 44,800 parameters, past SQLite's 32,766.
+    let (_dir, pool) = sqlite().await;
+    create_table(&pool).await;
+    let values: Vec<String> = (1..=64).map(|i| format!("(${i})")).collect();
+    let sql = format!("INSERT INTO items (name) VALUES {}", values.join(", "));
+    let mut s = Script::new();
+    for k in 0..700 {
+        let mut q = db::query(sqlx::AssertSqlSafe(sql.clone()));
+        for i in 0..64 {
+            q = q.bind(format!("n{k}-{i}"));
+        }
+        s.push(q);
+    }
+    let mut tx = pool.begin().await.expect("begin");
+    s.run(&mut tx).await.expect("run");
+    tx.commit().await.expect("commit");
+    let mut conn = pool.acquire().await.expect("conn");
+    let n: i64 = db::query_scalar("SELECT COUNT(DISTINCT name) FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(n, 700 * 64);
+}

@@ -104,13 +104,13 @@ impl Query {
         }
     }
 
-    fn sqlite_args(&self) -> Result<SqliteArguments, sqlx::Error> {
+    fn into_sqlite(self) -> Result<(SqlStr, SqliteArguments), sqlx::Error> {
         self.check()?;
         let mut args = SqliteArguments::default();
-        for v in &self.args {
+        for v in self.args {
             v.add_sqlite(&mut args).map_err(sqlx::Error::Encode)?;
         }
-        Ok(args)
+        Ok((self.sql, args))
     }
 
     fn pg_args(&self) -> Result<PgArguments, sqlx::Error> {
@@ -129,8 +129,8 @@ impl Query {
     ) -> Result<QueryResult, sqlx::Error> {
         let rows_affected = match conn.conn_ref().0 {
             ConnRefInner::Sqlite(c) => {
-                let args = self.sqlite_args()?;
-                sqlx::query_with(self.sql, args)
+                let (sql, args) = self.into_sqlite()?;
+                sqlx::query_with(sql, args)
                     .execute(&mut *c)
                     .await?
                     .rows_affected()
@@ -153,8 +153,8 @@ impl Query {
     ) -> Result<Vec<Row>, sqlx::Error> {
         match conn.conn_ref().0 {
             ConnRefInner::Sqlite(c) => {
-                let args = self.sqlite_args()?;
-                let rows = sqlx::query_with(self.sql, args).fetch_all(&mut *c).await?;
+                let (sql, args) = self.into_sqlite()?;
+                let rows = sqlx::query_with(sql, args).fetch_all(&mut *c).await?;
                 Ok(rows.iter().map(Row::from_sqlite).collect())
             }
             ConnRefInner::Postgres(c) => {
@@ -172,10 +172,8 @@ impl Query {
     ) -> Result<Option<Row>, sqlx::Error> {
         match conn.conn_ref().0 {
             ConnRefInner::Sqlite(c) => {
-                let args = self.sqlite_args()?;
-                let row = sqlx::query_with(self.sql, args)
-                    .fetch_optional(&mut *c)
-                    .await?;
+                let (sql, args) = self.into_sqlite()?;
+                let row = sqlx::query_with(sql, args).fetch_optional(&mut *c).await?;
                 Ok(row.as_ref().map(Row::from_sqlite))
             }
             ConnRefInner::Postgres(c) => {
@@ -350,14 +348,15 @@ pub async fn execute_many<C: AsConn + ?Sized>(
         ConnRefInner::Sqlite(c) => {
             let mut calls: Vec<(String, SqliteArguments)> = Vec::new();
             let (mut sql, mut args, mut count) = (String::new(), SqliteArguments::default(), 0);
-            for s in &statements {
-                let text = renumber(s.sql(), count, s.args.len()).map_err(sqlx::Error::Protocol)?;
+            for s in statements {
+                let n = s.args.len();
+                let text = renumber(s.sql(), count, n).map_err(sqlx::Error::Protocol)?;
                 sql.push_str(&text);
                 sql.push_str(";\n");
-                for v in &s.args {
+                for v in s.args {
                     v.add_sqlite(&mut args).map_err(sqlx::Error::Encode)?;
                 }
-                count += s.args.len();
+                count += n;
                 if count >= PARAMS_PER_CALL {
                     calls.push((std::mem::take(&mut sql), std::mem::take(&mut args)));
                     count = 0;

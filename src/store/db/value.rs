@@ -55,16 +55,17 @@ impl Value {
         }
     }
 
-    /// Adds the value to SQLite arguments.
-    pub(super) fn add_sqlite(&self, args: &mut SqliteArguments) -> Result<(), BoxDynError> {
+    /// Adds the value to SQLite arguments (moved, not copied: raw mail
+    /// can be megabytes).
+    pub(super) fn add_sqlite(self, args: &mut SqliteArguments) -> Result<(), BoxDynError> {
         match self {
             Value::Null => args.add(Option::<i64>::None),
-            Value::I64(v) => args.add(*v),
-            Value::F64(v) => args.add(*v),
-            Value::Bool(v) => args.add(i64::from(*v)),
-            Value::Text(v) => args.add(v.clone()),
-            Value::Bytes(v) => args.add(v.clone()),
-            Value::Ts(t) => args.add(crate::store::ts(*t)),
+            Value::I64(v) => args.add(v),
+            Value::F64(v) => args.add(v),
+            Value::Bool(v) => args.add(i64::from(v)),
+            Value::Text(v) => args.add(v),
+            Value::Bytes(v) => args.add(v),
+            Value::Ts(t) => args.add(crate::store::ts(t)),
         }
     }
 
