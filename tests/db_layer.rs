@@ -83,6 +83,12 @@ async fn story(pool: &Pool) {
     .expect("insert second");
     assert_eq!(second, 2);
     tx.commit().await.expect("commit");
+    // A query runs on the pool itself too (a connection for that one).
+    let n: i64 = db::query_scalar("SELECT COUNT(*) FROM items")
+        .fetch_one(pool)
+        .await
+        .expect("count on the pool");
+    assert_eq!(n, 2);
 
     // Read back: the same Rust values from both backends.
     let mut conn = pool.acquire().await.expect("conn");
@@ -154,6 +160,15 @@ async fn story(pool: &Pool) {
             .await
             .expect("query_as");
     assert_eq!(pairs, [(1, true, None), (2, false, Some(5))]);
+    // Aggregates: an integer SUM is an integer and AVG a float on both
+    // (PostgreSQL returns NUMERIC for them).
+    let sums: (i64, f64, i64, i64, f64) = db::query_as(
+        "SELECT SUM(count), AVG(count), SUM(id), CAST(-123456789012 AS NUMERIC), CAST(2.5 AS NUMERIC) FROM items",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("aggregates");
+    assert_eq!(sums, (5, 5.0, 3, -123_456_789_012, 2.5));
 
     // The dialect's spellings: group_concat with char(31), a flag literal.
     let d = conn.dialect();
@@ -223,6 +238,21 @@ async fn story(pool: &Pool) {
     );
     assert_eq!(rows[2].try_get::<i64, _>("count").expect("count"), 7);
     assert_eq!(rows[2].try_get::<String, _>("lit").expect("lit"), "$1");
+    // An untyped NULL goes into a timestamptz column too.
+    let mut conn = pool.acquire().await.expect("conn");
+    db::query("UPDATE items SET due_at = $1 WHERE id = $2")
+        .bind_ts(None::<&str>)
+        .bind(3i64)
+        .execute(&mut conn)
+        .await
+        .expect("null due_at");
+    let due: Option<jiff::Timestamp> = db::query_scalar("SELECT due_at FROM items WHERE id = $1")
+        .bind(3i64)
+        .fetch_one(&mut conn)
+        .await
+        .expect("due_at");
+    assert_eq!(due, None);
+    drop(conn);
 
     // A failing statement: the transaction is rolled back as a whole.
     let mut tx = pool.begin().await.expect("begin");

@@ -15,11 +15,13 @@
 //! | a flag literal | `1` / `0` (what the store writes today) | `TRUE` / `FALSE` | [`Dialect::bool_lit`] |
 //! | claim rows other workers skip | nothing (one writer at a time) | `FOR UPDATE SKIP LOCKED` | [`Dialect::skip_locked`] |
 //!
+//! `SUM`/`AVG` of integers, NUMERIC on PostgreSQL, need nothing: rows
+//! read them as an integer (no fraction digits) or a float, as SQLite's.
 //! Not covered here because it is not SQL spelling but a different
 //! design: the ticket number (SQLite: the `counters` row `ticket`;
-//! PostgreSQL: the sequence `ticket_numbers`), and `SUM`/`AVG` of integers,
-//! which PostgreSQL returns as NUMERIC (write `CAST(SUM(x) AS BIGINT)`,
-//! which both read as an integer).
+//! PostgreSQL: the sequence `ticket_numbers`), and ids computed ahead as
+//! `MAX(id) + 1` (safe behind SQLite's single writer; on PostgreSQL two
+//! instances compute the same one: take the id from `RETURNING id`).
 
 /// The SQL dialect of a backend; also the backend itself ([`super::Backend`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -35,7 +35,9 @@ mod transient;
 mod value;
 
 pub use dialect::Dialect;
-pub use query::{query, query_as, query_scalar, Query, QueryAs, QueryResult, QueryScalar, Script};
+pub use query::{
+    execute_many, query, query_as, query_scalar, Query, QueryAs, QueryResult, QueryScalar, Script,
+};
 pub use row::{FromRow, FromValue, Row, ValueRef};
 pub use transient::{is_transient, retry, Transient};
 pub use value::{IntoTs, Value};
@@ -254,6 +256,28 @@ impl ConnRef<'_> {
             ConnRefInner::Sqlite(_) => Dialect::Sqlite,
             ConnRefInner::Postgres(_) => Dialect::Postgres,
         }
+    }
+}
+
+/// Where one query runs: a connection or transaction (anything
+/// [`AsConn`], passed as `&mut`), or a `&`[`Pool`], which lends a
+/// connection for that one statement (as sqlx's `&pool` does).
+pub struct Target<'c>(TargetInner<'c>);
+
+enum TargetInner<'c> {
+    Conn(ConnRef<'c>),
+    Pool(&'c Pool),
+}
+
+impl<'c, C: AsConn + ?Sized> From<&'c mut C> for Target<'c> {
+    fn from(c: &'c mut C) -> Target<'c> {
+        Target(TargetInner::Conn(c.conn_ref()))
+    }
+}
+
+impl<'c> From<&'c Pool> for Target<'c> {
+    fn from(p: &'c Pool) -> Target<'c> {
+        Target(TargetInner::Pool(p))
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::row::{FromRow, FromValue, Row};
 use super::value::{IntoTs, Value};
-use super::{AsConn, ConnRefInner};
+use super::{AsConn, ConnRef, ConnRefInner, Target, TargetInner};
 use sqlx::postgres::PgArguments;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
@@ -123,11 +123,15 @@ impl Query {
     }
 
     /// Runs a statement; how many rows it changed.
-    pub async fn execute<C: AsConn + ?Sized>(
-        self,
-        conn: &mut C,
-    ) -> Result<QueryResult, sqlx::Error> {
-        let rows_affected = match conn.conn_ref().0 {
+    pub async fn execute<'c>(self, on: impl Into<Target<'c>>) -> Result<QueryResult, sqlx::Error> {
+        match on.into().0 {
+            TargetInner::Conn(c) => self.execute_on(c).await,
+            TargetInner::Pool(p) => self.execute_on(p.acquire().await?.conn_ref()).await,
+        }
+    }
+
+    async fn execute_on(self, conn: ConnRef<'_>) -> Result<QueryResult, sqlx::Error> {
+        let rows_affected = match conn.0 {
             ConnRefInner::Sqlite(c) => {
                 let (sql, args) = self.into_sqlite()?;
                 sqlx::query_with(sql, args)
@@ -147,11 +151,15 @@ impl Query {
     }
 
     /// Runs a query; all its rows.
-    pub async fn fetch_all<C: AsConn + ?Sized>(
-        self,
-        conn: &mut C,
-    ) -> Result<Vec<Row>, sqlx::Error> {
-        match conn.conn_ref().0 {
+    pub async fn fetch_all<'c>(self, on: impl Into<Target<'c>>) -> Result<Vec<Row>, sqlx::Error> {
+        match on.into().0 {
+            TargetInner::Conn(c) => self.fetch_all_on(c).await,
+            TargetInner::Pool(p) => self.fetch_all_on(p.acquire().await?.conn_ref()).await,
+        }
+    }
+
+    async fn fetch_all_on(self, conn: ConnRef<'_>) -> Result<Vec<Row>, sqlx::Error> {
+        match conn.0 {
             ConnRefInner::Sqlite(c) => {
                 let (sql, args) = self.into_sqlite()?;
                 let rows = sqlx::query_with(sql, args).fetch_all(&mut *c).await?;
@@ -166,11 +174,18 @@ impl Query {
     }
 
     /// Runs a query; its first row, if any.
-    pub async fn fetch_optional<C: AsConn + ?Sized>(
+    pub async fn fetch_optional<'c>(
         self,
-        conn: &mut C,
+        on: impl Into<Target<'c>>,
     ) -> Result<Option<Row>, sqlx::Error> {
-        match conn.conn_ref().0 {
+        match on.into().0 {
+            TargetInner::Conn(c) => self.fetch_optional_on(c).await,
+            TargetInner::Pool(p) => self.fetch_optional_on(p.acquire().await?.conn_ref()).await,
+        }
+    }
+
+    async fn fetch_optional_on(self, conn: ConnRef<'_>) -> Result<Option<Row>, sqlx::Error> {
+        match conn.0 {
             ConnRefInner::Sqlite(c) => {
                 let (sql, args) = self.into_sqlite()?;
                 let row = sqlx::query_with(sql, args).fetch_optional(&mut *c).await?;
@@ -187,8 +202,8 @@ impl Query {
     }
 
     /// Runs a query; its first row (`sqlx::Error::RowNotFound` when none).
-    pub async fn fetch_one<C: AsConn + ?Sized>(self, conn: &mut C) -> Result<Row, sqlx::Error> {
-        self.fetch_optional(conn)
+    pub async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> Result<Row, sqlx::Error> {
+        self.fetch_optional(on)
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
@@ -215,25 +230,25 @@ impl<T: for<'r> FromValue<'r>> QueryScalar<T> {
     }
 
     /// The first column of every row.
-    pub async fn fetch_all<C: AsConn + ?Sized>(self, conn: &mut C) -> Result<Vec<T>, sqlx::Error> {
-        let rows = self.query.fetch_all(conn).await?;
+    pub async fn fetch_all<'c>(self, on: impl Into<Target<'c>>) -> Result<Vec<T>, sqlx::Error> {
+        let rows = self.query.fetch_all(on).await?;
         rows.iter().map(|r| r.try_get::<T, usize>(0)).collect()
     }
 
     /// The first column of the first row, if there is a row.
-    pub async fn fetch_optional<C: AsConn + ?Sized>(
+    pub async fn fetch_optional<'c>(
         self,
-        conn: &mut C,
+        on: impl Into<Target<'c>>,
     ) -> Result<Option<T>, sqlx::Error> {
-        match self.query.fetch_optional(conn).await? {
+        match self.query.fetch_optional(on).await? {
             Some(r) => Ok(Some(r.try_get::<T, usize>(0)?)),
             None => Ok(None),
         }
     }
 
     /// The first column of the first row (`RowNotFound` when none).
-    pub async fn fetch_one<C: AsConn + ?Sized>(self, conn: &mut C) -> Result<T, sqlx::Error> {
-        self.query.fetch_one(conn).await?.try_get::<T, usize>(0)
+    pub async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> Result<T, sqlx::Error> {
+        self.query.fetch_one(on).await?.try_get::<T, usize>(0)
     }
 }
 
@@ -258,25 +273,25 @@ impl<T: FromRow> QueryAs<T> {
     }
 
     /// Every row.
-    pub async fn fetch_all<C: AsConn + ?Sized>(self, conn: &mut C) -> Result<Vec<T>, sqlx::Error> {
-        let rows = self.query.fetch_all(conn).await?;
+    pub async fn fetch_all<'c>(self, on: impl Into<Target<'c>>) -> Result<Vec<T>, sqlx::Error> {
+        let rows = self.query.fetch_all(on).await?;
         rows.iter().map(T::from_row).collect()
     }
 
     /// The first row, if any.
-    pub async fn fetch_optional<C: AsConn + ?Sized>(
+    pub async fn fetch_optional<'c>(
         self,
-        conn: &mut C,
+        on: impl Into<Target<'c>>,
     ) -> Result<Option<T>, sqlx::Error> {
-        match self.query.fetch_optional(conn).await? {
+        match self.query.fetch_optional(on).await? {
             Some(r) => Ok(Some(T::from_row(&r)?)),
             None => Ok(None),
         }
     }
 
     /// The first row (`RowNotFound` when none).
-    pub async fn fetch_one<C: AsConn + ?Sized>(self, conn: &mut C) -> Result<T, sqlx::Error> {
-        T::from_row(&self.query.fetch_one(conn).await?)
+    pub async fn fetch_one<'c>(self, on: impl Into<Target<'c>>) -> Result<T, sqlx::Error> {
+        T::from_row(&self.query.fetch_one(on).await?)
     }
 }
 

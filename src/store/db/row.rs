@@ -2,7 +2,8 @@
 //! for both backends.
 //!
 //! A row is decoded once, when it arrives: PostgreSQL by the column's type
-//! (INT2/4/8, TEXT/VARCHAR/CHAR/NAME, BOOL, BYTEA, FLOAT4/8, TIMESTAMPTZ),
+//! (INT2/4/8, TEXT/VARCHAR/CHAR/NAME, BOOL, BYTEA, FLOAT4/8, TIMESTAMPTZ,
+//! NUMERIC as an integer when it has no fraction digits, else a float),
 //! SQLite by the value's storage class (INTEGER, REAL, TEXT, BLOB, NULL).
 //! Reading then converts the same way for both: a `timestamptz` read as
 //! text is the `ts()` form, a boolean reads as `bool` or as 0/1, NULL as
@@ -399,12 +400,63 @@ fn pg_cell(v: sqlx::postgres::PgValueRef<'_>) -> Cell {
         Some(1184) => cell_or(decode_pg_timestamptz(v), &ty, |t| {
             Cell::Ts(t, crate::store::ts(t))
         }),
-        Some(1700) => Cell::Unsupported(
-            ty,
-            "cast it: SUM/AVG of integers is NUMERIC on PostgreSQL (CAST(… AS BIGINT))".into(),
-        ),
+        // SUM/AVG of integers: an integer when it has no fraction digits
+        // (as SQLite's SUM), else a float (as SQLite's AVG).
+        Some(1700) => cell_or(decode_pg_numeric(v), &ty, |c| c),
         _ => Cell::Unsupported(ty, "a type this layer does not read".into()),
     }
+}
+
+/// Decodes a PostgreSQL NUMERIC (binary: digit count, weight, sign,
+/// display scale, then base-10000 digits): an integer when its scale is 0
+/// and it fits an i64, else the nearest f64.
+fn decode_pg_numeric(v: sqlx::postgres::PgValueRef<'_>) -> Result<Cell, BoxDynError> {
+    if v.format() != sqlx::postgres::PgValueFormat::Binary {
+        let s = v.as_str()?;
+        return Ok(match s.parse::<i64>() {
+            Ok(n) => Cell::I64(n),
+            Err(_) => Cell::F64(
+                s.parse::<f64>()
+                    .map_err(|e| format!("numeric {s:?}: {e}"))?,
+            ),
+        });
+    }
+    let b = v.as_bytes()?;
+    let word = |i: usize| -> Result<u16, BoxDynError> {
+        b.get(2 * i..2 * i + 2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]))
+            .ok_or_else(|| "truncated numeric".into())
+    };
+    let (ndigits, weight, sign, scale) = (word(0)?, word(1)? as i16, word(2)?, word(3)?);
+    let negative = match sign {
+        0x0000 => false,
+        0x4000 => true,
+        0xC000 => return Ok(Cell::F64(f64::NAN)),
+        0xD000 => return Ok(Cell::F64(f64::INFINITY)),
+        0xF000 => return Ok(Cell::F64(f64::NEG_INFINITY)),
+        s => return Err(format!("numeric with sign word {s:#x}").into()),
+    };
+    let digits: Vec<u16> = (0..usize::from(ndigits))
+        .map(|i| word(4 + i))
+        .collect::<Result<_, _>>()?;
+    if scale == 0 {
+        // digits[i] counts 10000^(weight - i); none is below 10000^0.
+        let mut n: Option<i128> = Some(0);
+        for i in 0..=i32::from(weight).max(-1) {
+            let d = digits.get(i as usize).copied().unwrap_or(0);
+            n = n.and_then(|n| n.checked_mul(10_000)?.checked_add(i128::from(d)));
+        }
+        if let Some(n) = n.map(|n| if negative { -n } else { n }) {
+            if let Ok(n) = i64::try_from(n) {
+                return Ok(Cell::I64(n));
+            }
+        }
+    }
+    let mut x = 0f64;
+    for (i, d) in digits.iter().enumerate() {
+        x += f64::from(*d) * 10_000f64.powi(i32::from(weight) - i as i32);
+    }
+    Ok(Cell::F64(if negative { -x } else { x }))
 }
 
 /// A Rust type a whole row can be read as ([`super::query_as`]): tuples of
