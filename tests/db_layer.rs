@@ -142,6 +142,15 @@ async fn story(pool: &Pool) {
             .await
             .expect("due");
     assert_eq!(due, ["first"]);
+    // Instants are kept to the millisecond on both, as ts() writes them.
+    let finer =
+        DUE.parse::<jiff::Timestamp>().expect("ts") + jiff::SignedDuration::from_micros(999);
+    let same: i64 = db::query_scalar("SELECT COUNT(*) FROM items WHERE due_at = $1")
+        .bind_ts(finer)
+        .fetch_one(&mut conn)
+        .await
+        .expect("equal instant");
+    assert_eq!(same, 1);
     let min: Option<String> = db::query_scalar("SELECT MIN(due_at) FROM items WHERE done = $1")
         .bind(false)
         .fetch_one(&mut conn)

@@ -20,6 +20,37 @@
 //! - `dialect`: [`Dialect`], the few SQL spellings that differ.
 //! - `transient`: [`is_transient`] and [`retry`], for serialization
 //!   failures, deadlocks, a busy SQLite and lost connections.
+//!
+//! # Converting store code
+//!
+//! ```ignore
+//! // before: SQLite only
+//! async fn due(conn: &mut SqliteConnection, now: &str) -> Result<Vec<(i64, String)>, StoreError> {
+//!     Ok(sqlx::query_as::<_, (i64, String)>("SELECT id, due_at FROM timers WHERE due_at <= $1")
+//!         .bind(now)
+//!         .fetch_all(&mut *conn)
+//!         .await?)
+//! }
+//! // after: both backends
+//! async fn due(conn: &mut impl AsConn, now: &str) -> Result<Vec<(i64, String)>, StoreError> {
+//!     Ok(db::query_as::<(i64, String)>("SELECT id, due_at FROM timers WHERE due_at <= $1")
+//!         .bind_ts(now)
+//!         .fetch_all(conn)
+//!         .await?)
+//! }
+//! ```
+//!
+//! - `sqlx::query` → `db::query`; `query_as::<_, T>` → `query_as::<T>`;
+//!   `query_scalar::<_, T>` → `query_scalar::<T>`; `row.try_get::<T, _>(i)`
+//!   stays; errors stay `sqlx::Error`, so `?` into `StoreError` still works.
+//! - Every value for a `*_at` column (written or compared) is bound with
+//!   `bind_ts` (text or `jiff::Timestamp`); PostgreSQL refuses `text` there.
+//! - Flags are bound as `bool` (`bind(true)`), not `1`; literals in SQL come
+//!   from [`Dialect::bool_lit`]. They read back as `bool` or 0/1.
+//! - Several statements in one `query` (SQLite only) become a [`Script`]
+//!   of one [`Query`] each, with its own `$1…`.
+//! - A function taking `&mut SqliteConnection` takes `&mut impl AsConn`;
+//!   while callers are converted, today's `&mut *tx` is accepted as is.
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -37,7 +37,8 @@ pub enum Value {
     /// Bytes (raw mail, attachments): BLOB / `bytea`.
     Bytes(Vec<u8>),
     /// An instant: the `ts()` text on SQLite (UTC, milliseconds, `Z`, so
-    /// text order is time order), `timestamptz` on PostgreSQL.
+    /// text order is time order), `timestamptz` on PostgreSQL (cut to
+    /// milliseconds too, so both store the same instant).
     Ts(jiff::Timestamp),
 }
 
@@ -212,10 +213,13 @@ impl sqlx::Type<Postgres> for PgTimestamptz {
 
 impl sqlx::Encode<'_, Postgres> for PgTimestamptz {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        // Milliseconds, as `ts()` writes on SQLite: the same instant is
+        // stored, and compares, alike on both backends.
         let micros = self
             .0
-            .as_microsecond()
-            .checked_sub(PG_EPOCH_MICROS)
+            .as_millisecond()
+            .checked_mul(1000)
+            .and_then(|us| us.checked_sub(PG_EPOCH_MICROS))
             .ok_or_else(|| format!("timestamp out of range: {}", self.0))?;
         <i64 as sqlx::Encode<'_, Postgres>>::encode_by_ref(&micros, buf)
     }
