@@ -491,3 +491,145 @@ async fn a_script_past_sqlites_parameter_limit_is_split_between_statements() {
         .expect("count");
     assert_eq!(n, 700 * 64);
 }
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Store-shaped statements on the real schemas (migrations/sqlite and
+/// migrations/postgres): one text of SQL each, the same results.
+async fn real_schema(pool: &Pool) {
+    let d = pool.dialect();
+    let now = "2026-12-03T19:00:00.000Z";
+    let mut tx = pool.begin().await.expect("begin");
+    let script: Script = [
+        db::query(
+            "INSERT INTO tickets (number, subject, status, severity, requester, created_at, updated_at, sla_due_at)
+             VALUES ($1, $2, 'new', 3, $3, $4, $4, $5) RETURNING id",
+        )
+        .bind("10001")
+        .bind("Platte voll")
+        .bind("a@kunde.test")
+        .bind_ts(now)
+        .bind_ts("2026-12-03T21:00:00.000Z"),
+        db::query("INSERT INTO ticket_tags (ticket_id, tag) VALUES (1, $1), (1, $2)")
+            .bind("disk")
+            .bind("backup"),
+        db::query(
+            "INSERT INTO incidents (key, ticket_id, state, problem, occurrences, last_text, last_at)
+             VALUES ($1, 1, 'CRITICAL', $2, 1, $3, $4)",
+        )
+        .bind("host/disk")
+        .bind(true)
+        .bind("disk full")
+        .bind_ts(now),
+        db::query(
+            "INSERT INTO timers (kind, ticket_id, due_at, created_at) VALUES ('sla-breach', 1, $1, $2) RETURNING id, due_at",
+        )
+        .bind_ts("2026-12-03T21:00:00.000Z")
+        .bind_ts(now),
+    ]
+    .into_iter()
+    .collect();
+    let rows = script.run(&mut tx).await.expect("intake-shaped script");
+    tx.commit().await.expect("commit");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].try_get::<i64, _>("id").expect("ticket id"), 1);
+    assert_eq!(
+        rows[1].try_get::<String, _>("due_at").expect("timer due"),
+        "2026-12-03T21:00:00.000Z"
+    );
+
+    // SUMMARY_SELECT's tag list and a text built with an integer.
+    let sql = format!(
+        "SELECT t.number, t.created_at, 'ticket:' || t.id AS label,
+           (SELECT {} FROM (SELECT tag FROM ticket_tags g WHERE g.ticket_id = t.id ORDER BY tag) x) AS tags,
+           (SELECT COUNT(*) FROM ticket_tags g WHERE g.ticket_id = t.id) AS tag_count
+         FROM tickets t WHERE t.sla_due_at <= $1",
+        d.group_concat("x.tag", &d.char_code(31))
+    );
+    let r = db::query(sqlx::AssertSqlSafe(sql))
+        .bind_ts("2026-12-03T21:00:00.000Z")
+        .fetch_one(pool)
+        .await
+        .expect("summary");
+    assert_eq!(r.try_get::<&str, _>("number").expect("number"), "10001");
+    assert_eq!(r.try_get::<&str, _>("created_at").expect("created"), now);
+    assert_eq!(r.try_get::<&str, _>("label").expect("label"), "ticket:1");
+    assert_eq!(
+        r.try_get::<Option<String>, _>("tags").expect("tags"),
+        Some("backup\u{1f}disk".to_string())
+    );
+    assert_eq!(r.try_get::<i64, _>("tag_count").expect("count"), 2);
+
+    // An incident's flag: a literal in SQL, read back as bool and 0/1.
+    let sql = format!(
+        "UPDATE incidents SET problem = {}, recovered_at = $1 WHERE key = $2 AND problem = {} RETURNING problem, recovered_at",
+        d.bool_lit(false),
+        d.bool_lit(true)
+    );
+    let r = db::query(sqlx::AssertSqlSafe(sql))
+        .bind_ts("2026-12-03T19:05:00.000Z")
+        .bind("host/disk")
+        .fetch_one(pool)
+        .await
+        .expect("recover");
+    assert!(!r.try_get::<bool, _>("problem").expect("problem"));
+    assert_eq!(r.try_get::<i64, _>("problem").expect("problem 0/1"), 0);
+    assert_eq!(
+        r.try_get::<Option<String>, _>("recovered_at")
+            .expect("recovered"),
+        Some("2026-12-03T19:05:00.000Z".to_string())
+    );
+
+    // A due timer is claimed once: the conditional UPDATE … RETURNING.
+    let claim = || {
+        db::query(
+            "UPDATE timers SET fired_at = $1 WHERE fired_at IS NULL AND due_at <= $1 RETURNING id, ticket_id",
+        )
+        .bind_ts("2026-12-03T21:00:00.500Z")
+    };
+    let first: Vec<(i64, Option<i64>)> = claim()
+        .fetch_all(pool)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|r| (r.try_get(0).expect("id"), r.try_get(1).expect("ticket")))
+        .collect();
+    assert_eq!(first, [(1, Some(1))]);
+    assert!(claim()
+        .fetch_all(pool)
+        .await
+        .expect("claim again")
+        .is_empty());
+    let next: Option<String> =
+        db::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
+            .fetch_one(pool)
+            .await
+            .expect("next due");
+    assert_eq!(next, None);
+}
+
+#[tokio::test]
+async fn real_schema_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("t.db"))
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let raw = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+    SQLITE_MIGRATIONS.run(&raw).await.expect("migrate sqlite");
+    real_schema(&Pool::from_sqlite(raw)).await;
+}
+
+#[tokio::test]
+async fn real_schema_on_postgres() {
+    let Some(db) = pg::TestDb::create("db_layer_real_schema").await else {
+        return; // SKIPPED: no PostgreSQL
+    };
+    let raw = db.pool().await;
+    POSTGRES_MIGRATIONS
+        .run(&raw)
+        .await
+        .expect("migrate postgres");
+    real_schema(&Pool::from_postgres(raw)).await;
+}
