@@ -69,7 +69,7 @@ pub use dialect::Dialect;
 pub use query::{
     execute_many, query, query_as, query_scalar, Query, QueryAs, QueryResult, QueryScalar, Script,
 };
-pub use row::{FromRow, FromValue, Row, ValueRef};
+pub use row::{ColumnIndex, FromRow, FromValue, Row, ValueRef};
 pub use transient::{is_transient, retry, Transient};
 pub use value::{IntoTs, Value};
 
