@@ -40,6 +40,7 @@ pub mod actions;
 pub mod admin;
 pub mod chat;
 mod cursors;
+pub mod db;
 pub mod graph;
 mod intake;
 pub mod oauth;
