@@ -84,6 +84,9 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The same pool behind the backend-neutral layer ([`db`]): the store's
+    /// SQL moves onto it file by file, so that it runs on PostgreSQL too.
+    db: db::Pool,
     /// One writer at a time within this process. Two connections of one
     /// pool that both want SQLite's write lock would otherwise meet in
     /// SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms before trying
@@ -235,6 +238,7 @@ impl Store {
             .connect_with(opts)
             .await?;
         Ok(Store {
+            db: db::Pool::from_sqlite(pool.clone()),
             pool,
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
             write_fault: Arc::default(),

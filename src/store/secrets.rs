@@ -1,8 +1,9 @@
 //! Secrets every process of a desk shares, kept in the database with the
 //! data they protect (today the MAC key of our Message-IDs): created once,
 //! the first stored value wins, so processes starting together agree.
+//! Written on the backend-neutral layer ([`super::db`]).
 
-use super::{ts, Store, StoreError};
+use super::{db, Store, StoreError};
 
 impl Store {
     /// The shared secret `name`: the stored value, else the value of
@@ -17,14 +18,14 @@ impl Store {
             return Ok(v);
         }
         let value = make().map_err(StoreError::Corrupt)?;
-        sqlx::query(
+        db::query(
             "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(&value)
-        .bind(ts(jiff::Timestamp::now()))
-        .execute(self.pool())
+        .bind(value.as_slice())
+        .bind_ts(jiff::Timestamp::now())
+        .execute(&self.db)
         .await?;
         self.read_secret(name)
             .await?
@@ -33,9 +34,9 @@ impl Store {
 
     async fn read_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1")
+            db::query_scalar::<Vec<u8>>("SELECT value FROM shared_secrets WHERE name = $1")
                 .bind(name)
-                .fetch_optional(self.pool())
+                .fetch_optional(&self.db)
                 .await?,
         )
     }
