@@ -1,8 +1,10 @@
 //! The delta cursors of the Microsoft Graph mailboxes
 //! ([`crate::sources::graph`]): per mailbox and folder, the
 //! `@odata.deltaLink` of the last round whose messages are all stored.
+//! Written on the backend-neutral layer ([`super::db`]), but for the
+//! delete, which goes through the store's one-statement write.
 
-use super::{Store, StoreError};
+use super::{db, Store, StoreError};
 
 impl Store {
     /// The delta link `mailbox`'s `folder` was last read up to, if any.
@@ -11,14 +13,13 @@ impl Store {
         mailbox: &str,
         folder: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as(
+        Ok(db::query_scalar::<String>(
             "SELECT delta_link FROM graph_cursors WHERE mailbox = $1 AND folder = $2",
         )
         .bind(mailbox)
         .bind(folder)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(l,)| l))
+        .fetch_optional(&self.db)
+        .await?)
     }
 
     /// Records that every message up to `delta_link` is stored.
@@ -30,7 +31,7 @@ impl Store {
         now: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO graph_cursors (mailbox, folder, delta_link, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (mailbox, folder) DO UPDATE SET
@@ -39,7 +40,7 @@ impl Store {
         .bind(mailbox)
         .bind(folder)
         .bind(delta_link)
-        .bind(now)
+        .bind_ts(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -72,11 +73,21 @@ mod tests {
         store.migrate().await.unwrap();
         assert_eq!(store.graph_cursor("desk", "Inbox").await.unwrap(), None);
         store
-            .set_graph_cursor("desk", "Inbox", "https://g/delta?$deltatoken=1", "t1")
+            .set_graph_cursor(
+                "desk",
+                "Inbox",
+                "https://g/delta?$deltatoken=1",
+                "2026-12-03T10:00:00.000Z",
+            )
             .await
             .unwrap();
         store
-            .set_graph_cursor("desk", "Inbox", "https://g/delta?$deltatoken=2", "t2")
+            .set_graph_cursor(
+                "desk",
+                "Inbox",
+                "https://g/delta?$deltatoken=2",
+                "2026-12-03T10:01:00.000Z",
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -1,10 +1,10 @@
 //! OAuth 2.0 grants per account (`imap:NAME`, `smtp`): what
 //! [`crate::oauth`] got from the token endpoint, written as given. No HTTP
 //! here. Tokens travel as plain strings only between this module and the
-//! token manager; the row type redacts them in `Debug`.
+//! token manager; the row type redacts them in `Debug`. Written on the
+//! backend-neutral layer ([`super::db`]).
 
-use super::{Store, StoreError};
-use sqlx::Row;
+use super::{db, Store, StoreError};
 
 /// A stored grant.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct NewTokens<'a> {
 const SELECT: &str = "SELECT account, refresh_token, access_token, access_expires_at, scope,
     last_refresh_at, last_error, last_error_kind, refresh_count, updated_at FROM oauth_grants";
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<GrantRow, sqlx::Error> {
+fn from_row(r: &db::Row) -> Result<GrantRow, sqlx::Error> {
     Ok(GrantRow {
         account: r.try_get("account")?,
         refresh_token: r.try_get("refresh_token")?,
@@ -84,9 +84,9 @@ impl Store {
     /// The grant of one account.
     pub async fn oauth_grant(&self, account: &str) -> Result<Option<GrantRow>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE account = $1"));
-        let row = sqlx::query(sql)
+        let row = db::query(sql)
             .bind(account)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.db)
             .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
@@ -94,7 +94,7 @@ impl Store {
     /// Every stored grant, by account.
     pub async fn oauth_grants(&self) -> Result<Vec<GrantRow>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY account"));
-        let rows = sqlx::query(sql).fetch_all(self.pool()).await?;
+        let rows = db::query(sql).fetch_all(&self.db).await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
@@ -108,7 +108,7 @@ impl Store {
         now: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO oauth_grants (account, refresh_token, access_token, access_expires_at,
                  scope, last_refresh_at, last_error, last_error_kind, refresh_count, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, 1, $6)
@@ -125,9 +125,9 @@ impl Store {
         .bind(account)
         .bind(tokens.refresh_token)
         .bind(tokens.access_token)
-        .bind(tokens.access_expires_at)
+        .bind_ts(tokens.access_expires_at)
         .bind(tokens.scope)
-        .bind(now)
+        .bind_ts(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await
@@ -143,11 +143,11 @@ impl Store {
         now: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM oauth_grants WHERE account = $1")
+        db::query("DELETE FROM oauth_grants WHERE account = $1")
             .bind(account)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        db::query(
             "INSERT INTO oauth_grants (account, refresh_token, access_token, access_expires_at,
                  scope, last_refresh_at, refresh_count, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, 1, $6)",
@@ -155,9 +155,9 @@ impl Store {
         .bind(account)
         .bind(tokens.refresh_token)
         .bind(tokens.access_token)
-        .bind(tokens.access_expires_at)
+        .bind_ts(tokens.access_expires_at)
         .bind(tokens.scope)
-        .bind(now)
+        .bind_ts(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await
@@ -181,13 +181,14 @@ impl Store {
         notices: &[super::sla::Notification],
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let before: Option<Option<String>> =
-            sqlx::query_scalar("SELECT last_error_kind FROM oauth_grants WHERE account = $1")
-                .bind(account)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let before: Option<Option<String>> = db::query_scalar::<Option<String>>(
+            "SELECT last_error_kind FROM oauth_grants WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await?;
         let newly_refused = kind == "permanent" && before.flatten().as_deref() != Some("permanent");
-        sqlx::query(
+        db::query(
             "INSERT INTO oauth_grants (account, last_error, last_error_kind, updated_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (account) DO UPDATE SET
@@ -202,7 +203,7 @@ impl Store {
         .bind(account)
         .bind(error)
         .bind(kind)
-        .bind(now)
+        .bind_ts(now)
         .execute(&mut *tx)
         .await?;
         let queued = newly_refused && !notices.is_empty();
