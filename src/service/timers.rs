@@ -8,7 +8,6 @@
 use super::staff::SlaHooks;
 use crate::domain::{Status, TicketNumber};
 use crate::ingest::decide::{Decision, Target};
-use crate::sla::clock::History;
 use crate::sla::evaluate::{
     digest_outcome, evaluate_with, fires_due, history_of, late_by, settle, Evaluated, SlaContext,
     SlaTicket, NOTHING_TO_EVALUATE,
@@ -99,7 +98,7 @@ pub(super) fn new_ticket_sla(
     let (Ok(received), Ok(at)) = (arrived.parse::<Timestamp>(), now.parse::<Timestamp>()) else {
         return None;
     };
-    let ticket = SlaTicket {
+    let input = SlaInput {
         id: 0,
         number: TicketNumber(String::new()),
         subject: t.subject.clone(),
@@ -108,12 +107,10 @@ pub(super) fn new_ticket_sla(
         organisation: t.organisation.clone(),
         requester: t.requester.key(),
         received,
+        events: Vec::new(),
+        fired: Vec::new(),
     };
-    let history = History {
-        received,
-        happenings: Vec::new(),
-    };
-    let e = evaluate_with(ticket, history, ctx, at);
+    let e = evaluated(input, ctx, at);
     Some(sla_rows(&e, ctx.policies))
 }
 
@@ -184,7 +181,8 @@ impl FireTimers for Store {
                     ..TimerPlan::default()
                 },
             };
-            fired.extend(timers::write_timer_plan(&mut tx, &plan, now).await?);
+            timers::write_timer_plan(&mut tx, &plan, now).await?;
+            fired.extend(plan.fired);
         }
         tx.commit().await?;
         Ok(fired)

@@ -209,12 +209,12 @@ pub struct TimerPlan {
 }
 
 /// Writes what one due timer decided, at `now`, in the caller's
-/// transaction; mails get the next outbox ids. Returns what it fired.
+/// transaction; mails get the next outbox ids.
 pub async fn write_timer_plan(
     conn: &mut SqliteConnection,
     plan: &TimerPlan,
     now: Timestamp,
-) -> Result<Vec<FiredTimer>, StoreError> {
+) -> Result<(), StoreError> {
     let now_s = ts(now);
     let now = now_s.as_str();
     let mut s = Script::default();
@@ -283,11 +283,7 @@ pub async fn write_timer_plan(
         s.end();
     }
     for (id, outcome) in &plan.reminder_outcomes {
-        let (at, o, id) = (s.arg(now), s.arg(outcome.as_str()), s.arg(*id));
-        s.push(format_args!(
-            "UPDATE timers SET fired_at = {at}, outcome = {o} WHERE id = {id}"
-        ));
-        s.end();
+        mark_fired(&mut s, *id, outcome, now);
     }
     for (key, planned, outcome) in &plan.reminder_records {
         let ps = [
@@ -311,14 +307,19 @@ pub async fn write_timer_plan(
         sla::schedule_digest(&mut s, name, at, now);
     }
     if let Some((id, outcome)) = &plan.timer {
-        let (at, o, id) = (s.arg(now), s.arg(outcome.as_str()), s.arg(*id));
-        s.push(format_args!(
-            "UPDATE timers SET fired_at = {at}, outcome = {o} WHERE id = {id}"
-        ));
-        s.end();
+        mark_fired(&mut s, *id, outcome, now);
     }
     s.run(conn).await?;
-    Ok(plan.fired.clone())
+    Ok(())
+}
+
+/// Records in `s` that timer row `id` fired at `now` with `outcome`.
+fn mark_fired(s: &mut Script, id: i64, outcome: &str, now: &str) {
+    let (at, o, id) = (s.arg(now), s.arg(outcome), s.arg(id));
+    s.push(format_args!(
+        "UPDATE timers SET fired_at = {at}, outcome = {o} WHERE id = {id}"
+    ));
+    s.end();
 }
 
 impl Store {
